@@ -1,0 +1,56 @@
+# remap — two commands for a fresh machine:  `make book`  and  `make test`.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROFILE ?= default
+# Two threads: the machines this book is written for have two cores.
+export OMP_NUM_THREADS ?= 2
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+
+.PHONY: install fetch test unit notebooks-smoke book notebooks grid bench lint clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --disable-pip-version-check -q --upgrade pip
+	$(VPY) -m pip install --disable-pip-version-check -r requirements.txt
+	$(VPY) -m pip install --disable-pip-version-check --no-deps -e .
+	touch $@
+
+## Download MILES, MARCS atmospheres and the Gaia-ESO line list into the cache; check data/ hashes.
+fetch: $(STAMP)
+	$(VENV)/bin/remap fetch
+
+## Unit tests, then every notebook through papermill with the smoke profile, then nbval.
+test: $(STAMP) fetch unit notebooks-smoke
+
+unit: $(STAMP)
+	$(VPY) -m pytest -q tests
+
+notebooks-smoke: $(STAMP)
+	$(VENV)/bin/remap book run --profile smoke --out _build/smoke
+	$(VPY) -m pytest -q -p no:cacheprovider --nbval-lax _build/smoke
+
+## Execute the notebooks with $(PROFILE) (default: default) and build the HTML book in _build/html.
+book: $(STAMP) fetch notebooks
+	$(VENV)/bin/jupyter-book build . -W -n --keep-going
+
+notebooks: $(STAMP)
+	$(VENV)/bin/remap book run --profile $(PROFILE) --out book/notebooks
+
+## Regenerate the shipped synthetic grid (resumable: rerun to continue).
+grid: $(STAMP) fetch
+	$(VENV)/bin/remap grid build
+
+bench: $(STAMP) fetch
+	$(VPY) bench/bench_preprocess.py
+	$(VPY) bench/bench_synthesis.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf _build book/notebooks work

@@ -1,0 +1,90 @@
+"""File helpers shared by every source: atomic writes, hashes and clear data errors.
+
+Every file remap writes goes through :func:`atomic_write`, so an interrupted run leaves
+either the complete file or nothing, never a truncated one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+
+class RemapDataError(ValueError):
+    """Bad input data. The message always names the offending file (or array) and the problem."""
+
+    def __init__(self, source, problem: str):
+        self.source = str(source)
+        self.problem = problem
+        super().__init__(f"{self.source}: {problem}")
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode: str = "wb"):
+    """Open a temporary file beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        _publish(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside ``path`` for libraries that open files themselves (h5py)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        _publish(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _publish(tmp: str, path: Path) -> None:
+    # mkstemp makes 0600 files; give the result the permissions a plain open() would
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
+def sha256_file(path, chunk_size: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks so large archives need little memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_sha256(path, expected: str) -> None:
+    """Raise :class:`RemapDataError` unless ``path`` hashes to ``expected``."""
+    actual = sha256_file(path)
+    if actual != expected.lower():
+        raise RemapDataError(path, f"sha256 mismatch: expected {expected}, got {actual}")
+
+
+def require_nonempty(path) -> Path:
+    """Return ``path`` as a Path, failing clearly when it is missing or empty."""
+    path = Path(path)
+    if not path.exists():
+        raise RemapDataError(path, "file does not exist")
+    if path.stat().st_size == 0:
+        raise RemapDataError(path, "file is empty (0 bytes)")
+    return path

@@ -1,0 +1,35 @@
+"""Parameter profiles shared by the notebooks, the CLI and the tests.
+
+``smoke`` runs in seconds to a few minutes (tests), ``default`` is the rendered book on a 2-core
+CPU, ``paper`` is the full-scale run for a GPU. A notebook's ``parameters`` cell names a profile
+and may override any value; ``None`` means "take it from the profile".
+"""
+
+from __future__ import annotations
+
+PROFILES: dict[str, dict[str, dict]] = {
+    "01_data_prep": {
+        "smoke": {"instrument": "miles", "max_grid_spectra": 120, "max_miles_stars": 60,
+                  "test_fraction": 0.1, "val_fraction": 0.1},
+        "default": {"instrument": "miles", "max_grid_spectra": None, "max_miles_stars": None,
+                    "test_fraction": 0.1, "val_fraction": 0.1},
+        "paper": {"instrument": "marvels", "max_grid_spectra": None, "max_miles_stars": None,
+                  "test_fraction": 0.1, "val_fraction": 0.1},
+    },
+}
+
+
+def resolve(notebook: str, profile: str, **overrides) -> dict:
+    """The profile's parameters for ``notebook`` with every non-None override applied."""
+    try:
+        table = PROFILES[notebook]
+    except KeyError:
+        raise ValueError(f"no profiles for notebook {notebook!r}; known: {sorted(PROFILES)}") from None
+    if profile not in table:
+        raise ValueError(f"unknown profile {profile!r} for {notebook}; choose from {sorted(table)}")
+    params = dict(table[profile])
+    unknown = set(overrides) - set(params)
+    if unknown:
+        raise ValueError(f"{notebook} has no parameter(s) {sorted(unknown)}; it takes {sorted(params)}")
+    params.update({k: v for k, v in overrides.items() if v is not None})
+    return params
