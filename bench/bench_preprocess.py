@@ -141,10 +141,18 @@ def main() -> None:
     inner = slice(10, -10)  # the reference's edge handling differs in the outermost pixels
     rms = float(np.sqrt(np.mean(diff[:, inner] ** 2)))
     maxabs = float(np.max(np.abs(diff[:, inner])))
+    # The reference broadens with ONE Gaussian width (λ/R at the window's mean wavelength), 6 % off at
+    # the window edges; near the centre both use the same width, so that rms measures the rest.
+    centre = (grid > 5300) & (grid < 5400)
+    rms_centre = float(np.sqrt(np.mean(diff[:, centre] ** 2)))
     n = args.batch
     result = {
-        "input": {"npix": int(wave.size), "range_A": [float(wave[0]), float(wave[-1])], "batch": n,
-                  "make_input_s": round(t_make, 2)},
+        "input": {
+            "npix": int(wave.size),
+            "range_A": [float(wave[0]), float(wave[-1])],
+            "batch": n,
+            "make_input_s": round(t_make, 2),
+        },
         "target": {"instrument": MARVELS.name, "npix": int(grid.size), "resolution": MARVELS.resolution},
         "ours_cold_s": t_cold,
         "ours_warm_s": t_warm,
@@ -157,10 +165,10 @@ def main() -> None:
         "speedup_warm": t_ref / t_warm,
         "rms_diff_relative_to_continuum": rms,
         "max_abs_diff_relative_to_continuum": maxabs,
+        "rms_diff_relative_to_continuum_5300_5400A": rms_centre,
         "masked_pixels_ours": int(out.mask.sum()),
         "threads": 2,
-        "machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(),
-                    "numpy": np.__version__},
+        "machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(), "numpy": np.__version__},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(args.out, "w") as fh:
@@ -168,7 +176,7 @@ def main() -> None:
         fh.write("\n")
 
     print(f"PHOENIX-like input: {wave.size:,} px; batch {n}; target MARVELS {grid.size} px, R={MARVELS.resolution:g}")
-    print(f"{'method':44s} {'seconds':>9s} {'spectra/s':>10s} {'speed-up':>9s}")
+    print(f"{'method':52s} {'seconds':>9s} {'spectra/s':>10s} {'speed-up':>9s}")
     rows = [
         ("reference: interp + instrBroadGaussFast + spectres", t_ref),
         ("ours, cold (builds sparse operator)", t_cold),
@@ -176,8 +184,9 @@ def main() -> None:
         ("ours, warm, no continuum normalization", t_raw),
     ]
     for name, sec in rows:
-        print(f"{name:44s} {sec:9.3f} {n / sec:10.1f} {t_ref / sec:8.1f}x")
-    print(f"rms difference (ours − reference) / continuum: {rms:.2e}  (max {maxabs:.2e})")
+        print(f"{name:52s} {sec:9.3f} {n / sec:10.1f} {t_ref / sec:8.1f}x")
+    print(f"rms difference (ours − reference) / continuum: {rms:.2e}  (max {maxabs:.2e});")
+    print(f"  in 5300–5400 Å, where the reference's single kernel width is right: {rms_centre:.2e}")
     print(f"wrote {args.out}")
 
 

@@ -185,12 +185,7 @@ class Instrument:
 
 def _is_positive_number(value) -> bool:
     # bool is an int subclass; "True" as a wavelength is a typo, not a number.
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value > 0
-    )
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
 #: The paper's instrument: MARVELS (Ge et al. 2008), R ≈ 11000, 5000–5700 Å (vacuum wavelengths),
@@ -199,9 +194,7 @@ MARVELS = Instrument("MARVELS", 5000.0, 5700.0, medium="vacuum", resolution=1100
 
 #: MILES (Sánchez-Blázquez et al. 2006; Falcón-Barroso et al. 2011): FWHM 2.5 Å, 0.9 Å pixels aligned
 #: to the native MILES grid λ = 3540.5 + 0.9·i Å (air) → 4999.4 … 5700.5 Å, 780 pixels.
-MILES = Instrument(
-    "MILES", 5000.0, 5700.0, medium="air", fwhm=2.5, pixel=0.9, pixel_origin=3540.5
-)
+MILES = Instrument("MILES", 5000.0, 5700.0, medium="air", fwhm=2.5, pixel=0.9, pixel_origin=3540.5)
 
 INSTRUMENTS = {"marvels": MARVELS, "miles": MILES}
 
@@ -217,6 +210,4 @@ def get_instrument(name_or_path) -> Instrument:
     path = Path(key).expanduser()
     if path.suffix.lower() in (".yaml", ".yml") or path.exists():
         return Instrument.from_yaml(path)
-    raise ValueError(
-        f"unknown instrument {key!r}: use one of {sorted(INSTRUMENTS)} or the path of a YAML profile"
-    )
+    raise ValueError(f"unknown instrument {key!r}: use one of {sorted(INSTRUMENTS)} or the path of a YAML profile")

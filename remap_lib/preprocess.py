@@ -40,7 +40,7 @@ from .fileio import RemapDataError
 from .instruments import get_instrument
 
 FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))  # σ = FWHM / 2.3548
-AIR_VACUUM_MIN_WAVE = 2000.0  # Å; by IAU convention wavelengths below are vacuum in both cases
+AIR_VACUUM_MIN_WAVE = 2000.0  # Å (vacuum); by IAU convention shorter wavelengths are vacuum in both media
 _SQRT_2PI = math.sqrt(2.0 * math.pi)
 
 __all__ = [
@@ -76,11 +76,16 @@ def vacuum_to_air(wave) -> np.ndarray:
     λ_air = λ_vac / n(λ_vac) with the refractive index of Morton (2000, ApJS 130, 403), the IAU
     standard also used by VALD3 (Birch & Downs 1994; dry air, 1 atm, 15 °C, 0.045 % CO₂):
     ``n = 1 + 8.34254e-5 + 2.406147e-2/(130 - s²) + 1.5998e-4/(38.9 - s²)``, ``s = 10⁴/λ_vac``.
-    Wavelengths below 2000 Å are returned unchanged (IAU convention: vacuum there).
+    Wavelengths below 2000 Å are returned unchanged (IAU convention: vacuum there; the formula has
+    a pole at 1603 Å). Hence the mapping is not monotonic within 0.65 Å of 2000 Å: convert only the
+    window you need (as :func:`to_instrument` does), not a whole 500 Å – 5 µm grid.
     """
     wave = np.asarray(wave, dtype=np.float64)
     out = wave / _refractive_index_vac(np.maximum(wave, AIR_VACUUM_MIN_WAVE))
     return np.where(wave >= AIR_VACUUM_MIN_WAVE, out, wave)
+
+
+_AIR_MIN_WAVE = float(vacuum_to_air(AIR_VACUUM_MIN_WAVE))  # 1999.352 Å: 2000 Å vacuum, in air
 
 
 def air_to_vacuum(wave) -> np.ndarray:
@@ -89,14 +94,15 @@ def air_to_vacuum(wave) -> np.ndarray:
     Solves λ_vac = λ_air · n(λ_vac) (Morton 2000 index, see :func:`vacuum_to_air`) by fixed-point
     iteration. Each step shrinks the error by λ·dn/dλ ≈ 1e-5, so four steps reach machine precision
     and ``vacuum_to_air(air_to_vacuum(x)) == x`` to ~1e-11 Å. (VALD's closed-form inverse by
-    N. Piskunov agrees to 1e-8 Å.) Wavelengths below 2000 Å are returned unchanged.
+    N. Piskunov agrees to 1e-8 Å.) Air wavelengths below 1999.352 Å (= 2000 Å vacuum) are returned
+    unchanged, so both directions round-trip everywhere.
     """
     wave = np.asarray(wave, dtype=np.float64)
-    air = np.maximum(wave, AIR_VACUUM_MIN_WAVE)
-    vac = air * _refractive_index_vac(air)
+    air = np.maximum(wave, _AIR_MIN_WAVE)
+    vac = air * _refractive_index_vac(np.maximum(air, AIR_VACUUM_MIN_WAVE))
     for _ in range(4):
         vac = air * _refractive_index_vac(vac)
-    return np.where(wave >= AIR_VACUUM_MIN_WAVE, vac, wave)
+    return np.where(wave >= _AIR_MIN_WAVE, vac, wave)
 
 
 def convert_medium(wave, from_medium: str, to_medium: str) -> np.ndarray:
@@ -160,14 +166,30 @@ def _check_wave(wave, source, window=None) -> np.ndarray:
         if not covers(1.0):
             if covers(10.0):
                 raise RemapDataError(
-                    source, f"wavelengths look like nm, not Å ({span}); multiply by 10 to convert to Å"
+                    source, f"wavelengths: looks like nm, not Å ({span}); multiply by 10 to convert to Å"
                 )
             if covers(1e4):
                 raise RemapDataError(
-                    source, f"wavelengths look like µm, not Å ({span}); multiply by 1e4 to convert to Å"
+                    source, f"wavelengths: looks like µm, not Å ({span}); multiply by 1e4 to convert to Å"
                 )
             raise RemapDataError(source, f"window {wmin:.6g}–{wmax:.6g} Å not covered ({span} Å)")
     return wave
+
+
+def _check_companions(wave, flux, ivar, mask, source) -> None:
+    """Shapes of flux/ivar/mask against the wavelengths, and no negative ivar."""
+    shape = np.shape(flux)
+    if len(shape) not in (1, 2) or shape[-1] != wave.size:
+        raise RemapDataError(
+            source, f"shape mismatch: flux has shape {shape} but the wavelength array has {wave.size} pixels"
+        )
+    for name, arr in (("ivar", ivar), ("mask", mask)):
+        if arr is not None and np.shape(arr) != shape:
+            raise RemapDataError(source, f"shape mismatch: {name} has shape {np.shape(arr)}, flux has {shape}")
+    if ivar is not None:
+        nneg = np.count_nonzero(np.asarray(ivar) < 0)  # NaN ivar is masked later, not an error
+        if nneg:
+            raise RemapDataError(source, f"negative inverse variance in {nneg} pixel(s)")
 
 
 def check_spectrum(wave, flux, ivar=None, source="<array>", window=None, mask=None) -> Checked:
@@ -175,32 +197,20 @@ def check_spectrum(wave, flux, ivar=None, source="<array>", window=None, mask=No
 
     Raises :class:`RemapDataError` naming ``source`` for: wavelengths that are not 1-D, not finite,
     duplicated or not increasing; wavelengths that do not cover ``window`` = (wmin, wmax) in Å —
-    saying "look like nm" (or µm) when 10× (1e4×) the values would cover it; flux/ivar/mask shapes
+    saying "looks like nm" (or µm) when 10× (1e4×) the values would cover it; flux/ivar/mask shapes
     that do not match the wavelengths; a spectrum whose flux is entirely NaN/inf; negative ivar.
 
     NaN/inf flux pixels, NaN ivar and ivar = 0 in an otherwise good spectrum are *not* errors:
     they come back masked (``mask`` True, ivar 0).
     """
     wave = _check_wave(wave, source, window)
-    flux = np.array(flux, dtype=np.float64)  # copy: we zero masked ivar below
-    if flux.ndim not in (1, 2) or flux.shape[-1] != wave.size:
-        raise RemapDataError(
-            source, f"shape mismatch: flux has shape {flux.shape} but the wavelength array has {wave.size} pixels"
-        )
+    _check_companions(wave, flux, ivar, mask, source)
+    flux = np.array(flux, dtype=np.float64)  # a float64 copy: the caller's arrays are never modified
     bad = ~np.isfinite(flux)
     if mask is not None:
-        mask = np.asarray(mask, dtype=bool)
-        if mask.shape != flux.shape:
-            raise RemapDataError(source, f"shape mismatch: mask has shape {mask.shape}, flux has {flux.shape}")
-        bad |= mask
+        bad |= np.asarray(mask, dtype=bool)
     if ivar is not None:
         ivar = np.array(ivar, dtype=np.float64)
-        if ivar.shape != flux.shape:
-            raise RemapDataError(source, f"shape mismatch: ivar has shape {ivar.shape}, flux has {flux.shape}")
-        if np.any(ivar < 0):  # NaN compares False here: NaN ivar is masked below, not an error
-            raise RemapDataError(
-                source, f"negative inverse variance in {np.count_nonzero(ivar < 0)} pixel(s)"
-            )
         bad |= ~np.isfinite(ivar) | (ivar == 0)
         ivar[bad] = 0.0
     allbad = np.all(~np.isfinite(flux), axis=-1)
@@ -219,8 +229,11 @@ def check_spectrum(wave, flux, ivar=None, source="<array>", window=None, mask=No
 # --------------------------------------------------------------------------------------------
 def _second_antiderivative(x: np.ndarray, sigma: np.ndarray) -> np.ndarray:
     """G(x) = σ·F(x/σ), F(t) = tΦ(t) + φ(t); G → max(x, 0) as σ → 0 (then it is evaluated exactly)."""
-    out = np.maximum(x, 0.0)
     pos = sigma > 0
+    if pos.all():  # the usual degrade case: skip the masked copies
+        t = x / sigma
+        return sigma * (t * ndtr(t) + np.exp(-0.5 * t * t) / _SQRT_2PI)
+    out = np.maximum(x, 0.0)
     if np.any(pos):
         s = sigma[pos]
         t = x[pos] / s
@@ -381,9 +394,7 @@ def resample(wave_in, flux_in, wave_out, ivar=None, mask=None, min_coverage: flo
     return op.apply(flux_in, ivar=ivar, mask=mask, min_coverage=min_coverage)
 
 
-def kernel_fwhm(
-    wave, instrument, source_resolution=None, source_fwhm=None, source="<array>"
-) -> np.ndarray:
+def kernel_fwhm(wave, instrument, source_resolution=None, source_fwhm=None, source="<array>") -> np.ndarray:
     """FWHM (Å) of the Gaussian that takes the source LSF to the instrument's, at each ``wave``.
 
     Widths add in quadrature: FWHM_kernel² = FWHM_target² − FWHM_source², where the source is a
@@ -483,8 +494,8 @@ def continuum_normalize(
     else:
         w = good.astype(np.float64)
     # Relative weights (mean 1 over usable pixels) keep numbers O(1) whatever the flux units.
-    nGood = np.maximum(good.sum(axis=1, keepdims=True), 1)
-    w = w / np.maximum(w.sum(axis=1, keepdims=True) / nGood, np.finfo(float).tiny)
+    ngood = np.maximum(good.sum(axis=1, keepdims=True), 1)
+    w = w / np.maximum(w.sum(axis=1, keepdims=True) / ngood, np.finfo(float).tiny)
     fz = np.where(good, f, 0.0)
     x = 2.0 * (wave - wave[0]) / (wave[-1] - wave[0]) - 1.0
     V = np.polynomial.legendre.legvander(x, degree)  # (npix, k)
@@ -588,6 +599,7 @@ def to_instrument(
     # The window, in the input's medium, that the input must cover.
     window = convert_medium(edges[[0, -1]], instrument.medium, medium)
     wave = _check_wave(wave, source, window)
+    _check_companions(wave, flux, ivar, mask, source)  # on the full arrays: corrupt data anywhere is an error
     reach = nsigma * FWHM_TO_SIGMA * float(kern.max()) + 2.0  # + 2 Å: slack for the medium shift
     start = max(int(np.searchsorted(wave, window[0] - reach)) - 2, 0)
     stop = min(int(np.searchsorted(wave, window[1] + reach, "right")) + 2, wave.size)
@@ -595,7 +607,7 @@ def to_instrument(
     crop = (..., slice(start, stop))
     checked = check_spectrum(
         wave[start:stop],
-        flux[crop] if flux.ndim >= 1 else flux,
+        flux[crop],
         None if ivar is None else np.asarray(ivar)[crop],
         source=source,
         window=window,
@@ -607,7 +619,7 @@ def to_instrument(
     if normalize:
         kw = dict(continuum or {})
         f, iv, cont = continuum_normalize(grid, f, iv, m, **kw)
-        m = m | ~np.isfinite(f)
+        m = m | ~np.isfinite(f) | ~(cont > 0)
     else:
         cont = np.ones_like(f)
     f = np.where(m, 1.0 if normalize else np.nan, f)

@@ -50,9 +50,7 @@ def test_air_to_vacuum_published_values():
     # (https://www.astro.uu.se/valdwiki/Air-to-vacuum%20conversion), evaluated by hand here.
     lam = 5000.0
     s2 = (1e4 / lam) ** 2
-    n = 1 + 0.00008336624212083 + 0.02408926869968 / (130.1065924522 - s2) + 0.0001599740894897 / (
-        38.92568793293 - s2
-    )
+    n = 1 + 0.00008336624212083 + 0.02408926869968 / (130.1065924522 - s2) + 0.0001599740894897 / (38.92568793293 - s2)
     assert abs(air_to_vacuum(lam) - lam * n) < 1e-4
     assert abs(air_to_vacuum(lam) - 5001.3948) < 1e-4
     # IDL astrolib AIRTOVAC documentation (Ciddor 1996): Kr line 6056.125 Å air -> 6057.8019 Å vacuum.
@@ -118,7 +116,7 @@ def test_matches_pyastronomy_and_spectres_constant_fwhm():
     ours, _, _ = degrade(w, flux, target)
     broad = pyasl.broadGaussFast(w, flux, 1.0 / SIG2FWHM, edgeHandling="firstlast", maxsig=8.0)
     ref = spectres(target.wavelength_grid(), w, broad, verbose=False)
-    assert np.max(np.abs(ours - ref)) < 2e-4
+    assert np.max(np.abs(ours - ref)) < 5e-5  # measured 9e-6
 
 
 def test_operator_is_cached_and_batched():
@@ -149,8 +147,7 @@ def test_resample_conserves_flux():
     out, ivar, mask = resample(w_in, flux, w_out)
     assert ivar is None and not mask.any()
     e_in = np.r_[1.5 * w_in[0] - 0.5 * w_in[1], 0.5 * (w_in[1:] + w_in[:-1]), 1.5 * w_in[-1] - 0.5 * w_in[-2]]
-    e_out = np.r_[1.5 * w_out[0] - 0.5 * w_out[1], 0.5 * (w_out[1:] + w_out[:-1]),
-                  1.5 * w_out[-1] - 0.5 * w_out[-2]]
+    e_out = np.r_[1.5 * w_out[0] - 0.5 * w_out[1], 0.5 * (w_out[1:] + w_out[:-1]), 1.5 * w_out[-1] - 0.5 * w_out[-2]]
     for s in range(2):
         expected = _integral(e_in, flux[s], e_out[0], e_out[-1])
         got = np.sum(out[s] * np.diff(e_out))
@@ -172,7 +169,7 @@ def test_resample_ivar_and_mask():
     assert out[2] == 5.0 and iv[2] == 4.0 and not m[2]  # NaN pixel excluded, half coverage kept
     assert m[3] and iv[3] == 0 and np.isnan(out[3])  # fully masked
     # unequal variances: var = (v1 + v2) / 4
-    out, iv, _ = resample(w_in[:2], np.array([1.0, 1.0]), np.array([5000.5]), ivar=np.array([1.0, 4.0]))
+    out, iv, _ = resample(w_in[:4], np.ones(4), w_out[:2], ivar=np.array([1.0, 4.0, 1.0, 1.0]))
     assert np.isclose(iv[0], 1.0 / ((1.0 + 0.25) / 4.0))
 
 
@@ -218,8 +215,8 @@ GOOD_WAVE = np.linspace(4900.0, 5800.0, 3000)
         (GOOD_WAVE[::-1], np.ones(3000), None, "not monotonically increasing"),
         (np.r_[GOOD_WAVE[:10], GOOD_WAVE[9:]], np.ones(3001), None, "duplicated wavelengths"),
         (GOOD_WAVE, np.full(3000, np.nan), None, "all NaN"),
-        (GOOD_WAVE / 10.0, np.ones(3000), None, "look like nm"),
-        (GOOD_WAVE / 1e4, np.ones(3000), None, "look like µm"),
+        (GOOD_WAVE / 10.0, np.ones(3000), None, "looks like nm"),
+        (GOOD_WAVE / 1e4, np.ones(3000), None, "looks like µm"),
         (np.linspace(5100.0, 5800.0, 3000), np.ones(3000), None, "not covered"),
         (GOOD_WAVE, np.ones(3000), np.r_[-1.0, np.ones(2999)], "negative inverse variance"),
         (GOOD_WAVE, np.ones(2999), None, "shape mismatch"),
@@ -278,7 +275,7 @@ def test_vacuum_line_lands_at_air_wavelength_on_miles():
     out = to_instrument(w, flux, MILES, medium="vacuum", normalize=False, source="phoenix")
     sel = np.abs(out.wave - 5298.5) < 8
     _, mu = fitted_fwhm(out.wave[sel], 1 - out.flux[sel])
-    expected = pyasl.vactoair2(line_vac, mode="ciddor")
+    expected = pyasl.vactoair2(np.array([line_vac]), mode="ciddor")[0]
     assert abs(mu - expected) < 0.02  # 1/45 of a MILES pixel; the air-vacuum shift is 1.47 Å
 
 

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from astropy.io import fits
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from ..cache import MILES_ARCHIVE, extract_archive
 from ..fileio import RemapDataError, require_nonempty

@@ -50,6 +50,7 @@ def node_key(model: MarcsModel) -> str:
 class _Job:
     model: MarcsModel
     settings: SynthesisSettings
+    storage: Instrument
     workdir: str
 
 
@@ -65,7 +66,7 @@ def synthesize_node(model: MarcsModel, settings: SynthesisSettings = DEFAULT_SET
 
 def _run_job(job: _Job) -> str:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    flux, seconds = synthesize_node(job.model, job.settings)
+    flux, seconds = synthesize_node(job.model, job.settings, job.storage)
     target = Path(job.workdir) / f"{node_key(job.model)}.npz"
     with atomic_write(target) as fh:
         np.savez_compressed(fh, flux=flux, seconds=np.float64(seconds), name=np.str_(job.model.name))
@@ -79,7 +80,8 @@ def pending_nodes(nodes, workdir=WORK_DIR) -> list[MarcsModel]:
 
 
 def build_grid(output=GRID_FILE, workdir=WORK_DIR, nodes=None, settings=DEFAULT_SETTINGS,
-               workers: int | None = None, limit: int | None = None, progress: bool = True) -> Path | None:
+               workers: int | None = None, limit: int | None = None, progress: bool = True,
+               storage: Instrument = GRID_STORAGE) -> Path | None:
     """Synthesize every missing node, then assemble ``output`` once all are present.
 
     Returns the output path when the grid is complete, ``None`` while nodes remain (after
@@ -88,13 +90,13 @@ def build_grid(output=GRID_FILE, workdir=WORK_DIR, nodes=None, settings=DEFAULT_
     nodes = select_nodes() if nodes is None else list(nodes)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    _check_settings(workdir, settings)
+    _check_settings(workdir, settings, storage)
     todo = pending_nodes(nodes, workdir)
     if limit is not None:
         todo = todo[:limit]
     workers = workers or os.cpu_count() or 1
     if todo:
-        jobs = [_Job(m, settings, str(workdir)) for m in todo]
+        jobs = [_Job(m, settings, storage, str(workdir)) for m in todo]
         bar = tqdm(total=len(nodes), initial=len(nodes) - len(pending_nodes(nodes, workdir)),
                    desc="synthesizing", unit="spectrum", disable=not progress)
         if workers == 1:
@@ -109,13 +111,13 @@ def build_grid(output=GRID_FILE, workdir=WORK_DIR, nodes=None, settings=DEFAULT_
         bar.close()
     if pending_nodes(nodes, workdir):
         return None
-    return assemble_grid(nodes, workdir, output, settings)
+    return assemble_grid(nodes, workdir, output, settings, storage)
 
 
-def _check_settings(workdir: Path, settings: SynthesisSettings) -> None:
+def _check_settings(workdir: Path, settings: SynthesisSettings, storage: Instrument) -> None:
     """Refuse to mix nodes computed with different settings in one work folder."""
     record = workdir / "settings.json"
-    wanted = {"synthesis": settings.to_dict(), "storage": GRID_STORAGE.to_dict()}
+    wanted = {"synthesis": settings.to_dict(), "storage": storage.to_dict()}
     if record.exists():
         have = json.loads(record.read_text())
         if have != wanted:
@@ -126,7 +128,7 @@ def _check_settings(workdir: Path, settings: SynthesisSettings) -> None:
             json.dump(wanted, fh, indent=1)
 
 
-def provenance(settings: SynthesisSettings) -> dict:
+def provenance(settings: SynthesisSettings, storage: Instrument = GRID_STORAGE) -> dict:
     """Versions, input hashes and settings recorded inside every grid file."""
     versions = {pkg: metadata.version(pkg) for pkg in ("pysme-astro", "numpy", "scipy", "astropy")}
     return {
@@ -134,7 +136,7 @@ def provenance(settings: SynthesisSettings) -> dict:
         "versions": versions,
         "python": platform.python_version(),
         "synthesis": settings.to_dict(),
-        "storage": GRID_STORAGE.to_dict(),
+        "storage": storage.to_dict(),
         "linelist": {"source": GES_LINELIST_ARCHIVE.requirement, "member": GES_LINELIST_ARCHIVE.member_prefix,
                      "archive_sha256": GES_LINELIST_ARCHIVE.sha256},
         "atmospheres": {"source": MARCS_ARCHIVE.requirement, "archive_sha256": MARCS_ARCHIVE.sha256},
@@ -143,11 +145,11 @@ def provenance(settings: SynthesisSettings) -> dict:
     }
 
 
-def assemble_grid(nodes, workdir, output, settings) -> Path:
+def assemble_grid(nodes, workdir, output, settings=DEFAULT_SETTINGS, storage: Instrument = GRID_STORAGE) -> Path:
     """Gather the per-node files into one compressed HDF5, then update the manifest."""
     nodes = list(nodes)
     workdir, output = Path(workdir), Path(output)
-    wave = GRID_STORAGE.wavelength_grid()
+    wave = storage.wavelength_grid()
     flux = np.empty((len(nodes), wave.size), dtype=np.float32)
     seconds = np.empty(len(nodes))
     for i, model in enumerate(nodes):
@@ -172,11 +174,11 @@ def assemble_grid(nodes, workdir, output, settings) -> Path:
             h5.create_dataset("model", data=np.array([m.name for m in nodes], dtype=h5py.string_dtype()))
             h5.create_dataset("seconds", data=seconds)
             h5.attrs["medium"] = "air"
-            h5.attrs["resolution"] = GRID_STORAGE.resolution
+            h5.attrs["resolution"] = storage.resolution
             # scaleoffset=4 keeps 4 decimals (≤ 5e-5 error), far below the synthesis error
             h5.attrs["flux_quantization"] = 1e-4
             h5.attrs["normalization"] = "divided by the PySME continuum"
-            h5.attrs["provenance"] = json.dumps(provenance(settings))
+            h5.attrs["provenance"] = json.dumps(provenance(settings, storage))
     write_manifest([output], output.parent / MANIFEST.name)
     return output
 
@@ -210,3 +212,39 @@ def verify_manifest(manifest=MANIFEST) -> None:
         actual = sha256_file(path)
         if actual != digest:
             raise RemapDataError(path, f"sha256 {actual} differs from {manifest.name} ({digest})")
+
+
+@dataclass(frozen=True)
+class SyntheticGrid:
+    """The shipped library in memory: continuum-normalized flux at R = 11000 (air Å)."""
+
+    wave: np.ndarray
+    flux: np.ndarray
+    labels: np.ndarray  # (n, 3): Teff, log g, [M/H]
+    alpha: np.ndarray
+    vmicro: np.ndarray
+    model: np.ndarray
+    resolution: float
+    provenance: dict
+
+    def __len__(self) -> int:
+        return len(self.flux)
+
+
+def load_grid(path=None) -> SyntheticGrid:
+    """Read the synthetic grid (default: ``$REMAP_GRID``, else the shipped file).
+
+    Errors name the file (missing, truncated, not a grid).
+    """
+    path = Path(path or os.environ.get("REMAP_GRID") or GRID_FILE)
+    if not path.exists():
+        raise RemapDataError(path, "synthetic grid not found: run `remap grid build` (or `make grid`)")
+    try:
+        with h5py.File(path, "r") as h5:
+            return SyntheticGrid(
+                wave=h5["wave"][:], flux=h5["flux"][:], labels=h5["labels"][:], alpha=h5["alpha"][:],
+                vmicro=h5["vmicro"][:], model=h5["model"].asstr()[:], resolution=float(h5.attrs["resolution"]),
+                provenance=json.loads(h5.attrs["provenance"]),
+            )
+    except (OSError, KeyError) as err:
+        raise RemapDataError(path, f"not a readable synthetic grid ({err})") from err
