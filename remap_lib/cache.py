@@ -86,18 +86,19 @@ def download_archive(archive: PackageArchive, cache: Path | None = None) -> Path
 def _archive_members(path: Path, prefix: str):
     """(name, file-like opener) for every regular file under ``prefix`` in a zip or tar."""
     if zipfile.is_zipfile(path):
-        zf = zipfile.ZipFile(path)
-        for info in zf.infolist():
-            if info.filename.startswith(prefix) and not info.is_dir():
-                yield info.filename, (lambda i=info: zf.open(i))
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if info.filename.startswith(prefix) and not info.is_dir():
+                    yield info.filename, (lambda i=info: zf.open(i))
         return
     try:
         tf = tarfile.open(path, "r:*")
     except tarfile.TarError as err:
         raise RemapDataError(path, f"not a readable zip or tar archive ({err})") from err
-    for member in tf:
-        if member.name.startswith(prefix) and member.isfile():
-            yield member.name, (lambda m=member: tf.extractfile(m))
+    with tf:
+        for member in tf:
+            if member.name.startswith(prefix) and member.isfile():
+                yield member.name, (lambda m=member: tf.extractfile(m))
 
 
 def extract_archive(archive: PackageArchive, cache: Path | None = None) -> Path:

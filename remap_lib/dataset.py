@@ -15,6 +15,7 @@ Layout (all rows aligned)::
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,9 +108,10 @@ def _open(path) -> h5py.File:
     if missing:
         h5.close()
         raise RemapDataError(path, f"not a remap dataset: missing {missing}")
-    if h5.attrs.get("format_version", 0) > FORMAT_VERSION:
+    version = int(h5.attrs.get("format_version", 0))
+    if version > FORMAT_VERSION:
         h5.close()
-        raise RemapDataError(path, f"written by a newer remap (format {h5.attrs['format_version']})")
+        raise RemapDataError(path, f"written by a newer remap (format {version}); upgrade remap to read it")
     return h5
 
 
@@ -148,13 +150,14 @@ class SpectraDataset(torch.utils.data.Dataset):
             raise IndexError(f"{self.path}: rows outside 0..{total - 1}")
         self.transform = transform
         self._h5 = None
+        self._pid = None
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, i: int) -> dict:
-        if self._h5 is None:
-            self._h5 = _open(self.path)
+        if self._h5 is None or self._pid != os.getpid():  # a forked worker must not share the parent's handle
+            self._h5, self._pid = _open(self.path), os.getpid()
         row = int(self.rows[i])
         item = {
             "flux": torch.from_numpy(self._h5["flux"][row].astype(np.float32)),

@@ -120,8 +120,6 @@ def test_bad_files_name_the_file(tmp_path):
         read_dataset(text)
 
 
-@pytest.mark.xfail(strict=True, raises=KeyError,
-                   reason="dataset._open reads h5.attrs after h5.close() when building this message")
 def test_newer_format_names_the_file(tmp_path):
     newer = tmp_path / "newer.h5"
     write_dataset(newer, _set())

@@ -28,6 +28,7 @@ from .. import preprocess
 from ..cache import GES_LINELIST_ARCHIVE, MARCS_ARCHIVE
 from ..fileio import RemapDataError, atomic_path, atomic_write, sha256_file
 from ..instruments import C_KMS, Instrument
+from .linelist import linelist_sha256
 from .marcs import FGK_BOX, MarcsModel, select_nodes
 from .sme import DEFAULT_SETTINGS, SynthesisSettings, synthesize
 
@@ -138,7 +139,7 @@ def provenance(settings: SynthesisSettings, storage: Instrument = GRID_STORAGE) 
         "synthesis": settings.to_dict(),
         "storage": storage.to_dict(),
         "linelist": {"source": GES_LINELIST_ARCHIVE.requirement, "member": GES_LINELIST_ARCHIVE.member_prefix,
-                     "archive_sha256": GES_LINELIST_ARCHIVE.sha256},
+                     "archive_sha256": GES_LINELIST_ARCHIVE.sha256, "file_sha256": linelist_sha256()},
         "atmospheres": {"source": MARCS_ARCHIVE.requirement, "archive_sha256": MARCS_ARCHIVE.sha256},
         "abundances": "Asplund et al. (2009) solar, scaled by [M/H]; alpha as in each MARCS model",
         "box": FGK_BOX,
