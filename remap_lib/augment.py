@@ -248,17 +248,27 @@ class Augmenter:
         self.instrument = instrument
         self.npix = len(wave)
         self._wave = torch.from_numpy(wave)
+        # Linear and log-linear grids are inverted analytically (fractional pixel of a wavelength);
+        # any other increasing grid by a binary search.
+        self._grid_kind, self._grid_step = "general", 0.0
+        for kind, coord in (("linear", wave), ("log", np.log(wave))):
+            step = (coord[-1] - coord[0]) / (len(wave) - 1)
+            if np.abs(np.diff(coord) / step - 1).max() < 1e-8:
+                self._grid_kind, self._grid_step = kind, float(step)
+                break
         x = 2.0 * (wave - wave[0]) / (wave[-1] - wave[0]) - 1.0
         self._x = torch.from_numpy(x)
         # LSF σ in pixels at each pixel (local dispersion from the grid itself).
         dispersion = np.gradient(wave)
-        self._lsf_sigma_pix = torch.from_numpy(instrument.lsf_fwhm(wave) * FWHM_TO_SIGMA / dispersion)
+        lsf_sigma_pix = instrument.lsf_fwhm(wave) * FWHM_TO_SIGMA / dispersion
+        self._lsf_sigma_pix = torch.from_numpy(lsf_sigma_pix)
+        # LSF constant in pixels (MARVELS: R and log pixels; MILES: FWHM and linear pixels) to 0.1 %:
+        # broadening is then a plain convolution per spectrum, much faster than per-pixel kernels.
+        self._constant_lsf = bool(lsf_sigma_pix.max() / lsf_sigma_pix.min() - 1 < 1e-3)
+        self._lsf_sigma_const = float(np.median(lsf_sigma_pix))
         # Legendre basis for the wavelength-solution error.
         deg = int(self.config.wave_jitter_degree)
         self._legendre = torch.from_numpy(np.polynomial.legendre.legvander(x, deg).T.copy())  # (deg+1, npix)
-        max_extra = float(self._lsf_sigma_pix.max()) * math.sqrt((1 + self.config.resolution_jitter) ** 2 - 1)
-        self._half = max(1, math.ceil(4.0 * max_extra))
-        self._s_table, self._v_table = _sampled_gaussian_variance_table(self._half)
         self._cache: dict = {}
 
     def _on(self, device) -> dict:
@@ -266,8 +276,17 @@ class Augmenter:
         key = str(device)
         if key not in self._cache:
             self._cache[key] = {name: getattr(self, f"_{name}").to(device)
-                                for name in ("wave", "x", "lsf_sigma_pix", "legendre", "s_table", "v_table")}
+                                for name in ("wave", "x", "lsf_sigma_pix", "legendre")}
         return self._cache[key]
+
+    def _kernel_table(self, max_u: float, device) -> tuple[int, torch.Tensor, torch.Tensor]:
+        """Kernel half-width (±4 σ_extra at the largest ``u``) and its variance table on ``device``."""
+        max_extra = float(self._lsf_sigma_pix.max()) * math.sqrt((1 + max_u) ** 2 - 1)
+        half = max(1, math.ceil(4.0 * max_extra))
+        key = ("table", half, str(device))
+        if key not in self._cache:
+            self._cache[key] = tuple(t.to(device) for t in _sampled_gaussian_variance_table(half))
+        return (half, *self._cache[key])
 
     def __repr__(self) -> str:
         return (f"Augmenter({self.instrument.name}, {self.npix} px, "
@@ -291,7 +310,7 @@ class Augmenter:
         # columns: 7 selection draws, u, v, a, s, t, snr, then ncoef polynomial coefficients
         scalars = torch.rand(batch, 13 + ncoef, generator=generator, device=gdev, dtype=torch.float64).to(device)
         noise = torch.randn(batch, npix, generator=generator, device=gdev, dtype=torch.float32).to(device)
-        bad_u = torch.rand(batch, npix, generator=generator, device=gdev, dtype=torch.float64).to(device)
+        bad_u = torch.rand(batch, npix, generator=generator, device=gdev, dtype=torch.float32).to(device)
 
         def picked(i: int, effect: str) -> torch.Tensor:
             if not cfg.active(effect):
@@ -377,22 +396,33 @@ class Augmenter:
         rows = torch.nonzero(u > 0).flatten()
         if rows.numel() == 0:
             return flux, ivar, mask
-        h = self._half
+        # the default config's kernels are 7 pixels wide for MARVELS and MILES
+        h, s_table, v_table = self._kernel_table(max(self.config.resolution_jitter, float(u.max())), flux.device)
         g = torch.sqrt((1 + u[rows]) ** 2 - 1)  # (b,)
-        target_var = (const["lsf_sigma_pix"][None, :] * g[:, None]) ** 2  # (b, npix), pixels²
-        s = _interp(target_var, const["v_table"], const["s_table"])  # sampled-Gaussian width giving that variance
         offsets = torch.arange(-h, h + 1, device=flux.device, dtype=torch.float64)
-        weights = torch.exp(-0.5 * (offsets / s[..., None]) ** 2)
-        weights = (weights / weights.sum(-1, keepdim=True)).to(torch.float32)  # (b, npix, 2h+1)
         sub_mask = mask[rows]
         # convolve flux - 1, so that a flat continuum stays exactly 1 in float32
         sub = torch.where(sub_mask, 0.0, flux[rows] - 1.0)
         # edge padding: the continuum doesn't droop at the window's ends
         padded = torch.cat([sub[:, :1].expand(-1, h), sub, sub[:, -1:].expand(-1, h)], dim=1)
-        windows = padded.unfold(1, 2 * h + 1, 1)  # (b, npix, 2h+1), a view
-        out = 1.0 + (windows * weights).sum(-1)
         mpad = torch.nn.functional.pad(sub_mask.to(torch.float32), (h, h))
-        bad_weight = (mpad.unfold(1, 2 * h + 1, 1) * weights).sum(-1)
+        if self._constant_lsf:
+            # one kernel per spectrum: a grouped conv1d
+            target_var = (self._lsf_sigma_const * g) ** 2  # (b,), pixels²
+            s = _interp(target_var, v_table, s_table)  # sampled-Gaussian width of that variance
+            weights = torch.exp(-0.5 * (offsets / s[:, None]) ** 2)
+            weights = (weights / weights.sum(-1, keepdim=True)).to(torch.float32)[:, None, :]  # (b, 1, 2h+1)
+            nb = len(rows)
+            out = 1.0 + torch.nn.functional.conv1d(padded[None], weights, groups=nb)[0]
+            bad_weight = torch.nn.functional.conv1d(mpad[None], weights, groups=nb)[0]
+        else:
+            # a kernel per spectrum and pixel: windows of the padded spectra times per-pixel weights
+            target_var = (const["lsf_sigma_pix"][None, :] * g[:, None]) ** 2  # (b, npix)
+            s = _interp(target_var, v_table, s_table)
+            weights = torch.exp(-0.5 * (offsets / s[..., None]) ** 2)
+            weights = (weights / weights.sum(-1, keepdim=True)).to(torch.float32)  # (b, npix, 2h+1)
+            out = 1.0 + (padded.unfold(1, 2 * h + 1, 1) * weights).sum(-1)
+            bad_weight = (mpad.unfold(1, 2 * h + 1, 1) * weights).sum(-1)
         flux = flux.index_copy(0, rows, out)
         mask = mask.index_copy(0, rows, sub_mask | (bad_weight >= _MASK_WEIGHT))
         return flux, ivar, mask
@@ -403,11 +433,20 @@ class Augmenter:
             return flux, ivar, mask
         wave = const["wave"]
         npix = self.npix
-        # source wavelength of each output pixel, then its fractional pixel position
-        src = wave[None, :] / (1.0 + rv_kms[rows, None] / C_KMS)  # (b, npix) float64
-        i0 = (torch.searchsorted(wave, src.contiguous(), right=True) - 1).clamp(0, npix - 2)
-        w0, w1 = wave[i0], wave[i0 + 1]
-        pos = i0 + (src - w0) / (w1 - w0) - wave_shift[rows]  # linear in λ within a pixel interval
+        # source wavelength of each output pixel, then its fractional pixel position, linear in λ
+        # within a pixel interval (a log-linear grid's pixels are almost linear in λ: Δλ/λ = 3e-5)
+        doppler = 1.0 + rv_kms[rows, None] / C_KMS  # (b, 1)
+        index = torch.arange(npix, device=wave.device, dtype=torch.float64)
+        if self._grid_kind == "log":  # a Doppler factor is a constant shift in ln λ
+            pos = index - torch.log(doppler) / self._grid_step
+        elif self._grid_kind == "linear":
+            pos = index + wave * (1.0 / doppler - 1.0) / self._grid_step
+        else:
+            src = wave[None, :] / doppler  # (b, npix) float64
+            i0 = (torch.searchsorted(wave, src.contiguous(), right=True) - 1).clamp(0, npix - 2)
+            w0, w1 = wave[i0], wave[i0 + 1]
+            pos = i0 + (src - w0) / (w1 - w0)
+        pos = pos - wave_shift[rows]
         valid = (pos >= -1e-9) & (pos <= npix - 1 + 1e-9)
         pos = pos.clamp(0, npix - 1)
         j0 = torch.floor(pos).long().clamp(max=npix - 2)

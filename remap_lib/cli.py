@@ -54,6 +54,13 @@ def _book_run(args) -> int:
     return 0
 
 
+def _train(args) -> int:
+    from .train import main as train_main
+
+    rest = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args
+    return train_main(rest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="remap", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -72,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = grid.add_parser("verify", help="check the shipped files against data/MANIFEST.sha256")
     p.set_defaults(func=_grid_verify)
 
+    p = sub.add_parser("train", help="pretrain on a dataset file (see `remap train -- --help`)", add_help=False)
+    p.add_argument("train_args", nargs=argparse.REMAINDER, help="arguments of remap_lib.train")
+    p.set_defaults(func=_train)
+
     book = sub.add_parser("book", help="run the book's notebooks").add_subparsers(dest="action", required=True)
     p = book.add_parser("run", help="execute notebooks with a profile through papermill")
     p.add_argument("notebooks", nargs="*", help="names like 01_data_prep (default: all, in order)")
@@ -85,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"]:  # hand every remaining argument (--help included) to the trainer
+        argv = ["train", "--", *argv[1:]]
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

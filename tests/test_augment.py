@@ -7,11 +7,13 @@ import pytest
 import torch
 
 from remap_lib.augment import EFFECTS, AugmentConfig, Augmenter, AugmentParams, epoch_generator
-from remap_lib.instruments import C_KMS, MARVELS, MILES
+from remap_lib.instruments import C_KMS, MARVELS, MILES, Instrument
 
 torch.set_num_threads(2)
 
 FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+# constant R on linear pixels: the LSF width in pixels varies across the window (per-pixel kernels)
+VARYING = Instrument("varying", 5000.0, 5700.0, resolution=8000.0, pixel=0.2)
 
 
 def gen(seed):
@@ -137,6 +139,13 @@ def test_rv_shift_moves_centroid(instrument):
     assert abs(float(c1[0] - c0[0]) / expected - 1) < 0.05
     assert abs(float(c0[1] - c1[1]) / expected - 1) < 0.05
     assert torch.equal(out[2], flux[2])
+    # the analytic inversion of the linear / log grid agrees with the general binary search
+    assert aug._grid_kind == ("log" if instrument is MARVELS else "linear")
+    params.wave_shift[:] = torch.linspace(-0.3, 0.3, len(wave), dtype=torch.float64)
+    fast = aug.apply(flux, params=params)
+    aug._grid_kind = "general"
+    slow = aug.apply(flux, params=params)
+    assert torch.allclose(fast[0], slow[0], atol=1e-4) and torch.equal(fast[2], slow[2])
     # pixels shifted in from outside the grid: continuum, masked, ivar 0
     assert mask[0, 0] and not mask[0, -1] and mask[1, -1] and not mask[1, 0]
     assert out[0, 0] == 1.0 and ivar[0, 0] == 0
@@ -147,7 +156,7 @@ def test_rv_shift_moves_centroid(instrument):
     assert v.abs().max() <= 30.0 and v.min() < -20 and v.max() > 20
 
 
-@pytest.mark.parametrize("instrument", [MARVELS, MILES])
+@pytest.mark.parametrize("instrument", [MARVELS, MILES, VARYING])
 @pytest.mark.parametrize("u", [0.1, 0.5])
 def test_broadening_width_and_equivalent_width(instrument, u):
     wave = instrument.wavelength_grid()
@@ -164,6 +173,11 @@ def test_broadening_width_and_equivalent_width(instrument, u):
     assert abs(float((s1 / s0 - 1) / u) - 1) < 0.1
     assert abs(float(ew1 / ew0) - 1) < 0.02
     assert abs(float(c1 - c0)) < 1e-3
+    if aug._constant_lsf:  # the per-pixel-kernel path agrees with the convolution
+        aug._constant_lsf = False
+        assert torch.allclose(aug.apply(flux, params=params)[0], out, atol=1e-5)
+    else:
+        assert instrument is VARYING
     # the edges don't droop (continuum stays 1 there) and nothing gets masked
     assert abs(float(out[0, 0]) - 1) < 1e-6 and abs(float(out[0, -1]) - 1) < 1e-6
     assert not mask.any()

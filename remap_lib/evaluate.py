@@ -1,0 +1,77 @@
+"""Predictions and the numbers we judge them by: bias, scatter (σ) and MAD per label."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .binning import DEFAULT_BINS
+from .dataset import LABEL_NAMES
+
+
+def add_noise(flux, mask, snr: float, seed: int = 0):
+    """Gaussian noise of σ = 1/snr on normalized flux, reproducible from ``seed``; masked pixels stay 1."""
+    rng = np.random.default_rng(seed)
+    flux = np.asarray(flux, dtype=np.float32)
+    noisy = flux + rng.standard_normal(flux.shape).astype(np.float32) / np.float32(snr)
+    return np.where(mask, 1.0, noisy).astype(np.float32), np.asarray(mask, dtype=bool)
+
+
+@torch.no_grad()
+def predict(model, flux, mask=None, bins=None, label_stats=None, device="cpu", batch_size: int = 256,
+            return_pmf: bool = False, return_embedding: bool = False) -> dict:
+    """Run ``model`` over spectra; per label a dict of point estimates and intervals.
+
+    Classification heads give the decoded PMF (mean, std, median, mode, p16, p84, p2_5, p97_5;
+    ``pmf`` too if asked). The regression baseline gives its value as every estimate.
+    """
+    bins = dict(bins or DEFAULT_BINS)
+    model = model.to(device).eval()
+    flux = torch.as_tensor(np.asarray(flux, dtype=np.float32))
+    mask = torch.zeros_like(flux, dtype=torch.bool) if mask is None else torch.as_tensor(np.asarray(mask, bool))
+    logits = {name: [] for name in LABEL_NAMES}
+    embeddings = []
+    for i in range(0, len(flux), batch_size):
+        out = model(flux[i:i + batch_size].to(device), mask[i:i + batch_size].to(device))
+        for name in LABEL_NAMES:
+            logits[name].append(out["logits"][name].float().cpu())
+        embeddings.append(out["embedding"].float().cpu())
+    result = {}
+    for j, name in enumerate(LABEL_NAMES):
+        z = torch.cat(logits[name]).numpy() if logits[name] else np.zeros((0,))
+        if model.config.head == "regression":
+            value = z * label_stats[1][j] + label_stats[0][j]
+            result[name] = {k: value for k in ("mean", "median", "mode", "p16", "p84", "p2_5", "p97_5")}
+            result[name]["std"] = np.full_like(value, np.nan)
+        else:
+            pmf = torch.softmax(torch.as_tensor(z), dim=-1).numpy()
+            result[name] = bins[name].decode(pmf)
+            if return_pmf:
+                result[name]["pmf"] = pmf
+    if return_embedding:
+        result["embedding"] = torch.cat(embeddings).numpy()
+    return result
+
+
+def scatter_metrics(pred: dict, truth: np.ndarray, estimate: str = "median") -> dict[str, dict[str, float]]:
+    """Bias (mean error), σ (standard deviation of the error) and MAD (median absolute deviation
+    of the error about its median) per label; rows with unknown truth are skipped."""
+    out = {}
+    for j, name in enumerate(LABEL_NAMES):
+        err = np.asarray(pred[name][estimate]) - np.asarray(truth)[:, j]
+        err = err[np.isfinite(err)]
+        out[name] = {"bias": float(err.mean()), "sigma": float(err.std()),
+                     "mad": float(np.median(np.abs(err - np.median(err)))), "n": int(err.size)}
+    return out
+
+
+def interval_coverage(pred: dict, truth: np.ndarray) -> dict[str, dict[str, float]]:
+    """Fraction of true labels inside the 68 % (p16-p84) and 95 % (p2.5-p97.5) intervals."""
+    out = {}
+    for j, name in enumerate(LABEL_NAMES):
+        t = np.asarray(truth)[:, j]
+        ok = np.isfinite(t)
+        p = {k: np.asarray(v)[ok] for k, v in pred[name].items() if k != "pmf"}
+        out[name] = {"68": float(np.mean((t[ok] >= p["p16"]) & (t[ok] <= p["p84"]))),
+                     "95": float(np.mean((t[ok] >= p["p2_5"]) & (t[ok] <= p["p97_5"])))}
+    return out

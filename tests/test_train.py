@@ -1,0 +1,130 @@
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from remap_lib.augment import AugmentConfig
+from remap_lib.dataset import SpectraSet, read_dataset, write_dataset
+from remap_lib.evaluate import predict
+from remap_lib.instruments import Instrument
+from remap_lib.modelfile import load_model
+from remap_lib.train import TrainConfig, Trainer, build_model, learning_rate
+
+TINY_ARCH = dict(stem_channels=4, stage_channels=(4, 8), kernel_size=3, embedding_dim=4)
+INSTRUMENT = Instrument("tiny", 5000.0, 5114.0, medium="air", fwhm=2.5, pixel=0.9)
+
+
+def toy_set(n=48, seed=0):
+    """Spectra whose line depth encodes the labels, so there is something to learn."""
+    rng = np.random.default_rng(seed)
+    wave = INSTRUMENT.wavelength_grid()
+    labels = np.column_stack([rng.uniform(4000, 7000, n), rng.uniform(1, 5, n), rng.uniform(-2, 0.5, n)])
+    depth = 0.2 + 0.5 * (labels[:, :1] - 4000) / 3000
+    flux = 1 - depth * np.exp(-0.5 * ((wave - 5050) / 1.5) ** 2) - 0.1 * labels[:, 1:2] / 5 * np.exp(
+        -0.5 * ((wave - 5080) / 1.5) ** 2)
+    split = np.where(np.arange(n) < n - 8, "train", "val")
+    return SpectraSet(wave, flux.astype(np.float32), np.full(flux.shape, np.inf), np.zeros(flux.shape, bool), labels,
+                      np.array([f"s{i}" for i in range(n)]), INSTRUMENT, meta={"split": split})
+
+
+def config(epochs=3):
+    return TrainConfig(epochs=epochs, batch_size=8, swa_start=0.5, threads=1, augment=AugmentConfig())
+
+
+def make_trainer(data, out_dir, epochs=3):
+    torch.manual_seed(0)
+    model = build_model(data.flux.shape[1], **TINY_ARCH)
+    train, val = data.select(data.meta["split"] == "train"), data.select(data.meta["split"] == "val")
+    return Trainer(model, train, config(epochs), val=val, out_dir=out_dir)
+
+
+def test_resume_after_kill_equals_uninterrupted(tmp_path):
+    data = toy_set()
+    straight = make_trainer(data, tmp_path / "a").fit(progress=False)
+    make_trainer(data, tmp_path / "b").fit(progress=False, stop_after=1)  # "killed" after epoch 1
+    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    resumed = make_trainer(data, tmp_path / "b").fit(progress=False)
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6), name
+    assert [r["train_total"] for r in straight.history] == pytest.approx([r["train_total"] for r in resumed.history])
+
+
+def test_metrics_log_and_checkpoint_written_per_epoch(tmp_path):
+    make_trainer(toy_set(), tmp_path).fit(progress=False, stop_after=2)
+    lines = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert lines[0].startswith("epoch,lr,train_teff") and len(lines) == 3
+    assert "val_sigma_teff" in lines[0]
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
+
+
+def test_checkpoint_with_other_settings_is_refused(tmp_path):
+    data = toy_set()
+    make_trainer(data, tmp_path, epochs=3).fit(progress=False, stop_after=1)
+    with pytest.raises(ValueError, match="other settings"):
+        make_trainer(data, tmp_path, epochs=5).fit(progress=False)
+
+
+def test_learning_rate_schedule():
+    cfg = TrainConfig(epochs=10, lr=1e-3, warmup_epochs=1, swa_start=0.8, swa_lr=1e-4, min_lr_fraction=0.0)
+    assert learning_rate(cfg, 0.5) == pytest.approx(0.5e-3, rel=1e-2)  # warm-up
+    assert learning_rate(cfg, 1.0) == pytest.approx(1e-3)  # top of the cosine
+    assert learning_rate(cfg, 1.0 + 3.5) == pytest.approx(0.5e-3)  # half-way through an 7-epoch cosine
+    assert learning_rate(cfg, 8.2) == 1e-4  # SWA phase
+
+
+def test_same_seed_same_numbers(tmp_path):
+    data = toy_set()
+    a = make_trainer(data, None, epochs=2).fit(progress=False)
+    b = make_trainer(data, None, epochs=2).fit(progress=False)
+    assert [r["train_total"] for r in a.history] == [r["train_total"] for r in b.history]
+
+
+def _write_toy(tmp_path):
+    path = tmp_path / "toy.h5"
+    write_dataset(path, toy_set(64))
+    return path
+
+
+def _cli_args(data, out, epochs=2):
+    return ["--data", str(data), "--out", str(out), "--epochs", str(epochs), "--batch-size", "16",
+            "--stage-channels", "4,8", "--stem-channels", "4", "--embedding-dim", "4", "--threads", "1",
+            "--swa-start", "1.0", "--no-augment", "--no-progress"]
+
+
+def test_cli_trains_and_saves_a_loadable_model(tmp_path):
+    from remap_lib.train import main
+
+    data = _write_toy(tmp_path)
+    assert main(_cli_args(data, tmp_path / "run")) == 0
+    model, info = load_model(tmp_path / "run" / "model.pt")
+    assert info["instrument"].name == "tiny" and set(info["bins"]) == {"teff", "logg", "feh"}
+    toy = read_dataset(data)
+    pred = predict(model, toy.flux[:3], toy.mask[:3], info["bins"])
+    assert np.all(np.isfinite(pred["teff"]["median"]))
+
+
+def test_torchrun_two_processes_matches_single_process(tmp_path):
+    """DDP on CPU (gloo): same global batch, so the loss curve follows the single-process one."""
+    data = _write_toy(tmp_path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = subprocess.run([sys.executable, "-m", "remap_lib.train", *_cli_args(data, tmp_path / "one", 3)],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-2000:]
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "remap_lib.train", *_cli_args(data, tmp_path / "two", 3)],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+
+    def losses(run):
+        lines = (tmp_path / run / "metrics.csv").read_text().splitlines()
+        col = lines[0].split(",").index("train_total")
+        return np.array([float(line.split(",")[col]) for line in lines[1:]])
+
+    one, two = losses("one"), losses("two")
+    assert len(one) == len(two) == 3
+    # batch norm sees 8 spectra per rank instead of 16: close, not identical
+    assert np.allclose(one, two, rtol=0.1), (one, two)
+    assert (tmp_path / "two" / "model.pt").exists()
