@@ -75,3 +75,20 @@ def interval_coverage(pred: dict, truth: np.ndarray) -> dict[str, dict[str, floa
         out[name] = {"68": float(np.mean((t[ok] >= p["p16"]) & (t[ok] <= p["p84"]))),
                      "95": float(np.mean((t[ok] >= p["p2_5"]) & (t[ok] <= p["p97_5"])))}
     return out
+
+
+def snr_table(model, data, snrs=(20.0, 50.0, 100.0), bins=None, label_stats=None, seed: int = 0,
+              device="cpu"):
+    """Bias, σ and MAD per label on ``data`` (a SpectraSet) with Gaussian noise at each S/N.
+
+    Returns a pandas DataFrame with one row per (S/N, label). The noise is reproducible from ``seed``.
+    """
+    import pandas as pd
+
+    rows = []
+    for k, snr in enumerate(snrs):
+        flux, mask = add_noise(data.flux, data.mask, snr, seed + k)
+        pred = predict(model, flux, mask, bins, label_stats=label_stats, device=device)
+        for name, m in scatter_metrics(pred, data.labels).items():
+            rows.append({"snr": snr, "label": name, **m})
+    return pd.DataFrame(rows)

@@ -16,6 +16,17 @@ PROFILES: dict[str, dict[str, dict]] = {
         "paper": {"instrument": "marvels", "max_grid_spectra": None, "max_miles_stars": None,
                   "test_fraction": 0.1, "val_fraction": 0.1},
     },
+    "02_pretrain": {
+        "smoke": {"epochs": 2, "batch_size": 32, "lr": 2e-3, "gamma": 2.0, "cost_weight": 1.0,
+                  "triplet_weight": 0.1, "swa_start": 0.5, "stage_channels": [8, 16, 32], "blocks_per_stage": 1,
+                  "mse_baseline": True, "threads": 2},
+        "default": {"epochs": 30, "batch_size": 64, "lr": 2e-3, "gamma": 2.0, "cost_weight": 1.0,
+                    "triplet_weight": 0.1, "swa_start": 0.75, "stage_channels": [16, 32, 64, 128],
+                    "blocks_per_stage": 2, "mse_baseline": True, "threads": 2},
+        "paper": {"epochs": 150, "batch_size": 128, "lr": 2e-3, "gamma": 2.0, "cost_weight": 1.0,
+                  "triplet_weight": 0.1, "swa_start": 0.75, "stage_channels": [32, 64, 128, 256],
+                  "blocks_per_stage": 3, "mse_baseline": True, "threads": 8},
+    },
 }
 
 

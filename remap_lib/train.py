@@ -208,7 +208,7 @@ class Trainer:
                 err = (out["logits"][name][ok] - z[ok, j]) ** 2
                 parts[name] = err.mean() if ok.any() else err.sum()
                 total = total + parts[name]
-            return total, {k: float(v) for k, v in {**parts, "total": total}.items()}
+            return total, {k: float(v.detach()) for k, v in {**parts, "total": total}.items()}
         targets = {k: v.to(self.device) for k, v in _targets(labels.cpu(), self.bins, self.config.label_sigma).items()}
         return self.loss_fn(out["logits"], targets, out["embedding"], labels)
 
@@ -221,8 +221,9 @@ class Trainer:
         steps = max(n // cfg.batch_size, 1)  # drop the ragged last batch: BN and DDP want full batches
         self.ddp_model.train()
         sums: dict[str, float] = {}
+        # per-step bar only on a terminal (disable=None); notebooks get the per-epoch bar of fit()
         bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                   disable=not progress or self.rank != 0)
+                   disable=None if progress and self.rank == 0 else True)
         for step in bar:
             lr = learning_rate(cfg, epoch + step / steps)
             for group in self.optimizer.param_groups:
@@ -276,6 +277,8 @@ class Trainer:
         if resume:
             self.load_checkpoint()
         last = self.config.epochs if stop_after is None else min(stop_after, self.config.epochs)
+        bar = tqdm(total=self.config.epochs, initial=self.epoch, desc="training", unit="epoch",
+                   disable=not progress or self.rank != 0)
         while self.epoch < last:
             row = self.run_epoch(progress)
             self.epoch += 1
@@ -283,9 +286,10 @@ class Trainer:
             row["seconds"] = time.perf_counter() - start
             self.history.append(row)
             self.save_checkpoint()
-            if progress and self.rank == 0:
-                shown = {k: round(v, 4) for k, v in row.items() if k.startswith(("train_total", "val_"))}
-                tqdm.write(f"epoch {self.epoch}: {shown}")
+            bar.set_postfix({k.removeprefix("train_").removeprefix("val_"): f"{v:.3g}" for k, v in row.items()
+                             if k == "train_total" or k.startswith("val_")}, refresh=False)
+            bar.update()
+        bar.close()
         return FitResult(self.final_model(), self.history, self.config, time.perf_counter() - start)
 
     def final_model(self) -> DeepREMAP:
