@@ -54,6 +54,16 @@ def _book_run(args) -> int:
     return 0
 
 
+def _prepare(args) -> int:
+    from .trainsets import prepare
+
+    paths = prepare(args.profile, instrument=args.instrument, max_grid_spectra=args.max_grid_spectra,
+                    max_miles_stars=args.max_miles_stars, seed=args.seed, out_dir=args.out)
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
 def _train(args) -> int:
     from .train import main as train_main
 
@@ -78,6 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_grid_build)
     p = grid.add_parser("verify", help="check the shipped files against data/MANIFEST.sha256")
     p.set_defaults(func=_grid_verify)
+
+    p = sub.add_parser("prepare", help="write the training files (synthetic grid and MILES on one instrument)")
+    p.add_argument("--profile", default="default", help="names the output folder work/<profile>")
+    p.add_argument("--instrument", default="miles", help="miles, marvels or a YAML instrument profile")
+    p.add_argument("--max-grid-spectra", type=int, default=None)
+    p.add_argument("--max-miles-stars", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="output folder (default: work/<profile>)")
+    p.set_defaults(func=_prepare)
 
     p = sub.add_parser("train", help="pretrain on a dataset file (see `remap train -- --help`)", add_help=False)
     p.add_argument("train_args", nargs=argparse.REMAINDER, help="arguments of remap_lib.train")
