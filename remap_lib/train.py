@@ -53,6 +53,10 @@ class TrainConfig:
     # Width of the soft targets around exact synthetic labels (our choice, ~ a bin)
     label_sigma: tuple[float, float, float] = (50.0, 0.1, 0.05)
     grad_clip: float = 5.0
+    # transfer learning: the stem and backbone are frozen for the first `freeze_epochs`, then train at
+    # `backbone_lr_factor` times the heads' learning rate
+    freeze_epochs: int = 0
+    backbone_lr_factor: float = 1.0
     seed: int = 0
     threads: int = 2
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -147,7 +151,12 @@ class Trainer:
         if self.world > 1:
             self.ddp_model = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        backbone = [*model.stem.parameters(), *model.backbone.parameters()]
+        ids = {id(q) for q in backbone}
+        heads = [q for q in model.parameters() if id(q) not in ids]
+        self.optimizer = torch.optim.AdamW([{"params": backbone, "name": "backbone"},
+                                            {"params": heads, "name": "heads"}],
+                                           lr=config.lr, weight_decay=config.weight_decay)
         self.swa = AveragedModel(model) if config.swa_start < 1.0 else None
         self.history: list[dict] = []
         self.epoch = 0
@@ -220,6 +229,10 @@ class Trainer:
         torch.manual_seed(cfg.seed * 7919 + epoch)  # dropout
         steps = max(n // cfg.batch_size, 1)  # drop the ragged last batch: BN and DDP want full batches
         self.ddp_model.train()
+        frozen = epoch < cfg.freeze_epochs
+        if frozen:  # a frozen backbone also keeps its batch-norm statistics
+            self.model.stem.eval()
+            self.model.backbone.eval()
         sums: dict[str, float] = {}
         # per-step bar only on a terminal (disable=None); notebooks get the per-epoch bar of fit()
         bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
@@ -227,7 +240,8 @@ class Trainer:
         for step in bar:
             lr = learning_rate(cfg, epoch + step / steps)
             for group in self.optimizer.param_groups:
-                group["lr"] = lr
+                factor = (0.0 if frozen else cfg.backbone_lr_factor) if group["name"] == "backbone" else 1.0
+                group["lr"] = lr * factor
             idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
             # every rank augments the whole global batch with the same stream, then keeps its share,
             # so the data match a single-process run exactly

@@ -128,3 +128,16 @@ def test_torchrun_two_processes_matches_single_process(tmp_path):
     # batch norm sees 8 spectra per rank instead of 16: close, not identical
     assert np.allclose(one, two, rtol=0.1), (one, two)
     assert (tmp_path / "two" / "model.pt").exists()
+
+
+def test_frozen_backbone_does_not_change(tmp_path):
+    data = toy_set()
+    torch.manual_seed(0)
+    model = build_model(data.flux.shape[1], **TINY_ARCH)
+    before = {k: v.clone() for k, v in model.state_dict().items() if k.startswith(("stem", "backbone"))}
+    head_before = model.heads["teff"].weight.detach().clone()
+    cfg = TrainConfig(epochs=1, batch_size=8, swa_start=1.0, threads=1, freeze_epochs=1)
+    Trainer(model, data.select(data.meta["split"] == "train"), cfg).fit(progress=False)
+    after = model.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in before.items())  # weights and BN statistics
+    assert not torch.equal(after["heads.teff.weight"], head_before)  # the heads did learn
