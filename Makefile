@@ -48,6 +48,7 @@ grid: $(STAMP) fetch
 bench: $(STAMP) fetch
 	$(VPY) bench/bench_preprocess.py
 	$(VPY) bench/bench_synthesis.py
+	$(VPY) bench/bench_training.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
