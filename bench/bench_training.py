@@ -212,28 +212,46 @@ def step_flops(tr: Trainer, batch: int) -> dict:
     return per
 
 
+def plan_steps(step_s: float, budget: float, quick: bool) -> tuple[int, int, int]:
+    """(steps per epoch, timed epochs, replicated phase steps) that fit ``budget`` seconds for the case."""
+    allowed = budget / max(step_s, 1e-6)
+    if quick:
+        return (2, 2, 2) if allowed >= 8 else (1, 2, 1)
+    if allowed >= 16:
+        return 3, 3, 4
+    if allowed >= 9:
+        return 2, 2, 2
+    return 1, 2, 1
+
+
 def time_training(name: str, arch: dict, inst_name: str, args) -> dict:
     instrument = INSTRUMENTS[inst_name]
-    tr = make_trainer(arch, instrument, args.batch, args.steps, args.threads)
+    tr = make_trainer(arch, instrument, args.batch, 3, args.threads)
     n_params = tr.model.n_params()
+    # first step, FLOP-counted phase by phase (also the first warm-up: oneDNN primitives, allocations)
+    t = time.perf_counter()
     flops = step_flops(tr, args.batch)
-    # run_epoch as the Trainer does it: one warm-up epoch, then the timed ones
+    first_step_s = time.perf_counter() - t
+    steps, epochs, phase_steps = plan_steps(first_step_s, args.case_budget, args.quick)
+    # fewer spectra for the slow cases: run_epoch then makes ``steps`` steps per epoch
+    n_epoch = args.batch * steps
+    tr.flux, tr.ivar, tr.mask, tr.labels = (a[:n_epoch] for a in (tr.flux, tr.ivar, tr.mask, tr.labels))
+    # run_epoch as the Trainer does it: one warm-up epoch (first AdamW step allocates its state), then timed
     tr.run_epoch(progress=False)
     tr.epoch += 1
     walls, cpus = [], []
-    for _ in range(args.epochs):
+    for _ in range(epochs):
         w, c = time.perf_counter(), time.process_time()
         tr.run_epoch(progress=False)
         walls.append(time.perf_counter() - w)
         cpus.append(time.process_time() - c)
         tr.epoch += 1
-    n_epoch = args.batch * args.steps
-    step_s = statistics.median(walls) / args.steps
+    step_s = statistics.median(walls) / steps
     # the same step replicated and timed phase by phase (after the epochs above: warm)
     phases: dict[str, list[float]] = {}
     gen = _generator(7, 0, 1)
     tr.model.train()
-    for k in range(args.phase_steps):
+    for k in range(phase_steps):
         idx = torch.arange(k * args.batch, (k + 1) * args.batch) % n_epoch
         replicated_step(tr, idx, gen, phases)
     phase_med = {k: statistics.median(v) for k, v in phases.items()}
@@ -241,8 +259,8 @@ def time_training(name: str, arch: dict, inst_name: str, args) -> dict:
     row = {
         "profile": name, "instrument": inst_name, "npix": instrument.npix, "batch": args.batch,
         "stage_channels": list(arch["stage_channels"]), "blocks_per_stage": arch["blocks_per_stage"],
-        "n_params": n_params, "steps_per_epoch": args.steps, "timed_epochs": args.epochs,
-        "epoch_wall_s": walls, "epoch_cpu_s": cpus,
+        "n_params": n_params, "first_step_s (flop-counted, cold)": first_step_s, "steps_per_epoch": steps,
+        "timed_epochs": epochs, "phase_steps": phase_steps, "epoch_wall_s": walls, "epoch_cpu_s": cpus,
         "step_s_median": step_s, "train_spectra_per_s": spectra_s,
         "cpu_utilization": sum(cpus) / (sum(walls) * args.threads),
         "phase_s_median": phase_med, "replicated_step_s": sum(phase_med.values()),
@@ -250,35 +268,59 @@ def time_training(name: str, arch: dict, inst_name: str, args) -> dict:
         "train_gflop_per_s": flops["train_step"] * spectra_s / 1e9,
     }
     print(f"  train {name:8s} {inst_name:8s} {instrument.npix:5d} px  {spectra_s:8.1f} spectra/s  "
-          f"step {1e3 * step_s:7.1f} ms  {row['train_gflop_per_s']:6.2f} GFLOP/s  "
-          f"cpu util {row['cpu_utilization']:.2f}", flush=True)
+          f"step {1e3 * step_s:8.1f} ms  {row['train_gflop_per_s']:6.2f} GFLOP/s  "
+          f"cpu util {row['cpu_utilization']:.2f}  ({steps}x{epochs} timed steps)", flush=True)
     del tr
     return row
 
 
 # ---------------------------------------------------------------------------------------------- inference
+def forward_flops(arch: dict, npix: int, train: bool) -> float:
+    """Forward FLOPs per spectrum, counted on the meta device (no computation)."""
+    with torch.device("meta"):
+        model = build_model(npix, DEFAULT_BINS, **arch)
+        x = torch.empty(2, npix)
+    model.train(train)
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        model(x)
+    return fc.get_total_flops() / 2
+
+
 @torch.no_grad()
-def time_inference(name: str, arch: dict, inst_name: str, batch: int, reps: int) -> dict:
+def time_inference(name: str, arch: dict, inst_name: str, batches, args) -> list[dict]:
     npix = INSTRUMENTS[inst_name].npix
     torch.manual_seed(0)
     model = build_model(npix, DEFAULT_BINS, **arch).eval()
-    x = 1.0 - 0.3 * torch.rand(batch, npix) ** 8
-    mask = torch.zeros(batch, npix, dtype=torch.bool)
-    with FlopCounterMode(display=False) as fc:
-        model(x, mask)
-    flops = fc.get_total_flops() / batch
-    times = []
-    for _ in range(reps):
+    flops = forward_flops(arch, npix, train=False)
+    rows, per_spectrum_s = [], None  # from the previous (smaller) batch
+    for batch in batches:
+        row = {"profile": name, "instrument": inst_name, "npix": npix, "batch": batch,
+               "forward_flops_per_spectrum": flops}
+        if per_spectrum_s is not None and per_spectrum_s * batch > args.case_budget:
+            row["skipped"] = (f"estimated {per_spectrum_s * batch:.0f} s per batch > "
+                              f"budget {args.case_budget:.0f} s")
+            print(f"  infer {name:8s} {inst_name:8s} {npix:5d} px  batch {batch:5d}  skipped ({row['skipped']})")
+            rows.append(row)
+            continue
+        x = 1.0 - 0.3 * torch.rand(batch, npix) ** 8
+        mask = torch.zeros(batch, npix, dtype=torch.bool)
         t = time.perf_counter()
-        model(x, mask)
-        times.append(time.perf_counter() - t)
-    med = statistics.median(times)
-    row = {"profile": name, "instrument": inst_name, "npix": npix, "batch": batch, "reps": reps, "wall_s": times,
-           "batch_s_median": med, "spectra_per_s": batch / med, "forward_flops_per_spectrum": flops,
-           "gflop_per_s": flops * batch / med / 1e9}
-    print(f"  infer {name:8s} {inst_name:8s} {npix:5d} px  batch {batch:5d}  {row['spectra_per_s']:9.1f} spectra/s  "
-          f"{row['gflop_per_s']:6.2f} GFLOP/s", flush=True)
-    return row
+        model(x, mask)  # warm-up
+        warm = time.perf_counter() - t
+        reps = int(max(1, min(args.inf_reps, args.case_budget / max(warm, 1e-6))))
+        times = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            model(x, mask)
+            times.append(time.perf_counter() - t)
+        med = statistics.median(times)
+        row.update({"reps": reps, "warmup_s": warm, "wall_s": times, "batch_s_median": med,
+                    "spectra_per_s": batch / med, "gflop_per_s": flops * batch / med / 1e9})
+        print(f"  infer {name:8s} {inst_name:8s} {npix:5d} px  batch {batch:5d}  {row['spectra_per_s']:9.1f} "
+              f"spectra/s  {row['gflop_per_s']:6.2f} GFLOP/s", flush=True)
+        rows.append(row)
+        per_spectrum_s = med / batch
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------- peak
@@ -334,7 +376,7 @@ def op_category(name: str) -> str:
     if any(k in n for k in ("index", "gather", "scatter", "searchsorted", "cat", "pad", "unfold", "copy", "clone",
                             "slice", "select", "nonzero", "where", "masked", "as_strided", "to", "empty", "zero")):
         return "indexing / copies / allocation"
-    if any(k in n for k in ("relu", "threshold")):
+    if any(k in n for k in ("relu", "threshold", "clamp_min")):
         return "relu (fwd+bwd)"
     return "other elementwise / reductions"
 
@@ -370,27 +412,63 @@ def profile_steps(arch: dict, inst_name: str, args) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- experiment
-def optimizer_variants(arch: dict, inst_name: str, args) -> dict:
-    """Time AdamW.step (+ clip) alone for torch's default (foreach) and fused=True on the same grads."""
+def optimizer_variants(arch: dict, inst_name: str, reps: int) -> dict:
+    """AdamW.step alone on the same gradients: torch's default (foreach), foreach=False, fused=True."""
     torch.manual_seed(0)
     model = build_model(INSTRUMENTS[inst_name].npix, DEFAULT_BINS, **arch)
     for p in model.parameters():
         p.grad = torch.randn_like(p) * 1e-3
     out = {}
-    for label, kwargs in (("default (foreach)", {}), ("fused=True", {"fused": True})):
+    for label, kwargs in (("default (foreach)", {}), ("foreach=False", {"foreach": False}),
+                          ("fused=True", {"fused": True})):
         try:
             opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4, **kwargs)
+            opt.step()
         except (RuntimeError, TypeError, ValueError) as exc:
             out[label] = {"error": str(exc)}
             continue
-        opt.step()
         times = []
-        for _ in range(max(5, args.phase_steps * 3)):
+        for _ in range(reps):
             t = time.perf_counter()
             opt.step()
             times.append(time.perf_counter() - t)
-        out[label] = {"step_s_median": statistics.median(times)}
+        out[label] = {"step_s_median": statistics.median(times), "step_s_min": min(times), "reps": reps}
     return out
+
+
+def shortcut_variants(arch: dict, inst_name: str, batch: int, reps: int, stem_channels: int = 32) -> dict:
+    """The projection blocks' shortcut, fwd+bwd: strided 1x1 conv (as in model.py) vs x[..., ::2] + 1x1 conv.
+
+    Both compute the same thing (a 1x1 kernel with stride 2 and no padding reads every other sample);
+    summed over the architecture's projection blocks at their real shapes.
+    """
+    length, c_in = INSTRUMENTS[inst_name].npix, stem_channels
+    totals = {"strided 1x1 conv": 0.0, "slice ::2 + 1x1 conv": 0.0}
+    max_diff = 0.0
+    for c_out in arch["stage_channels"]:
+        conv = torch.nn.Conv1d(c_in, c_out, 1, stride=2, bias=False)
+        x = torch.randn(batch, c_in, length, requires_grad=True)
+        variants = {"strided 1x1 conv": lambda x, conv=conv: conv(x),
+                    "slice ::2 + 1x1 conv": lambda x, conv=conv: torch.nn.functional.conv1d(x[..., ::2], conv.weight)}
+        outs = {}
+        for label, fn in variants.items():
+            y = fn(x)
+            grad = torch.ones_like(y)
+            y.backward(grad)  # warm-up
+            outs[label] = (y.detach(), x.grad.clone(), conv.weight.grad.clone())
+            times = []
+            for _ in range(reps):
+                x.grad, conv.weight.grad = None, None
+                t = time.perf_counter()
+                fn(x).backward(grad)
+                times.append(time.perf_counter() - t)
+            x.grad, conv.weight.grad = None, None
+            totals[label] += statistics.median(times)
+        a, b = outs.values()
+        max_diff = max(max_diff, *(float((u - v).abs().max()) for u, v in zip(a, b, strict=True)))
+        c_in, length = c_out, (length - 1) // 2 + 1
+    return {"instrument": inst_name, "batch": batch, "reps": reps, "fwd_bwd_s_per_step": totals,
+            "max_abs_difference (output, grad input, grad weight)": max_diff}
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -424,6 +502,9 @@ def print_tables(report: dict) -> None:
     print("inference (eval, no_grad):")
     print(f"{'profile':8s} {'instr':8s} {'px':>5s} {'batch':>6s} {'spec/s':>9s} {'MFLOP/sp':>9s} {'GFLOP/s':>8s}")
     for r in report["inference"]:
+        if "skipped" in r:
+            print(f"{r['profile']:8s} {r['instrument']:8s} {r['npix']:5d} {r['batch']:6d}   skipped: {r['skipped']}")
+            continue
         print(f"{r['profile']:8s} {r['instrument']:8s} {r['npix']:5d} {r['batch']:6d} {r['spectra_per_s']:9.1f} "
               f"{r['forward_flops_per_spectrum'] / 1e6:9.1f} {r['gflop_per_s']:8.2f}")
     for inst, prof in report.get("profile", {}).items():
@@ -439,6 +520,11 @@ def print_tables(report: dict) -> None:
         print("AdamW.step alone, default architecture: " + ", ".join(
             f"{k} {1e3 * v['step_s_median']:.2f} ms" if "step_s_median" in v else f"{k}: {v['error']}"
             for k, v in report["optimizer_variants"].items()))
+    for inst, sc in report.get("shortcut_variants", {}).items():
+        v = sc["fwd_bwd_s_per_step"]
+        print(f"projection shortcuts fwd+bwd per step, {inst}: " + ", ".join(f"{k} {1e3 * s:.1f} ms"
+                                                                        for k, s in v.items())
+              + f" (max |diff| {sc['max_abs_difference (output, grad input, grad weight)']:.1e})")
     t = report["target"]
     print()
     print(f"target: training FLOP rate >= {100 * t['fraction']:.0f} % of peak — best achieved "
@@ -455,6 +541,9 @@ def main(argv=None) -> None:
     parser.add_argument("--profiles", default=None,
                         help="comma-separated 02_pretrain profiles (default: smoke,default,paper; --quick: default)")
     parser.add_argument("--batch", type=int, default=64, help="training batch")
+    parser.add_argument("--case-budget", type=float, default=None,
+                        help="rough seconds per training/inference case; slow cases get fewer repetitions "
+                             "(default 40, --quick 15)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -463,11 +552,11 @@ def main(argv=None) -> None:
     if unknown:
         parser.error(f"unknown profile(s) {unknown}; choose from {list(PROFILES['02_pretrain'])}")
     archs = architectures(names)
-    args.steps, args.epochs = (2, 2) if args.quick else (3, 3)  # steps per epoch, timed epochs
-    args.phase_steps = 2 if args.quick else 4
+    if args.case_budget is None:
+        args.case_budget = 15.0 if args.quick else 40.0
     args.profile_steps = 1 if args.quick else 2
-    inf_reps = 2 if args.quick else 4
-    peak_reps = 3 if args.quick else 6
+    args.inf_reps = 2 if args.quick else 5
+    peak_reps = 4 if args.quick else 8
 
     info = machine_info(args.threads)
     started = time.perf_counter()
@@ -476,19 +565,20 @@ def main(argv=None) -> None:
     if info["other_jobs_start"]:
         print("other jobs running: " + "; ".join(info["other_jobs_start"]), flush=True)
 
-    peak = {"matmul": peak_matmul(2048, peak_reps), "conv1d": peak_conv(peak_reps * 2)}
+    peak = {"matmul": peak_matmul(2048, peak_reps), "conv1d": peak_conv(peak_reps * 3)}
     print(f"  peak matmul {peak['matmul']['gflop_per_s']:.1f} GFLOP/s, conv1d {peak['conv1d']['gflop_per_s']:.1f} "
           "GFLOP/s", flush=True)
 
     training = [time_training(n, arch, inst, args) for n, arch in archs.items() for inst in INSTRUMENTS]
-    inference = [time_inference(n, arch, inst, b, inf_reps) for n, arch in archs.items() for inst in INSTRUMENTS
-                 for b in (256, 1024)]
+    inference = [row for n, arch in archs.items() for inst in INSTRUMENTS
+                 for row in time_inference(n, arch, inst, (256, 1024), args)]
     prof_arch = archs.get("default", next(iter(archs.values())))
     profiles = {inst: profile_steps(prof_arch, inst, args) for inst in INSTRUMENTS}
-    opt_variants = optimizer_variants(prof_arch, "MILES", args)
+    opt_variants = optimizer_variants(prof_arch, "MILES", 10 if args.quick else 30)
+    shortcut = {inst: shortcut_variants(prof_arch, inst, args.batch, 3 if args.quick else 5) for inst in INSTRUMENTS}
 
     # peak measured again at the end: on a shared machine the best of both is the fairer peak
-    peak_end = {"matmul": peak_matmul(2048, peak_reps), "conv1d": peak_conv(peak_reps * 2)}
+    peak_end = {"matmul": peak_matmul(2048, peak_reps), "conv1d": peak_conv(peak_reps * 3)}
     for k in peak:
         peak[k]["gflop_per_s_start"] = peak[k]["gflop_per_s"]
         peak[k]["gflop_per_s_end"] = peak_end[k]["gflop_per_s"]
@@ -496,6 +586,8 @@ def main(argv=None) -> None:
     for r in training:
         r["fraction_of_peak"] = {k: r["train_gflop_per_s"] / peak[k]["gflop_per_s"] for k in peak}
     for r in inference:
+        if "skipped" in r:
+            continue
         r["fraction_of_peak"] = {k: r["gflop_per_s"] / peak[k]["gflop_per_s"] for k in peak}
     best_mm = max(r["fraction_of_peak"]["matmul"] for r in training)
     best_conv = max(r["fraction_of_peak"]["conv1d"] for r in training)
@@ -505,14 +597,15 @@ def main(argv=None) -> None:
         "command": "bench/bench_training.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": info,
-        "settings": {"batch": args.batch, "steps_per_epoch": args.steps, "timed_epochs": args.epochs,
-                     "phase_steps": args.phase_steps, "inference_reps": inf_reps, "peak_reps": peak_reps,
+        "settings": {"batch": args.batch, "case_budget_s": args.case_budget, "inference_max_reps": args.inf_reps,
+                     "profile_steps": args.profile_steps, "peak_reps": peak_reps,
                      "quick": args.quick, "profiles": names, "train_config": TrainConfig().to_dict()},
         "peak": peak,
         "training": training,
         "inference": inference,
         "profile": profiles,
         "optimizer_variants": opt_variants,
+        "shortcut_variants": shortcut,
         "target": {"fraction": TARGET_FRACTION, "best_fraction_of_matmul_peak": best_mm,
                    "best_fraction_of_conv1d_peak": best_conv, "met_vs_matmul_peak": best_mm >= TARGET_FRACTION,
                    "met_vs_conv1d_peak": best_conv >= TARGET_FRACTION},

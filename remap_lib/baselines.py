@@ -13,8 +13,7 @@ also returns per-star 1-σ uncertainties (NaN where none could be had).
 :class:`Chi2GridFit`
     χ² of each spectrum against every node of the synthetic grid (one matrix product), then a
     refinement between nodes by trilinear interpolation of the grid flux and a bounded
-    optimizer; the uncertainty is the Δχ² = 1 ellipse of a quadratic fitted to χ² at the
-    neighbouring nodes.
+    optimizer; the uncertainty is the Δχ² = 1 (Gauss-Newton) error of the interpolated model.
 """
 
 from __future__ import annotations
@@ -214,7 +213,8 @@ class Chi2GridFit:
         d >= 1 for a multiplicative Legendre polynomial of degree d in pixel index, fitted
         linearly for every (star, node) pair.
     refine : interpolate between nodes (trilinear in flux over the 2×2×2 cells around the best
-        node, bounded L-BFGS-B in each complete cell); else return the best node.
+        node, bounded L-BFGS-B in each complete cell, kept only if it beats the node); else return
+        the best node.
     rescale_sigma : multiply the Δχ² = 1 uncertainties by sqrt(reduced χ²) when that exceeds 1
         (a model-mismatch allowance).
     chunk : observed spectra per block in the coarse search (memory).
@@ -315,7 +315,7 @@ class Chi2GridFit:
         local = self._local(node)
         lab0 = np.round(self.grid_labels[node], 6)
         centre = tuple(int(np.flatnonzero(local.axes[d] == lab0[d])[0]) for d in range(3))
-        best_x, best_chi2 = self.grid_labels[node].copy(), chi2_node
+        best_x, best_chi2, best_cell = self.grid_labels[node].copy(), chi2_node, None
         for cell in product(*([(c - 1, c), (c, c + 1)] for c in centre)):
             if any(lo < 0 or hi >= len(local.axes[d]) for d, (lo, hi) in enumerate(cell)):
                 continue
@@ -331,39 +331,51 @@ class Chi2GridFit:
                 weights = np.prod(np.where(bits == 1, u, 1.0 - u), axis=1)
                 return self._chi2_model(y, w, weights @ spectra)
 
-            u0 = np.array([1.0 if cell[d][0] != centre[d] else 0.0 for d in range(3)])  # the best node
-            u0 = np.clip(np.abs(u0 - 0.02), 0.0, 1.0)  # start just inside the cell
+            u_node = np.array([1.0 if cell[d][0] != centre[d] else 0.0 for d in range(3)])  # the best node
+            if best_cell is None:
+                best_cell = (lo, hi, spectra, bits, u_node)
+            if not self.refine:
+                break
+            u0 = np.abs(u_node - 0.02)  # start just inside the cell
             res = optimize.minimize(chi2_at, u0, method="L-BFGS-B", bounds=[(0.0, 1.0)] * 3,
                                     options={"eps": 1e-5, "maxiter": 200})
             if np.isfinite(res.fun) and res.fun < best_chi2:
                 best_chi2, best_x = float(res.fun), lo + res.x * (hi - lo)
-        return best_x, best_chi2, local
+                best_cell = (lo, hi, spectra, bits, np.asarray(res.x, dtype=float))
+        return best_x, best_chi2, best_cell
 
-    def _sigma(self, chi2_row, local: _Local, node: int, chi2_min: float, n_dof: int) -> np.ndarray:
-        """Δχ² = 1 σ from a quadratic fitted to χ² at the local nodes (NaN if not positive definite)."""
-        rows = list(local.cube.values())
-        if len(rows) < 10:
+    def _sigma(self, y, w, cell, chi2_min: float, n_dof: int) -> np.ndarray:
+        """Δχ² = 1 (Gauss-Newton) σ of the labels at the best point, continuum coefficients
+        marginalized: cov = (Jᵀ W J)⁻¹ with J the derivative of the trilinear model, which is
+        exact inside a cell (the model is linear along each label there)."""
+        if cell is None:
             return np.full(3, np.nan)
-        step = np.array([np.ptp(a) / max(len(a) - 1, 1) if len(a) > 1 else 1.0 for a in local.axes])
-        x = (self.grid_labels[rows] - self.grid_labels[node]) / step
-        terms = [np.ones(len(x))] + [x[:, d] for d in range(3)] + \
-                [x[:, a] * x[:, b] for a in range(3) for b in range(a, 3)]
-        design = np.column_stack(terms)
-        coef, *_ = np.linalg.lstsq(design, chi2_row[rows], rcond=None)
-        H = np.empty((3, 3))
-        k = 4
-        for a in range(3):
-            for b in range(a, 3):
-                H[a, b] = H[b, a] = 2.0 * coef[k] if a == b else coef[k]
-                k += 1
+        lo, hi, spectra, bits, u = cell
+
+        def model(uu):
+            return np.prod(np.where(bits == 1, uu, 1.0 - uu), axis=1) @ spectra
+
+        m0 = model(u)
+        cols = []
+        for d in range(3):
+            up, dn = u.copy(), u.copy()
+            up[d], dn[d] = min(u[d] + 0.25, 1.0), max(u[d] - 0.25, 0.0)
+            cols.append((model(up) - model(dn)) / ((up[d] - dn[d]) * (hi[d] - lo[d])))
+        J = np.array(cols)  # (3, n_pix) d model / d label
+        if self.basis is not None:
+            design = self.basis * m0
+            A = (design * w) @ design.T
+            coef = np.linalg.lstsq(A, (design * w) @ y, rcond=None)[0]
+            J = np.vstack([J * (coef @ self.basis), design])
+        F = (J * w) @ J.T
         try:
-            eig = np.linalg.eigvalsh(H)
-            if eig.min() <= 0:
-                return np.full(3, np.nan)
-            cov = 2.0 * np.linalg.inv(H) * np.outer(step, step)
+            cov = np.linalg.inv(F)[:3, :3]
         except np.linalg.LinAlgError:
             return np.full(3, np.nan)
-        sigma = np.sqrt(np.diag(cov))
+        diag = np.diag(cov)
+        if not np.all(np.isfinite(diag)) or np.any(diag <= 0):
+            return np.full(3, np.nan)
+        sigma = np.sqrt(diag)
         if self.rescale_sigma and n_dof > 0:
             sigma *= np.sqrt(max(chi2_min / n_dof, 1.0))
         return sigma
@@ -396,13 +408,11 @@ class Chi2GridFit:
                 node = int(np.argmin(chi2[j]))
                 best = self.grid_labels[node].copy()
                 value = self._chi2_model(y[i], w[i], self.grid_flux[node])  # exact, no cancellation
-                local = None
-                if self.refine:
-                    best, value, local = self._refine(y[i], w[i], node, value)
+                if self.refine or return_sigma:
+                    best, value, cell = self._refine(y[i], w[i], node, value)
                 labels[i], chi2_min[i] = best, value
                 if return_sigma:
-                    local = local or self._local(node)
-                    sigma[i] = self._sigma(chi2[j], local, node, value, int(dof[i]))
+                    sigma[i] = self._sigma(y[i], w[i], cell, value, int(dof[i]))
                 bar.update()
         bar.close()
         out = [labels]

@@ -352,7 +352,7 @@ def write_splits(df: pd.DataFrame, path=DEFAULT_SPLITS, seed: int | None = None,
               "# counts: " + ", ".join(f"{r}={int(counts.get(r, 0))}" for r in ROLES)]
     if note:
         header.append(f"# note: {note}")
-    body = df[list(COLUMNS)].to_csv(index=False, float_format="%.6g", lineterminator="\n")
+    body = df[list(COLUMNS)].to_csv(index=False, float_format="%.10g", lineterminator="\n")
     with atomic_write(path, "w") as fh:
         fh.write("\n".join(header) + "\n" + body)
     return path

@@ -65,15 +65,18 @@ def _toy_grid():
 
 
 def _toy_spectrum(labels, wave):
+    """Five Gaussian lines whose depths and widths vary smoothly, each with its own label mix."""
     labels = np.atleast_2d(labels)
     t, g, m = (labels[:, i:i + 1] for i in range(3))
     x = (t - 5000.0) / 1000.0
-    centres = np.array([5010.0, 5030.0, 5050.0, 5070.0, 5090.0])
+    a = (1.0, -1.0, 0.5, 1.0, -0.5)
+    b = (0.5, 1.0, -1.0, 0.0, 1.5)
+    c = (1.0, 0.0, -1.0, 0.5, 0.0)
     flux = np.ones((len(labels), wave.size))
-    for k, c in enumerate(centres):
-        depth = 0.3 * (1 + 0.8 * np.sin(k)) * np.exp(-x * (1 + 0.3 * k)) * 10 ** (0.5 * m * (1 + 0.2 * k))
-        width = 0.6 + 0.15 * (g - 4.5) * (k % 2)
-        flux -= np.clip(depth, 0, 0.9) * np.exp(-0.5 * ((wave - c) / width) ** 2)
+    for k, centre in enumerate((5010.0, 5030.0, 5050.0, 5070.0, 5090.0)):
+        depth = 0.3 + 0.2 * np.tanh(a[k] * x + b[k] * m)
+        width = 0.8 + 0.3 * (g - 4.5) * c[k]
+        flux -= depth * np.exp(-0.5 * ((wave - centre) / width) ** 2)
     return flux
 
 
