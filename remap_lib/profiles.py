@@ -9,7 +9,7 @@ from __future__ import annotations
 
 PROFILES: dict[str, dict[str, dict]] = {
     "01_data_prep": {
-        "smoke": {"instrument": "miles", "max_grid_spectra": 120, "max_miles_stars": 60,
+        "smoke": {"instrument": "miles", "max_grid_spectra": 120, "max_miles_stars": None,
                   "test_fraction": 0.1, "val_fraction": 0.1},
         "default": {"instrument": "miles", "max_grid_spectra": None, "max_miles_stars": None,
                     "test_fraction": 0.1, "val_fraction": 0.1},
@@ -26,6 +26,14 @@ PROFILES: dict[str, dict[str, dict]] = {
         "paper": {"epochs": 150, "batch_size": 128, "lr": 2e-3, "gamma": 2.0, "cost_weight": 1.0,
                   "triplet_weight": 0.1, "swa_start": 0.75, "stage_channels": [32, 64, 128, 256],
                   "blocks_per_stage": 3, "mse_baseline": True, "threads": 8},
+    },
+    "03_finetune": {
+        "smoke": {"epochs": 2, "batch_size": 32, "lr": 1e-3, "freeze_epochs": 1, "backbone_lr_factor": 0.1,
+                  "members": 1, "swa_start": 0.5},
+        "default": {"epochs": 30, "batch_size": 32, "lr": 1e-3, "freeze_epochs": 5, "backbone_lr_factor": 0.1,
+                    "members": 3, "swa_start": 0.75},
+        "paper": {"epochs": 60, "batch_size": 32, "lr": 1e-3, "freeze_epochs": 5, "backbone_lr_factor": 0.1,
+                  "members": 5, "swa_start": 0.75},
     },
 }
 
