@@ -35,6 +35,14 @@ PROFILES: dict[str, dict[str, dict]] = {
         "paper": {"epochs": 60, "batch_size": 32, "lr": 1e-3, "freeze_epochs": 5, "backbone_lr_factor": 0.1,
                   "members": 5, "swa_start": 0.75},
     },
+    "07_ablations": {
+        "smoke": {"pretrain_epochs": 1, "finetune_epochs": 1, "stage_channels": [8, 16], "blocks_per_stage": 1,
+                  "batch_size": 64},
+        "default": {"pretrain_epochs": 10, "finetune_epochs": 12, "stage_channels": [8, 16, 32, 64],
+                    "blocks_per_stage": 1, "batch_size": 64},
+        "paper": {"pretrain_epochs": 150, "finetune_epochs": 60, "stage_channels": [32, 64, 128, 256],
+                  "blocks_per_stage": 3, "batch_size": 128},
+    },
 }
 
 
