@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["train"]:  # hand every remaining argument (--help included) to the trainer
-        argv = ["train", "--", *argv[1:]]
+        argv = ["train", "--", *(argv[2:] if argv[1:2] == ["--"] else argv[1:])]  # `remap train -- ...` too
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -40,6 +40,8 @@ def predict(model, flux, mask=None, bins=None, label_stats=None, device="cpu", b
     for j, name in enumerate(LABEL_NAMES):
         z = torch.cat(logits[name]).numpy() if logits[name] else np.zeros((0,))
         if model.config.head == "regression":
+            if label_stats is None:
+                raise ValueError("a regression model needs label_stats (mean, std) to give labels in physical units")
             value = z * label_stats[1][j] + label_stats[0][j]
             result[name] = {k: value for k in ("mean", "median", "mode", "p16", "p84", "p2_5", "p97_5")}
             result[name]["std"] = np.full_like(value, np.nan)
@@ -55,13 +57,15 @@ def predict(model, flux, mask=None, bins=None, label_stats=None, device="cpu", b
 
 def scatter_metrics(pred: dict, truth: np.ndarray, estimate: str = "median") -> dict[str, dict[str, float]]:
     """Bias (mean error), σ (standard deviation of the error) and MAD (median absolute deviation
-    of the error about its median) per label; rows with unknown truth are skipped."""
+    of the error about its median) per label. Rows with unknown truth are skipped; rows with no
+    prediction (NaN) are skipped too and counted in ``n_failed`` so they cannot flatter σ."""
     out = {}
     for j, name in enumerate(LABEL_NAMES):
-        err = np.asarray(pred[name][estimate]) - np.asarray(truth)[:, j]
-        err = err[np.isfinite(err)]
+        t, p = np.asarray(truth)[:, j], np.asarray(pred[name][estimate])
+        err = (p - t)[np.isfinite(t) & np.isfinite(p)]
         out[name] = {"bias": float(err.mean()), "sigma": float(err.std()),
-                     "mad": float(np.median(np.abs(err - np.median(err)))), "n": int(err.size)}
+                     "mad": float(np.median(np.abs(err - np.median(err)))), "n": int(err.size),
+                     "n_failed": int(np.sum(np.isfinite(t) & ~np.isfinite(p)))}
     return out
 
 

@@ -7,6 +7,8 @@ and may override any value; ``None`` means "take it from the profile".
 
 from __future__ import annotations
 
+import copy
+
 PROFILES: dict[str, dict[str, dict]] = {
     "01_data_prep": {
         "smoke": {"instrument": "miles", "max_grid_spectra": 120, "max_miles_stars": None,
@@ -54,7 +56,7 @@ def resolve(notebook: str, profile: str, **overrides) -> dict:
         raise ValueError(f"no profiles for notebook {notebook!r}; known: {sorted(PROFILES)}") from None
     if profile not in table:
         raise ValueError(f"unknown profile {profile!r} for {notebook}; choose from {sorted(table)}")
-    params = dict(table[profile])
+    params = copy.deepcopy(table[profile])  # callers may modify lists without touching the table
     unknown = set(overrides) - set(params)
     if unknown:
         raise ValueError(f"{notebook} has no parameter(s) {sorted(unknown)}; it takes {sorted(params)}")

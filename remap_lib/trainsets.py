@@ -24,8 +24,8 @@ LABEL_SCALES = np.array([100.0, 0.25, 0.1])
 
 def split_rows(n: int, test_fraction: float, val_fraction: float, seed: int) -> np.ndarray:
     """'train'/'val'/'test' for each of ``n`` rows, drawn at random with ``seed``."""
-    if not 0 <= test_fraction + val_fraction < 1:
-        raise ValueError("test_fraction + val_fraction must be in [0, 1)")
+    if not (test_fraction >= 0 and val_fraction >= 0 and test_fraction + val_fraction < 1):
+        raise ValueError("test_fraction and val_fraction must be >= 0 with a sum below 1")
     order = np.random.default_rng(seed).permutation(n)
     n_test, n_val = round(test_fraction * n), round(val_fraction * n)
     split = np.full(n, "train", dtype="<U5")
