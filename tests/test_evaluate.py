@@ -50,12 +50,15 @@ def test_scatter_metrics_hand_numbers():
     pred = {name: {"median": truth[:, j] + errors, "mean": truth[:, j]} for j, name in enumerate(LABEL_NAMES)}
     pred["teff"]["median"][3] = 123.0
     m = scatter_metrics(pred, truth)
-    assert m["teff"] == pytest.approx({"bias": 1.0, "sigma": np.sqrt(8 / 3), "mad": 2.0, "n": 3})
+    assert m["teff"] == pytest.approx({"bias": 1.0, "sigma": np.sqrt(8 / 3), "mad": 2.0, "n": 3, "n_failed": 0})
     assert m["teff"]["sigma"] == pytest.approx(1.633, abs=1e-3)
     # errors [1, -1, 3, 100]: bias 25.75, median 2, |e - 2| = [1, 3, 1, 98] -> MAD 2
     assert m["logg"]["n"] == 4 and m["logg"]["bias"] == pytest.approx(25.75) and m["logg"]["mad"] == pytest.approx(2)
     assert scatter_metrics(pred, truth, estimate="mean")["feh"] == pytest.approx(
-        {"bias": 0.0, "sigma": 0.0, "mad": 0.0, "n": 4})
+        {"bias": 0.0, "sigma": 0.0, "mad": 0.0, "n": 4, "n_failed": 0})
+    # a missing prediction is counted, not silently dropped
+    pred["feh"]["median"][0] = np.nan
+    assert scatter_metrics(pred, truth)["feh"]["n_failed"] == 1
 
 
 def test_interval_coverage_hand_example():
