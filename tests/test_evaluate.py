@@ -110,7 +110,7 @@ def test_snr_table_rows_and_reproducibility():
     torch.manual_seed(0)
     model = build_model(data.flux.shape[1], **TINY_ARCH)
     table = snr_table(model, data, snrs=(20.0, 100.0), seed=1)
-    assert list(table.columns) == ["snr", "label", "bias", "sigma", "mad", "n"]
+    assert list(table.columns) == ["snr", "label", "bias", "sigma", "mad", "n", "n_failed"]
     assert list(table["snr"]) == [20.0] * 3 + [100.0] * 3
     assert list(table["label"]) == list(LABEL_NAMES) * 2
     assert (table["n"] == 6).all()
