@@ -22,7 +22,7 @@ PROFILES: dict[str, dict[str, dict]] = {
         "smoke": {"epochs": 2, "batch_size": 32, "lr": 2e-3, "gamma": 2.0, "cost_weight": 1.0,
                   "triplet_weight": 0.1, "swa_start": 0.5, "stage_channels": [8, 16, 32], "blocks_per_stage": 1,
                   "mse_baseline": True, "threads": 2},
-        "default": {"epochs": 30, "batch_size": 64, "lr": 2e-3, "gamma": 2.0, "cost_weight": 1.0,
+        "default": {"epochs": 120, "batch_size": 64, "lr": 2e-3, "gamma": 2.0, "cost_weight": 1.0,
                     "triplet_weight": 0.1, "swa_start": 0.75, "stage_channels": [16, 32, 64, 128],
                     "blocks_per_stage": 2, "mse_baseline": True, "threads": 2},
         "paper": {"epochs": 150, "batch_size": 128, "lr": 2e-3, "gamma": 2.0, "cost_weight": 1.0,
@@ -32,7 +32,7 @@ PROFILES: dict[str, dict[str, dict]] = {
     "03_finetune": {
         "smoke": {"epochs": 2, "batch_size": 32, "lr": 1e-3, "freeze_epochs": 1, "backbone_lr_factor": 0.1,
                   "members": 1, "swa_start": 0.5},
-        "default": {"epochs": 30, "batch_size": 32, "lr": 1e-3, "freeze_epochs": 5, "backbone_lr_factor": 0.1,
+        "default": {"epochs": 60, "batch_size": 32, "lr": 1e-3, "freeze_epochs": 5, "backbone_lr_factor": 0.1,
                     "members": 3, "swa_start": 0.75},
         "paper": {"epochs": 60, "batch_size": 32, "lr": 1e-3, "freeze_epochs": 5, "backbone_lr_factor": 0.1,
                   "members": 5, "swa_start": 0.75},
@@ -40,7 +40,7 @@ PROFILES: dict[str, dict[str, dict]] = {
     "07_ablations": {
         "smoke": {"pretrain_epochs": 1, "finetune_epochs": 1, "stage_channels": [8, 16], "blocks_per_stage": 1,
                   "batch_size": 64},
-        "default": {"pretrain_epochs": 10, "finetune_epochs": 12, "stage_channels": [8, 16, 32, 64],
+        "default": {"pretrain_epochs": 20, "finetune_epochs": 20, "stage_channels": [8, 16, 32, 64],
                     "blocks_per_stage": 1, "batch_size": 64},
         "paper": {"pretrain_epochs": 150, "finetune_epochs": 60, "stage_channels": [32, 64, 128, 256],
                   "blocks_per_stage": 3, "batch_size": 128},
