@@ -31,7 +31,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUME
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from dataclasses import replace  # noqa: E402
@@ -39,6 +38,7 @@ from importlib import metadata  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+from machine import machine_info as base_machine_info  # noqa: E402
 
 from remap_lib.fileio import atomic_write  # noqa: E402
 from remap_lib.preprocess import degrade  # noqa: E402
@@ -68,21 +68,7 @@ def settings_variants(extra: bool) -> dict:
 
 
 def machine_info() -> dict:
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        usable = os.cpu_count()
-    return {"cpu_model": cpu, "nproc": usable, "cpu_count": os.cpu_count(), "platform": platform.platform(),
-            "python": platform.python_version(), "load_average_start": list(os.getloadavg()),
+    return {**base_machine_info(),
             "threads": {v: os.environ[v] for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}}
 
 

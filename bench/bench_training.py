@@ -56,13 +56,13 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUME
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from machine import machine_info as base_machine_info  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from remap_lib.binning import DEFAULT_BINS  # noqa: E402
@@ -79,21 +79,8 @@ TARGET_FRACTION = 0.30  # training FLOP rate / peak
 
 # ---------------------------------------------------------------------------------------------- setup
 def machine_info(threads: int) -> dict:
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        usable = os.cpu_count()
-    return {"cpu_model": cpu, "nproc": usable, "cpu_count": os.cpu_count(), "platform": platform.platform(),
-            "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+    info = base_machine_info()
+    return {**info, "torch": torch.__version__, "numpy": np.__version__,
             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": threads,
             "torch_num_threads": torch.get_num_threads(), "load_average_start": list(os.getloadavg()),
             "other_jobs_start": other_jobs()}
