@@ -5,29 +5,13 @@ import sys
 import numpy as np
 import pytest
 import torch
+from toydata import TINY_ARCH, toy_set
 
 from remap_lib.augment import AugmentConfig
-from remap_lib.dataset import SpectraSet, read_dataset, write_dataset
+from remap_lib.dataset import read_dataset, write_dataset
 from remap_lib.evaluate import predict
-from remap_lib.instruments import Instrument
 from remap_lib.modelfile import load_model
 from remap_lib.train import TrainConfig, Trainer, build_model, learning_rate
-
-TINY_ARCH = dict(stem_channels=4, stage_channels=(4, 8), kernel_size=3, embedding_dim=4)
-INSTRUMENT = Instrument("tiny", 5000.0, 5114.0, medium="air", fwhm=2.5, pixel=0.9)
-
-
-def toy_set(n=48, seed=0):
-    """Spectra whose line depth encodes the labels, so there is something to learn."""
-    rng = np.random.default_rng(seed)
-    wave = INSTRUMENT.wavelength_grid()
-    labels = np.column_stack([rng.uniform(4000, 7000, n), rng.uniform(1, 5, n), rng.uniform(-2, 0.5, n)])
-    depth = 0.2 + 0.5 * (labels[:, :1] - 4000) / 3000
-    flux = 1 - depth * np.exp(-0.5 * ((wave - 5050) / 1.5) ** 2) - 0.1 * labels[:, 1:2] / 5 * np.exp(
-        -0.5 * ((wave - 5080) / 1.5) ** 2)
-    split = np.where(np.arange(n) < n - 8, "train", "val")
-    return SpectraSet(wave, flux.astype(np.float32), np.full(flux.shape, np.inf), np.zeros(flux.shape, bool), labels,
-                      np.array([f"s{i}" for i in range(n)]), INSTRUMENT, meta={"split": split})
 
 
 def config(epochs=3):

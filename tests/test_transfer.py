@@ -6,11 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import toydata
+from toydata import INSTRUMENT, TINY_ARCH
 
 from remap_lib.augment import AugmentConfig
 from remap_lib.binning import DEFAULT_BINS
-from remap_lib.dataset import LABEL_NAMES, SpectraSet
-from remap_lib.instruments import Instrument
+from remap_lib.dataset import LABEL_NAMES
 from remap_lib.modelfile import load_model, save_model
 from remap_lib.train import build_model
 from remap_lib.transfer import (
@@ -25,20 +26,9 @@ from remap_lib.transfer import (
     summarize,
 )
 
-TINY_ARCH = dict(stem_channels=4, stage_channels=(4, 8), kernel_size=3, embedding_dim=4)
-INSTRUMENT = Instrument("tiny", 5000.0, 5114.0, medium="air", fwhm=2.5, pixel=0.9)
-
 
 def toy_set(n=24, seed=0):
-    """Spectra whose line depth encodes Teff and log g (as in test_train)."""
-    rng = np.random.default_rng(seed)
-    wave = INSTRUMENT.wavelength_grid()
-    labels = np.column_stack([rng.uniform(4000, 7000, n), rng.uniform(1, 5, n), rng.uniform(-2, 0.5, n)])
-    depth = 0.2 + 0.5 * (labels[:, :1] - 4000) / 3000
-    flux = 1 - depth * np.exp(-0.5 * ((wave - 5050) / 1.5) ** 2) - 0.1 * labels[:, 1:2] / 5 * np.exp(
-        -0.5 * ((wave - 5080) / 1.5) ** 2)
-    return SpectraSet(wave, flux.astype(np.float32), np.full(flux.shape, np.inf), np.zeros(flux.shape, bool), labels,
-                      np.array([f"m{i:04d}" for i in range(n)]), INSTRUMENT, kind="observed")
+    return toydata.toy_set(n, seed, id_prefix="m", kind="observed")
 
 
 @pytest.fixture(scope="module")
