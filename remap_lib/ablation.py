@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 from . import calibrate
-from .dataset import LABEL_NAMES, SpectraSet
-from .evaluate import scatter_metrics
+from .dataset import SpectraSet
+from .evaluate import score_row
 from .modelfile import save_model
 from .train import TrainConfig, Trainer, build_model
 from .transfer import LITERATURE_SIGMA, ensemble_pmfs, finetune, summarize
@@ -33,7 +33,7 @@ VARIANTS: dict[str, dict] = {
 def run_variant(name: str, synthetic_train: SpectraSet, finetune_set: SpectraSet, validation: SpectraSet,
                 calibration: SpectraSet, pretrain_config: TrainConfig, finetune_config: TrainConfig, arch: dict,
                 bins, out_dir, progress: bool = True) -> dict:
-    """Pretrain, fine-tune and calibrate one variant; σ, interval ECE and 68 % coverage on ``calibration``."""
+    """Pretrain, fine-tune and calibrate one variant; its :func:`~remap_lib.evaluate.score_row` on ``calibration``."""
     change = VARIANTS[name]
     out = Path(out_dir) / name.replace(" ", "_").replace(">", "").replace("-", "")
     pre_cfg, ft_cfg = replace(pretrain_config, **change), replace(finetune_config, **change)
@@ -46,9 +46,4 @@ def run_variant(name: str, synthetic_train: SpectraSet, finetune_set: SpectraSet
     logits = calibrate.collect_logits(result.model, validation.flux, validation.mask)
     temps = calibrate.fit_temperatures(logits, validation.labels, bins, label_sigma=LITERATURE_SIGMA)
     pred = summarize(ensemble_pmfs([result.model], calibration.flux, calibration.mask, [temps]), bins)
-    stats = scatter_metrics(pred, calibration.labels)
-    row = {"method": name, **{f"sigma_{n}": stats[n]["sigma"] for n in LABEL_NAMES}}
-    for j, n in enumerate(LABEL_NAMES):
-        row[f"ece_{n}"] = calibrate.interval_ece(pred[n]["pmf"], calibration.labels[:, j], bins[n])
-        row[f"cov68_{n}"] = calibrate.coverage(pred[n]["pmf"], calibration.labels[:, j], bins[n], 0.68)
-    return row
+    return score_row(name, pred, calibration.labels, bins)

@@ -18,7 +18,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .fileio import RemapDataError, sha256_file, verify_sha256
+from .fileio import RemapDataError, verify_sha256
 
 
 def cache_dir() -> Path:
@@ -146,8 +146,3 @@ def _merge_tree(src: Path, dst: Path) -> None:
             _merge_tree(item, dst / item.name)
     else:
         os.replace(src, dst)
-
-
-def archive_hash(path) -> str:
-    """sha256 of any cached file, for provenance records."""
-    return sha256_file(path)

@@ -96,3 +96,38 @@ def snr_table(model, data, snrs=(20.0, 50.0, 100.0), bins=None, label_stats=None
         for name, m in scatter_metrics(pred, data.labels).items():
             rows.append({"snr": snr, "label": name, **m})
     return pd.DataFrame(rows)
+
+
+def score_row(method: str, pred: dict, truth: np.ndarray, bins=None) -> dict:
+    """One row of a comparison table: σ and bias per label, plus, where ``pred`` carries PMFs,
+    the interval ECE and the 68 % coverage (:mod:`remap_lib.calibrate`) per label."""
+    from . import calibrate
+
+    bins = dict(bins or DEFAULT_BINS)
+    stats = scatter_metrics(pred, truth)
+    row = {"method": method, **{f"sigma_{n}": stats[n]["sigma"] for n in LABEL_NAMES},
+           **{f"bias_{n}": stats[n]["bias"] for n in LABEL_NAMES}}
+    for j, n in enumerate(LABEL_NAMES):
+        if "pmf" in pred[n]:
+            row[f"ece_{n}"] = calibrate.interval_ece(pred[n]["pmf"], truth[:, j], bins[n])
+            row[f"cov68_{n}"] = calibrate.coverage(pred[n]["pmf"], truth[:, j], bins[n], 0.68)
+    return row
+
+
+def giant_dwarf_split(pred: dict, truth: np.ndarray, bins=None, logg_boundary: float = 3.5) -> dict:
+    """Classify stars as giant/subgiant (predicted median log g below ``logg_boundary``) or dwarf.
+
+    Returns the per-star ``called_giant`` and ``p_giant`` (PMF mass below the boundary, when PMFs are
+    present), and against the literature ``truth``: the fraction called giant, the classification
+    accuracy and the scatter per label.
+    """
+    bins = dict(bins or DEFAULT_BINS)
+    called = np.asarray(pred["logg"]["median"]) < logg_boundary
+    truly = np.asarray(truth)[:, 1] < logg_boundary
+    out = {"n": int(len(called)), "fraction_called_giant": float(called.mean()),
+           "accuracy": float((called == truly).mean()), "scatter": scatter_metrics(pred, truth),
+           "called_giant": called}
+    if "pmf" in pred["logg"]:
+        p_giant = (np.asarray(pred["logg"]["pmf"]) * (bins["logg"].centers < logg_boundary)).sum(axis=1)
+        out["p_giant"], out["mean_p_giant"] = p_giant, float(p_giant.mean())
+    return out

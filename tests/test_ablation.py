@@ -51,7 +51,7 @@ def test_run_variant_returns_the_table_row(tmp_path):
     ft = finetune_config(epochs=1, batch_size=8, freeze_epochs=0, threads=1, augment=AugmentConfig.none())
     row = run_variant("no SWA", synthetic, stars.select(np.arange(16)), stars.select(np.arange(16, 20)),
                       stars.select(np.arange(20, 24)), pre, ft, TINY_ARCH, DEFAULT_BINS, tmp_path, progress=False)
-    assert set(row) == {"method", *(f"{k}_{n}" for k in ("sigma", "ece", "cov68") for n in LABEL_NAMES)}
+    assert set(row) == {"method", *(f"{k}_{n}" for k in ("sigma", "bias", "ece", "cov68") for n in LABEL_NAMES)}
     assert row["method"] == "no SWA"
     for key, value in row.items():
         if key != "method":

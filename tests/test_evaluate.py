@@ -121,3 +121,31 @@ def test_snr_table_rows_and_reproducibility():
     by_hand = scatter_metrics(predict(model, flux, mask), data.labels)["logg"]
     row = table[(table.snr == 20.0) & (table.label == "logg")].iloc[0]
     assert row["sigma"] == pytest.approx(by_hand["sigma"]) and row["bias"] == pytest.approx(by_hand["bias"])
+
+
+def test_score_row_adds_calibration_only_for_pmfs():
+    from remap_lib.evaluate import score_row
+
+    truth = np.array([[5025.0, 4.05, 0.025], [6025.0, 2.05, -0.975]])  # bin centres
+    point = {n: {"median": truth[:, j] + 1.0} for j, n in enumerate(LABEL_NAMES)}
+    row = score_row("peer", point, truth)
+    assert row["method"] == "peer" and row["bias_teff"] == pytest.approx(1.0) and row["sigma_teff"] == 0.0
+    assert "ece_teff" not in row
+    pmf = {n: DEFAULT_BINS[n].soft_targets(truth[:, j], None) for j, n in enumerate(LABEL_NAMES)}
+    probabilistic = {n: {**DEFAULT_BINS[n].decode(pmf[n]), "pmf": pmf[n]} for n in LABEL_NAMES}
+    row = score_row("ours", probabilistic, truth)
+    assert row["cov68_logg"] == 1.0  # truth at the centre of a one-hot bin: covered at every level
+    assert 0 <= row["ece_teff"] <= 1
+
+
+def test_giant_dwarf_split_by_hand():
+    from remap_lib.evaluate import giant_dwarf_split
+
+    truth = np.array([[4800.0, 2.5, 0.0], [4800.0, 2.0, 0.0], [5800.0, 4.4, 0.0], [5800.0, 4.5, 0.0]])
+    logg = np.array([2.6, 3.8, 4.3, 3.0])  # 2nd giant called dwarf, 4th dwarf called giant
+    pred = {n: {"median": truth[:, j].copy()} for j, n in enumerate(LABEL_NAMES)}
+    pred["logg"]["median"] = logg
+    out = giant_dwarf_split(pred, truth, logg_boundary=3.5)
+    assert out["called_giant"].tolist() == [True, False, False, True]
+    assert out["fraction_called_giant"] == 0.5 and out["accuracy"] == 0.5 and out["n"] == 4
+    assert "p_giant" not in out
