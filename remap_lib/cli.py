@@ -71,6 +71,106 @@ def _train(args) -> int:
     return train_main(rest)
 
 
+def _work(args):
+    from pathlib import Path
+
+    from .paths import work_dir
+
+    return work_dir(args.profile) if args.work is None else Path(args.work)
+
+
+def _predict(args) -> int:
+    from .streaming import predict_files
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    summary = predict_files(args.inputs, args.output, args.model, chunk_size=args.chunk_size, pmf=args.pmf,
+                            medium=args.medium, resolution=args.resolution, fwhm=args.fwhm, device=args.device,
+                            batch_size=args.batch_size, members=args.members, workers=args.workers,
+                            progress=not args.quiet)
+    if summary is None:  # a torchrun rank other than 0: rank 0 reports
+        return 0
+    reused = f" ({summary.chunks_reused} chunks reused from an interrupted run)" if summary.chunks_reused else ""
+    print(f"wrote {summary.n_rows} rows to {summary.output}{reused}; {summary.n_failed} failed")
+    if summary.n_failed:
+        from .streaming import read_predictions
+
+        table = read_predictions(summary.output)
+        bad = table[table["error"] != ""]
+        for row in bad[:10]:
+            print(f"  {row['source']}: {row['error']}", file=sys.stderr)
+        if len(bad) > 10:
+            print(f"  ... and {len(bad) - 10} more (see the error column)", file=sys.stderr)
+        return 3
+    return 0
+
+
+def _finetune(args) -> int:
+    from . import pipeline
+
+    work = _work(args)
+    overrides = {k: getattr(args, k) for k in ("epochs", "members", "batch_size", "lr") if getattr(args, k) is not None}
+    paths = pipeline.finetune(args.pretrained or work / "pretrained.pt", args.miles or work / "miles.h5",
+                              args.out or work / "finetune", args.profile, args.splits, args.seed,
+                              progress=not args.quiet, **overrides)
+    for path in paths:
+        print(f"fine-tuned member: {path}")
+    return 0
+
+
+def _calibrate(args) -> int:
+    from . import pipeline
+    from .dataset import LABEL_NAMES
+
+    work = _work(args)
+    members = args.members or pipeline.member_files(work / "finetune", calibrated=False)
+    paths, temps = pipeline.calibrate(members, args.miles or work / "miles.h5", args.splits)
+    for path, t in zip(paths, temps, strict=True):
+        print(f"{path}: " + ", ".join(f"T_{n} = {t[n]:.3f}" for n in LABEL_NAMES))
+    return 0
+
+
+def _validate(args) -> int:
+    import json
+
+    from . import pipeline
+    from .fileio import atomic_write
+
+    work = _work(args)
+    members = args.members or pipeline.member_files(work / "finetune", calibrated=True)
+    report = pipeline.validate(members, args.miles or work / "miles.h5", args.splits)
+    table = pipeline.report_table(report)
+    cols = ["role", "label", "n", "bias", "sigma", "mad", "coverage_68", "coverage_95", "ece_interval"]
+    print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if "giant_candidate" in report:
+        print(f"giant candidates called giant (log g < 3.5): {report['giant_candidate']['fraction_called_giant']:.1%}")
+    if args.json:
+        with atomic_write(args.json, "w") as fh:
+            json.dump(report, fh, indent=1)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _export(args) -> int:
+    from . import pipeline
+
+    work = _work(args)
+    members = args.members or pipeline.member_files(work / "finetune", calibrated=True)
+    synthetic = args.synthetic or (work / "synthetic.h5" if (work / "synthetic.h5").exists() else None)
+    path = pipeline.export(members, args.miles or work / "miles.h5", args.output, args.splits, synthetic)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {len(members)} members)")
+    return 0
+
+
+def _book_pages(args) -> int:
+    from . import bookpages
+
+    rest = args.page_args[1:] if args.page_args[:1] == ["--"] else args.page_args
+    return bookpages.main(rest) or 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="remap", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -102,6 +202,73 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("train_args", nargs=argparse.REMAINDER, help="arguments of remap_lib.train")
     p.set_defaults(func=_train)
 
+    p = sub.add_parser(
+        "predict", help="Teff, log g and [Fe/H] for your spectra (files, directories, globs)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Predict labels for every spectrum in INPUT... with a trained model (default: the shipped "
+                    "MILES model).\nReads FITS images with a wavelength WCS, FITS/ECSV/CSV tables (wave/loglam, "
+                    "flux, ivar or error columns) and remap HDF5 stores.",
+        epilog="exit codes: 0 every spectrum predicted; 2 usage, input or model error (nothing written); "
+               "3 output written but some rows failed (see their 'error' column); 130 interrupted "
+               "(rerun the same command to resume).\n"
+               "many GPUs/nodes: torchrun --nproc_per_node N -m remap_lib.cli predict ... (each rank a shard)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="files, directories or glob patterns")
+    p.add_argument("-o", "--output", required=True, help="output table: .ecsv, .fits, .csv or .h5")
+    p.add_argument("--model", default=None, help="model file (default: the shipped model)")
+    p.add_argument("--pmf", action="store_true", help="also write each label's full probability mass function")
+    p.add_argument("--batch-size", type=int, default=512, help="spectra per network call (default 512)")
+    p.add_argument("--chunk-size", type=int, default=4096,
+                   help="spectra per resumable chunk; memory grows with it (default 4096)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="threads reading and preprocessing the next chunks while the network runs (default 1)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda:LOCAL_RANK if available)")
+    p.add_argument("--members", type=int, default=None, help="use only the first N ensemble members (faster)")
+    p.add_argument("--medium", choices=["air", "vacuum"], default=None,
+                   help="wavelength medium of the inputs (default: as each file declares, else the model's)")
+    lsf = p.add_mutually_exclusive_group()
+    lsf.add_argument("--resolution", type=float, default=None, help="resolving power R of the inputs")
+    lsf.add_argument("--fwhm", type=float, default=None, help="LSF FWHM of the inputs in Å")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_predict)
+
+    def pipeline_parser(name, help_text, members_help=None):
+        q = sub.add_parser(name, help=help_text, description=help_text)
+        q.add_argument("--profile", default="default", help="names the work folder work/<profile> (default: default)")
+        q.add_argument("--work", default=None, help="work folder (default: $REMAP_WORK or work/<profile>)")
+        q.add_argument("--miles", default=None, help="MILES dataset file (default: WORK/miles.h5)")
+        q.add_argument("--splits", default=None, help="splits CSV (default: data/splits/miles_splits.csv)")
+        if members_help:
+            q.add_argument("--members", nargs="+", default=None, help=members_help)
+        return q
+
+    p = pipeline_parser("finetune", "fine-tune a pretrained model on the MILES fine-tuning dwarfs (resumable)")
+    p.add_argument("--pretrained", default=None, help="pretrained model file (default: WORK/pretrained.pt)")
+    p.add_argument("--out", default=None, help="folder for member_k.pt (default: WORK/finetune)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--members", type=int, default=None, help="ensemble size (default: the profile's)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_finetune)
+
+    p = pipeline_parser("calibrate", "fit per-head temperatures on the validation stars",
+                        "member files (default: WORK/finetune/member_k.pt)")
+    p.set_defaults(func=_calibrate)
+
+    p = pipeline_parser("validate", "bias, scatter and coverage on calibration, validation and giant stars",
+                        "calibrated member files (default: WORK/finetune/member_k_calibrated.pt)")
+    p.add_argument("--json", default=None, help="also write the report as JSON")
+    p.set_defaults(func=_validate)
+
+    p = pipeline_parser("export", "bundle calibrated members into one model file for `remap predict --model`",
+                        "calibrated member files (default: WORK/finetune/member_k_calibrated.pt)")
+    p.add_argument("-o", "--output", required=True, help="model file to write")
+    p.add_argument("--synthetic", default=None, help="synthetic training file for the out-of-domain reference "
+                   "(default: WORK/synthetic.h5 when present)")
+    p.set_defaults(func=_export)
+
     book = sub.add_parser("book", help="run the book's notebooks").add_subparsers(dest="action", required=True)
     p = book.add_parser("run", help="execute notebooks with a profile through papermill")
     p.add_argument("notebooks", nargs="*", help="names like 01_data_prep (default: all, in order)")
@@ -111,6 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="folder for executed notebooks (default: book/notebooks)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_book_run)
+    p = book.add_parser("pages", help="generate the book's pages from notebooks, results and benchmarks",
+                        add_help=False)
+    p.add_argument("page_args", nargs=argparse.REMAINDER, help="arguments of remap_lib.bookpages")
+    p.set_defaults(func=_book_pages)
     return parser
 
 
@@ -118,6 +289,8 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["train"]:  # hand every remaining argument (--help included) to the trainer
         argv = ["train", "--", *(argv[2:] if argv[1:2] == ["--"] else argv[1:])]  # `remap train -- ...` too
+    if argv[:2] == ["book", "pages"]:
+        argv = ["book", "pages", "--", *(argv[3:] if argv[2:3] == ["--"] else argv[2:])]
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

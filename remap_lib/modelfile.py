@@ -78,22 +78,100 @@ def load_model(path, device="cpu") -> tuple[DeepREMAP, dict]:
     ``info`` holds everything else in the file, with ``bins`` as :class:`LabelBins` and
     ``instrument`` as :class:`Instrument`. Errors name the file.
     """
+    payload = _read_payload(path)
+    if payload["format"] != FORMAT:
+        raise RemapDataError(path, "this is an ensemble file: read it with remap_lib.modelfile.load_members")
+    return _model_from_payload(payload, path, device)
+
+
+# -- an ensemble in one file -------------------------------------------------------------------------
+ENSEMBLE_FORMAT = "remap-ensemble"
+ENSEMBLE_FORMAT_VERSION = 1
+
+
+def _read_payload(path) -> dict:
     path = require_nonempty(path)
     try:
-        payload = torch.load(path, map_location=device, weights_only=True)
+        payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a file that is not a torch archive
         raise RemapDataError(path, f"not a remap model file (torch.load failed: {err})") from err
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise RemapDataError(path, "not a remap model file (no 'remap-model' format marker)")
+    if not isinstance(payload, dict) or payload.get("format") not in (FORMAT, ENSEMBLE_FORMAT):
+        raise RemapDataError(path, "not a remap model file (no 'remap-model' or 'remap-ensemble' format marker)")
+    return payload
+
+
+def save_ensemble(path, member_files, reference: dict | None = None, extra: dict | None = None) -> Path:
+    """Bundle calibrated member files (each as written by :func:`save_model`) into one file.
+
+    ``reference`` holds what out-of-domain checks need: ``embedding`` (n, d) of the training spectra
+    from member 0, their ``ids`` and ``labels``, and the distance ``threshold`` above which an input
+    is flagged. Each member keeps its own weights checksum; the bundle is written atomically.
+    """
+    members = []
+    for f in member_files:
+        load_model(f)  # validates format, version and checksum before anything is bundled
+        members.append(_read_payload(f))
+    if not members:
+        raise ValueError("an ensemble needs at least one member file")
+    payload = {
+        "format": ENSEMBLE_FORMAT,
+        "format_version": ENSEMBLE_FORMAT_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "members": members,
+        "reference": reference or {},
+        "versions": {"python": platform.python_version(),
+                     **{p: metadata.version(p) for p in ("remap", "torch", "numpy")}},
+        "extra": extra or {},
+    }
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    with atomic_write(Path(path)) as fh:
+        fh.write(buffer.getvalue())
+    return Path(path)
+
+
+def _model_from_payload(payload: dict, path, device) -> tuple[DeepREMAP, dict]:
     if payload.get("format_version", 0) > FORMAT_VERSION:
         raise RemapDataError(path, f"model format {payload['format_version']} is newer than this remap "
                              f"understands ({FORMAT_VERSION}); upgrade remap")
+    missing = [k for k in ("model_config", "state_dict", "weights_sha256", "bins", "instrument") if k not in payload]
+    if missing:
+        raise RemapDataError(path, f"incomplete remap model file: missing {missing}")
     if _weights_sha256(payload["state_dict"]) != payload["weights_sha256"]:
         raise RemapDataError(path, "weights do not match their recorded sha256: the file is corrupt")
-    model = DeepREMAP(ModelConfig.from_dict(payload["model_config"]))
-    model.load_state_dict(payload["state_dict"])
+    try:
+        model = DeepREMAP(ModelConfig.from_dict(payload["model_config"]))
+        model.load_state_dict(payload["state_dict"])
+    except (TypeError, RuntimeError, KeyError) as err:
+        raise RemapDataError(path, f"model file is incompatible with this remap version ({err})") from err
     model.to(device).eval()
     info = {k: v for k, v in payload.items() if k != "state_dict"}
     info["bins"] = {name: LabelBins.from_dict(d) for name, d in payload["bins"].items()}
     info["instrument"] = Instrument.from_dict(payload["instrument"])
     return model, info
+
+
+def load_members(path, device="cpu") -> tuple[list[tuple[DeepREMAP, dict]], dict]:
+    """Every network in a model file (one for :func:`save_model` files, K for ensembles).
+
+    Returns ``([(model, info), ...], bundle)`` where ``bundle`` holds the ensemble's ``reference``,
+    ``versions`` and ``extra`` (empty for a single-model file). All members must share bins and
+    instrument, or the file is rejected.
+    """
+    payload = _read_payload(path)
+    if payload["format"] == FORMAT:
+        model, info = _model_from_payload(payload, path, device)
+        return [(model, info)], {"reference": {}, "versions": info.get("versions", {}), "extra": {}}
+    if payload.get("format_version", 0) > ENSEMBLE_FORMAT_VERSION:
+        raise RemapDataError(path, f"ensemble format {payload['format_version']} is newer than this remap "
+                             f"understands ({ENSEMBLE_FORMAT_VERSION}); upgrade remap")
+    members = [_model_from_payload(m, path, device) for m in payload.get("members", [])]
+    if not members:
+        raise RemapDataError(path, "ensemble file holds no members")
+    first = members[0][1]
+    for _, info in members[1:]:
+        if info["instrument"].to_dict() != first["instrument"].to_dict() or \
+                {k: b.to_dict() for k, b in info["bins"].items()} != {k: b.to_dict() for k, b in first["bins"].items()}:
+            raise RemapDataError(path, "ensemble members disagree on instrument or label bins")
+    bundle = {k: payload.get(k, {}) for k in ("reference", "versions", "extra", "created")}
+    return members, bundle

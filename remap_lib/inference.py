@@ -1,0 +1,355 @@
+"""Predict Teff, log g and [Fe/H] with a trained model for any spectra: :func:`predict` and :class:`Predictor`.
+
+    >>> from remap_lib import predict
+    >>> table = predict((wave, flux, ivar))            # the shipped model, arrays in Å
+    >>> table["teff_median", "teff_p16", "teff_p84", "flags", "error"]
+
+Each input spectrum becomes one row of an astropy ``Table``: per label the median, the 16/84 and
+2.5/97.5 percentiles, the mean and standard deviation of the (temperature-scaled, ensemble-averaged)
+probability mass function, optionally the PMF itself, and
+
+* ``ood_distance`` / ``out_of_domain``: the distance in the embedding space from the spectrum to the
+  nearest training spectrum, and whether it exceeds the threshold fitted when the model was
+  exported (spectra unlike anything the network was trained on get confident-looking nonsense);
+* ``masked_fraction``: the share of the instrument window without usable pixels;
+* ``flags``: ``;``-separated warnings (``out_of_domain``, ``mostly_masked``, ``at_range_edge:<label>``);
+* ``notes``: what was assumed or converted (medium, units, resolution);
+* ``error``: why a row failed (its numbers are then NaN); empty for rows that worked.
+
+A bad spectrum never stops the others. Inputs are put on the model's instrument with the same
+:func:`remap_lib.preprocess.to_instrument` used for training data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .dataset import LABEL_NAMES, SpectraSet
+from .fileio import RemapDataError, sha256_file
+from .inputs import FailedInput, as_inputs
+from .model import fuse_for_inference
+from .modelfile import load_members
+from .preprocess import to_instrument
+from .readers import RawSpectrum, StoreSpectra
+
+#: The model shipped with the package: the ``default`` profile's fine-tuned, calibrated ensemble (MILES).
+DEFAULT_MODEL_NAME = "deep_remap_miles_default.pt"
+C_KMS = 299792.458
+ESTIMATES = ("median", "p16", "p84", "p2_5", "p97_5", "mean", "std")
+MOSTLY_MASKED = 0.3  # flag a spectrum when more than this share of the window is unusable
+
+
+def default_model_path() -> Path:
+    """Path of the model file shipped inside the package."""
+    return Path(str(resources.files("remap_lib") / "models" / DEFAULT_MODEL_NAME))
+
+
+@dataclass
+class Prepared:
+    """Spectra on the model's grid, ready for the network, and what happened to each on the way."""
+
+    flux: np.ndarray  # (n, npix) float32, 1.0 where masked or failed
+    mask: np.ndarray  # (n, npix) bool
+    source: list[str]
+    name: list[str]
+    errors: list[str]
+    notes: list[list[str]] = field(default_factory=list)
+
+
+class Predictor:
+    """A loaded model (single network or calibrated ensemble) that turns spectra into label tables.
+
+    Parameters
+    ----------
+    model
+        Path of a model file (:func:`remap_lib.modelfile.save_model` or ``save_ensemble``); None for
+        the shipped model.
+    device
+        ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+    batch_size
+        Spectra per network call.
+    members
+        Use only the first ``members`` networks of an ensemble (faster, slightly less calibrated).
+    """
+
+    def __init__(self, model=None, device="cpu", batch_size: int = 512, members: int | None = None):
+        self.path = Path(model) if model is not None else default_model_path()
+        if model is None and not self.path.exists():
+            raise FileNotFoundError(f"{self.path}: the shipped model is missing from this installation; "
+                                    "reinstall remap or pass model=PATH")
+        pairs, bundle = load_members(self.path, device=device)
+        if members is not None:
+            if members < 1:
+                raise ValueError(f"members must be >= 1, got {members}")
+            pairs = pairs[:members]
+        if any(m.config.head != "classification" for m, _ in pairs):
+            raise RemapDataError(self.path, "a regression-head model gives no probabilities; use a deep-REMAP "
+                                 "(classification) model")
+        self.device = torch.device(device)
+        self.batch_size = int(batch_size)
+        self.networks = [fuse_for_inference(m).to(self.device) for m, _ in pairs]
+        self.temperatures = [dict(info.get("extra", {}).get("temperatures", {})) for _, info in pairs]
+        self.info = pairs[0][1]
+        self.bins = self.info["bins"]
+        self.instrument = self.info["instrument"]
+        self.wave = self.instrument.wavelength_grid()
+        self.continuum = dict(self.info.get("preprocessing", {}).get("continuum", {}))
+        reference = bundle.get("reference") or {}
+        emb = reference.get("embedding")
+        self.reference = None if emb is None else torch.as_tensor(emb, dtype=torch.float32).to(self.device)
+        self.ood_threshold = reference.get("threshold")
+        self.versions = bundle.get("versions") or self.info.get("versions", {})
+        self.sha256 = sha256_file(self.path)
+
+    # -- the network --------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def network(self, flux, mask) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Ensemble-mean PMFs ``{label: (n, nbins)}`` and the first member's embedding (n, d)."""
+        flux = torch.as_tensor(np.asarray(flux, dtype=np.float32))
+        mask = torch.as_tensor(np.asarray(mask, dtype=bool))
+        pmfs = {name: [] for name in LABEL_NAMES}
+        embeddings = []
+        for i in range(0, len(flux), self.batch_size):
+            f = flux[i:i + self.batch_size].to(self.device)
+            m = mask[i:i + self.batch_size].to(self.device)
+            total = {}
+            for k, (net, temps) in enumerate(zip(self.networks, self.temperatures, strict=True)):
+                out = net(f, m)
+                if k == 0:
+                    embeddings.append(out["embedding"].float().cpu())
+                for name in LABEL_NAMES:
+                    p = torch.softmax(out["logits"][name].float() / float(temps.get(name, 1.0)), dim=-1)
+                    total[name] = p if k == 0 else total[name] + p
+            for name in LABEL_NAMES:
+                pmfs[name].append((total[name] / len(self.networks)).cpu())
+        if not embeddings:
+            dim = self.networks[0].config.embedding_dim
+            return ({n: np.zeros((0, self.bins[n].nbins), np.float32) for n in LABEL_NAMES},
+                    np.zeros((0, dim), np.float32))
+        return {n: torch.cat(p).numpy() for n, p in pmfs.items()}, torch.cat(embeddings).numpy()
+
+    @torch.inference_mode()
+    def ood_distance(self, embedding) -> np.ndarray:
+        """Euclidean distance from each (unit) embedding to the nearest reference embedding; NaN without one."""
+        e = torch.as_tensor(np.asarray(embedding, dtype=np.float32))
+        if self.reference is None:
+            return np.full(len(e), np.nan, dtype=np.float32)
+        best = []
+        for i in range(0, len(e), 4096):
+            sim = e[i:i + 4096].to(self.device) @ self.reference.T
+            best.append(sim.max(dim=1).values.cpu())
+        sim = torch.cat(best).clamp(max=1.0) if best else torch.zeros(0)
+        return torch.sqrt(torch.clamp(2.0 - 2.0 * sim, min=0.0)).numpy()
+
+    # -- preprocessing ------------------------------------------------------------------------------
+    def _assumptions(self, spec: RawSpectrum, medium, resolution, fwhm):
+        notes = list(spec.notes)
+        if medium is not None:
+            src_medium = medium
+        elif spec.medium is not None:
+            src_medium = spec.medium
+        else:
+            src_medium = self.instrument.medium
+            notes.append(f"medium not declared: assumed {src_medium}")
+        if src_medium != self.instrument.medium:
+            notes.append(f"wavelengths converted from {src_medium} to {self.instrument.medium}")
+        lsf = {}
+        if resolution is not None:
+            lsf = {"source_resolution": float(resolution)}
+        elif fwhm is not None:
+            lsf = {"source_fwhm": float(fwhm)}
+        else:
+            # Without a stated resolution assume the spectrum already has the instrument's LSF.
+            lsf = ({"source_resolution": self.instrument.resolution} if self.instrument.resolution
+                   else {"source_fwhm": self.instrument.fwhm})
+            notes.append(f"resolution not given: assumed the {self.instrument.name} LSF")
+        return src_medium, lsf, notes
+
+    def _prepare_raw(self, spec: RawSpectrum, medium, resolution, fwhm, rv):
+        src_medium, lsf, notes = self._assumptions(spec, medium, resolution, fwhm)
+        wave = np.asarray(spec.wave, dtype=np.float64)
+        if rv:
+            wave = wave / (1.0 + float(rv) / C_KMS)
+            notes.append(f"shifted to rest frame (rv = {float(rv):g} km/s)")
+        out = to_instrument(wave, spec.flux, self.instrument, spec.ivar, spec.mask, medium=src_medium,
+                            source=spec.source, continuum=self.continuum, **lsf)
+        return out.flux.astype(np.float32), out.mask, notes
+
+    def _prepare_store(self, flux, mask, wave, instrument_medium):
+        """Rows already on a grid: used as they are when it is ours, else resampled like raw spectra."""
+        flux = np.asarray(flux, dtype=np.float32)
+        if wave.shape == self.wave.shape and np.allclose(wave, self.wave, rtol=0, atol=1e-6):
+            bad = np.asarray(mask, dtype=bool) | ~np.isfinite(flux)
+            return np.where(bad, 1.0, flux).astype(np.float32), bad, None
+        return None, None, instrument_medium
+
+    def prepare(self, spectra, medium: str | None = None, resolution: float | None = None,
+                fwhm: float | None = None, rv=None) -> Prepared:
+        """Put ``spectra`` (anything :func:`remap_lib.inputs.as_inputs` takes) on the model's grid.
+
+        ``medium`` ('air'/'vacuum') overrides what files declare; ``resolution`` (R) or ``fwhm`` (Å)
+        is the input's LSF (default: the instrument's own); ``rv`` (km/s, scalar or one per
+        spectrum) shifts spectra to the rest frame. Per-spectrum failures are recorded, not raised.
+        """
+        if medium is not None and medium not in ("air", "vacuum"):
+            raise ValueError(f"medium must be 'air' or 'vacuum', got {medium!r}")
+        items = as_inputs(spectra)
+        npix = self.wave.size
+        flux, mask, source, name, errors, notes = [], [], [], [], [], []
+
+        def fail(src, nm, reason, note=()):
+            flux.append(np.ones((1, npix), np.float32))
+            mask.append(np.ones((1, npix), bool))
+            source.append(src)
+            name.append(nm)
+            errors.append(reason)
+            notes.append(list(note))
+
+        raw_index = 0
+        rvs = None if rv is None or np.ndim(rv) == 0 else np.asarray(rv, dtype=np.float64)
+        for item in items:
+            if isinstance(item, FailedInput):
+                fail(item.source, "", item.reason)
+                continue
+            if isinstance(item, StoreSpectra | SpectraSet):
+                is_store = isinstance(item, StoreSpectra)
+                wave = (np.asarray(_store_wave(item.path)) if is_store else np.asarray(item.wave))
+                inst_medium = (item.instrument_dict["medium"] if is_store else item.instrument.medium)
+                f, m, _ = self._prepare_store(item.flux, item.mask, wave, inst_medium)
+                ids = [str(i) for i in item.ids]
+                src = str(item.path) if is_store else "<SpectraSet>"
+                start = item.start if is_store else 0
+                if f is not None:
+                    flux.append(f)
+                    mask.append(m)
+                    source += [f"{src}[{start + i}]" for i in range(len(f))]
+                    name += ids
+                    errors += [""] * len(f)
+                    notes += [[] for _ in range(len(f))]
+                    continue
+                # another grid: treat rows as raw spectra in that store's medium
+                item = [RawSpectrum(wave, item.flux[i], None, item.mask[i], inst_medium, f"{src}[{start + i}]",
+                                    ids[i]) for i in range(len(item.flux))]
+            for spec in item if isinstance(item, list) else [item]:
+                this_rv = rv if rvs is None else (rvs[raw_index] if raw_index < len(rvs) else None)
+                raw_index += 1
+                try:
+                    f, m, nt = self._prepare_raw(spec, medium, resolution, fwhm, this_rv)
+                except RemapDataError as err:
+                    fail(spec.source, spec.name, err.problem, spec.notes)
+                    continue
+                flux.append(f[None])
+                mask.append(m[None])
+                source.append(spec.source)
+                name.append(spec.name)
+                errors.append("")
+                notes.append(nt)
+        if rvs is not None and raw_index != len(rvs):
+            raise ValueError(f"rv has {len(rvs)} values but {raw_index} spectra were given")
+        if not flux:
+            return Prepared(np.ones((0, npix), np.float32), np.ones((0, npix), bool), [], [], [], [])
+        return Prepared(np.concatenate(flux), np.concatenate(mask), source, name, errors, notes)
+
+    # -- predictions --------------------------------------------------------------------------------
+    def predict_prepared(self, prep: Prepared, pmf: bool = False):
+        """The output table (see the module docstring) for spectra already on the model's grid."""
+        from astropy.table import Table
+
+        n = len(prep.flux)
+        ok = np.array([not e for e in prep.errors], dtype=bool)
+        masked_fraction = prep.mask.mean(axis=1) if n else np.zeros(0)
+        nothing = ok & (masked_fraction >= 1.0)
+        errors = list(prep.errors)
+        for i in np.flatnonzero(nothing):
+            errors[i] = "no usable pixel in the instrument window after preprocessing"
+        ok &= ~nothing
+        pmfs, emb = self.network(prep.flux[ok], prep.mask[ok])
+        table = Table()
+        table["source"] = np.asarray(prep.source, dtype=str) if n else np.zeros(0, dtype="U1")
+        table["name"] = np.asarray(prep.name, dtype=str) if n else np.zeros(0, dtype="U1")
+        flags = [[] for _ in range(n)]
+        rows = np.flatnonzero(ok)
+        for name in LABEL_NAMES:
+            b = self.bins[name]
+            decoded = b.decode(pmfs[name]) if len(rows) else {k: np.zeros(0) for k in ESTIMATES}
+            for key in ESTIMATES:
+                col = np.full(n, np.nan, dtype=np.float32)
+                col[rows] = decoded[key]
+                table[f"{name}_{key}"] = col
+                table[f"{name}_{key}"].unit = b.unit or None
+            # A median in the outermost bin means the truth may lie beyond what the model can say.
+            edge = (decoded["median"] < b.edges_array[1]) | (decoded["median"] > b.edges_array[-2])
+            for r in rows[edge]:
+                flags[r].append(f"at_range_edge:{name}")
+            if pmf:
+                full = np.full((n, b.nbins), np.nan, dtype=np.float32)
+                full[rows] = pmfs[name]
+                table[f"{name}_pmf"] = full
+        dist = np.full(n, np.nan, dtype=np.float32)
+        dist[rows] = self.ood_distance(emb)
+        table["ood_distance"] = dist
+        threshold = np.nan if self.ood_threshold is None else float(self.ood_threshold)
+        table["out_of_domain"] = dist > threshold
+        table["masked_fraction"] = masked_fraction.astype(np.float32)
+        for r in rows:
+            if dist[r] > threshold:
+                flags[r].append("out_of_domain")
+            if masked_fraction[r] > MOSTLY_MASKED:
+                flags[r].append("mostly_masked")
+        table["flags"] = [";".join(f) for f in flags] if n else np.zeros(0, dtype="U1")
+        table["notes"] = ["; ".join(x) for x in prep.notes] if n else np.zeros(0, dtype="U1")
+        table["error"] = errors if n else np.zeros(0, dtype="U1")
+        table.meta.update(self.table_meta(pmf))
+        return table
+
+    def table_meta(self, pmf: bool = False) -> dict:
+        meta = {"model": str(self.path.name), "model_sha256": self.sha256, "members": len(self.networks),
+                "instrument": self.instrument.name, "ood_threshold": self.ood_threshold,
+                "remap_version": _remap_version(), "model_versions": dict(self.versions)}
+        if pmf:
+            meta["bin_centers"] = {n: [float(c) for c in self.bins[n].centers] for n in LABEL_NAMES}
+        return meta
+
+    def predict(self, spectra, pmf: bool = False, medium: str | None = None, resolution: float | None = None,
+                fwhm: float | None = None, rv=None):
+        """One table row per input spectrum (see the module docstring)."""
+        return self.predict_prepared(self.prepare(spectra, medium, resolution, fwhm, rv), pmf)
+
+
+def _store_wave(path):
+    from .readers import store_wave
+
+    return store_wave(path)
+
+
+def _remap_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("remap")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "unknown"
+
+
+_CACHE: dict = {}
+
+
+def predict(spectra, model=None, pmf: bool = False, medium: str | None = None, resolution: float | None = None,
+            fwhm: float | None = None, rv=None, device="cpu", batch_size: int = 512, members: int | None = None):
+    """Predict labels for ``spectra`` with ``model`` (a path; None = the shipped model) as an astropy Table.
+
+    ``spectra``: arrays ``(wave, flux[, ivar])`` in Å or as Quantities, an astropy Table, a specutils
+    spectrum, a file/directory/glob, or a list of these. See :class:`Predictor` for the options
+    and the module docstring for the columns. The loaded model is cached between calls.
+    """
+    key = (str(model), str(device), int(batch_size), members)
+    if key not in _CACHE:
+        _CACHE.clear()
+        _CACHE[key] = Predictor(model, device=device, batch_size=batch_size, members=members)
+    return _CACHE[key].predict(spectra, pmf=pmf, medium=medium, resolution=resolution, fwhm=fwhm, rv=rv)
+
