@@ -173,6 +173,13 @@ class Predictor:
     def _prepare_raw(self, spec: RawSpectrum, medium, resolution, fwhm, rv):
         src_medium, lsf, notes = self._assumptions(spec, medium, resolution, fwhm)
         wave = np.asarray(spec.wave, dtype=np.float64)
+        flux = np.asarray(spec.flux, dtype=np.float64)
+        finite = flux[np.isfinite(flux)]
+        if finite.size and not np.any(finite):
+            raise RemapDataError(spec.source, "flux is zero everywhere: nothing to normalize")
+        if finite.size and np.median(finite) <= 0:
+            raise RemapDataError(spec.source, f"median flux is {np.median(finite):.3g}: remap needs positive flux, "
+                                 "not magnitudes or a continuum-subtracted spectrum")
         if rv:
             wave = wave / (1.0 + float(rv) / C_KMS)
             notes.append(f"shifted to rest frame (rv = {float(rv):g} km/s)")

@@ -34,6 +34,7 @@ from .readers import count_spectra, expand_inputs, read_spectra
 OUTPUT_FORMATS = {".ecsv": "ascii.ecsv", ".fits": "fits", ".csv": "ascii.csv", ".h5": "hdf5", ".hdf5": "hdf5"}
 H5_TABLE_PATH = "predictions"
 PARTIAL_SUFFIX = ".partial"
+TEXT_COLUMNS = ("source", "name", "flags", "notes", "error")
 
 
 @dataclass(frozen=True)
@@ -93,8 +94,9 @@ def plan_chunks(files: list[Path], chunk_size: int) -> tuple[list[list[Unit]], d
 
 def _fingerprint(files, predictor, options: dict) -> dict:
     stats = [(str(Path(f).resolve()), os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
-    return {"inputs": stats, "model_sha256": predictor.sha256, "members": len(predictor.networks),
-            "options": options}
+    fingerprint = {"inputs": stats, "model_sha256": predictor.sha256, "members": len(predictor.networks),
+                   "options": options}
+    return json.loads(json.dumps(fingerprint))  # as it reads back from the manifest (tuples become lists)
 
 
 def _read_chunk(files, units, failed):
@@ -256,7 +258,7 @@ def _merge(output: Path, fmt: str, chunk_files: list[Path], meta: dict, reused: 
         table = vstack(tables) if tables else Table()
         for name, unit in _units(meta).items():
             if name in table.colnames:
-                table[name].unit = unit
+                table[name].unit = None if fmt == "fits" and unit == "dex" else unit
         table.meta.update({k: v for k, v in meta.items() if fmt != "ascii.csv"})
         n_rows = len(table)
         n_failed = int(np.sum(np.asarray(table["error"]) != "")) if n_rows else 0
@@ -322,10 +324,18 @@ def read_predictions(path):
     fmt = output_format(path)
     if fmt != "hdf5":
         table = Table.read(path, format=fmt)
-        for name in table.colnames:  # text formats read empty strings back as masked entries
-            if table[name].dtype.kind in "US" and hasattr(table[name], "filled"):
-                table[name] = table[name].filled("")
-        return Table(table, masked=False) if not table.has_masked_values else table
+        for name in TEXT_COLUMNS:  # text formats read empty strings back as masked (or typeless) entries
+            if name in table.colnames and (hasattr(table[name], "mask") or table[name].dtype.kind != "U"):
+                col = table[name]
+                values = np.asarray(col.filled("") if hasattr(col, "filled") and col.dtype.kind == "U" else col)
+                masked = np.asarray(getattr(col, "mask", np.zeros(len(col), bool)), bool)
+                table[name] = np.where(masked, "", values.astype(str))
+        for name, unit in _units(None).items():
+            if name in table.colnames:
+                table[name].unit = unit
+        if fmt == "fits" and "REMAPMET" in table.meta:
+            table.meta = json.loads(table.meta["REMAPMET"])
+        return table
     import h5py
 
     with h5py.File(path, "r") as h5:

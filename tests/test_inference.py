@@ -1,0 +1,243 @@
+"""remap_lib.predict / Predictor: outputs, the ensemble arithmetic, and the bad-input catalogue."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from astropy.io import fits
+from astropy.table import Table
+
+from remap_lib import Predictor, predict
+from remap_lib.dataset import LABEL_NAMES
+from remap_lib.fileio import RemapDataError
+from remap_lib.modelfile import load_model
+from toydata import INSTRUMENT, toy_set
+from toymodel import TEMPERATURES, toy_ensemble, toy_members
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    return toy_ensemble(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="module")
+def predictor(model_file):
+    return Predictor(model_file)
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return toy_set(6)
+
+
+def test_table_columns_units_and_order(predictor, toy):
+    table = predictor.predict((toy.wave, toy.flux), pmf=True)
+    assert len(table) == 6
+    for name, unit in zip(LABEL_NAMES, ("K", "dex", "dex"), strict=True):
+        for key in ("median", "p16", "p84", "p2_5", "p97_5", "mean", "std"):
+            assert str(table[f"{name}_{key}"].unit) == unit
+        assert np.all(table[f"{name}_p2_5"] <= table[f"{name}_p16"])
+        assert np.all(table[f"{name}_p16"] <= table[f"{name}_median"])
+        assert np.all(table[f"{name}_median"] <= table[f"{name}_p84"])
+        assert np.all(table[f"{name}_p84"] <= table[f"{name}_p97_5"])
+        np.testing.assert_allclose(table[f"{name}_pmf"].sum(axis=1), 1.0, rtol=1e-5)
+    assert list(table["error"]) == [""] * 6
+    assert table.meta["members"] == 2 and len(table.meta["model_sha256"]) == 64
+    assert len(table.meta["bin_centers"]["teff"]) == table["teff_pmf"].shape[1]
+
+
+def test_ensemble_pmf_is_mean_of_temperature_scaled_members(tmp_path, toy):
+    """The PMF equals the hand-computed average of softmax(z / T_k) over the unfused members."""
+    members = toy_members(tmp_path)
+    from remap_lib.modelfile import save_ensemble
+
+    path = save_ensemble(tmp_path / "e.pt", members)
+    table = Predictor(path).predict((toy.wave, toy.flux), pmf=True)
+    prep = Predictor(path).prepare((toy.wave, toy.flux))
+    expected = 0
+    for member, temps in zip(members, TEMPERATURES, strict=True):
+        model, _ = load_model(member)
+        with torch.no_grad():
+            z = model(torch.as_tensor(prep.flux), torch.as_tensor(prep.mask))["logits"]["teff"]
+        expected = expected + torch.softmax(z / temps["teff"], dim=-1).numpy()
+    np.testing.assert_allclose(table["teff_pmf"], expected / 2, atol=1e-5)
+
+
+def test_members_option_uses_the_first_networks(model_file, toy):
+    one = Predictor(model_file, members=1)
+    assert len(one.networks) == 1
+    with pytest.raises(ValueError, match="members must be >= 1"):
+        Predictor(model_file, members=0)
+
+
+def test_same_input_same_numbers(predictor, toy):
+    a = predictor.predict((toy.wave, toy.flux))
+    b = predictor.predict((toy.wave, toy.flux))
+    np.testing.assert_array_equal(np.asarray(a["teff_median"]), np.asarray(b["teff_median"]))
+
+
+def test_out_of_domain_flag_follows_the_threshold(model_file, toy):
+    p = Predictor(model_file)
+    table = p.predict((toy.wave, toy.flux))
+    d = np.asarray(table["ood_distance"])
+    assert np.all((d >= 0) & (d <= 2))
+    p.ood_threshold = float(np.median(d))
+    table = p.predict((toy.wave, toy.flux))
+    assert list(table["out_of_domain"]) == list(d > np.median(d))
+    assert all(("out_of_domain" in f) == o for f, o in zip(table["flags"], table["out_of_domain"], strict=True))
+
+
+def test_predict_function_accepts_table_and_quantity(model_file, toy):
+    import astropy.units as u
+
+    by_arrays = predict((toy.wave, toy.flux[0]), model=model_file)
+    by_quantity = predict((toy.wave / 10 * u.nm, toy.flux[0] * u.erg), model=model_file)
+    by_table = predict(Table({"wave": toy.wave, "flux": toy.flux[0]}), model=model_file)
+    for other in (by_quantity, by_table):
+        np.testing.assert_allclose(other["teff_median"], by_arrays["teff_median"], rtol=1e-6)
+    assert "converted from nm" in by_quantity["notes"][0]
+
+
+def test_declared_vacuum_is_converted_and_said(predictor, toy, tmp_path):
+    """A file that declares vacuum wavelengths is converted to the model's air wavelengths."""
+    from remap_lib.preprocess import air_to_vacuum
+
+    path = tmp_path / "vac.fits"
+    wave_vac = air_to_vacuum(np.linspace(4990.0, 5125.0, 400))
+    flux = np.interp(wave_vac, air_to_vacuum(toy.wave), toy.flux[0])
+    fits.BinTableHDU(Table({"wave": wave_vac, "flux": flux}), header=fits.Header({"AIRORVAC": "vac"})) \
+        .writeto(path)
+    table = predictor.predict(str(path))
+    assert table["error"][0] == ""
+    assert "converted from vacuum to air" in table["notes"][0]
+    undeclared = predictor.predict((toy.wave, toy.flux[0]))
+    assert "medium not declared: assumed air" in undeclared["notes"][0]
+
+
+def _truncated_fits(tmp_path):
+    path = tmp_path / "cut.fits"
+    fits.PrimaryHDU(np.ones(2000), header=fits.Header({"CRVAL1": 4990.0, "CDELT1": 0.1})).writeto(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return str(path)
+
+
+def _truncated_store(tmp_path):
+    from remap_lib.dataset import write_dataset
+
+    path = tmp_path / "cut.h5"
+    write_dataset(path, toy_set(4))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return str(path)
+
+
+def _no_columns(tmp_path):
+    path = tmp_path / "cols.fits"
+    fits.BinTableHDU(Table({"lam": np.arange(10.0), "counts": np.ones(10)})).writeto(path)
+    return str(path)
+
+
+def _empty(tmp_path):
+    path = tmp_path / "empty.ecsv"
+    path.write_bytes(b"")
+    return str(path)
+
+
+W = INSTRUMENT.wavelength_grid()
+F = 1.0 - 0.5 * np.exp(-0.5 * ((W - 5050.0) / 1.5) ** 2)
+
+
+def _with(values, index, value):
+    out = np.array(values, dtype=float)
+    out[index] = value
+    return out
+
+
+# The bad-input catalogue: each case, and the words the user reads in the row's `error` column.
+BAD_INPUTS = {
+    "all-NaN flux": (lambda tmp: (W, np.full_like(F, np.nan)), "flux is all NaN/inf"),
+    "all-inf flux": (lambda tmp: (W, np.full_like(F, np.inf)), "flux is all NaN/inf"),
+    "all-zero flux": (lambda tmp: (W, np.zeros_like(F)), "flux is zero everywhere"),
+    "negative flux": (lambda tmp: (W, -F), "remap needs positive flux"),
+    "negative ivar": (lambda tmp: (W, F, _with(np.ones_like(F), 7, -1.0)), "negative inverse variance in 1 pixel"),
+    "non-monotonic wavelengths": (lambda tmp: (W[::-1], F), "not monotonically increasing"),
+    "duplicated wavelengths": (lambda tmp: (_with(W, 5, W[4]), F), "duplicated wavelengths"),
+    "wavelengths in nm": (lambda tmp: (W / 10, F), "looks like nm"),
+    "window not covered": (lambda tmp: (W[:60], F[:60]), "not covered"),
+    "wrong shapes": (lambda tmp: (W, F[:-3]), "shape mismatch"),
+    "empty file": (_empty, "file is empty"),
+    "truncated FITS": (_truncated_fits, "truncated or corrupt"),
+    "truncated HDF5": (_truncated_store, "truncated or corrupt"),
+    "FITS without the expected columns": (_no_columns, "no flux column"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_fails_its_row_only(case, predictor, tmp_path):
+    """Each bad input fails its own row with a clear reason; the good spectra around it are predicted."""
+    make, words = BAD_INPUTS[case]
+    table = predictor.predict([(W, F), make(tmp_path), (W, F)])
+    assert len(table) == 3
+    assert words in table["error"][1], table["error"][1]
+    assert np.isnan(table["teff_median"][1])
+    assert list(table["error"][[0, 2]]) == ["", ""]
+    assert np.all(np.isfinite(table["teff_median"][[0, 2]]))
+
+
+def test_partly_bad_pixels_are_masked_not_fatal(predictor):
+    flux = F.copy()
+    flux[:40] = np.nan
+    row = predictor.predict((W, flux))[0]
+    assert row["error"] == "" and np.isfinite(row["teff_median"])
+    assert row["masked_fraction"] == pytest.approx(40 / W.size, abs=0.02)
+    assert "mostly_masked" in row["flags"]
+
+
+def test_model_file_that_is_not_ours(tmp_path):
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.ones(3)}, other)
+    with pytest.raises(RemapDataError, match="not a remap model file") as err:
+        Predictor(other)
+    assert str(other) in str(err.value)
+    text = tmp_path / "notes.pt"
+    text.write_text("hello")
+    with pytest.raises(RemapDataError, match="torch.load failed"):
+        Predictor(text)
+
+
+def test_model_file_of_a_newer_format(tmp_path):
+    member = toy_members(tmp_path)[0]
+    payload = torch.load(member, weights_only=True)
+    payload["format_version"] = 99
+    torch.save(payload, tmp_path / "future.pt")
+    with pytest.raises(RemapDataError, match="newer than this remap understands"):
+        Predictor(tmp_path / "future.pt")
+
+
+def test_model_file_with_tampered_weights(tmp_path):
+    member = toy_members(tmp_path)[0]
+    payload = torch.load(member, weights_only=True)
+    key = next(iter(payload["state_dict"]))
+    payload["state_dict"][key] = payload["state_dict"][key] + 1
+    torch.save(payload, tmp_path / "tampered.pt")
+    with pytest.raises(RemapDataError, match="corrupt"):
+        Predictor(tmp_path / "tampered.pt")
+
+
+def test_shipped_model_loads_and_predicts_a_miles_star():
+    """The committed model works straight after install: `remap predict` needs no training first."""
+    from remap_lib.inference import default_model_path
+
+    path = default_model_path()
+    if not path.exists():
+        pytest.fail(f"{path} missing: the package must ship its model")
+    p = Predictor()
+    assert p.instrument.name == "miles" and len(p.networks) >= 1
+    assert p.ood_threshold is not None and p.reference is not None
+    wave = p.wave
+    flux = 1.0 - 0.3 * np.exp(-0.5 * ((wave - 5175.0) / 2.0) ** 2)
+    row = p.predict((wave, flux))[0]
+    assert row["error"] == ""
+    assert 3700 <= row["teff_median"] <= 7100
