@@ -103,3 +103,48 @@ def test_prepare_missing_grid_is_a_clear_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("REMAP_GRID", str(tmp_path / "absent.h5"))
     code, _, err = run(["prepare", "--profile", "smoke", "--out", str(tmp_path / "out")], capsys)
     assert code == 2 and "absent.h5: synthetic grid not found" in err
+
+
+# ---------------------------------------------------------------- predict and the pipeline steps
+@pytest.mark.parametrize("argv, words", [
+    (["predict", "--help"], ["--model", "--output", "--pmf", "--batch-size", "--workers", "--chunk-size",
+                             "exit codes", "torchrun"]),
+    (["finetune", "--help"], ["--pretrained", "--epochs", "--members", "--splits"]),
+    (["calibrate", "--help"], ["--members", "--miles"]),
+    (["validate", "--help"], ["--json", "--members"]),
+    (["export", "--help"], ["--output", "--synthetic"]),
+])
+def test_new_commands_have_help(argv, words, capsys):
+    code, out, _ = run(argv, capsys)
+    assert code == 0
+    assert all(w in out for w in words), out
+
+
+@pytest.fixture()
+def toy_model_and_store(tmp_path):
+    from toydata import toy_set
+    from toymodel import toy_ensemble
+
+    from remap_lib.dataset import write_dataset
+
+    store = write_dataset(tmp_path / "s.h5", toy_set(5))
+    return toy_ensemble(tmp_path), store
+
+
+def test_predict_exit_codes(toy_model_and_store, tmp_path, capsys):
+    model, store = toy_model_and_store
+    code, out, _ = run(["predict", str(store), "-o", str(tmp_path / "a.ecsv"), "--model", str(model), "--quiet"],
+                       capsys)
+    assert code == 0 and "wrote 5 rows" in out and "0 failed" in out
+    empty = tmp_path / "e.fits"
+    empty.write_bytes(b"")
+    code, out, err = run(["predict", str(store), str(empty), "-o", str(tmp_path / "b.ecsv"), "--model", str(model),
+                          "--quiet"], capsys)
+    assert code == 3 and "1 failed" in out and "file is empty" in err
+    code, _, err = run(["predict", str(tmp_path / "missing.fits"), "-o", str(tmp_path / "c.ecsv"), "--model",
+                        str(model)], capsys)
+    assert code == 2 and "no such file" in err and not (tmp_path / "c.ecsv").exists()
+    not_model = tmp_path / "x.pt"
+    not_model.write_text("not a model")
+    code, _, err = run(["predict", str(store), "-o", str(tmp_path / "d.ecsv"), "--model", str(not_model)], capsys)
+    assert code == 2 and "not a remap model file" in err and str(not_model) in err

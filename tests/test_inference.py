@@ -7,13 +7,13 @@ import pytest
 import torch
 from astropy.io import fits
 from astropy.table import Table
+from toydata import INSTRUMENT, toy_set
+from toymodel import TEMPERATURES, toy_ensemble, toy_members
 
 from remap_lib import Predictor, predict
 from remap_lib.dataset import LABEL_NAMES
 from remap_lib.fileio import RemapDataError
 from remap_lib.modelfile import load_model
-from toydata import INSTRUMENT, toy_set
-from toymodel import TEMPERATURES, toy_ensemble, toy_members
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.table import Table
+from toydata import toy_set
+from toymodel import toy_ensemble
 
 from remap_lib.dataset import write_dataset
 from remap_lib.streaming import PARTIAL_SUFFIX, plan_chunks, predict_files, read_predictions
-from toydata import toy_set
-from toymodel import toy_ensemble
 
 ROOT = Path(__file__).resolve().parents[1]
 

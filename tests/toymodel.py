@@ -1,11 +1,11 @@
 """A tiny calibrated ensemble on the toy instrument, for the prediction and streaming tests."""
 
 import torch
+from toydata import INSTRUMENT, TINY_ARCH
 
 from remap_lib.binning import DEFAULT_BINS
 from remap_lib.model import DeepREMAP, ModelConfig
 from remap_lib.modelfile import save_ensemble, save_model
-from toydata import INSTRUMENT, TINY_ARCH
 
 TEMPERATURES = ({"teff": 1.5, "logg": 1.2, "feh": 0.8}, {"teff": 1.0, "logg": 2.0, "feh": 1.1})
 
