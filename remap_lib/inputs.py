@@ -55,6 +55,12 @@ def _from_arrays(wave, flux, ivar=None, mask=None, medium=None, name="", source=
     w, unit = _to_angstrom(wave)
     notes = [f"wavelengths converted from {unit} to Å"] if unit not in (None, "Angstrom", "AA") else []
     f = _value(flux)
+    if (unit is not None and w.ndim == 1 and w.size > 1 and w[0] > w[-1] and np.shape(f)[-1:] == w.shape
+            and wave.unit.physical_type != "length"):  # frequency/energy/wavenumber axes run the other way
+        w, f = w[::-1], f[..., ::-1]
+        ivar = None if ivar is None else _value(ivar)[..., ::-1]
+        mask = None if mask is None else _value(mask)[..., ::-1]
+        notes = [f"wavelengths converted from {unit} to Å and reversed to increasing order"]
     if w.ndim == 1 and f is not None and np.ndim(f) == 1 and f.size != w.size:
         # one spectrum with a mismatched length: keep it whole so the checks report the shapes
         return [RawSpectrum(w, np.asarray(f, dtype=np.float64), _value(ivar), _value(mask), medium, source, name,
@@ -123,7 +129,8 @@ def as_inputs(spectra) -> list[RawSpectrum | StoreSpectra | SpectraSet | FailedI
         return table_to_spectra(spectra, "<Table>")
     if isinstance(spectra, tuple) and len(spectra) in (2, 3) and not isinstance(spectra[0], tuple | list | dict):
         first = spectra[0]
-        if hasattr(first, "unit") or np.ndim(first) == 1 and np.size(first) > 3:
+        is_container = hasattr(first, "spectral_axis") or hasattr(first, "colnames")  # Spectrum/Table have .unit
+        if not is_container and (hasattr(first, "unit") or np.ndim(first) == 1 and np.size(first) > 3):
             return _from_arrays(*spectra)
     if isinstance(spectra, list | tuple):
         out = []

@@ -131,8 +131,8 @@ def count_spectra(path) -> int:
 
         with _open(path) as h5:
             return int(h5["flux"].shape[0])
-    if kind == "table":
-        return 1
+    if kind == "table":  # no header to consult; array columns make one spectrum per row
+        return len(read_table_file(path))
     with _open_fits(path) as hdul:
         hdu, _ = _fits_spectrum_hdu(hdul, path)
         if hdu.is_image:
