@@ -37,6 +37,11 @@ PROFILES: dict[str, dict[str, dict]] = {
         "paper": {"epochs": 60, "batch_size": 32, "lr": 1e-3, "freeze_epochs": 5, "backbone_lr_factor": 0.1,
                   "members": 5, "swa_start": 0.75},
     },
+    "09_predict": {
+        "smoke": {"n_stars": 12},
+        "default": {"n_stars": 120},
+        "paper": {"n_stars": 371},
+    },
     "07_ablations": {
         "smoke": {"pretrain_epochs": 1, "finetune_epochs": 1, "stage_channels": [8, 16], "blocks_per_stage": 1,
                   "batch_size": 64},

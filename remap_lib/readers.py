@@ -262,7 +262,7 @@ def read_fits(path) -> list[RawSpectrum]:
     with _open_fits(path) as hdul:
         hdu, index = _fits_spectrum_hdu(hdul, path)
         medium = declared_medium(hdul[0].header, path) or declared_medium(hdu.header, path)
-        name = str(hdul[0].header.get("OBJECT", "")).strip()
+        name = str(hdul[0].header.get("OBJECT", "") or hdu.header.get("OBJECT", "")).strip()
         if hdu.is_image:
             return _read_fits_image(hdul, hdu, path, medium, name)
         return _read_columns({c.name.lower(): np.asarray(hdu.data[c.name]) for c in hdu.columns},
