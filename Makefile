@@ -24,20 +24,29 @@ $(STAMP): requirements.txt pyproject.toml
 fetch: $(STAMP)
 	$(VENV)/bin/remap fetch
 
-## Unit tests, then every notebook through papermill with the smoke profile, then nbval.
+## Unit tests; every notebook with the smoke profile (papermill, then nbval); the book built from
+## those notebooks; its rendered pages checked in headless Chromium (tests/test_rendered.py).
+## Leaves the smoke book in _build/html: `make book` rebuilds the default one.
 test: $(STAMP) fetch unit notebooks-smoke
+	$(VPY) -m remap_lib.bookpages --out book/generated --profile smoke
+	$(VENV)/bin/jupyter-book build . -W -n --keep-going
+	REMAP_BOOK_HTML=_build/html $(VPY) -m pytest -q -p no:cacheprovider tests/test_rendered.py
 
 unit: $(STAMP)
 	$(VPY) -m pytest -q tests
 
+# The smoke notebooks go where the book reads them, so `make test` builds the book without rerunning them.
 notebooks-smoke: $(STAMP)
-	$(VENV)/bin/remap book run --profile smoke --out _build/smoke
-	$(VPY) -m pytest -q -p no:cacheprovider --nbval-lax _build/smoke
+	$(VENV)/bin/remap book run --profile smoke --out book/notebooks
+	$(VPY) -m pytest -q -p no:cacheprovider --nbval-lax book/notebooks
 
-## Execute the notebooks with $(PROFILE) (default: default) and build the HTML book in _build/html.
+## Execute the notebooks with $(PROFILE) (default: default), generate the book's pages from the
+## notebooks, benchmarks and run log (remap_lib/bookpages.py) and build the HTML book in _build/html.
 book: $(STAMP) fetch notebooks
+	$(VPY) -m remap_lib.bookpages --out book/generated --profile $(PROFILE)
 	$(VENV)/bin/jupyter-book build . -W -n --keep-going
 
+# Also writes book/notebooks/run_log.json (wall time, profile, overrides per notebook).
 notebooks: $(STAMP)
 	$(VENV)/bin/remap book run --profile $(PROFILE) --out book/notebooks
 
@@ -54,4 +63,4 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf _build book/notebooks work
+	rm -rf _build book/notebooks book/generated work

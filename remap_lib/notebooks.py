@@ -2,17 +2,28 @@
 
     remap book run                         # every notebook, default profile, into book/notebooks
     remap book run 01_data_prep -p max_grid_spectra 200 --profile smoke
+
+Every run records, per notebook, its wall time, profile, overrides, start time and machine in
+``run_log.json`` beside the executed notebooks (see :func:`read_run_log`); the book's course guide
+and reproducibility page read these logs.
 """
 
 from __future__ import annotations
 
+import datetime
+import importlib.util
+import json
 import os
+import platform
+import time
 from pathlib import Path
 
+from .fileio import atomic_write
 from .paths import REPO_ROOT
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 BOOK_NOTEBOOK_DIR = REPO_ROOT / "book" / "notebooks"
+RUN_LOG_NAME = "run_log.json"
 
 
 def list_notebooks() -> list[str]:
@@ -51,5 +62,59 @@ def run_notebook(name: str, profile: str = "default", overrides: dict | None = N
 
 def run_all(profile: str = "default", out_dir=BOOK_NOTEBOOK_DIR, names=None, overrides=None,
             progress: bool = True) -> list[Path]:
-    """Run notebooks in order (later ones read what earlier ones write)."""
-    return [run_notebook(n, profile, overrides, out_dir, progress) for n in (names or list_notebooks())]
+    """Run notebooks in order (later ones read what earlier ones write), timing each in the run log."""
+    paths = []
+    for name in names or list_notebooks():
+        started, machine = datetime.datetime.now(datetime.UTC), machine_info()  # load average at start
+        t0 = time.perf_counter()
+        paths.append(run_notebook(name, profile, overrides, out_dir, progress))
+        record_run(out_dir, name, {"profile": profile, "overrides": dict(overrides or {}),
+                                   "started": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                                   "wall_s": round(time.perf_counter() - t0, 2), "machine": machine})
+    return paths
+
+
+def run_log_path(out_dir=BOOK_NOTEBOOK_DIR) -> Path:
+    return Path(out_dir) / RUN_LOG_NAME
+
+
+def read_run_log(path) -> dict:
+    """A run log: ``{"notebooks": {name: {"profile", "overrides", "started", "wall_s", "machine"}}, ...}``.
+
+    A missing file reads as an empty log; committed logs (``results/run_times/``) may add a ``source``.
+    """
+    path = Path(path)
+    if not path.exists():
+        return {"notebooks": {}}
+    log = json.loads(path.read_text())
+    log.setdefault("notebooks", {})
+    return log
+
+
+def record_run(out_dir, name: str, entry: dict) -> Path:
+    """Set ``name``'s entry in ``out_dir``'s run log, keeping the others.
+
+    Called after each notebook succeeds, so the log always describes the executed copies that are
+    there, even after a run of a single notebook or an interrupted run.
+    """
+    path = run_log_path(out_dir)
+    log = read_run_log(path)
+    log["notebooks"][name] = entry
+    log["notebooks"] = dict(sorted(log["notebooks"].items()))
+    with atomic_write(path, "w") as fh:
+        json.dump(log, fh, indent=1)
+        fh.write("\n")
+    return path
+
+
+def machine_info() -> dict:
+    """The benchmarks' description of this machine (``bench/machine.py``), so run times and benchmark
+    numbers name their machine the same way; a minimal one where ``bench/`` is not shipped."""
+    source = REPO_ROOT / "bench" / "machine.py"
+    if source.exists():
+        # bench/ is a folder of scripts, not a package: load the one module by path
+        spec = importlib.util.spec_from_file_location("_remap_bench_machine", source)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.machine_info()
+    return {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}

@@ -12,7 +12,7 @@ from remap_lib.profiles import PROFILES, resolve
 
 #: Parameters a notebook takes that are deliberately not part of any profile (same value at every scale).
 NOTEBOOK_ONLY = {"03_finetune": {"holdout"}, "06_giants": {"logg_boundary", "k_neighbours"},
-                 "07_ablations": {"variants"}}
+                 "07_ablations": {"variants"}, "09_predict": {"model", "members"}}
 
 
 def test_resolve_returns_the_profile():
