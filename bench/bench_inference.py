@@ -69,12 +69,21 @@ def rate(fn, n: int, seconds: float) -> float:
             return calls * n / elapsed
 
 
+def _peak_gflops() -> dict | None:
+    """This machine's matmul and conv1d peaks as measured by bench_training.py (None if not run)."""
+    path = RESULTS.with_name("training.json")
+    if not path.exists():
+        return None
+    peak = json.loads(path.read_text()).get("peak", {})
+    return {k: v.get("gflop_per_s") for k, v in peak.items()}
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=None, help="model file (default: the shipped model)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--n", type=int, default=4096, help="spectra per timed call")
-    parser.add_argument("--batch", type=int, default=512)
+    parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--seconds", type=float, default=10.0, help="timing window per case")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
@@ -95,14 +104,22 @@ def main(argv=None) -> dict:
     print(f"{full.path.name}: {members} members, {grid_flux.shape[1]} px; {args.n} spectra per call; "
           f"{args.threads} threads")
 
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        one.networks[0](torch.as_tensor(grid_flux[:1]), torch.as_tensor(grid_mask[:1]))
+    flops = counter.get_total_flops()  # convolutions and matmuls of one spectrum through one member
+    peak = _peak_gflops()
+    print(f"{flops / 1e6:.1f} MFLOP per spectrum per member; machine peak (bench_training.py): {peak}")
     cases = []
 
     def case(name, fn, n_members, includes_preprocessing):
         r = rate(fn, args.n, args.seconds)
+        gflops = r * n_members * flops / 1e9
         cases.append({"name": name, "npix": int(grid_flux.shape[1]), "batch_size": args.batch,
                       "threads": args.threads, "members": n_members, "spectra_per_s": r,
-                      "includes_preprocessing": includes_preprocessing})
-        print(f"{name:55s} {r:8.0f} spectra/s")
+                      "includes_preprocessing": includes_preprocessing, "network_gflop_per_s": gflops})
+        print(f"{name:55s} {r:8.0f} spectra/s  ({gflops:.0f} GFLOP/s in the network)")
 
     case("network, 1 member", lambda: one.network(grid_flux, grid_mask), 1, False)
     case(f"network, {members} members", lambda: full.network(grid_flux, grid_mask), members, False)
@@ -118,6 +135,7 @@ def main(argv=None) -> dict:
               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": info,
               "settings": {"n": args.n, "batch": args.batch, "seconds": args.seconds, "model": full.path.name,
                            "model_sha256": full.sha256},
+              "flop_per_spectrum_per_member": flops, "peak_gflop_per_s": peak,
               "cases": cases,
               "baseline": {"name": "1 member as trained, BatchNorm not folded (remap_lib.evaluate.predict)",
                            "spectra_per_s": baseline_rate},

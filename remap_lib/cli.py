@@ -216,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output table: .ecsv, .fits, .csv or .h5")
     p.add_argument("--model", default=None, help="model file (default: the shipped model)")
     p.add_argument("--pmf", action="store_true", help="also write each label's full probability mass function")
-    p.add_argument("--batch-size", type=int, default=512, help="spectra per network call (default 512)")
+    p.add_argument("--batch-size", type=int, default=256, help="spectra per network call (default 256)")
     p.add_argument("--chunk-size", type=int, default=4096,
                    help="spectra per resumable chunk; memory grows with it (default 4096)")
     p.add_argument("--workers", type=int, default=1,

@@ -142,7 +142,7 @@ def _distributed():
 
 def predict_files(inputs, output, model=None, *, chunk_size: int = 4096, pmf: bool = False,
                   medium: str | None = None, resolution: float | None = None, fwhm: float | None = None,
-                  device: str | None = None, batch_size: int = 512, members: int | None = None,
+                  device: str | None = None, batch_size: int = 256, members: int | None = None,
                   workers: int = 1, progress: bool = True, predictor=None) -> RunSummary | None:
     """Predict every spectrum in ``inputs`` (files, directories, globs) into ``output``.
 
