@@ -58,6 +58,8 @@ bench: $(STAMP) fetch
 	$(VPY) bench/bench_preprocess.py
 	$(VPY) bench/bench_synthesis.py
 	$(VPY) bench/bench_training.py
+	$(VPY) bench/bench_inference.py
+	$(VPY) bench/bench_streaming.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
