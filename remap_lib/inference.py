@@ -193,11 +193,14 @@ class Predictor:
         """``to_instrument`` for spectra sharing one wavelength array: one sparse operator, one fit."""
         def stack(attr):
             values = [getattr(s, attr) for s in specs]
-            return None if values[0] is None else np.stack([np.asarray(v) for v in values])
+            if values[0] is None:
+                return None
+            # a single spectrum goes in 1-D, so that error messages speak of its own shape
+            return np.asarray(values[0]) if len(values) == 1 else np.stack([np.asarray(v) for v in values])
 
         out = to_instrument(wave, stack("flux"), self.instrument, stack("ivar"), stack("mask"), medium=src_medium,
                             source=source, continuum=self.continuum, **lsf)
-        return out.flux.astype(np.float32), out.mask
+        return np.atleast_2d(out.flux.astype(np.float32)), np.atleast_2d(out.mask)
 
     def _prepare_store(self, flux, mask, wave, instrument_medium):
         """Rows already on a grid: used as they are when it is ours, else resampled like raw spectra."""
