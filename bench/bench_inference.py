@@ -7,7 +7,8 @@ to ``--n`` spectra. Cases, each timed for ``--seconds`` after a warm-up, with
 ``torch.set_num_threads(--threads)``:
 
 * **network, 1 member** — :meth:`Predictor.network` on spectra already on the model grid
-  (BatchNorm folded into the convolutions, ``torch.inference_mode``), batch ``--batch``;
+  (BatchNorm folded into the convolutions, run as 1×k 2-D convolutions in channels-last layout:
+  :class:`remap_lib.model.InferenceNet`; ``torch.inference_mode``), batch ``--batch``;
 * **network, all members** — the same for the whole calibrated ensemble;
 * **end to end** — :meth:`Predictor.predict` on the native MILES arrays: validation, resampling,
   continuum normalization, network, out-of-domain distance and the output table; 1 member and all;
@@ -137,7 +138,7 @@ def main(argv=None) -> dict:
                            "model_sha256": full.sha256},
               "flop_per_spectrum_per_member": flops, "peak_gflop_per_s": peak,
               "cases": cases,
-              "baseline": {"name": "1 member as trained, BatchNorm not folded (remap_lib.evaluate.predict)",
+              "baseline": {"name": "1 member as trained: 1-D convolutions, BatchNorm not folded (remap_lib.evaluate.predict)",
                            "spectra_per_s": baseline_rate},
               "target_spectra_per_s": 2000}
     out = Path(args.out)

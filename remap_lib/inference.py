@@ -33,7 +33,7 @@ import torch
 from .dataset import LABEL_NAMES, SpectraSet
 from .fileio import RemapDataError, sha256_file
 from .inputs import FailedInput, as_inputs
-from .model import fuse_for_inference
+from .model import InferenceNet, fuse_for_inference
 from .modelfile import load_members
 from .preprocess import to_instrument
 from .readers import RawSpectrum, StoreSpectra
@@ -93,7 +93,8 @@ class Predictor:
                                  "(classification) model")
         self.device = torch.device(device)
         self.batch_size = int(batch_size)
-        self.networks = [fuse_for_inference(m).to(self.device) for m, _ in pairs]
+        # BatchNorm folded into the convolutions, run as channels-last 2-D convolutions: same numbers, faster
+        self.networks = [InferenceNet(fuse_for_inference(m)).to(self.device) for m, _ in pairs]
         self.temperatures = [dict(info.get("extra", {}).get("temperatures", {})) for _, info in pairs]
         self.info = pairs[0][1]
         self.bins = self.info["bins"]

@@ -50,3 +50,30 @@ def test_parameter_count_is_reported():
 def test_config_round_trip():
     config = tiny()
     assert ModelConfig.from_dict(config.to_dict()) == config
+
+
+def test_inference_twins_give_the_same_outputs():
+    """fuse_for_inference and InferenceNet change speed, not numbers (BatchNorm with non-trivial statistics)."""
+    from remap_lib.model import InferenceNet, fuse_for_inference
+
+    torch.manual_seed(0)
+    model = DeepREMAP(ModelConfig(npix=64, stem_channels=4, stage_channels=(4, 8), kernel_size=3, embedding_dim=4))
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm1d):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.1, 0.1)
+    model.eval()
+    flux = 1 + 0.1 * torch.randn(5, 64)
+    mask = torch.zeros(5, 64, dtype=torch.bool)
+    mask[:, :7] = True
+    with torch.no_grad():
+        ref = model(flux, mask)
+        for twin in (fuse_for_inference(model), InferenceNet(fuse_for_inference(model))):
+            out = twin(flux, mask)
+            for name in ref["logits"]:
+                torch.testing.assert_close(out["logits"][name], ref["logits"][name], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(out["embedding"], ref["embedding"], atol=1e-5, rtol=1e-5)
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in fuse_for_inference(model).modules())
+    assert not any(isinstance(m, torch.nn.Conv1d) for m in InferenceNet(model).modules())
