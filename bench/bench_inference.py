@@ -24,19 +24,9 @@ from __future__ import annotations
 import os
 import sys
 
+from machine import pin_threads_from_argv  # bench/ is on sys.path when a script in it runs
 
-def _threads_from_argv(default: int = 2) -> int:
-    # Read --threads before torch/numpy are imported, so the OpenMP/BLAS pools get the same size.
-    for i, arg in enumerate(sys.argv):
-        if arg.startswith("--threads="):
-            return int(arg.split("=", 1)[1])
-        if arg == "--threads" and i + 1 < len(sys.argv):
-            return int(sys.argv[i + 1])
-    return default
-
-
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
-    os.environ[_var] = str(_threads_from_argv())
+pin_threads_from_argv()  # before numpy and torch are imported
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -45,8 +35,6 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/machine.py, a sibling script
 from machine import machine_info  # noqa: E402
 
 from remap_lib.evaluate import predict as notebook_predict  # noqa: E402
@@ -138,8 +126,8 @@ def main(argv=None) -> dict:
                            "model_sha256": full.sha256},
               "flop_per_spectrum_per_member": flops, "peak_gflop_per_s": peak,
               "cases": cases,
-              "baseline": {"name": "1 member as trained: 1-D convolutions, BatchNorm not folded (remap_lib.evaluate.predict)",
-                           "spectra_per_s": baseline_rate},
+              "baseline": {"name": "1 member as trained: 1-D convolutions, BatchNorm not folded "
+                                   "(remap_lib.evaluate.predict)", "spectra_per_s": baseline_rate},
               "target_spectra_per_s": 2000}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

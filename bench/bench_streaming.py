@@ -30,9 +30,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/machine.py, a sibling script
-from machine import machine_info  # noqa: E402
+from machine import machine_info  # bench/ is on sys.path when a script in it runs
 
 from remap_lib.dataset import FORMAT_VERSION, LABEL_NAMES  # noqa: E402
 from remap_lib.fileio import atomic_path, atomic_write  # noqa: E402

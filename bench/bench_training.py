@@ -40,19 +40,9 @@ from __future__ import annotations
 import os
 import sys
 
+from machine import pin_threads_from_argv  # bench/ is on sys.path when a script in it runs
 
-def _threads_from_argv(default: int = 2) -> int:
-    # Read --threads before torch/numpy are imported, so the OpenMP/MKL pools get the same size.
-    for i, arg in enumerate(sys.argv):
-        if arg.startswith("--threads="):
-            return int(arg.split("=", 1)[1])
-        if arg == "--threads" and i + 1 < len(sys.argv):
-            return int(sys.argv[i + 1])
-    return default
-
-
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
-    os.environ[_var] = str(_threads_from_argv())
+pin_threads_from_argv()  # before numpy and torch are imported
 
 import argparse  # noqa: E402
 import json  # noqa: E402

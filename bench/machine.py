@@ -4,6 +4,25 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+def pin_threads_from_argv(default: int = 2) -> int:
+    """Set the OpenMP/BLAS pool sizes from ``--threads`` on the command line; returns the number.
+
+    Call it before numpy or torch is imported: the pools are sized when those libraries load.
+    """
+    threads = default
+    for i, arg in enumerate(sys.argv):
+        if arg.startswith("--threads="):
+            threads = int(arg.split("=", 1)[1])
+        elif arg == "--threads" and i + 1 < len(sys.argv):
+            threads = int(sys.argv[i + 1])
+    for var in THREAD_VARIABLES:
+        os.environ[var] = str(threads)
+    return threads
 
 
 def machine_info() -> dict:

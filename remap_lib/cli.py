@@ -95,14 +95,11 @@ def _predict(args) -> int:
     reused = f" ({summary.chunks_reused} chunks reused from an interrupted run)" if summary.chunks_reused else ""
     print(f"wrote {summary.n_rows} rows to {summary.output}{reused}; {summary.n_failed} failed")
     if summary.n_failed:
-        from .streaming import read_predictions
-
-        table = read_predictions(summary.output)
-        bad = table[table["error"] != ""]
-        for row in bad[:10]:
-            print(f"  {row['source']}: {row['error']}", file=sys.stderr)
-        if len(bad) > 10:
-            print(f"  ... and {len(bad) - 10} more (see the error column)", file=sys.stderr)
+        for source, reason in summary.first_failures:
+            print(f"  {source}: {reason}", file=sys.stderr)
+        if summary.n_failed > len(summary.first_failures):
+            print(f"  ... and {summary.n_failed - len(summary.first_failures)} more (see the error column)",
+                  file=sys.stderr)
         return 3
     return 0
 

@@ -203,13 +203,13 @@ class Predictor:
                             source=source, continuum=self.continuum, **lsf)
         return np.atleast_2d(out.flux.astype(np.float32)), np.atleast_2d(out.mask)
 
-    def _prepare_store(self, flux, mask, wave, instrument_medium):
-        """Rows already on a grid: used as they are when it is ours, else resampled like raw spectra."""
+    def _on_grid(self, flux, mask, wave):
+        """Rows already on the model's grid, ready for the network; None when ``wave`` is another grid."""
+        if wave.shape != self.wave.shape or not np.allclose(wave, self.wave, rtol=0, atol=1e-6):
+            return None
         flux = np.asarray(flux, dtype=np.float32)
-        if wave.shape == self.wave.shape and np.allclose(wave, self.wave, rtol=0, atol=1e-6):
-            bad = np.asarray(mask, dtype=bool) | ~np.isfinite(flux)
-            return np.where(bad, 1.0, flux).astype(np.float32), bad, None
-        return None, None, instrument_medium
+        bad = np.asarray(mask, dtype=bool) | ~np.isfinite(flux)
+        return np.where(bad, 1.0, flux).astype(np.float32), bad
 
     def prepare(self, spectra, medium: str | None = None, resolution: float | None = None,
                 fwhm: float | None = None, rv=None) -> Prepared:
@@ -242,13 +242,14 @@ class Predictor:
                 continue
             if isinstance(item, StoreSpectra | SpectraSet):
                 is_store = isinstance(item, StoreSpectra)
-                wave = (np.asarray(_store_wave(item.path)) if is_store else np.asarray(item.wave))
+                wave = np.asarray(item.wave)
                 inst_medium = (item.instrument_dict["medium"] if is_store else item.instrument.medium)
-                f, m, _ = self._prepare_store(item.flux, item.mask, wave, inst_medium)
                 ids = [str(i) for i in item.ids]
                 src = str(item.path) if is_store else "<SpectraSet>"
                 start = item.start if is_store else 0
-                if f is not None:
+                ready = self._on_grid(item.flux, item.mask, wave)
+                if ready is not None:
+                    f, m = ready
                     flux.append(f)
                     mask.append(m)
                     source += [f"{src}[{start + i}]" for i in range(len(f))]
@@ -364,12 +365,6 @@ class Predictor:
                 fwhm: float | None = None, rv=None):
         """One table row per input spectrum (see the module docstring)."""
         return self.predict_prepared(self.prepare(spectra, medium, resolution, fwhm, rv), pmf)
-
-
-def _store_wave(path):
-    from .readers import store_wave
-
-    return store_wave(path)
 
 
 def _remap_version() -> str:

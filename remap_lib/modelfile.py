@@ -44,6 +44,19 @@ def preprocessing_settings() -> dict:
                           and k not in ("ivar", "mask")}}
 
 
+def _versions() -> dict:
+    return {"python": platform.python_version(), **{p: metadata.version(p) for p in ("remap", "torch", "numpy")}}
+
+
+def _write_payload(path, payload: dict) -> Path:
+    """``torch.save`` of plain containers, written atomically (a crash leaves the old file or none)."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    with atomic_write(Path(path)) as fh:
+        fh.write(buffer.getvalue())
+    return Path(path)
+
+
 def save_model(path, model: DeepREMAP, bins: dict[str, LabelBins], instrument: Instrument,
                train_config: dict | None = None, label_stats=None, extra: dict | None = None) -> Path:
     """Write ``model`` and its context to ``path`` atomically."""
@@ -61,15 +74,10 @@ def save_model(path, model: DeepREMAP, bins: dict[str, LabelBins], instrument: I
         "preprocessing": preprocessing_settings(),
         "label_stats": None if label_stats is None else [list(map(float, s)) for s in label_stats],
         "train_config": train_config or {},
-        "versions": {"python": platform.python_version(),
-                     **{p: metadata.version(p) for p in ("remap", "torch", "numpy")}},
+        "versions": _versions(),
         "extra": extra or {},
     }
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    with atomic_write(Path(path)) as fh:
-        fh.write(buffer.getvalue())
-    return Path(path)
+    return _write_payload(path, payload)
 
 
 def load_model(path, device="cpu") -> tuple[DeepREMAP, dict]:
@@ -109,8 +117,11 @@ def save_ensemble(path, member_files, reference: dict | None = None, extra: dict
     """
     members = []
     for f in member_files:
-        load_model(f)  # validates format, version and checksum before anything is bundled
-        members.append(_read_payload(f))
+        payload = _read_payload(f)
+        if payload["format"] != FORMAT:
+            raise RemapDataError(f, "an ensemble member must be a single-model file, not an ensemble")
+        _model_from_payload(payload, f, "cpu")  # validates version, completeness and checksum before bundling
+        members.append(payload)
     if not members:
         raise ValueError("an ensemble needs at least one member file")
     payload = {
@@ -119,15 +130,10 @@ def save_ensemble(path, member_files, reference: dict | None = None, extra: dict
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "members": members,
         "reference": reference or {},
-        "versions": {"python": platform.python_version(),
-                     **{p: metadata.version(p) for p in ("remap", "torch", "numpy")}},
+        "versions": _versions(),
         "extra": extra or {},
     }
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    with atomic_write(Path(path)) as fh:
-        fh.write(buffer.getvalue())
-    return Path(path)
+    return _write_payload(path, payload)
 
 
 def _model_from_payload(payload: dict, path, device) -> tuple[DeepREMAP, dict]:

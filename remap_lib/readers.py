@@ -71,6 +71,7 @@ class StoreSpectra:
 
     path: Path
     start: int
+    wave: np.ndarray
     flux: np.ndarray
     mask: np.ndarray
     ids: np.ndarray
@@ -380,14 +381,8 @@ def read_store(path, start: int = 0, stop: int | None = None) -> StoreSpectra:
         try:
             n = h5["flux"].shape[0]
             stop = n if stop is None else min(stop, n)
-            return StoreSpectra(Path(path), start, h5["flux"][start:stop], h5["mask"][start:stop],
+            return StoreSpectra(Path(path), start, h5["wave"][:], h5["flux"][start:stop], h5["mask"][start:stop],
                                 h5["ids"].asstr()[start:stop], json.loads(h5.attrs["instrument"]))
         except (OSError, KeyError, ValueError) as err:
             raise RemapDataError(path, f"damaged store, truncated? ({err})") from err
 
-
-def store_wave(path) -> np.ndarray:
-    from .dataset import _open
-
-    with _open(path) as h5:
-        return h5["wave"][:]

@@ -34,6 +34,7 @@ from .readers import count_spectra, expand_inputs, read_spectra
 OUTPUT_FORMATS = {".ecsv": "ascii.ecsv", ".fits": "fits", ".csv": "ascii.csv", ".h5": "hdf5", ".hdf5": "hdf5"}
 H5_TABLE_PATH = "predictions"
 PARTIAL_SUFFIX = ".partial"
+MAX_LISTED = 10
 TEXT_COLUMNS = ("source", "name", "flags", "notes", "error")
 
 
@@ -53,6 +54,7 @@ class RunSummary:
     n_failed: int
     n_chunks: int
     chunks_reused: int
+    first_failures: list[tuple[str, str]]  # (source, reason) of up to MAX_LISTED failed rows, in order
 
 
 def output_format(path) -> str:
@@ -230,6 +232,7 @@ def _cuda() -> bool:
 def _merge(output: Path, fmt: str, chunk_files: list[Path], meta: dict, reused: int) -> RunSummary:
     """Join the chunk files into ``output`` atomically; .h5 is appended chunk by chunk."""
     n_rows = n_failed = 0
+    first: list[tuple[str, str]] = []
     if fmt == "hdf5":
         import h5py
 
@@ -248,28 +251,34 @@ def _merge(output: Path, fmt: str, chunk_files: list[Path], meta: dict, reused: 
                 dset.resize((dset.shape[0] + len(rec),))
                 dset[-len(rec):] = rec
                 n_rows += len(rec)
-                n_failed += int(np.sum(cols["error"] != ""))
+                failed = cols["error"] != ""
+                n_failed += int(failed.sum())
+                first += list(zip(cols["source"][failed], cols["error"][failed], strict=True))[:MAX_LISTED - len(first)]
             dset.attrs["meta"] = json.dumps(meta, default=str)
-            dset.attrs["units"] = json.dumps(_units(meta))
+            dset.attrs["units"] = json.dumps(_units())
     else:
         from astropy.table import Table, vstack
 
         tables = [Table(_load_chunk(p)) for p in chunk_files]
         table = vstack(tables) if tables else Table()
-        for name, unit in _units(meta).items():
+        for name, unit in _units().items():
             if name in table.colnames:
                 table[name].unit = None if fmt == "fits" and unit == "dex" else unit
         table.meta.update({k: v for k, v in meta.items() if fmt != "ascii.csv"})
         n_rows = len(table)
-        n_failed = int(np.sum(np.asarray(table["error"]) != "")) if n_rows else 0
+        failed = np.asarray(table["error"]) != "" if n_rows else np.zeros(0, bool)
+        n_failed = int(failed.sum())
+        first = list(zip(np.asarray(table["source"])[failed], np.asarray(table["error"])[failed], strict=True))
+        first = first[:MAX_LISTED]
         with atomic_path(output) as tmp:
             if fmt == "fits":  # FITS keywords are 8 characters: keep the metadata as one JSON card
                 table.meta = {"REMAPMET": json.dumps(meta, default=str)}
             table.write(tmp, format=fmt, overwrite=True)
-    return RunSummary(output, n_rows, n_failed, len(chunk_files), reused)
+    return RunSummary(output, n_rows, n_failed, len(chunk_files), reused, [(str(a), str(b)) for a, b in first])
 
 
-def _units(meta) -> dict[str, str]:
+def _units() -> dict[str, str]:
+    """Units of the estimate columns, from their names (text and FITS outputs may not keep them)."""
     from .dataset import LABEL_NAMES, LABEL_UNITS
     from .inference import ESTIMATES
 
@@ -330,7 +339,7 @@ def read_predictions(path):
                 values = np.asarray(col.filled("") if hasattr(col, "filled") and col.dtype.kind == "U" else col)
                 masked = np.asarray(getattr(col, "mask", np.zeros(len(col), bool)), bool)
                 table[name] = np.where(masked, "", values.astype(str))
-        for name, unit in _units(None).items():
+        for name, unit in _units().items():
             if name in table.colnames:
                 table[name].unit = unit
         if fmt == "fits" and "REMAPMET" in table.meta:
