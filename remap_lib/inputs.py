@@ -2,8 +2,9 @@
 
 Accepted, alone or in a list:
 
-* ``(wave, flux)`` or ``(wave, flux, ivar)``: numpy arrays (wavelengths in Å) or astropy Quantities
-  (any spectral unit: nm, µm, Hz...); ``flux`` may be 2-D, one spectrum per row on one axis;
+* ``(wave, flux)`` or ``(wave, flux, ivar)`` (a tuple or a list): numpy arrays or lists of numbers
+  (wavelengths in Å), or astropy Quantities (any spectral unit: nm, µm, Hz...); ``flux`` may be 2-D,
+  one spectrum per row on one axis;
 * a ``dict`` with keys ``wave``, ``flux`` and optionally ``ivar``, ``mask``, ``medium``, ``name``;
 * an astropy ``Table`` (columns as in :mod:`remap_lib.readers`);
 * a ``specutils`` ``Spectrum``/``Spectrum1D`` (1-D or 2-D flux; uncertainty as ivar, std or var);
@@ -103,6 +104,28 @@ def _from_specutils(spec) -> list[RawSpectrum]:
     return _from_arrays(wave, flux, ivar, mask, None, name, "<specutils>")
 
 
+def _is_wave_flux(spectra) -> bool:
+    """Whether ``spectra`` is ``(wave, flux[, ivar])``, rather than a collection of spectra.
+
+    The wavelengths (first item) are a 1-D run of more than 3 numbers: an array, a Quantity or a
+    list. A list of spectra starts with a spectrum, a file name or a container instead.
+    """
+    if not isinstance(spectra, tuple | list) or len(spectra) not in (2, 3):
+        return False
+    first = spectra[0]
+    if hasattr(first, "spectral_axis") or hasattr(first, "colnames"):  # Spectrum/Table have .unit too
+        return False
+    if hasattr(first, "unit"):
+        return True
+    if isinstance(first, str | Path | dict | RawSpectrum | StoreSpectra | SpectraSet | FailedInput):
+        return False
+    try:
+        wave = np.asarray(first)
+    except ValueError:  # ragged: a list of spectra
+        return False
+    return wave.ndim == 1 and wave.size > 3 and wave.dtype.kind in "fiu"
+
+
 def as_inputs(spectra) -> list[RawSpectrum | StoreSpectra | SpectraSet | FailedInput]:
     """Normalize ``spectra`` (see the module docstring) into a flat list of inputs."""
     if isinstance(spectra, RawSpectrum | StoreSpectra | SpectraSet | FailedInput):
@@ -127,12 +150,12 @@ def as_inputs(spectra) -> list[RawSpectrum | StoreSpectra | SpectraSet | FailedI
         return _from_specutils(spectra)
     if hasattr(spectra, "colnames"):  # astropy Table
         return table_to_spectra(spectra, "<Table>")
-    if isinstance(spectra, tuple) and len(spectra) in (2, 3) and not isinstance(spectra[0], tuple | list | dict):
-        first = spectra[0]
-        is_container = hasattr(first, "spectral_axis") or hasattr(first, "colnames")  # Spectrum/Table have .unit
-        if not is_container and (hasattr(first, "unit") or np.ndim(first) == 1 and np.size(first) > 3):
-            return _from_arrays(*spectra)
+    if _is_wave_flux(spectra):
+        return _from_arrays(*spectra)
     if isinstance(spectra, list | tuple):
+        if spectra and all(isinstance(x, int | float | np.number) for x in spectra):
+            raise TypeError(f"a {type(spectra).__name__} of {len(spectra)} numbers is not a spectrum; pass "
+                            "(wave, flux[, ivar]) with one number per pixel in each")
         out = []
         for item in spectra:
             out += as_inputs(item)

@@ -1,4 +1,4 @@
-"""Readers for users' spectra: FITS images with a wavelength WCS, FITS/ECSV/CSV tables, our HDF5 store.
+"""Readers for users' spectra: FITS images with a wavelength WCS, FITS/ECSV/CSV tables, plain text, our HDF5 store.
 
 Every reader returns :class:`RawSpectrum` objects with wavelengths in Å and the medium (air or
 vacuum) the file declares, or ``None`` when it declares none. Units are converted where a file
@@ -15,10 +15,15 @@ Supported layouts
 * **FITS binary table** (first table HDU with a flux column): either one spectrum with one row per
   pixel (SDSS ``spec-*.fits`` coadd: ``loglam``, ``flux``, ``ivar``, ``and_mask``), or one spectrum
   per row with array columns.
-* **ECSV / CSV** table: one spectrum, columns as for FITS tables.
+* **ECSV / CSV** table: one spectrum, columns as for FITS tables. A CSV file whose first row is
+  numbers has no header: its columns are wavelength (Å), flux and optionally error, by position.
+* **plain text** (``.txt``, ``.dat``, ``.asc``): whitespace-separated columns, wavelength (Å), flux
+  and optionally error, with or without a header line naming them (``#`` starts a comment; a last
+  comment line just before the numbers may name the columns too).
 * **HDF5** in the project's own store layout (:mod:`remap_lib.dataset`): spectra already on an
   instrument grid and continuum-normalized.
-* a **directory** (every supported file in it) or a **glob** pattern.
+* a **directory** (every supported file in it, not recursive; hidden files are ignored and files of
+  another type are reported, never silently dropped) or a **glob** pattern.
 
 Medium: ``CTYPE1 = 'AWAV'`` means air and ``'WAVE'`` vacuum (FITS standard); keywords ``AIRORVAC``,
 ``VACUUM`` and ``AIR`` are honoured; SDSS ``loglam`` is vacuum.
@@ -26,7 +31,10 @@ Medium: ``CTYPE1 = 'AWAV'`` means air and ``'WAVE'`` vacuum (FITS standard); key
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import glob
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,8 +44,11 @@ from .fileio import RemapDataError, require_nonempty
 
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz")
 TABLE_SUFFIXES = (".ecsv", ".csv")
+TEXT_SUFFIXES = (".txt", ".dat", ".asc")
 HDF5_SUFFIXES = (".h5", ".hdf5")
-SUPPORTED_SUFFIXES = FITS_SUFFIXES + TABLE_SUFFIXES + HDF5_SUFFIXES
+SUPPORTED_SUFFIXES = FITS_SUFFIXES + TABLE_SUFFIXES + TEXT_SUFFIXES + HDF5_SUFFIXES
+POSITIONAL_COLUMNS = ("wave", "flux", "error")  # headerless text and CSV: wavelength (Å), flux[, error]
+MAX_NAMED = 10  # skipped files named in a message; the rest are counted
 
 # Column names we recognise, lower case, in order of preference.
 WAVE_COLUMNS = ("wave", "wavelength", "wavelengths", "lambda", "lam", "awav", "loglam")
@@ -83,23 +94,30 @@ def has_supported_suffix(path) -> bool:
     return str(path).lower().endswith(SUPPORTED_SUFFIXES)
 
 
-def expand_inputs(inputs) -> list[Path]:
-    """Files named by ``inputs`` (paths, directories or glob patterns), in a stable order.
+def find_inputs(inputs) -> tuple[list[Path], list[Path]]:
+    """Files named by ``inputs`` (paths, directories or glob patterns) in a stable order, and the skipped ones.
 
-    A directory contributes its supported files (sorted, not recursive); a pattern its sorted
-    matches. Raises FileNotFoundError when an input names nothing, so a typo is never silently
-    an empty run.
+    A directory contributes its supported files (sorted, not recursive); its files of another type
+    are returned second, so callers can say what they skipped. Hidden files (``.name``: editor and
+    system files, remap's own temporary files) are ignored. A pattern contributes its sorted matches;
+    a file named explicitly is always taken (an unsupported one then fails in its own row). Raises
+    FileNotFoundError when an input names nothing, so a typo is never silently an empty run.
     """
     if isinstance(inputs, str | Path):
         inputs = [inputs]
     files: list[Path] = []
+    skipped: list[Path] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and has_supported_suffix(p))
+            entries = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+            found = [p for p in entries if has_supported_suffix(p)]
+            others = [p for p in entries if not has_supported_suffix(p)]
             if not found:
-                raise FileNotFoundError(f"{path}: directory holds no {', '.join(SUPPORTED_SUFFIXES)} files")
+                also = f" ({skipped_message(others)})" if others else ""
+                raise FileNotFoundError(f"{path}: directory holds no {', '.join(SUPPORTED_SUFFIXES)} files{also}")
             files += found
+            skipped += others
         elif path.exists():
             files.append(path)
         elif any(ch in str(item) for ch in "*?["):
@@ -109,16 +127,34 @@ def expand_inputs(inputs) -> list[Path]:
             files += found
         else:
             raise FileNotFoundError(f"{item}: no such file or directory")
+    return files, skipped
+
+
+def expand_inputs(inputs) -> list[Path]:
+    """The files of :func:`find_inputs`; skipped files of unknown type are named in a warning."""
+    files, skipped = find_inputs(inputs)
+    if skipped:
+        warnings.warn(skipped_message(skipped), stacklevel=2)
     return files
 
 
+def skipped_message(skipped) -> str:
+    """``skipped 3 files of unknown type: a.doc, b.png, c (remap reads ...)``."""
+    names = ", ".join(str(p) for p in skipped[:MAX_NAMED])
+    more = f" and {len(skipped) - MAX_NAMED} more" if len(skipped) > MAX_NAMED else ""
+    return (f"skipped {len(skipped)} file{'s' if len(skipped) != 1 else ''} of unknown type: {names}{more} "
+            f"(remap reads {', '.join(SUPPORTED_SUFFIXES)})")
+
+
 def file_kind(path) -> str:
-    """``"fits"``, ``"table"`` or ``"hdf5"`` from the suffix; RemapDataError for anything else."""
+    """``"fits"``, ``"table"``, ``"text"`` or ``"hdf5"`` from the suffix; RemapDataError for anything else."""
     name = str(path).lower()
     if name.endswith(FITS_SUFFIXES):
         return "fits"
     if name.endswith(TABLE_SUFFIXES):
         return "table"
+    if name.endswith(TEXT_SUFFIXES):
+        return "text"
     if name.endswith(HDF5_SUFFIXES):
         return "hdf5"
     raise RemapDataError(path, f"unsupported file type; remap reads {', '.join(SUPPORTED_SUFFIXES)}")
@@ -127,28 +163,46 @@ def file_kind(path) -> str:
 def count_spectra(path) -> int:
     """How many spectra ``path`` holds, reading headers only where the format allows."""
     kind = file_kind(path)
-    if kind == "hdf5":
-        from .dataset import _open
+    with _os_errors_named(path):
+        if kind == "hdf5":
+            from .dataset import _open
 
-        with _open(path) as h5:
-            return int(h5["flux"].shape[0])
-    if kind == "table":  # no header to consult; array columns make one spectrum per row
-        return len(read_table_file(path))
-    with _open_fits(path) as hdul:
-        hdu, _ = _fits_spectrum_hdu(hdul, path)
-        if hdu.is_image:
-            return 1 if hdu.header.get("NAXIS", 0) == 1 else int(hdu.header["NAXIS2"])
-        flux = _pick({c.name.lower(): c for c in hdu.columns}, FLUX_COLUMNS)
-        return int(hdu.header["NAXIS2"]) if _is_array_column(flux) else 1
+            with _open(path) as h5:
+                return int(h5["flux"].shape[0])
+        if kind == "text":  # always one spectrum: its problems are found when it is read
+            require_nonempty(path)
+            return 1
+        if kind == "table":  # no header to consult; array columns make one spectrum per row
+            return len(read_table_file(path))
+        with _open_fits(path) as hdul:
+            hdu, _ = _fits_spectrum_hdu(hdul, path)
+            if hdu.is_image:
+                return 1 if hdu.header.get("NAXIS", 0) == 1 else int(hdu.header["NAXIS2"])
+            flux = _pick({c.name.lower(): c for c in hdu.columns}, FLUX_COLUMNS)
+            return int(hdu.header["NAXIS2"]) if _is_array_column(flux) else 1
 
 
 def read_spectra(path, start: int = 0, stop: int | None = None) -> list[RawSpectrum] | StoreSpectra:
     """Spectra ``start:stop`` of the file ``path`` (all by default)."""
     kind = file_kind(path)
-    if kind == "hdf5":
-        return read_store(path, start, stop)
-    spectra = read_fits(path) if kind == "fits" else read_table_file(path)
-    return spectra[start:stop]
+    with _os_errors_named(path):
+        if kind == "hdf5":
+            return read_store(path, start, stop)
+        readers = {"fits": read_fits, "table": read_table_file, "text": read_text_file}
+        return readers[kind](path)[start:stop]
+
+
+@contextlib.contextmanager
+def _os_errors_named(path):
+    """An input the system will not let us read (permissions, I/O error) fails by name, like bad data."""
+    try:
+        yield
+    except RemapDataError:
+        raise
+    except OSError as err:
+        reason = err.strerror or str(err)
+        code = errno.errorcode.get(err.errno, "")
+        raise RemapDataError(path, f"cannot read: {reason}{f' ({code})' if code else ''}") from err
 
 
 # -- units and medium ---------------------------------------------------------------------------
@@ -339,18 +393,104 @@ def _read_columns(cols: dict, units: dict, source, medium, name, array_rows: boo
 
 # -- ECSV / CSV ---------------------------------------------------------------------------------
 def read_table_file(path) -> list[RawSpectrum]:
-    """One spectrum from an ECSV or CSV table (column names as for FITS tables)."""
+    """One spectrum from an ECSV or CSV table (column names as for FITS tables; CSV may have no header)."""
     from astropy.table import Table
 
     path = require_nonempty(path)
-    fmt = "ascii.ecsv" if str(path).lower().endswith(".ecsv") else "ascii.csv"
+    is_ecsv = str(path).lower().endswith(".ecsv")
+    if not is_ecsv and _first_row_is_numbers(path, ","):
+        return read_text_file(path, delimiter=",")
+    fmt = "ascii.ecsv" if is_ecsv else "ascii.csv"
     try:
-        table = Table.read(path, format=fmt)
+        with open(path, encoding="utf-8", errors="replace") as fh:  # the locale's codec may not be UTF-8
+            table = Table.read(fh.read().splitlines(), format=fmt)
     except Exception as err:  # noqa: BLE001 - astropy's parsers raise many types
         raise RemapDataError(path, f"not a readable {fmt[6:].upper()} table ({err})") from err
     if len(table) == 0:
         raise RemapDataError(path, "table has no rows")
     return table_to_spectra(table, str(path))
+
+
+# -- plain text ----------------------------------------------------------------------------------
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
+def _split(line: str, delimiter: str | None) -> list[str]:
+    return [t.strip() for t in line.split(delimiter)] if delimiter else line.split()
+
+
+def _first_row_is_numbers(path, delimiter) -> bool:
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            text = line.strip()
+            if text and not text.startswith("#"):
+                return all(_is_number(t) for t in _split(text, delimiter) if t)
+    return False
+
+
+def read_text_file(path, delimiter: str | None = None) -> list[RawSpectrum]:
+    """One spectrum from columns of numbers separated by whitespace (or ``delimiter``).
+
+    Columns are named by a header line (or by the last comment line before the numbers, as in
+    ``# wave flux err``) when their names are ones remap knows; otherwise they are wavelength (Å),
+    flux and optionally error, by position, and the row's notes say so.
+    """
+    path = require_nonempty(path)
+    with _os_errors_named(path):
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    kind = "CSV" if delimiter == "," else "text"
+    comment, header, rows, row_lines = None, None, [], []
+    for number, line in enumerate(lines, 1):
+        text = line.strip()
+        if not text:
+            continue
+        if text.startswith("#"):
+            if not rows and header is None:
+                comment = text.lstrip("#").strip()
+            continue
+        tokens = _split(text, delimiter)
+        if not rows and header is None and not all(_is_number(t) for t in tokens if t):
+            header = [t.lower() for t in tokens]
+            continue
+        rows.append(tokens)
+        row_lines.append(number)
+    if not rows:
+        raise RemapDataError(path, f"no rows of numbers in this {kind} file")
+    ncol = len(rows[0])
+    for tokens, number in zip(rows, row_lines, strict=True):
+        word = next((t for t in tokens if t and not _is_number(t)), None)
+        if word is not None:
+            raise RemapDataError(path, f"line {number}: {word!r} is not a number; is this a {kind} spectrum?")
+        if len(tokens) != ncol:
+            raise RemapDataError(path, f"line {number} has {len(tokens)} columns, line {row_lines[0]} has {ncol}")
+    values = np.array([[t if t else "nan" for t in r] for r in rows], dtype=np.float64)  # empty CSV field: NaN
+    if header is None and comment is not None and len(_split(comment, delimiter)) == ncol:
+        named = [t.lower() for t in _split(comment, delimiter)]
+        if any(n in WAVE_COLUMNS for n in named) and any(n in FLUX_COLUMNS for n in named):
+            header = named
+    if header is not None and len(header) != ncol:
+        raise RemapDataError(path, f"the header names {len(header)} columns ({' '.join(header)}) but the rows "
+                             f"have {ncol}")
+    known = header is not None and any(n in WAVE_COLUMNS for n in header) and any(n in FLUX_COLUMNS for n in header)
+    notes = []
+    if not known:
+        if ncol not in (2, 3):
+            what = f"columns {' '.join(header)} are not ones remap knows and" if header else "no header and"
+            raise RemapDataError(path, f"{what} {ncol} columns: remap reads wavelength (Å), flux and optionally "
+                                 "error by position from 2 or 3 columns, or columns named in a header line "
+                                 f"(wavelength: {', '.join(WAVE_COLUMNS)}; flux: {', '.join(FLUX_COLUMNS)})")
+        notes.append(f"columns read by position as {', '.join(POSITIONAL_COLUMNS[:ncol])} (wavelengths in Å)"
+                     + (f"; header was: {' '.join(header)}" if header else ""))
+        header = list(POSITIONAL_COLUMNS[:ncol])
+    [spectrum] = _read_columns({name: values[:, i] for i, name in enumerate(header)}, {}, str(path), None, "",
+                               array_rows=False)
+    spectrum.notes += notes
+    return [spectrum]
 
 
 def table_to_spectra(table, source="<Table>") -> list[RawSpectrum]:

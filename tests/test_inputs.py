@@ -189,16 +189,37 @@ def test_unreadable_file_becomes_a_failed_input(tmp_path):
     good.write_text("wave,flux\n5000,1\n5001,1\n")
     empty = tmp_path / "b.fits"
     empty.write_bytes(b"")
-    junk = tmp_path / "c.txt"
+    junk = tmp_path / "c.doc"
     junk.write_text("hello")
-    got = as_inputs([tmp_path, junk])  # the directory skips c.txt; named explicitly it fails
+    with pytest.warns(UserWarning, match="skipped 1 file of unknown type"):
+        got = as_inputs([tmp_path, junk])  # the directory skips c.doc, and says so; named explicitly it fails
     assert isinstance(got[0], RawSpectrum) and got[0].source == str(good)
     assert got[1] == FailedInput(str(empty), "file is empty (0 bytes)")
     assert isinstance(got[2], FailedInput) and got[2].source == str(junk)
     assert got[2].reason.startswith("unsupported file type")
 
 
+@pytest.mark.parametrize("container", [tuple, list])
+def test_wave_flux_as_lists(container):
+    [spec] = as_inputs(container([list(WAVE), list(FLUX)]))
+    np.testing.assert_array_equal(spec.wave, WAVE)
+    np.testing.assert_array_equal(spec.flux, FLUX)
+    [spec] = as_inputs((list(WAVE), FLUX.tolist(), [4.0] * NPIX))
+    np.testing.assert_array_equal(spec.ivar, np.full(NPIX, 4.0))
+    two = as_inputs((WAVE.tolist(), [FLUX.tolist(), FLUX.tolist()]))  # 2-D flux as nested lists
+    assert len(two) == 2 and two[1].source == "<array>[1]"
+
+
+def test_list_of_spectra_is_not_taken_for_wave_flux():
+    got = as_inputs([(WAVE, FLUX), (WAVE, FLUX)])
+    assert len(got) == 2 and all(isinstance(s, RawSpectrum) for s in got)
+    got = as_inputs([(list(WAVE), list(FLUX)), (WAVE, FLUX), (WAVE, FLUX)])
+    assert len(got) == 3
+
+
 def test_unsupported_type():
+    with pytest.raises(TypeError, match="a list of 6 numbers is not a spectrum"):
+        as_inputs(list(FLUX))
     with pytest.raises(TypeError, match="cannot read spectra from a int; pass \\(wave, flux\\[, ivar\\]\\) arrays"):
         as_inputs(42)
     with pytest.raises(TypeError, match="from a set"):

@@ -18,6 +18,7 @@ from remap_lib.readers import (
     count_spectra,
     expand_inputs,
     file_kind,
+    find_inputs,
     read_fits,
     read_spectra,
     read_store,
@@ -367,17 +368,127 @@ def test_truncated_store(tmp_path):
         count_spectra(path)
 
 
+# -- plain text and headerless CSV --------------------------------------------------------------
+WAVE = np.linspace(5000.0, 5003.5, NPIX)
+FLUX = np.linspace(1.0, 0.3, NPIX)
+ERR = np.linspace(0.1, 0.8, NPIX)
+
+
+def _columns(*cols, sep=" "):
+    return "".join(sep.join(f"{v:.6g}" for v in row) + "\n" for row in zip(*cols, strict=True))
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".dat", ".asc"])
+def test_two_column_text_without_header(tmp_path, suffix):
+    path = tmp_path / f"star{suffix}"
+    path.write_text("# MILES-like spectrum\n" + _columns(WAVE, FLUX, sep="   "))
+    [spec] = read_spectra(path)
+    np.testing.assert_allclose(spec.wave, WAVE, rtol=1e-6)
+    np.testing.assert_allclose(spec.flux, FLUX, rtol=1e-6)
+    assert spec.ivar is None and spec.medium is None and spec.source == str(path)
+    assert spec.notes == ["columns read by position as wave, flux (wavelengths in Å)"]
+    assert file_kind(path) == "text" and count_spectra(path) == 1
+
+
+def test_three_column_text_is_wave_flux_error(tmp_path):
+    path = tmp_path / "star.dat"
+    path.write_text(_columns(WAVE, FLUX, ERR, sep="\t"))
+    [spec] = read_spectra(path)
+    np.testing.assert_allclose(spec.ivar, 1 / np.round(ERR, 6) ** 2, rtol=1e-5)
+
+
+def test_text_header_names_the_columns_in_any_order(tmp_path):
+    path = tmp_path / "star.txt"
+    path.write_text("flux wavelength ivar\n" + _columns(FLUX, WAVE, np.full(NPIX, 4.0)))
+    [spec] = read_spectra(path)
+    np.testing.assert_allclose(spec.wave, WAVE, rtol=1e-6)
+    np.testing.assert_allclose(spec.ivar, 4.0)
+    assert spec.notes == []
+
+
+def test_text_header_in_the_last_comment_line(tmp_path):
+    path = tmp_path / "star.asc"
+    path.write_text("# observed 2024\n# flux wave\n" + _columns(FLUX, WAVE))
+    [spec] = read_spectra(path)
+    np.testing.assert_allclose(spec.wave, WAVE, rtol=1e-6)
+    assert spec.notes == []
+
+
+def test_text_header_with_unknown_names_falls_back_to_position(tmp_path):
+    path = tmp_path / "star.txt"
+    path.write_text("lambda_A f_lambda\n" + _columns(WAVE, FLUX))
+    [spec] = read_spectra(path)
+    np.testing.assert_allclose(spec.flux, FLUX, rtol=1e-6)
+    assert spec.notes == ["columns read by position as wave, flux (wavelengths in Å); header was: lambda_a f_lambda"]
+
+
+@pytest.mark.parametrize("text, words", [
+    ("5000 1 0.1 7\n5001 1 0.1 7\n", "no header and 4 columns: remap reads wavelength (Å), flux and optionally error"),
+    ("5000 1\n5001 x\n", "line 2: 'x' is not a number; is this a text spectrum?"),
+    ("5000 1\n5001 1 0.2\n", "line 2 has 3 columns, line 1 has 2"),
+    ("Dear user,\nthis folder holds my spectra.\n", "line 2: 'this' is not a number"),
+    ("# only a comment\n", "no rows of numbers in this text file"),
+    ("wave flux err\n5000 1\n", "the header names 3 columns (wave flux err) but the rows have 2"),
+])
+def test_bad_text_files_say_what_is_wrong(tmp_path, text, words):
+    path = tmp_path / "bad.txt"
+    path.write_text(text)
+    with pytest.raises(RemapDataError) as err:
+        read_spectra(path)
+    assert err.value.source == str(path)
+    assert words in err.value.problem, err.value.problem
+
+
+def test_headerless_csv_is_wave_flux_error_by_position(tmp_path):
+    path = tmp_path / "star.csv"
+    path.write_text(_columns(WAVE, FLUX, ERR, sep=",").replace("0.8\n", "\n"))  # an empty last error field
+    [spec] = read_spectra(path)
+    np.testing.assert_allclose(spec.wave, WAVE, rtol=1e-6)
+    assert spec.ivar[-1] == 0.0  # missing error: no weight
+    assert spec.notes == ["columns read by position as wave, flux, error (wavelengths in Å)"]
+    assert count_spectra(path) == 1
+
+
+def test_headerless_csv_with_too_many_columns(tmp_path):
+    path = tmp_path / "wide.csv"
+    path.write_text("5000,1,2,3,4\n5001,1,2,3,4\n")
+    with pytest.raises(RemapDataError, match="no header and 5 columns"):
+        read_spectra(path)
+
+
+def test_unreadable_input_is_named(tmp_path, monkeypatch):
+    import errno
+    from pathlib import Path
+
+    path = tmp_path / "locked.txt"
+    path.write_text(_columns(WAVE, FLUX))
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_text", refuse)
+    with pytest.raises(RemapDataError) as err:
+        read_spectra(path)
+    assert err.value.source == str(path) and err.value.problem == "cannot read: Permission denied (EACCES)"
+
+
 # -- where the spectra are ----------------------------------------------------------------------
-def test_expand_directory_keeps_supported_files_sorted(tmp_path):
-    for name in ["b.fits", "a.csv", "c.ecsv", "notes.txt", "d.h5", "e.fits.gz", "README"]:
+def test_expand_directory_keeps_supported_files_sorted_and_names_the_others(tmp_path):
+    for name in ["b.fits", "a.csv", "c.ecsv", "f.txt", "d.h5", "e.fits.gz", "README", "plot.png", ".DS_Store",
+                 ".b.fits.x1y2.part"]:
         (tmp_path / name).write_bytes(b"x")
     (tmp_path / "sub.fits").mkdir()  # a directory, even with a spectrum suffix, is not a file
-    assert [p.name for p in expand_inputs(tmp_path)] == ["a.csv", "b.fits", "c.ecsv", "d.h5", "e.fits.gz"]
+    files, skipped = find_inputs(tmp_path)
+    assert [p.name for p in files] == ["a.csv", "b.fits", "c.ecsv", "d.h5", "e.fits.gz", "f.txt"]
+    assert [p.name for p in skipped] == ["README", "plot.png"]  # hidden files are neither
+    with pytest.warns(UserWarning, match=r"skipped 2 files of unknown type: .*README, .*plot.png \(remap reads"):
+        assert expand_inputs(tmp_path) == files
 
 
 def test_expand_empty_directory_is_an_error(tmp_path):
-    (tmp_path / "notes.txt").write_text("x")
-    with pytest.raises(FileNotFoundError, match="directory holds no"):
+    (tmp_path / "notes.doc").write_text("x")
+    with pytest.raises(FileNotFoundError, match=r"directory holds no .* files \(skipped 1 file of unknown type: "
+                       r".*notes.doc"):
         expand_inputs(tmp_path)
 
 
@@ -402,13 +513,13 @@ def test_expand_pattern_matching_nothing(tmp_path):
 
 
 @pytest.mark.parametrize("name, kind", [("a.FITS", "fits"), ("a.fit.gz", "fits"), ("a.ecsv", "table"),
-                                        ("a.hdf5", "hdf5")])
+                                        ("a.hdf5", "hdf5"), ("a.DAT", "text")])
 def test_file_kind(name, kind):
     assert file_kind(name) == kind
 
 
 def test_file_kind_unsupported_suffix(tmp_path):
-    path = tmp_path / "spec.txt"
+    path = tmp_path / "spec.doc"
     with pytest.raises(RemapDataError, match="unsupported file type") as err:
         file_kind(path)
     assert err.value.source == str(path)
