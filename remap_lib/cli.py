@@ -106,10 +106,16 @@ def _predict(args) -> int:
 
 def _finetune(args) -> int:
     from . import pipeline
+    from .pretrained import find_pretrained
 
     work = _work(args)
     overrides = {k: getattr(args, k) for k in ("epochs", "members", "batch_size", "lr") if getattr(args, k) is not None}
-    paths = pipeline.finetune(args.pretrained or work / "pretrained.pt", args.miles or work / "miles.h5",
+    pretrained = args.pretrained
+    if pretrained is None:
+        start = find_pretrained(args.profile, work=work)
+        print(f"starting from {start.describe()}")
+        pretrained = start.path
+    paths = pipeline.finetune(pretrained, args.miles or work / "miles.h5",
                               args.out or work / "finetune", args.profile, args.splits, args.seed,
                               progress=not args.quiet, **overrides)
     for path in paths:
@@ -161,11 +167,36 @@ def _export(args) -> int:
     return 0
 
 
+def _pretrained(args) -> int:
+    from . import pretrained
+
+    work = _work(args)
+    if args.ship:
+        for path in pretrained.ship(args.profile, work):
+            print(f"shipped {path} (hashed in data/MANIFEST.sha256)")
+        return 0
+    for kind in pretrained.NETWORK_FILES:
+        found = pretrained.find_pretrained(args.profile, kind, work=work, required=False)
+        print(f"{kind}: {found.describe() if found else 'none (run notebook 02)'}")
+        shipped = pretrained.shipped_path(args.profile, kind)
+        if found and found.source == "work" and shipped.is_file():
+            same = pretrained.compare_networks(found.path, shipped)
+            print(f"  against the shipped network: {'identical weights' if same['identical'] else 'differs'} "
+                  f"(largest difference {same['max_abs_diff']:.3g})")
+    return 0
+
+
 def _book_pages(args) -> int:
     from . import bookpages
 
     rest = args.page_args[1:] if args.page_args[:1] == ["--"] else args.page_args
     return bookpages.main(rest) or 0
+
+
+#: Optional packages (top-level module names) and the extra of pyproject.toml that installs them.
+EXTRA_OF_MODULE = {"pandas": "train", "matplotlib": "train", "pysme": "train", "thecannon": "train",
+                   "papermill": "book", "nbformat": "book", "nbclient": "book", "jupyter_book": "book",
+                   "IPython": "book", "specutils": "specutils"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -240,7 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
         return q
 
     p = pipeline_parser("finetune", "fine-tune a pretrained model on the MILES fine-tuning dwarfs (resumable)")
-    p.add_argument("--pretrained", default=None, help="pretrained model file (default: WORK/pretrained.pt)")
+    p.add_argument("--pretrained", default=None,
+                   help="pretrained model file (default: WORK/pretrained.pt, else the profile's shipped network)")
     p.add_argument("--out", default=None, help="folder for member_k.pt (default: WORK/finetune)")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--members", type=int, default=None, help="ensemble size (default: the profile's)")
@@ -265,6 +297,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--synthetic", default=None, help="synthetic training file for the out-of-domain reference "
                    "(default: WORK/synthetic.h5 when present)")
     p.set_defaults(func=_export)
+
+    p = sub.add_parser("pretrained", help="which pretrained networks fine-tuning starts from (work folder or shipped)")
+    p.add_argument("--profile", default="default", help="names the work folder work/<profile> (default: default)")
+    p.add_argument("--work", default=None, help="work folder (default: $REMAP_WORK or work/<profile>)")
+    p.add_argument("--ship", action="store_true",
+                   help="maintainers: copy the work folder's networks into data/pretrained/<profile> and hash them")
+    p.set_defaults(func=_pretrained)
 
     book = sub.add_parser("book", help="run the book's notebooks").add_subparsers(dest="action", required=True)
     p = book.add_parser("run", help="execute notebooks with a profile through papermill")
@@ -293,6 +332,13 @@ def main(argv=None) -> int:
         return args.func(args)
     except (RemapDataError, FileNotFoundError, ValueError) as err:
         print(f"remap: error: {err}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as err:
+        extra = EXTRA_OF_MODULE.get((err.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(f"remap: error: `remap {args.command}` needs {err.name}, which a predict-only install leaves out: "
+              f"pip install \"remap[{extra}]\" (from a clone: `make install`)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("remap: interrupted", file=sys.stderr)

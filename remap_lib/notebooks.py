@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from .fileio import atomic_write
-from .paths import REPO_ROOT
+from .paths import REPO_ROOT, repo_file
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 BOOK_NOTEBOOK_DIR = REPO_ROOT / "book" / "notebooks"
@@ -28,7 +28,7 @@ RUN_LOG_NAME = "run_log.json"
 
 def list_notebooks() -> list[str]:
     """Names (without .ipynb) of the pipeline notebooks, in reading order."""
-    return sorted(p.stem for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+    return sorted(p.stem for p in repo_file(NOTEBOOK_DIR, "the notebooks folder").glob("[0-9][0-9]_*.ipynb"))
 
 
 def run_notebook(name: str, profile: str = "default", overrides: dict | None = None,

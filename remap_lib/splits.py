@@ -80,7 +80,7 @@ import numpy as np
 import pandas as pd
 
 from .fileio import RemapDataError, atomic_write, require_nonempty
-from .paths import DATA_DIR
+from .paths import DATA_DIR, repo_file
 
 __all__ = [
     "CALIBRATION_REFS",
@@ -360,7 +360,7 @@ def write_splits(df: pd.DataFrame, path=DEFAULT_SPLITS, seed: int | None = None,
 
 def read_splits(path=DEFAULT_SPLITS) -> pd.DataFrame:
     """Read and validate a split table written by :func:`write_splits`."""
-    path = require_nonempty(path)
+    path = require_nonempty(repo_file(path, "split table"))
     with open(path, encoding="utf-8") as fh:
         lines = [line for line in fh if not line.startswith("#")]
     try:

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import copy
 import csv
+import hashlib
 import io
+import json
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -74,6 +77,37 @@ class TrainConfig:
             if d.get(key) is not None:
                 d[key] = tuple(d[key])
         return cls(**d)
+
+
+def _sha256(*chunks: bytes) -> str:
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def data_sha256(data: SpectraSet) -> str:
+    """Hash of what training reads from a set: ids, flux, inverse variance, mask and labels."""
+    return _sha256("\n".join(str(i) for i in data.ids).encode(),
+                   *(np.ascontiguousarray(a).tobytes() for a in (data.flux, data.ivar, data.mask, data.labels)))
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """Hash of a model's parameters and buffers, with their names and shapes (so the architecture counts too)."""
+    state = model.state_dict()
+    return _sha256(*(f"{k}{tuple(v.shape)}{v.dtype}".encode() + v.detach().cpu().contiguous().numpy().tobytes()
+                     for k, v in sorted(state.items())))
+
+
+def training_fingerprint(config: TrainConfig, train: SpectraSet, model: torch.nn.Module) -> dict[str, str]:
+    """What a training run's outcome depends on: its settings, its training data and its starting weights.
+
+    A checkpoint resumes only when all three match, so rerunning a notebook after changing any of
+    them (a parameter, the held-out stars, the pretrained network) trains anew instead of reusing
+    stale work.
+    """
+    return {"settings": _sha256(json.dumps(config.to_dict(), sort_keys=True).encode()),
+            "training data": data_sha256(train), "starting weights": weights_sha256(model)}
 
 
 def _rank_world() -> tuple[int, int]:
@@ -160,6 +194,8 @@ class Trainer:
         self.swa = AveragedModel(model) if config.swa_start < 1.0 else None
         self.history: list[dict] = []
         self.epoch = 0
+        self.fingerprint = training_fingerprint(config, train, model)
+        self.resume_note = ""  # why the last fit() resumed or started afresh (also printed)
 
     # ------------------------------------------------------------------ checkpoints
     @property
@@ -169,7 +205,7 @@ class Trainer:
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "swa": None if self.swa is None else self.swa.state_dict(), "history": self.history,
-                "config": self.config.to_dict()}
+                "config": self.config.to_dict(), "fingerprint": self.fingerprint}
 
     def save_checkpoint(self) -> None:
         if self.checkpoint_path is None or self.rank != 0:
@@ -181,20 +217,37 @@ class Trainer:
         self._write_metrics()
 
     def load_checkpoint(self) -> bool:
-        """Resume from ``out_dir/checkpoint.pt`` if present; True when it did."""
+        """Resume from ``out_dir/checkpoint.pt`` when its fingerprint matches this run's; True when it did.
+
+        A checkpoint written with other settings, other training data or other starting weights is
+        not resumed: training starts afresh (the old checkpoint is replaced after the first epoch)
+        and :attr:`resume_note` says which of the three changed.
+        """
         path = self.checkpoint_path
         if path is None or not path.exists():
             return False
         state = torch.load(path, map_location=self.device, weights_only=True)
-        if state["config"] != self.config.to_dict():
-            raise ValueError(f"{path}: checkpoint was written with other settings; use another out_dir "
-                             "or delete it to start over")
+        saved = state.get("fingerprint")
+        if saved is None:
+            changed = ["no fingerprint: written by an older remap"]
+        else:
+            changed = [part for part, digest in self.fingerprint.items() if saved.get(part) != digest]
+        if changed:
+            self._note(f"{path}: not resumed, starting afresh ({', '.join(changed)} changed since it was written)"
+                       if saved is not None else f"{path}: not resumed, starting afresh ({changed[0]})")
+            return False
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.swa is not None and state["swa"] is not None:
             self.swa.load_state_dict(state["swa"])
         self.history, self.epoch = list(state["history"]), int(state["epoch"])
+        self._note(f"{path}: resumed after epoch {self.epoch} (same settings, training data and starting weights)")
         return True
+
+    def _note(self, message: str) -> None:
+        self.resume_note = message
+        if self.rank == 0:
+            print(message, file=sys.stderr, flush=True)
 
     def _write_metrics(self) -> None:
         if not self.history:

@@ -102,6 +102,30 @@ def nearest_by_labels(query: np.ndarray, candidates: np.ndarray, scales=LABEL_SC
     return np.argmin(d, axis=1)
 
 
+def prepared(profile: str = "default", out_dir=None, progress: bool = True) -> dict[str, Path]:
+    """The profile's training files, as notebook 01 writes them; written first (about 10 s) if missing.
+
+    Lets a reader start at any notebook after 01: files that notebook 01 already wrote, with
+    whatever parameters it was given, are used as they are.
+    """
+    from .profiles import resolve
+
+    out = Path(out_dir) if out_dir else work_dir(profile)
+    params = resolve("01_data_prep", profile)
+    wanted = ["synthetic"] + (["miles"] if _miles_fits(get_instrument(params["instrument"])) else [])
+    paths = {kind: out / f"{kind}.h5" for kind in wanted}
+    if all(p.is_file() for p in paths.values()):
+        return paths
+    if progress:
+        print(f"{out}: training files missing; writing them as notebook 01 does ({profile} profile)")
+    return prepare(profile, out_dir=out, seed=0, **params)
+
+
+def _miles_fits(instrument) -> bool:
+    # MILES (FWHM 2.5 Å) cannot be sharpened: only instruments at least that broad get a MILES set
+    return float(np.min(instrument.lsf_fwhm(instrument.wavelength_grid()))) >= 2.5
+
+
 def prepare(profile: str = "default", instrument="miles", max_grid_spectra=None, max_miles_stars=None,
             test_fraction: float = 0.1, val_fraction: float = 0.1, seed: int = 0,
             out_dir=None, grid_path=None) -> dict[str, Path]:
@@ -115,6 +139,6 @@ def prepare(profile: str = "default", instrument="miles", max_grid_spectra=None,
     paths = {"synthetic": write_dataset(out / "synthetic.h5", synthetic_set(
         instrument, grid_path, max_spectra=max_grid_spectra, test_fraction=test_fraction, val_fraction=val_fraction,
         seed=seed))}
-    if float(np.min(instrument.lsf_fwhm(instrument.wavelength_grid()))) >= 2.5:
+    if _miles_fits(instrument):
         paths["miles"] = write_dataset(out / "miles.h5", miles_set(instrument, max_stars=max_miles_stars, seed=seed))
     return paths

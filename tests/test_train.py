@@ -44,11 +44,60 @@ def test_metrics_log_and_checkpoint_written_per_epoch(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
 
 
-def test_checkpoint_with_other_settings_is_refused(tmp_path):
+def _changed_trainer(data, out_dir, change: str) -> Trainer:
+    """The run of :func:`make_trainer` with one of its three inputs changed."""
+    train, val = data.select(data.meta["split"] == "train"), data.select(data.meta["split"] == "val")
+    torch.manual_seed(1 if change == "starting weights" else 0)  # another pretrained network
+    model = build_model(data.flux.shape[1], **TINY_ARCH)
+    if change == "training data":  # one training star fewer, as a held-out star would be
+        train = train.select(np.arange(1, len(train)))
+    cfg = config()
+    if change == "settings":
+        cfg.lr = cfg.lr / 2
+    return Trainer(model, train, cfg, val=val, out_dir=out_dir)
+
+
+@pytest.mark.parametrize("change", ["settings", "training data", "starting weights"])
+def test_changed_run_starts_afresh_and_says_why(tmp_path, capsys, change):
     data = toy_set()
-    make_trainer(data, tmp_path, epochs=3).fit(progress=False, stop_after=1)
-    with pytest.raises(ValueError, match="other settings"):
-        make_trainer(data, tmp_path, epochs=5).fit(progress=False)
+    first = make_trainer(data, tmp_path / "run")
+    first.fit(progress=False, stop_after=1)
+    capsys.readouterr()
+    again = _changed_trainer(data, tmp_path / "run", change)  # rerun in the same folder
+    again.fit(progress=False, stop_after=1)
+    said = capsys.readouterr().err
+    assert f"not resumed, starting afresh ({change} changed since it was written)" in said
+    assert again.resume_note in said
+    # retrained: the same weights as the changed run in an empty folder, not the stale ones
+    fresh = _changed_trainer(data, tmp_path / "fresh", change)
+    fresh.fit(progress=False, stop_after=1)
+    for name, value in again.model.state_dict().items():
+        assert torch.equal(value, fresh.model.state_dict()[name]), name
+    assert any(not torch.equal(value, first.model.state_dict()[name])
+               for name, value in again.model.state_dict().items() if value.is_floating_point())
+    saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert saved["fingerprint"] == again.fingerprint != first.fingerprint
+
+
+def test_same_run_resumes_and_says_so(tmp_path, capsys):
+    data = toy_set()
+    make_trainer(data, tmp_path).fit(progress=False, stop_after=1)
+    again = make_trainer(data, tmp_path)
+    again.fit(progress=False, stop_after=2)
+    assert "resumed after epoch 1" in capsys.readouterr().err
+    assert [r["epoch"] for r in again.history] == [1, 2]
+
+
+def test_checkpoint_without_fingerprint_is_not_resumed(tmp_path, capsys):
+    data = toy_set()
+    make_trainer(data, tmp_path).fit(progress=False, stop_after=1)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    del state["fingerprint"]  # as an older remap wrote it
+    torch.save(state, tmp_path / "checkpoint.pt")
+    again = make_trainer(data, tmp_path)
+    again.fit(progress=False, stop_after=1)
+    assert "written by an older remap" in capsys.readouterr().err
+    assert again.epoch == 1 and len(again.history) == 1
 
 
 def test_learning_rate_schedule():

@@ -28,11 +28,11 @@ from .. import preprocess
 from ..cache import GES_LINELIST_ARCHIVE, MARCS_ARCHIVE
 from ..fileio import RemapDataError, atomic_path, atomic_write, sha256_file
 from ..instruments import C_KMS, Instrument
+from ..paths import DATA_DIR, repo_file
 from .linelist import linelist_sha256
 from .marcs import FGK_BOX, MarcsModel, select_nodes
 from .sme import DEFAULT_SETTINGS, SynthesisSettings, synthesize
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 GRID_FILE = DATA_DIR / "sme_marcs_ges_r11000.h5"
 WORK_DIR = DATA_DIR / "sme_grid_work"
 MANIFEST = DATA_DIR / "MANIFEST.sha256"
@@ -202,7 +202,7 @@ def write_manifest(paths, manifest=MANIFEST) -> Path:
 
 def verify_manifest(manifest=MANIFEST) -> None:
     """Check every file listed in the manifest; raise naming the first that differs."""
-    manifest = Path(manifest)
+    manifest = repo_file(manifest, "data manifest")
     for line in manifest.read_text().splitlines():
         if not line.strip():
             continue
@@ -238,6 +238,8 @@ def load_grid(path=None) -> SyntheticGrid:
     Errors name the file (missing, truncated, not a grid).
     """
     path = Path(path or os.environ.get("REMAP_GRID") or GRID_FILE)
+    if not path.exists() and path == GRID_FILE:
+        repo_file(path, "the shipped synthetic grid")  # outside a clone: says so
     if not path.exists():
         raise RemapDataError(path, "synthetic grid not found: run `remap grid build` (or `make grid`)")
     try:
