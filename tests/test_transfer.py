@@ -185,3 +185,43 @@ def test_summarize_decodes_every_label(two_models, data):
         assert out[name]["pmf"] is pmfs[name]
         np.testing.assert_allclose(out[name]["median"], DEFAULT_BINS[name].decode(pmfs[name])["median"])
         assert np.all(out[name]["p16"] <= out[name]["median"]) and np.all(out[name]["median"] <= out[name]["p84"])
+
+
+# ---------------------------------------------------------------- reruns never reuse stale members
+def _members(paths):
+    return [load_model(p)[0].state_dict() for p in paths]
+
+
+@pytest.mark.parametrize("change", ["holdout", "pretrained", "parameter"])
+def test_rerun_with_a_change_retrains_every_member(tmp_path, data, pretrained, capsys, change):
+    """A finished ensemble in the folder; rerun with one change: the members are retrained, and it says why."""
+    out = tmp_path / "finetune"
+    before = _members(finetune_ensemble(pretrained, data, None, tiny_config(epochs=2), out, members=2,
+                                        progress=False))
+    capsys.readouterr()
+    train, start, cfg = data, pretrained, tiny_config(epochs=2)
+    if change == "holdout":  # two stars held out of fine-tuning
+        train = data.select(np.arange(2, len(data)))
+    elif change == "pretrained":  # notebook 02 rerun with other settings
+        torch.manual_seed(5)
+        start = save_model(tmp_path / "other_pretrained.pt", build_model(data.flux.shape[1], DEFAULT_BINS,
+                           **TINY_ARCH), DEFAULT_BINS, INSTRUMENT, label_stats=([5500.0, 3.0, -0.7], [800.0, 1.2, 0.7]))
+    else:
+        cfg = tiny_config(epochs=2, lr=5e-4)
+    after = _members(finetune_ensemble(start, train, None, cfg, out, members=2, progress=False))
+    said = capsys.readouterr().err
+    why = {"holdout": "training data", "pretrained": "starting weights", "parameter": "settings"}[change]
+    assert said.count(f"starting afresh ({why} changed") == 2  # once per member
+    for old, new in zip(before, after, strict=True):
+        assert any(not torch.equal(old[k], new[k]) for k in old if old[k].is_floating_point())
+
+
+def test_rerun_unchanged_reuses_the_finished_members(tmp_path, data, pretrained, capsys):
+    out = tmp_path / "finetune"
+    before = _members(finetune_ensemble(pretrained, data, None, tiny_config(epochs=2), out, members=2,
+                                        progress=False))
+    after = _members(finetune_ensemble(pretrained, data, None, tiny_config(epochs=2), out, members=2,
+                                       progress=False))
+    assert capsys.readouterr().err.count("resumed after epoch 2") == 2
+    for old, new in zip(before, after, strict=True):
+        assert all(torch.equal(old[k], new[k]) for k in old)
