@@ -80,20 +80,42 @@ def _work(args):
 
 
 def _predict(args) -> int:
-    from .streaming import predict_files
+    import signal
+    import threading
 
+    from .readers import skipped_message
+    from .streaming import OutputError, PredictInterrupted, predict_files
+
+    for stream in (sys.stdout, sys.stderr):  # file names in any script must not crash a summary on an ASCII terminal
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    summary = predict_files(args.inputs, args.output, args.model, chunk_size=args.chunk_size, pmf=args.pmf,
-                            medium=args.medium, resolution=args.resolution, fwhm=args.fwhm, device=args.device,
-                            batch_size=args.batch_size, members=args.members, workers=args.workers,
-                            progress=not args.quiet)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:  # `kill` keeps finished work, as Ctrl-C does
+        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        summary = predict_files(args.inputs, args.output, args.model, chunk_size=args.chunk_size, pmf=args.pmf,
+                                medium=args.medium, resolution=args.resolution, fwhm=args.fwhm, device=args.device,
+                                batch_size=args.batch_size, members=args.members, workers=args.workers,
+                                progress=not args.quiet, overwrite=args.overwrite)
+    except OutputError as err:
+        print(f"remap: error: {err}", file=sys.stderr)
+        return 4
+    except PredictInterrupted as err:
+        print(f"remap: {err}", file=sys.stderr)
+        return 130
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
     if summary is None:  # a torchrun rank other than 0: rank 0 reports
         return 0
-    reused = f" ({summary.chunks_reused} chunks reused from an interrupted run)" if summary.chunks_reused else ""
-    print(f"wrote {summary.n_rows} rows to {summary.output}{reused}; {summary.n_failed} failed")
+    reused = (f" (resumed: {summary.rows_reused} spectra in {summary.chunks_reused} chunks kept by an interrupted "
+              "run)" if summary.chunks_reused else "")
+    skipped = f"; {skipped_message(summary.skipped)}" if summary.skipped else ""
+    print(f"wrote {summary.n_rows} rows to {summary.output}{reused}; {summary.n_failed} failed{skipped}")
     if summary.n_failed:
         for source, reason in summary.first_failures:
             print(f"  {source}: {reason}", file=sys.stderr)
@@ -102,6 +124,20 @@ def _predict(args) -> int:
                   file=sys.stderr)
         return 3
     return 0
+
+
+def _at_least(low: int):
+    """An argparse type: an integer >= ``low``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
 
 
 def _finetune(args) -> int:
@@ -235,28 +271,36 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Predict labels for every spectrum in INPUT... with a trained model (default: the shipped "
                     "MILES model).\nReads FITS images with a wavelength WCS, FITS/ECSV/CSV tables (wave/loglam, "
-                    "flux, ivar or error columns) and remap HDF5 stores.",
-        epilog="exit codes: 0 every spectrum predicted; 2 usage, input or model error (nothing written); "
-               "3 output written but some rows failed (see their 'error' column); 130 interrupted "
-               "(rerun the same command to resume).\n"
+                    "flux, ivar or error columns), text files (.txt/.dat/.asc: wavelength, flux[, error]; header "
+                    "optional) and remap HDF5 stores.",
+        epilog="exit codes: 0 every spectrum predicted; 2 usage, input, model or output-path error (nothing "
+               "written: e.g. OUTPUT exists, is an input, or would be read back as one); 3 output written but some "
+               "rows failed (see their 'error' column); 4 the output cannot be written (another run is writing it, "
+               "permission denied, disk full: finished work is kept, rerun to resume); 130 interrupted by Ctrl-C or "
+               "SIGTERM (rerun the same command to resume).\n"
                "many GPUs/nodes: torchrun --nproc_per_node N -m remap_lib.cli predict ... (each rank a shard)")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="files, directories or glob patterns")
     p.add_argument("-o", "--output", required=True, help="output table: .ecsv, .fits, .csv or .h5")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace OUTPUT if it exists (a rerun of the same command may always replace its own)")
     p.add_argument("--model", default=None, help="model file (default: the shipped model)")
     p.add_argument("--pmf", action="store_true", help="also write each label's full probability mass function")
-    p.add_argument("--batch-size", type=int, default=256, help="spectra per network call (default 256)")
-    p.add_argument("--chunk-size", type=int, default=4096,
-                   help="spectra per resumable chunk; memory grows with it (default 4096)")
-    p.add_argument("--workers", type=int, default=1,
+    p.add_argument("--batch-size", type=_at_least(1), default=256, help="spectra per network call (default 256)")
+    p.add_argument("--chunk-size", type=_at_least(1), default=4096,
+                   help="spectra read and preprocessed together; memory grows with it (default 4096)")
+    p.add_argument("--workers", type=_at_least(0), default=1,
                    help="threads reading and preprocessing the next chunks while the network runs (default 1)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=_at_least(1), default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda:LOCAL_RANK if available)")
-    p.add_argument("--members", type=int, default=None, help="use only the first N ensemble members (faster)")
+    p.add_argument("--members", type=_at_least(1), default=None,
+                   help="use only the first N ensemble members (faster)")
     p.add_argument("--medium", choices=["air", "vacuum"], default=None,
                    help="wavelength medium of the inputs (default: as each file declares, else the model's)")
     lsf = p.add_mutually_exclusive_group()
-    lsf.add_argument("--resolution", type=float, default=None, help="resolving power R of the inputs")
-    lsf.add_argument("--fwhm", type=float, default=None, help="LSF FWHM of the inputs in Å")
+    lsf.add_argument("--resolution", type=float, default=None,
+                     help="resolving power R of the inputs (at least the model's: it cannot sharpen)")
+    lsf.add_argument("--fwhm", type=float, default=None,
+                     help="LSF FWHM of the inputs in Å (> 0 and at most the model's)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_predict)
 

@@ -172,6 +172,28 @@ class Predictor:
             notes.append(f"resolution not given: assumed the {self.instrument.name} LSF")
         return src_medium, lsf, notes
 
+    def check_lsf(self, resolution: float | None = None, fwhm: float | None = None) -> None:
+        """ValueError, with the valid range, for an input LSF this model cannot use.
+
+        Spectra can be smoothed to the instrument's LSF but not sharpened: ``resolution`` (R) must be
+        at least the instrument's across its window, ``fwhm`` (Å) positive and at most its FWHM.
+        """
+        if resolution is not None and fwhm is not None:
+            raise ValueError("give resolution or fwhm, not both")
+        target = self.instrument.lsf_fwhm(self.wave)
+        r_min, fwhm_max = float(np.max(self.wave / target)), float(np.min(target))
+        lsf = (f"R = {self.instrument.resolution:g}" if self.instrument.resolution
+               else f"FWHM {self.instrument.fwhm:g} Å")
+        window = f"the {self.instrument.name} LSF, {lsf} over {self.wave[0]:.0f}-{self.wave[-1]:.0f} Å"
+        slack = 1 + 1e-9  # the LSF given exactly as the instrument's is fine
+        if resolution is not None and not (np.isfinite(resolution) and resolution * slack >= r_min):
+            raise ValueError(f"resolution {resolution:g} is out of range: this model needs R >= {r_min:.6g} "
+                             f"({window}); coarser spectra cannot be sharpened")
+        if fwhm is not None and not (np.isfinite(fwhm) and 0 < fwhm <= fwhm_max * slack):
+            why = "; wider LSFs cannot be sharpened" if fwhm > fwhm_max else ""
+            raise ValueError(f"fwhm {fwhm:g} Å is out of range: this model needs 0 < FWHM <= {fwhm_max:.6g} Å "
+                             f"({window}){why}")
+
     def _check_raw(self, spec: RawSpectrum, medium, resolution, fwhm, rv):
         """Cheap per-spectrum checks and assumptions: ``(wave, medium, lsf keywords, notes)``."""
         src_medium, lsf, notes = self._assumptions(spec, medium, resolution, fwhm)
@@ -221,6 +243,7 @@ class Predictor:
         """
         if medium is not None and medium not in ("air", "vacuum"):
             raise ValueError(f"medium must be 'air' or 'vacuum', got {medium!r}")
+        self.check_lsf(resolution, fwhm)
         items = as_inputs(spectra)
         npix = self.wave.size
         flux, mask, source, name, errors, notes = [], [], [], [], [], []

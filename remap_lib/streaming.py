@@ -1,41 +1,95 @@
-"""Predictions for many files at survey scale: chunked, bounded in memory, resumable, shardable.
+"""Predictions for many files at survey scale: chunked, bounded in memory, resumable, shardable, safe.
 
-:func:`predict_files` reads its inputs in chunks of ``chunk_size`` spectra, predicts each chunk and
-saves its rows in ``OUTPUT.partial/`` (one file per chunk, each written atomically). When every chunk
-is there they are merged into ``OUTPUT``, which is itself written to a temporary name and renamed:
-the output is complete or absent, never half-written. A run that is killed (even by SIGKILL) leaves
-only finished chunks behind, and rerunning the same command continues from them. A changed input,
-model or option starts afresh (the partial directory records a fingerprint of all three).
+:func:`predict_files` reads its inputs in chunks of ``chunk_size`` spectra and predicts each chunk in
+slices of about a thousand spectra. Finished rows are saved in ``OUTPUT.partial/`` as checkpoint
+files (``chunk_K_A-B.npz``: rows A to B of chunk K, each file written atomically) at the end of every
+chunk, at least every ``save_every`` seconds, and on Ctrl-C. When every chunk is there they are
+merged into ``OUTPUT``, which is itself written to a temporary name and renamed: the output is
+complete or absent, never half-written. A run that is killed (even by SIGKILL) leaves only finished
+checkpoints behind, and rerunning the same command continues from them.
+
+Runs cannot corrupt each other or anything else:
+
+* ``OUTPUT`` may not be one of the inputs, nor a file that a later run on the same inputs would read
+  back as a spectrum (inside an input directory, or matching an input pattern);
+* an existing ``OUTPUT`` is replaced only with ``overwrite=True`` (``--overwrite``), or when it is
+  this very run's output (the same inputs, model and options, resumed or rerun);
+* a run holds an exclusive lock on ``OUTPUT`` (``.OUTPUT.lock`` beside it, released by the kernel even
+  when the process is killed); a second run on the same output is refused with the first one's PID;
+* the run's fingerprint (every input's path, size and modification time, the model's sha256 and the
+  options) is written atomically in ``OUTPUT.partial/manifest.json`` and into every checkpoint, and
+  a checkpoint is used again only when both match: a changed input, model or option starts afresh.
+
+Failures to write (permission denied, disk full, read-only file system) raise :class:`OutputError`
+naming the path and the problem, after removing what they would otherwise leave behind; finished
+checkpoints are kept, and the message says how to resume or discard them.
 
 Under ``torchrun`` every rank takes the chunks ``k`` with ``k % WORLD_SIZE == RANK`` (on GPU ``k``
-uses ``cuda:LOCAL_RANK``); rank 0 merges after a barrier::
+uses ``cuda:LOCAL_RANK``); rank 0 holds the lock and merges after a barrier::
 
     torchrun --standalone --nproc_per_node 4 -m remap_lib.cli predict survey/*.fits -o survey.h5 --device cuda
 
 Memory is bounded by one chunk (plus the merge for ``.ecsv``/``.fits``/``.csv``, which holds the
-output table; ``.h5`` output is appended chunk by chunk).
+output table; ``.h5`` output is appended chunk by chunk). Text columns are UTF-8 in every format
+(FITS: byte columns holding UTF-8, decoded by :func:`read_predictions`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import glob
+import hashlib
 import json
 import os
+import re
+import shlex
 import shutil
+import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .fileio import RemapDataError, atomic_path, atomic_write
 from .inputs import FailedInput
-from .readers import count_spectra, expand_inputs, read_spectra
+from .readers import StoreSpectra, count_spectra, find_inputs, has_supported_suffix, read_spectra
 
 OUTPUT_FORMATS = {".ecsv": "ascii.ecsv", ".fits": "fits", ".csv": "ascii.csv", ".h5": "hdf5", ".hdf5": "hdf5"}
 H5_TABLE_PATH = "predictions"
 PARTIAL_SUFFIX = ".partial"
+LOCK_SUFFIX = ".lock"
+LAYOUT = 2  # of the partial folder; a folder of another layout is never reused
+SLICE_ROWS = 1024  # spectra per network call between checkpoints (or batch_size, if larger)
 MAX_LISTED = 10
 TEXT_COLUMNS = ("source", "name", "flags", "notes", "error")
+RUN_KEYS = ("__run__", "__chunk__", "__rows__")  # what binds a checkpoint file to its run
+_PART_NAME = re.compile(r"chunk_(\d+)_(\d+)-(\d+)\.npz")
+
+
+class OutputError(Exception):
+    """The output cannot be written now: another run holds it, permission denied, disk full (CLI exit 4)."""
+
+
+class OutputRefused(ValueError):
+    """The output path is not acceptable: an input, read back by a later run, an existing file (CLI exit 2)."""
+
+
+class PredictInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) stopped :func:`predict_files`; the message says what was kept and how to resume."""
+
+
+class _WriteFailed(Exception):
+    def __init__(self, path, err: OSError):
+        super().__init__(f"cannot write {path}: {describe_os_error(err)}")
+        self.err = err
+
+
+def describe_os_error(err: OSError) -> str:
+    """``No space left on device (ENOSPC)``: the reason and its errno name, for a search engine."""
+    code = errno.errorcode.get(err.errno or 0, "")
+    return f"{err.strerror or err}{f' ({code})' if code else ''}"
 
 
 @dataclass(frozen=True)
@@ -53,8 +107,10 @@ class RunSummary:
     n_rows: int
     n_failed: int
     n_chunks: int
-    chunks_reused: int
+    chunks_reused: int  # checkpoint files an interrupted run left and this one used
     first_failures: list[tuple[str, str]]  # (source, reason) of up to MAX_LISTED failed rows, in order
+    rows_reused: int = 0  # spectra those checkpoints held
+    skipped: list[Path] = field(default_factory=list)  # files of unknown type in input directories
 
 
 def output_format(path) -> str:
@@ -94,11 +150,242 @@ def plan_chunks(files: list[Path], chunk_size: int) -> tuple[list[list[Unit]], d
     return chunks, failed
 
 
+# -- where the output may go -----------------------------------------------------------------------
+def check_output_path(output, inputs, files) -> None:
+    """OutputRefused when ``output`` is a directory, one of ``files``, or would be read back as an input.
+
+    ``inputs`` are the paths, directories and patterns as given, ``files`` what they expanded to.
+    """
+    output = Path(output)
+    if output.is_dir():
+        raise OutputRefused(f"{output}: is a directory; the output is a file ending in {', '.join(OUTPUT_FORMATS)}")
+    above = next((p for p in output.absolute().parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise OutputRefused(f"{output}: {above} is a file, not a directory")
+    target = output.resolve()
+    for f in files:
+        if Path(f).resolve() == target or (output.exists() and os.path.samefile(f, output)):
+            raise OutputRefused(f"{output}: is one of the inputs; the results would replace that spectrum: "
+                                "choose another output file")
+    read_back = has_supported_suffix(output) and not output.name.startswith(".")
+    for item in [inputs] if isinstance(inputs, str | Path) else inputs:
+        path = Path(item)
+        if path.is_dir() and read_back and target.parent == path.resolve():
+            raise OutputRefused(f"{output}: is inside the input directory {path}, so a later run on it would read "
+                                f"the results back as a spectrum: write them outside it, e.g. to "
+                                f"{path.resolve().parent / output.name}")
+        if (not path.exists() and any(ch in str(item) for ch in "*?[") and read_back
+                and Path(os.path.abspath(output)).match(os.path.abspath(item))):
+            raise OutputRefused(f"{output}: matches the input pattern {item}, so a later run would read the "
+                                "results back as a spectrum: choose an output file the pattern does not match")
+
+
+class OutputLock:
+    """An exclusive lock on an output for one run: ``.NAME.lock`` beside it, holding the run's PID.
+
+    ``fcntl.flock`` locks belong to the open file, so the kernel releases them when the process ends,
+    however it ends: a killed run never blocks the next one. Raises :class:`OutputError` naming the
+    PID of the run that holds the lock.
+    """
+
+    def __init__(self, output):
+        self.output = Path(output)
+        self.path = self.output.with_name(f".{self.output.name}{LOCK_SUFFIX}")
+        self.fd: int | None = None
+
+    def __enter__(self) -> OutputLock:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _lock_holder(fd)
+                os.close(fd)
+                raise OutputError(f"{self.output}: another remap predict ({holder}) is writing this output; wait "
+                                  "for it to finish, or stop it and rerun (its finished work is kept)") from None
+            except BaseException:
+                os.close(fd)
+                raise
+            try:
+                ours = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                ours = False
+            if ours:
+                break
+            os.close(fd)  # the previous holder removed the file between our open and our lock: lock the new one
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)  # while still holding it, so no other run can be locking this same file
+        os.close(self.fd)
+        self.fd = None
+
+
+def _lock_holder(fd: int) -> str:
+    for _ in range(20):  # the holder writes its PID just after locking: give it a moment
+        text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        if text:
+            return f"PID {text}"
+        time.sleep(0.01)
+    return "PID unknown"
+
+
+def _recorded_digest(output: Path, fmt: str) -> str | None:
+    """The run fingerprint an earlier :func:`predict_files` stored in ``output``; None if it has none."""
+    try:
+        if fmt == "hdf5":
+            import h5py
+
+            with h5py.File(output, "r") as h5:
+                return json.loads(h5[H5_TABLE_PATH].attrs.get("meta", "{}")).get("run_fingerprint")
+        if fmt == "fits":
+            from astropy.io import fits
+
+            return json.loads(fits.getheader(output, 1).get("REMAPMET", "{}")).get("run_fingerprint")
+        if fmt == "ascii.ecsv":
+            with open(output, encoding="utf-8", errors="replace") as fh:
+                for line in fh:
+                    if not line.startswith("#"):
+                        break
+                    found = re.match(r"#\s+run_fingerprint:\s*['\"]?([0-9a-f]{64})['\"]?\s*$", line)
+                    if found:
+                        return found.group(1)
+    except Exception:  # noqa: BLE001 - not one of ours, or damaged: either way it is not this run's output
+        return None
+    return None
+
+
+# -- the run's fingerprint and checkpoints --------------------------------------------------------
 def _fingerprint(files, predictor, options: dict) -> dict:
     stats = [(str(Path(f).resolve()), os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
-    fingerprint = {"inputs": stats, "model_sha256": predictor.sha256, "members": len(predictor.networks),
-                   "options": options}
+    fingerprint = {"layout": LAYOUT, "inputs": stats, "model_sha256": predictor.sha256,
+                   "members": len(predictor.networks), "options": options}
     return json.loads(json.dumps(fingerprint))  # as it reads back from the manifest (tuples become lists)
+
+
+def _digest(fingerprint: dict) -> str:
+    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
+
+
+def _manifest_digest(manifest: Path) -> str | None:
+    try:
+        return json.loads(manifest.read_text())["digest"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _part_path(partial: Path, k: int, a: int, b: int) -> Path:
+    return partial / f"chunk_{k:06d}_{a:06d}-{b:06d}.npz"
+
+
+def _parts_of(partial: Path, k: int) -> list[tuple[int, int, Path]]:
+    """Checkpoint files of chunk ``k`` as ``(first row, end row, path)``, by first row."""
+    found = []
+    for path in partial.glob(f"chunk_{k:06d}_*.npz"):
+        m = _PART_NAME.fullmatch(path.name)
+        if m and int(m[1]) == k:
+            found.append((int(m[2]), int(m[3]), path))
+    return sorted(found)
+
+
+def _belongs(path: Path, digest: str, k: int, a: int, b: int) -> bool:
+    """Whether the checkpoint at ``path`` is rows ``a:b`` of chunk ``k`` of the run ``digest``."""
+    try:
+        with np.load(path, allow_pickle=False) as z:  # members load lazily: only the binding is read
+            return (str(z["__run__"]) == digest and int(z["__chunk__"]) == k
+                    and [int(x) for x in z["__rows__"]] == [a, b] and len(z["source"]) == b - a)
+    except Exception:  # noqa: BLE001 - truncated, not a zip, missing keys: all mean "not reusable"
+        return False
+
+
+def _usable_parts(partial: Path, k: int, n_rows: int, digest: str) -> tuple[list[Path], int]:
+    """Checkpoints of chunk ``k`` this run can use, and the rows they cover (from 0, without gaps).
+
+    Anything else filed under chunk ``k`` (another run's, a gap, a damaged file) is deleted.
+    """
+    usable, done = [], 0
+    for a, b, path in _parts_of(partial, k):
+        if a == done and b <= n_rows and _belongs(path, digest, k, a, b):
+            usable.append(path)
+            done = b
+        else:
+            path.unlink(missing_ok=True)
+    return usable, done
+
+
+def _save_part(path: Path, columns: dict[str, np.ndarray], digest: str, k: int, a: int, b: int) -> None:
+    try:
+        with atomic_write(path) as fh:
+            np.savez(fh, __run__=np.array(digest), __chunk__=np.array(k), __rows__=np.array([a, b]), **columns)
+    except OSError as err:
+        raise _WriteFailed(path, err) from err
+
+
+def _load_part(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files if k not in RUN_KEYS}
+
+
+class _Checkpoints:
+    """Finished rows of the chunk in progress, saved as one checkpoint at most every ``save_every`` seconds."""
+
+    def __init__(self, partial: Path, digest: str, save_every: float):
+        self.partial, self.digest, self.save_every = partial, digest, save_every
+        self.chunk, self.start, self.pieces, self.rows = -1, 0, [], 0
+        self.last_save = time.monotonic()
+
+    def begin(self, k: int, start: int) -> None:
+        self.chunk, self.start, self.pieces, self.rows = k, start, [], 0
+
+    def add(self, table) -> None:
+        self.pieces.append(_table_to_columns(table))
+        self.rows += len(table)
+        if time.monotonic() - self.last_save >= self.save_every:
+            self.save()
+
+    def save(self) -> None:
+        if not self.rows:
+            return
+        columns = {name: np.concatenate([p[name] for p in self.pieces]) for name in self.pieces[0]}
+        end = self.start + self.rows
+        _save_part(_part_path(self.partial, self.chunk, self.start, end), columns, self.digest, self.chunk,
+                   self.start, end)
+        self.start, self.pieces, self.rows = end, [], 0
+        self.last_save = time.monotonic()
+
+
+def _kept(partial: Path) -> tuple[int, int]:
+    """(checkpoint files, spectra in them) in ``partial``."""
+    if not partial.is_dir():
+        return 0, 0
+    spans = [(int(m[2]), int(m[3])) for p in partial.glob("chunk_*.npz") if (m := _PART_NAME.fullmatch(p.name))]
+    return len(spans), sum(b - a for a, b in spans)
+
+
+def _discard(partial: Path) -> None:
+    """Remove a partial folder: renamed first, so a run killed half-way never leaves half a folder to resume."""
+    if not partial.exists():
+        return
+    trash = partial.with_name(f".{partial.name}.discarded")
+    shutil.rmtree(trash, ignore_errors=True)
+    os.replace(partial, trash)
+    shutil.rmtree(trash)
+
+
+def _remove_stale_temporaries(output: Path, partial: Path) -> None:
+    """Temporary files of killed runs on this output (we hold its lock, so no live run owns them)."""
+    stale = list(output.parent.glob(f".{glob.escape(output.name)}.*.part"))
+    stale += list(partial.glob(".*.part")) if partial.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    shutil.rmtree(partial.with_name(f".{partial.name}.discarded"), ignore_errors=True)
 
 
 def _read_chunk(files, units, failed):
@@ -112,7 +399,14 @@ def _read_chunk(files, units, failed):
         except RemapDataError as err:
             items += [FailedInput(str(files[u.file]), err.problem)] * (u.stop - u.start)
             continue
-        items += got if isinstance(got, list) else [got]
+        got = got if isinstance(got, list) else [got]
+        n_read = sum(len(g.flux) if isinstance(g, StoreSpectra) else 1 for g in got)
+        if n_read != u.stop - u.start:  # the file changed since it was counted: keep the rows where planned
+            reason = (f"file changed during the run: expected {u.stop - u.start} spectra from row {u.start}, "
+                      f"read {n_read}")
+            items += [FailedInput(str(files[u.file]), reason)] * (u.stop - u.start)
+            continue
+        items += got
     return items
 
 
@@ -120,103 +414,200 @@ def _table_to_columns(table) -> dict[str, np.ndarray]:
     return {name: np.asarray(table[name]) for name in table.colnames}
 
 
-def _save_chunk(path: Path, table) -> None:
-    with atomic_write(path) as fh:
-        np.savez(fh, **_table_to_columns(table))
+def _rows(prep, a: int, b: int):
+    """Rows ``a:b`` of a :class:`~remap_lib.inference.Prepared`."""
+    from dataclasses import replace
 
-
-def _load_chunk(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    return replace(prep, flux=prep.flux[a:b], mask=prep.mask[a:b], source=prep.source[a:b], name=prep.name[a:b],
+                   errors=prep.errors[a:b], notes=prep.notes[a:b])
 
 
 def _distributed():
-    """(rank, world size, barrier) from torchrun's environment; (0, 1, no-op) otherwise."""
+    """(rank, world size, barrier, share) from torchrun's environment; share(x) gives every rank rank 0's x."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return 0, 1, lambda: None
+        return 0, 1, lambda: None, lambda obj: obj
     import torch.distributed as dist
 
     if not dist.is_initialized():
         dist.init_process_group("gloo")  # a barrier is all we need; gloo works beside CUDA too
-    return dist.get_rank(), world, dist.barrier
+
+    def share(obj):
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    return dist.get_rank(), world, dist.barrier, share
 
 
+# -- the run --------------------------------------------------------------------------------------
 def predict_files(inputs, output, model=None, *, chunk_size: int = 4096, pmf: bool = False,
                   medium: str | None = None, resolution: float | None = None, fwhm: float | None = None,
                   device: str | None = None, batch_size: int = 256, members: int | None = None,
-                  workers: int = 1, progress: bool = True, predictor=None) -> RunSummary | None:
+                  workers: int = 1, progress: bool = True, predictor=None, overwrite: bool = False,
+                  save_every: float = 10.0) -> RunSummary | None:
     """Predict every spectrum in ``inputs`` (files, directories, globs) into ``output``.
 
-    ``output`` ends in .ecsv, .fits, .csv or .h5. See the module docstring for resuming and
-    sharding. ``workers`` threads read and preprocess upcoming chunks while the network runs
-    (0: everything in the calling thread). Returns a :class:`RunSummary` on the rank that wrote
-    the output, None on the other ranks.
+    ``output`` ends in .ecsv, .fits, .csv or .h5; an existing file is replaced only with
+    ``overwrite=True`` (or when it is this same run's output). See the module docstring for
+    resuming, locking and sharding. ``workers`` threads read and preprocess upcoming chunks while the
+    network runs (0: everything in the calling thread); finished rows are saved at least every
+    ``save_every`` seconds. Returns a :class:`RunSummary` on the rank that wrote the output, None on
+    the other ranks. Raises :class:`OutputRefused` (a ValueError) for an unacceptable output path,
+    :class:`OutputError` when the output cannot be written and :class:`PredictInterrupted` on Ctrl-C.
     """
-    from tqdm.auto import tqdm
-
     from .inference import Predictor
 
     output = Path(output)
     fmt = output_format(output)
     if pmf and fmt == "ascii.csv":
         raise ValueError(f"{output}: CSV has no array columns; write PMFs to .ecsv, .fits or .h5")
-    files = expand_inputs(inputs)
-    rank, world, barrier = _distributed()
+    if medium not in (None, "air", "vacuum"):
+        raise ValueError(f"medium must be 'air' or 'vacuum', got {medium!r}")
+    files, skipped = find_inputs(inputs)
+    check_output_path(output, inputs, files)
+    rank, world, barrier, share = _distributed()
     if device is None:
         device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if _cuda() else "cpu"
     predictor = predictor or Predictor(model, device=device, batch_size=batch_size, members=members)
+    predictor.check_lsf(resolution, fwhm)
     options = {"chunk_size": chunk_size, "pmf": pmf, "medium": medium, "resolution": resolution, "fwhm": fwhm}
     chunks, failed = plan_chunks(files, chunk_size)
-    partial = output.with_name(output.name + PARTIAL_SUFFIX)
-    manifest = partial / "manifest.json"
     fingerprint = _fingerprint(files, predictor, options)
-    if rank == 0:
-        if manifest.exists() and json.loads(manifest.read_text()) != fingerprint:
-            shutil.rmtree(partial)  # inputs, model or options changed: earlier chunks are not ours
-            if progress:
-                print(f"{partial}: inputs, model or options changed since the interrupted run; starting afresh")
-        partial.mkdir(parents=True, exist_ok=True)
-        if not manifest.exists():
-            with atomic_write(manifest, "w") as fh:
-                json.dump(fingerprint, fh)
-    barrier()
+    digest = _digest(fingerprint)
+    partial = output.with_name(output.name + PARTIAL_SUFFIX)
+    total = sum(_chunk_rows(c) for c in chunks)
+    locked = False  # only the run holding the lock may touch the partial folder
+    with contextlib.ExitStack() as held:
+        try:
+            problem = None
+            if rank == 0:
+                try:
+                    held.enter_context(OutputLock(output))
+                    locked = True
+                    _start_partial(output, fmt, partial, fingerprint, digest, overwrite, progress)
+                except (OutputError, OutputRefused) as err:
+                    problem = err
+                except OSError as err:
+                    problem = OutputError(f"cannot write {output}: {describe_os_error(err)}"
+                                          + (f"; {_stopped(partial, total, world)}" if locked else ""))
+            verdict = share(None if problem is None else (isinstance(problem, OutputError), str(problem)))
+            if problem is not None:
+                raise problem
+            if verdict is not None:
+                raise (OutputError if verdict[0] else OutputRefused)(verdict[1])
+            reused = _predict_chunks(chunks, files, failed, predictor, partial, digest, rank, world, pmf, medium,
+                                     resolution, fwhm, batch_size, workers, save_every, progress)
+            barrier()
+            if rank != 0:
+                barrier()
+                return None
+            summary = _merge(output, fmt, _all_parts(partial, chunks, digest),
+                             {**predictor.table_meta(pmf), "run_fingerprint": digest}, len(chunks), reused[0])
+        except KeyboardInterrupt:
+            kept = _stopped(partial, total, world) if locked or rank != 0 else "nothing was written"
+            raise PredictInterrupted(f"interrupted: {kept}") from None
+        except _WriteFailed as err:
+            raise OutputError(f"{err}; {_stopped(partial, total, world)}") from err.err
+        summary.rows_reused, summary.skipped = reused[1], skipped
+        try:
+            _discard(partial)
+        except OSError as err:  # the output is complete; only the checkpoints stay behind
+            print(f"remap: warning: could not remove {partial} ({describe_os_error(err)}); "
+                  f"`rm -r {shlex.quote(str(partial))}` removes it")
+        barrier()
+        return summary
 
-    def chunk_path(k: int) -> Path:
-        return partial / f"chunk_{k:06d}.npz"
+
+def _start_partial(output: Path, fmt: str, partial: Path, fingerprint: dict, digest: str, overwrite: bool,
+                   progress: bool) -> None:
+    """Under the lock: refuse to replace a file that is not ours, then resume or start the partial folder."""
+    manifest = partial / "manifest.json"
+    resumable = _manifest_digest(manifest) == digest
+    if output.exists() and not overwrite and not resumable and _recorded_digest(output, fmt) != digest:
+        raise OutputRefused(f"{output}: already exists; pass --overwrite (overwrite=True) to replace it, or choose "
+                            "another output file")
+    _remove_stale_temporaries(output, partial)
+    if partial.exists() and not resumable:
+        if progress and _kept(partial)[0]:
+            print(f"{partial}: inputs, model or options changed since the interrupted run; starting afresh")
+        if partial.is_dir():
+            _discard(partial)  # inputs, model or options changed, or no manifest: those chunks are not ours
+        else:
+            raise OutputRefused(f"{partial}: is a file, not remap's folder of finished work; move it away")
+    partial.mkdir(parents=True, exist_ok=True)
+    if not resumable:
+        with atomic_write(manifest, "w") as fh:
+            json.dump({"digest": digest, "fingerprint": fingerprint}, fh)
+
+
+def _predict_chunks(chunks, files, failed, predictor, partial, digest, rank, world, pmf, medium, resolution,
+                    fwhm, batch_size, workers, save_every, progress) -> tuple[int, int]:
+    """Predict this rank's chunks into checkpoints; (checkpoints reused, spectra in them)."""
+    from tqdm.auto import tqdm
 
     mine = [k for k in range(len(chunks)) if k % world == rank]
-    todo = [k for k in mine if not chunk_path(k).exists()]
-    reused = len(mine) - len(todo)
+    done, reused_parts = {}, 0
+    for k in mine:
+        parts, done[k] = _usable_parts(partial, k, _chunk_rows(chunks[k]), digest)
+        reused_parts += len(parts)
+    todo = [k for k in mine if done[k] < _chunk_rows(chunks[k])]
+    slice_rows = max(int(batch_size), SLICE_ROWS)
 
     def prepared(k):
         return predictor.prepare(_read_chunk(files, chunks[k], failed), medium, resolution, fwhm)
 
     bar = tqdm(total=sum(_chunk_rows(chunks[k]) for k in mine), disable=not progress, unit="spectra",
                desc=f"predict{'' if world == 1 else f' rank {rank}'}")
-    bar.update(sum(_chunk_rows(chunks[k]) for k in mine if k not in todo))
-    with ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
+    bar.update(sum(done.values()))
+    checkpoints = _Checkpoints(partial, digest, save_every)
+    pool = ThreadPoolExecutor(max_workers=max(workers, 1))
+    try:
         # Read ahead ``workers`` chunks so disk and preprocessing overlap the network.
-        pending = {}
-        for k in todo[:max(workers, 0)]:
-            pending[k] = pool.submit(prepared, k)
+        pending = {k: pool.submit(prepared, k) for k in todo[:max(workers, 0)]}
         for j, k in enumerate(todo):
             prep = pending.pop(k).result() if k in pending else prepared(k)
             if workers > 0 and j + workers < len(todo):
                 nxt = todo[j + workers]
                 pending[nxt] = pool.submit(prepared, nxt)
-            _save_chunk(chunk_path(k), predictor.predict_prepared(prep, pmf))
-            bar.update(len(prep.flux))
-    bar.close()
-    barrier()
-    if rank != 0:
-        barrier()
-        return None
-    summary = _merge(output, fmt, [chunk_path(k) for k in range(len(chunks))], predictor.table_meta(pmf),
-                     reused)
-    shutil.rmtree(partial)
-    barrier()
-    return summary
+            checkpoints.begin(k, done[k])
+            for a in range(done[k], len(prep.flux), slice_rows):
+                rows = _rows(prep, a, min(a + slice_rows, len(prep.flux)))
+                checkpoints.add(predictor.predict_prepared(rows, pmf))
+                bar.update(len(rows.flux))
+            checkpoints.save()
+    except KeyboardInterrupt:
+        with contextlib.suppress(BaseException):  # keep the finished rows; a second Ctrl-C gives them up
+            checkpoints.save()
+        raise
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+        bar.close()
+    return reused_parts, sum(done.values())
+
+
+def _all_parts(partial: Path, chunks, digest: str) -> list[Path]:
+    """Every checkpoint of the run in row order; OutputError if a chunk is not complete."""
+    paths = []
+    for k, units in enumerate(chunks):
+        parts, done = _usable_parts(partial, k, _chunk_rows(units), digest)
+        if done != _chunk_rows(units):
+            raise OutputError(f"{partial}: chunk {k} lacks rows {done}-{_chunk_rows(units)} (a rank stopped "
+                              "early?); rerun the same command to finish it")
+        paths += parts
+    return paths
+
+
+def _stopped(partial: Path, total: int, world: int) -> str:
+    """What a stopped run kept and how to go on; removes the partial folder when it kept nothing."""
+    n_parts, n_rows = _kept(partial)
+    if n_parts:
+        return (f"rerun the same command to resume ({n_parts} chunk{'s' if n_parts != 1 else ''} kept: "
+                f"{n_rows} of {total} spectra done); `rm -r {shlex.quote(str(partial))}` discards them")
+    if world == 1:
+        with contextlib.suppress(OSError):
+            _discard(partial)
+    return "no spectrum was finished, nothing was kept"
 
 
 def _chunk_rows(units) -> int:
@@ -229,8 +620,16 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def _merge(output: Path, fmt: str, chunk_files: list[Path], meta: dict, reused: int) -> RunSummary:
-    """Join the chunk files into ``output`` atomically; .h5 is appended chunk by chunk."""
+def _merge(output: Path, fmt: str, chunk_files: list[Path], meta: dict, n_chunks: int, reused: int) -> RunSummary:
+    """Join the checkpoint files into ``output`` atomically; .h5 is appended chunk by chunk."""
+    try:
+        return _merge_files(output, fmt, chunk_files, meta, n_chunks, reused)
+    except OSError as err:
+        raise _WriteFailed(output, err) from err
+
+
+def _merge_files(output: Path, fmt: str, chunk_files: list[Path], meta: dict, n_chunks: int,
+                 reused: int) -> RunSummary:
     n_rows = n_failed = 0
     first: list[tuple[str, str]] = []
     if fmt == "hdf5":
@@ -239,7 +638,7 @@ def _merge(output: Path, fmt: str, chunk_files: list[Path], meta: dict, reused: 
         with atomic_path(output) as tmp, h5py.File(tmp, "w") as h5:
             dset = None
             for path in chunk_files:
-                cols = _load_chunk(path)
+                cols = _load_part(path)
                 rec = _records(cols)
                 if dset is None:
                     dset = h5.create_dataset(H5_TABLE_PATH, shape=(0,), maxshape=(None,), dtype=rec.dtype,
@@ -254,12 +653,13 @@ def _merge(output: Path, fmt: str, chunk_files: list[Path], meta: dict, reused: 
                 failed = cols["error"] != ""
                 n_failed += int(failed.sum())
                 first += list(zip(cols["source"][failed], cols["error"][failed], strict=True))[:MAX_LISTED - len(first)]
-            dset.attrs["meta"] = json.dumps(meta, default=str)
-            dset.attrs["units"] = json.dumps(_units())
+            if dset is not None:
+                dset.attrs["meta"] = json.dumps(meta, default=str)
+                dset.attrs["units"] = json.dumps(_units())
     else:
         from astropy.table import Table, vstack
 
-        tables = [Table(_load_chunk(p)) for p in chunk_files]
+        tables = [Table(_load_part(p)) for p in chunk_files]
         table = vstack(tables) if tables else Table()
         for name, unit in _units().items():
             if name in table.colnames:
@@ -271,10 +671,16 @@ def _merge(output: Path, fmt: str, chunk_files: list[Path], meta: dict, reused: 
         first = list(zip(np.asarray(table["source"])[failed], np.asarray(table["error"])[failed], strict=True))
         first = first[:MAX_LISTED]
         with atomic_path(output) as tmp:
-            if fmt == "fits":  # FITS keywords are 8 characters: keep the metadata as one JSON card
-                table.meta = {"REMAPMET": json.dumps(meta, default=str)}
-            table.write(tmp, format=fmt, overwrite=True)
-    return RunSummary(output, n_rows, n_failed, len(chunk_files), reused, [(str(a), str(b)) for a, b in first])
+            if fmt == "fits":
+                table.meta = {"REMAPMET": json.dumps(meta, default=str)}  # FITS keywords are 8 characters
+                for name in table.colnames:  # FITS text is ASCII: keep UTF-8 bytes, read_predictions decodes
+                    if table[name].dtype.kind == "U":
+                        table[name] = np.char.encode(np.asarray(table[name]), "utf-8")
+                table.write(tmp, format=fmt, overwrite=True)
+            else:
+                with open(tmp, "w", encoding="utf-8", newline="") as fh:  # whatever the locale's codec
+                    table.write(fh, format=fmt)
+    return RunSummary(output, n_rows, n_failed, n_chunks, reused, [(str(a), str(b)) for a, b in first])
 
 
 def _units() -> dict[str, str]:
@@ -332,7 +738,14 @@ def read_predictions(path):
     path = Path(path)
     fmt = output_format(path)
     if fmt != "hdf5":
-        table = Table.read(path, format=fmt)
+        if fmt == "fits":
+            table = Table.read(path, format=fmt, character_as_bytes=True)
+            for name in table.colnames:
+                if table[name].dtype.kind == "S":
+                    table[name] = np.char.decode(np.asarray(table[name]), "utf-8")
+        else:
+            with open(path, encoding="utf-8") as fh:  # written as UTF-8, whatever the locale's codec
+                table = Table.read(fh.read().splitlines(), format=fmt)
         for name in TEXT_COLUMNS:  # text formats read empty strings back as masked (or typeless) entries
             if name in table.colnames and (hasattr(table[name], "mask") or table[name].dtype.kind != "U"):
                 col = table[name]
