@@ -222,6 +222,12 @@ def _pretrained(args) -> int:
     return 0
 
 
+def _study(args) -> int:
+    from .study import command
+
+    return command(args)
+
+
 def _book_pages(args) -> int:
     from . import bookpages
 
@@ -348,6 +354,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ship", action="store_true",
                    help="maintainers: copy the work folder's networks into data/pretrained/<profile> and hash them")
     p.set_defaults(func=_pretrained)
+
+    study = sub.add_parser("study", help="cross-validated, seed-replicated evaluation of every method (resumable)")
+    actions = study.add_subparsers(dest="action", required=True)
+    for action, text in (("run", "run the matrix row x seed x fold: one record per run, finished runs skipped, "
+                                  "several processes may share it"),
+                         ("status", "runs done, running and left, and the measured compute time of the matrix"),
+                         ("aggregate", "metrics over seeds with bootstrap intervals and paired differences")):
+        p = actions.add_parser(action, help=text, description=text)
+        p.add_argument("--out", default=None, help="records folder (default: "
+                       "results/study; the aggregate goes beside it as study.json)")
+        p.add_argument("--profile", default="default", help="training files and budgets (default: default)")
+        if action != "aggregate":
+            p.add_argument("--rows", nargs="+", default=None, help="row names (default: all; see remap_lib.study)")
+            p.add_argument("--seeds", default="0-4", help="seeds as 0-4 or 0,2,5 (default 0-4)")
+            p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
+        p.set_defaults(func=_study)
+    run_p = actions.choices["run"]
+    run_p.add_argument("--fold-seed", type=int, default=0, help="seed of a new fold table (default 0)")
+    run_p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 (recorded in every run)")
+    run_p.add_argument("--threads", type=int, default=2, help="torch CPU threads per run (default 2)")
+    run_p.add_argument("--max-minutes", type=float, default=None, help="start no new run after this many minutes")
+    run_p.add_argument("--quiet", action="store_true", help="no progress bars")
+    agg_p = actions.choices["aggregate"]
+    agg_p.add_argument("--output", default=None, help="aggregate file (default: beside --out, study.json)")
+    agg_p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples over stars (default 1000)")
 
     book = sub.add_parser("book", help="run the book's notebooks").add_subparsers(dest="action", required=True)
     p = book.add_parser("run", help="execute notebooks with a profile through papermill")
