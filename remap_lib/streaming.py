@@ -254,7 +254,7 @@ def _recorded_digest(output: Path, fmt: str) -> str | None:
                 for line in fh:
                     if not line.startswith("#"):
                         break
-                    found = re.match(r"#\s+run_fingerprint:\s*['\"]?([0-9a-f]{64})['\"]?\s*$", line)
+                    found = re.search(r"\brun_fingerprint:\s*['\"]?([0-9a-f]{64})\b", line)
                     if found:
                         return found.group(1)
     except Exception:  # noqa: BLE001 - not one of ours, or damaged: either way it is not this run's output
@@ -552,7 +552,7 @@ def _predict_chunks(chunks, files, failed, predictor, partial, digest, rank, wor
         parts, done[k] = _usable_parts(partial, k, _chunk_rows(chunks[k]), digest)
         reused_parts += len(parts)
     todo = [k for k in mine if done[k] < _chunk_rows(chunks[k])]
-    slice_rows = max(int(batch_size), SLICE_ROWS)
+    slice_rows = max(int(predictor.batch_size), SLICE_ROWS)
 
     def prepared(k):
         return predictor.prepare(_read_chunk(files, chunks[k], failed), medium, resolution, fwhm)

@@ -148,3 +148,289 @@ def test_predict_exit_codes(toy_model_and_store, tmp_path, capsys):
     not_model.write_text("not a model")
     code, _, err = run(["predict", str(store), "-o", str(tmp_path / "d.ecsv"), "--model", str(not_model)], capsys)
     assert code == 2 and "not a remap model file" in err and str(not_model) in err
+
+
+# ---------------------------------------------------------------- the `remap predict` catalogue
+# Every way a run can go wrong that is not one spectrum's fault: the message, the exit code, and that
+# the good spectra beside the problem are still predicted (in the same run, or once the problem is
+# fixed as the message says), with no stray file left behind.
+@pytest.fixture(scope="module")
+def toy_model(tmp_path_factory):
+    from toymodel import toy_ensemble
+
+    return toy_ensemble(tmp_path_factory.mktemp("model"))
+
+
+def _spectra(folder, n=3):
+    """``n`` good spectra as files users have: two-column text, three-column text, headerless CSV."""
+    import numpy as np
+    from toydata import toy_set
+
+    folder.mkdir(parents=True, exist_ok=True)
+    toy = toy_set(n, seed=4)
+    names = []
+    for i in range(n):
+        columns = [toy.wave, toy.flux[i]] + ([0.01 * toy.flux[i]] if i % 3 == 1 else [])
+        name = ("star{}.txt", "star{}.dat", "star{}.csv")[i % 3].format(i)
+        np.savetxt(folder / name, np.column_stack(columns), delimiter="," if name.endswith(".csv") else " ")
+        names.append(str(folder / name))
+    return names
+
+
+def _tree(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+class Case:
+    """A `remap predict` run with a problem, and the same run once the problem is fixed."""
+
+    def __init__(self, argv, code, words, fixed=None, fixed_code=0, fixed_words=None, undo=None, predicted=None):
+        self.argv, self.code, self.words = argv, code, words
+        self.fixed, self.fixed_code, self.fixed_words, self.undo = fixed, fixed_code, fixed_words, undo
+        self.predicted = predicted  # sources predicted by the first run itself (its exit code is 0 or 3)
+
+
+def _write_failure(monkeypatch, tmp, where, after=0):
+    """OSError(ENOSPC) from the ``after``+1-th checkpoint (``where="checkpoint"``) or the output's writer."""
+    import errno
+
+    import numpy as np
+    from astropy.table import Table
+
+    calls = []
+    real = np.savez if where == "checkpoint" else Table.write
+
+    def full(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > after:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(*(np, "savez") if where == "checkpoint" else (Table, "write"), full)
+    return lambda: monkeypatch.undo()
+
+
+def _case_is_input(tmp, model, mp):
+    good = _spectra(tmp / "in")
+    return Case([*good, "-o", good[2]], 2, f"{good[2]}: is one of the inputs; the results would replace that "
+                "spectrum", fixed=[*good, "-o", str(tmp / "labels.ecsv")])
+
+
+def _case_in_input_dir(tmp, model, mp):
+    _spectra(tmp / "in")
+    return Case([str(tmp / "in"), "-o", str(tmp / "in" / "labels.ecsv")], 2,
+                f"labels.ecsv: is inside the input directory {tmp / 'in'}, so a later run on it would read the "
+                "results back as a spectrum", fixed=[str(tmp / "in"), "-o", str(tmp / "labels.ecsv")])
+
+
+def _case_matches_pattern(tmp, model, mp):
+    _spectra(tmp / "in")
+    return Case([str(tmp / "in" / "*"), "-o", str(tmp / "in" / "all.csv")], 2,
+                f"all.csv: matches the input pattern {tmp / 'in' / '*'}, so a later run would read the results "
+                "back", fixed=[str(tmp / "in" / "*"), "-o", str(tmp / "all.csv")])
+
+
+def _case_exists(tmp, model, mp):
+    _spectra(tmp / "in")
+    (tmp / "labels.fits").write_text("somebody else's file")
+    argv = [str(tmp / "in"), "-o", str(tmp / "labels.fits")]
+    return Case(argv, 2, "labels.fits: already exists; pass --overwrite (overwrite=True) to replace it",
+                fixed=[*argv, "--overwrite"])
+
+
+def _case_directory(tmp, model, mp):
+    _spectra(tmp / "in")
+    (tmp / "out.h5").mkdir()
+    return Case([str(tmp / "in"), "-o", str(tmp / "out.h5")], 2, "out.h5: is a directory; the output is a file",
+                fixed=[str(tmp / "in"), "-o", str(tmp / "out.hdf5")])
+
+
+def _case_under_a_file(tmp, model, mp):
+    good = _spectra(tmp / "in")
+    return Case([str(tmp / "in"), "-o", f"{good[0]}/labels.ecsv"], 2,
+                f"{good[0]}/labels.ecsv: {good[0]} is a file, not a directory",
+                fixed=[str(tmp / "in"), "-o", str(tmp / "labels.ecsv")])
+
+
+def _case_locked(tmp, model, mp):
+    import os
+
+    from remap_lib.streaming import OutputLock
+
+    _spectra(tmp / "in")
+    lock = OutputLock(tmp / "labels.h5").__enter__()  # another run holds the output
+    return Case([str(tmp / "in"), "-o", str(tmp / "labels.h5")], 4,
+                f"labels.h5: another remap predict (PID {os.getpid()}) is writing this output; wait for it to "
+                "finish", fixed=[str(tmp / "in"), "-o", str(tmp / "labels.h5")], undo=lambda: lock.__exit__())
+
+
+def _case_permission_denied(tmp, model, mp):
+    import errno
+    import os
+
+    _spectra(tmp / "in")
+    (tmp / "shared").mkdir()  # a folder we may not write in (root ignores chmod, so the system call says no)
+    real = os.open
+
+    def refuse(path, flags, *args, **kwargs):
+        if str(path).startswith(str(tmp / "shared")) and flags & os.O_CREAT:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real(path, flags, *args, **kwargs)
+
+    mp.setattr(os, "open", refuse)
+    argv = [str(tmp / "in"), "-o", str(tmp / "shared" / "labels.ecsv")]
+    return Case(argv, 4, f"cannot write {tmp / 'shared' / 'labels.ecsv'}: Permission denied (EACCES)",
+                fixed=argv, undo=mp.undo)
+
+
+def _case_disk_full_at_first(tmp, model, mp):
+    _spectra(tmp / "in")
+    argv = [str(tmp / "in"), "-o", str(tmp / "labels.ecsv"), "--chunk-size", "1"]
+    return Case(argv, 4, "No space left on device (ENOSPC); no spectrum was finished, nothing was kept",
+                fixed=argv, undo=_write_failure(mp, tmp, "checkpoint"))
+
+
+def _case_disk_full_midway(tmp, model, mp):
+    _spectra(tmp / "in")
+    argv = [str(tmp / "in"), "-o", str(tmp / "labels.ecsv"), "--chunk-size", "1"]
+    partial = tmp / "labels.ecsv.partial"
+    return Case(argv, 4, f"{partial}/chunk_000001_000000-000001.npz: No space left on device (ENOSPC); rerun the "
+                f"same command to resume (1 chunk kept: 1 of 3 spectra done); `rm -r {partial}` discards them",
+                fixed=argv, fixed_words="(resumed: 1 spectra in 1 chunks kept by an interrupted run)",
+                undo=_write_failure(mp, tmp, "checkpoint", after=1))
+
+
+def _case_disk_full_in_merge(tmp, model, mp):
+    _spectra(tmp / "in")
+    argv = [str(tmp / "in"), "-o", str(tmp / "labels.ecsv"), "--chunk-size", "2"]
+    return Case(argv, 4, f"cannot write {tmp / 'labels.ecsv'}: No space left on device (ENOSPC); rerun the same "
+                "command to resume (2 chunks kept: 3 of 3 spectra done)",
+                fixed=argv, fixed_words="(resumed: 3 spectra in 2 chunks kept by an interrupted run)",
+                undo=_write_failure(mp, tmp, "output"))
+
+
+def _case_ctrl_c(tmp, model, mp):
+    from remap_lib import streaming
+    from remap_lib.inference import Predictor
+
+    _spectra(tmp / "in")
+    mp.setattr(streaming, "SLICE_ROWS", 1)
+    real, calls = Predictor.predict_prepared, []
+
+    def ctrl_c_on_the_second_slice(self, prep, pmf=False):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, prep, pmf)
+
+    mp.setattr(Predictor, "predict_prepared", ctrl_c_on_the_second_slice)
+    argv = [str(tmp / "in"), "-o", str(tmp / "labels.ecsv"), "--batch-size", "1"]  # default chunk size: 4096
+    partial = tmp / "labels.ecsv.partial"
+    return Case(argv, 130, f"remap: interrupted: rerun the same command to resume (1 chunk kept: 1 of 3 spectra "
+                f"done); `rm -r {partial}` discards them", fixed=argv,
+                fixed_words="(resumed: 1 spectra in 1 chunks kept by an interrupted run)", undo=mp.undo)
+
+
+def _case_unknown_files_in_directory(tmp, model, mp):
+    good = _spectra(tmp / "in")
+    (tmp / "in" / "observing_log.doc").write_text("clouds")
+    (tmp / "in" / "plot.png").write_bytes(b"\x89PNG")
+    return Case([str(tmp / "in"), "-o", str(tmp / "labels.ecsv")], 0,
+                f"skipped 2 files of unknown type: {tmp / 'in' / 'observing_log.doc'}, {tmp / 'in' / 'plot.png'} "
+                "(remap reads .fits", predicted=good)
+
+
+def _case_bad_text_file(tmp, model, mp):
+    good = _spectra(tmp / "in")
+    (tmp / "in" / "wide.txt").write_text("5000 1 0.1 7\n5001 1 0.1 7\n")
+    return Case([str(tmp / "in"), "-o", str(tmp / "labels.ecsv")], 3,
+                f"{tmp / 'in' / 'wide.txt'}: no header and 4 columns: remap reads wavelength (Å), flux and "
+                "optionally error by position", predicted=good)
+
+
+def _case_non_ascii(tmp, model, mp, suffix):
+    good = _spectra(tmp / "Stern é α")
+    return Case([str(tmp / "Stern é α"), "-o", str(tmp / f"Ergebnis ß{suffix}")], 0, "wrote 3 rows", predicted=good)
+
+
+def _case_fwhm_zero(tmp, model, mp):
+    _spectra(tmp / "in")
+    argv = [str(tmp / "in"), "-o", str(tmp / "labels.ecsv")]
+    return Case([*argv, "--fwhm", "0"], 2, "fwhm 0 Å is out of range: this model needs 0 < FWHM <= 2.5 Å (the tiny "
+                "LSF, FWHM 2.5 Å over 5000-5114 Å)", fixed=[*argv, "--fwhm", "1.5"])
+
+
+def _case_resolution_negative(tmp, model, mp):
+    _spectra(tmp / "in")
+    argv = [str(tmp / "in"), "-o", str(tmp / "labels.ecsv")]
+    return Case([*argv, "--resolution", "-5"], 2, "resolution -5 is out of range: this model needs R >= 2045.72 "
+                "(the tiny LSF, FWHM 2.5 Å over 5000-5114 Å); coarser spectra cannot be sharpened",
+                fixed=[*argv, "--resolution", "5000"])
+
+
+def _case_chunk_size_zero(tmp, model, mp):
+    _spectra(tmp / "in")
+    argv = [str(tmp / "in"), "-o", str(tmp / "labels.ecsv")]
+    return Case([*argv, "--chunk-size", "0"], 2, "argument --chunk-size: must be at least 1, got 0", fixed=argv)
+
+
+PREDICT_CATALOGUE = {
+    "output is one of the inputs": _case_is_input,
+    "output inside an input directory": _case_in_input_dir,
+    "output matches an input pattern": _case_matches_pattern,
+    "output exists (not ours)": _case_exists,
+    "output is a directory": _case_directory,
+    "output under a file": _case_under_a_file,
+    "another run holds the output": _case_locked,
+    "permission denied": _case_permission_denied,
+    "disk full before anything was kept": _case_disk_full_at_first,
+    "disk full half-way": _case_disk_full_midway,
+    "disk full writing the output": _case_disk_full_in_merge,
+    "Ctrl-C with the default chunk size": _case_ctrl_c,
+    "files of unknown type in a directory": _case_unknown_files_in_directory,
+    "text file with 4 unnamed columns": _case_bad_text_file,
+    **{f"non-ASCII paths, {s} output": (lambda tmp, model, mp, s=s: _case_non_ascii(tmp, model, mp, s))
+       for s in (".fits", ".ecsv", ".csv", ".h5")},
+    "--fwhm 0": _case_fwhm_zero,
+    "--resolution -5": _case_resolution_negative,
+    "--chunk-size 0": _case_chunk_size_zero,
+}
+
+
+@pytest.mark.parametrize("name", list(PREDICT_CATALOGUE))
+def test_predict_catalogue(name, toy_model, tmp_path, monkeypatch, capsys):
+    import numpy as np
+
+    from remap_lib.streaming import read_predictions
+
+    case = PREDICT_CATALOGUE[name](tmp_path, toy_model, monkeypatch)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    code, out, err = run(["predict", *case.argv, "--model", str(toy_model), "--quiet"], capsys)
+    assert code == case.code, (out, err)
+    assert case.words in out + err, (out, err)
+    assert "Traceback" not in err
+    new = sorted(p for p in tmp_path.rglob("*") if p.is_file() and p not in before)
+    output = Path(case.argv[case.argv.index("-o") + 1])
+    if code in (0, 3):
+        assert new == [output], _tree(tmp_path)
+    else:  # nothing but finished work, and the message says how to resume or discard it
+        assert new == [p for p in new if p.parent.name.endswith(".partial")], _tree(tmp_path)
+        assert not new or "rerun the same command to resume" in err and "rm -r" in err
+    assert all(before[p] == p.read_bytes() for p in before), "an existing file was changed"
+    if case.predicted is not None:
+        table = read_predictions(output)
+        good = np.isin(np.asarray(table["source"]), case.predicted)
+        assert good.sum() == len(case.predicted)
+        assert np.all(np.isfinite(np.asarray(table["teff_median"])[good])) and set(table["error"][good]) == {""}
+    if case.fixed is None:
+        return
+    if case.undo:
+        case.undo()
+    code, out, err = run(["predict", *case.fixed, "--model", str(toy_model), "--quiet"], capsys)
+    assert code == case.fixed_code, (out, err)
+    assert case.fixed_words is None or case.fixed_words in out, out
+    target = Path(case.fixed[case.fixed.index("-o") + 1])
+    table = read_predictions(target)
+    assert len(table) == 3 and set(table["error"]) == {""} and np.all(np.isfinite(np.asarray(table["teff_median"])))
+    leftovers = [p for p in tmp_path.rglob("*") if p.name.endswith((".partial", ".part", ".lock", ".discarded"))]
+    assert not leftovers, leftovers
