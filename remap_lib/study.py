@@ -181,6 +181,10 @@ class Budgets:
 
 
 # -------------------------------------------------------------------------------------------- context
+class MissingNetwork(FileNotFoundError):
+    """A row's start network does not exist (yet): its runs are left for a later `remap study run`."""
+
+
 @dataclass
 class Study:
     """Everything a run reads: data, folds, start networks, budgets and where things go."""
@@ -195,6 +199,7 @@ class Study:
     work: Path  # checkpoints, reduced pretrained networks, claims
     device: str = "cpu"
     progress: bool = True
+    profile: str | None = None  # where to look for a start network that was missing (None: nowhere)
     hashes: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -207,6 +212,30 @@ class Study:
             self.hashes = {"miles": data_sha256(self.miles), "synthetic": data_sha256(self.synthetic),
                            "folds": _frame_sha256(self.folds),
                            **{f"pretrained_{k}": sha256_file(p) for k, p in self.pretrained.items()}}
+
+    def start_network(self, kind: str) -> Path:
+        """The default budget's pretrained ``kind`` network ('deep-remap' or 'mse').
+
+        Looked up again when it was missing at the start (a long run may outlive its arrival);
+        :class:`MissingNetwork` if there is still none.
+        """
+        if kind not in self.pretrained and self.profile is not None:
+            from .pretrained import find_pretrained
+
+            found = find_pretrained(self.profile, kind, required=False)
+            if found is not None:
+                self.pretrained[kind] = found.path
+                self.hashes[f"pretrained_{kind}"] = sha256_file(found.path)
+        if kind not in self.pretrained:
+            raise MissingNetwork(f"no pretrained {kind} network for the default budget: run notebook 02 "
+                                 "(`remap book run 02_pretrain`) or wait for the shipped one")
+        return self.pretrained[kind]
+
+    def hashes_for(self, row: Row) -> dict:
+        """The inputs a row's runs read, by sha256: MILES and the folds always, and the start network or grid."""
+        keys = ["miles", "folds"] + {"ensemble": ["pretrained_deep-remap"], "mse": ["pretrained_mse"],
+                                     "chi2": ["synthetic"], "reduced": ["synthetic"]}.get(row.kind, [])
+        return {k: self.hashes.get(k) for k in keys}
 
     @property
     def k(self) -> int:
@@ -256,10 +285,13 @@ def load_study(profile: str = "default", out=DEFAULT_OUT, k: int = 5, fold_seed:
         folds = make_folds(splits, k, fold_seed)
         write_folds(folds, folds_file, fold_seed, note=f"from {DEFAULT_SPLITS.name}; written by `remap study run`")
     files = prepared(profile, progress=progress)
-    start = {kind: find_pretrained(profile, kind).path for kind in ("deep-remap", "mse")}
+    # rows that do not start from them (baselines, reduced budget) can run before the networks exist
+    found = {kind: find_pretrained(profile, kind, required=False) for kind in ("deep-remap", "mse")}
+    start = {kind: net.path for kind, net in found.items() if net is not None}
     giants = splits.loc[splits["role"] == "giant_candidate", "id"].tolist()
     return Study(read_dataset(files["miles"]), read_dataset(files["synthetic"]), folds, giants,
-                 Budgets.from_profiles(profile, threads), start, out, work_dir(profile) / "study", device, progress)
+                 Budgets.from_profiles(profile, threads), start, out, work_dir(profile) / "study", device, progress,
+                 profile)
 
 
 # -------------------------------------------------------------------------------------------- tasks
@@ -327,7 +359,7 @@ def run_study(study: Study, tasks: list[Task], max_minutes: float | None = None,
     is done; waits while the remaining ones are held by other live processes. Starts no new task
     after ``max_minutes``.
     """
-    start, ran = time.monotonic(), 0
+    start, ran, skipped = time.monotonic(), 0, []
     todo = [t for t in tasks if not _skippable(study, t, tasks)]
     bar = tqdm(total=len(tasks), initial=len(tasks) - len(todo), desc="study", unit="run",
                disable=not study.progress)
@@ -344,13 +376,16 @@ def run_study(study: Study, tasks: list[Task], max_minutes: float | None = None,
                     bar.set_postfix_str(task.key, refresh=True)
                     run_task(study, task)
                     ran += 1
+            except MissingNetwork as err:
+                skipped.append(task.key)
+                tqdm.write(f"{task.key}: skipped ({err})")
             finally:
                 runqueue.release(study.claims, task.key)
-        todo = [t for t in todo if not _skippable(study, t, tasks)]
+        todo = [t for t in todo if not _skippable(study, t, tasks) and t.key not in skipped]
         bar.n = len(tasks) - len(todo)
         bar.refresh()
     bar.close()
-    return {"ran": ran, "left": len(todo)}
+    return {"ran": ran, "left": len(todo) + len(skipped), "skipped": skipped}
 
 
 def _dep_done(study: Study, key: str, tasks: list[Task]) -> bool:
@@ -376,7 +411,7 @@ def run_task(study: Study, task: Task) -> Path:
         config, predictions, extra = RUNNERS[task.row.kind](study, task.row, task.seed, task.fold, scratch)
     record = {"key": task.key, "row": task.row.name, "kind": task.kind, "seed": task.seed, "fold": task.fold,
               "budget": task.row.budget, "config": config, **extra, "versions": package_versions(),
-              "data": study.hashes, "device": _device_name(study.device), "host": platform.node(),
+              "data": study.hashes_for(task.row), "device": _device_name(study.device), "host": platform.node(),
               "nice": os.nice(0), "load_average": list(os.getloadavg()), "started": started,
               "wall_s": round(time.perf_counter() - t0, 2), "predictions": predictions}
     path = runqueue.write_record(study.out, task.key, record)
@@ -441,7 +476,7 @@ def _run_ensemble(study: Study, row: Row, seed: int, fold: int, scratch: Path):
     sets = study.fold_sets(fold)
     cfg = study.budgets.finetune(row, seed)
     if row.kind == "ensemble":
-        start = study.pretrained["deep-remap"]
+        start = study.start_network("deep-remap")
     else:
         start = None if row.kind == "scratch" else study.pretrained_path(row, seed)
     trained = _train_members(study, row, start, sets, cfg, study.budgets.members(row), scratch)
@@ -474,7 +509,7 @@ def _run_mse(study: Study, row: Row, seed: int, fold: int, scratch: Path):
     """The MSE twin's members, averaged; interval width = rms residual on the fold's temperature stars."""
     sets = study.fold_sets(fold)
     cfg = study.budgets.finetune(row, seed)
-    trained = _train_members(study, row, study.pretrained["mse"], sets, cfg, study.budgets.members(row), scratch)
+    trained = _train_members(study, row, study.start_network("mse"), sets, cfg, study.budgets.members(row), scratch)
 
     def values(data):
         preds = [predict(m, data.flux, data.mask, DEFAULT_BINS, label_stats=stats) for m, stats in trained]
@@ -599,7 +634,8 @@ def command(args) -> int:
                            progress=not args.quiet)
         tasks = plan(args.rows or [r.name for r in ROWS], parse_seeds(args.seeds), study.k)
         result = run_study(study, tasks, args.max_minutes)
-        print(f"ran {result['ran']} task(s); {result['left']} left (rerun the command to continue)")
+        print(f"ran {result['ran']} task(s); {result['left']} left (rerun the command to continue)"
+              + (f"; {len(result['skipped'])} skipped for want of a start network" if result["skipped"] else ""))
         return 0
     if args.action == "status":
         folds_file = out / "folds.csv"

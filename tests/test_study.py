@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -244,7 +245,7 @@ def tiny(tmp_path_factory):
 
 def test_tiny_study_writes_one_record_per_run(tiny):
     st, tasks, summary = tiny
-    assert summary == {"ran": len(tasks), "left": 0}
+    assert summary == {"ran": len(tasks), "left": 0, "skipped": []}
     rec = runqueue.read_record(st.out, "runs/deep_remap/seed0_fold1")
     for key in ("config", "seed", "fold", "versions", "data", "device", "wall_s", "predictions"):
         assert key in rec, key
@@ -266,7 +267,7 @@ def test_tiny_study_writes_one_record_per_run(tiny):
 
 def test_tiny_study_rerun_skips_finished_runs_and_waits_for_claimed_ones(tiny):
     st, tasks, _ = tiny
-    assert study.run_study(st, tasks) == {"ran": 0, "left": 0}
+    assert study.run_study(st, tasks) == {"ran": 0, "left": 0, "skipped": []}
     path = runqueue.record_path(st.out, tasks[-1].key)
     saved = path.read_text()
     path.unlink()
@@ -274,7 +275,7 @@ def test_tiny_study_rerun_skips_finished_runs_and_waits_for_claimed_ones(tiny):
     claim.parent.mkdir(parents=True, exist_ok=True)
     claim.write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname(), "started": "now"}))
     try:  # held by a live process: not run, the runner gives up at its time limit
-        assert study.run_study(st, tasks, max_minutes=0.001, poll_s=0.01) == {"ran": 0, "left": 1}
+        assert study.run_study(st, tasks, max_minutes=0.001, poll_s=0.01) == {"ran": 0, "left": 1, "skipped": []}
     finally:
         claim.unlink()
         path.write_text(saved)
@@ -298,3 +299,14 @@ def test_tiny_study_aggregates_into_the_table_schema(tiny):
     status = study.status(st.out, st.claims, study.plan([r.name for r in study.ROWS], [0], st.k))
     assert status["rows"][study.FULL] == {"done": 2, "running": 0, "left": 0}
     assert "pretrain (reduced budget)" in status["measured"] and status["hours"]["left"] > 0
+
+
+def test_runs_without_their_start_network_are_skipped_not_fatal(tiny, tmp_path):
+    st, _, _ = tiny
+    bare = dataclasses.replace(st, pretrained={"deep-remap": st.pretrained["deep-remap"]}, out=tmp_path / "out",
+                               work=tmp_path / "work", hashes={})
+    tasks = study.plan(["MSE regression CNN", "chi2 grid fit"], [0], bare.k)
+    result = study.run_study(bare, tasks)
+    assert result["ran"] == 2 and result["left"] == 2
+    assert result["skipped"] == ["runs/mse_regression_cnn/seed0_fold0", "runs/mse_regression_cnn/seed0_fold1"]
+    assert runqueue.live_claims(bare.claims) == {}  # the skipped runs' claims are released
