@@ -145,6 +145,21 @@ def _empty(tmp_path):
     return str(path)
 
 
+def _text(name, content):
+    def make(tmp_path):
+        path = tmp_path / name
+        path.write_text(content)
+        return str(path)
+
+    return make
+
+
+def _unknown_type(tmp_path):
+    path = tmp_path / "spectrum.xyz"
+    path.write_text("5000 1\n")
+    return str(path)
+
+
 W = INSTRUMENT.wavelength_grid()
 F = 1.0 - 0.5 * np.exp(-0.5 * ((W - 5050.0) / 1.5) ** 2)
 
@@ -171,6 +186,13 @@ BAD_INPUTS = {
     "truncated FITS": (_truncated_fits, "truncated or corrupt"),
     "truncated HDF5": (_truncated_store, "truncated or corrupt"),
     "FITS without the expected columns": (_no_columns, "no flux column"),
+    "text with 4 unnamed columns": (_text("wide.txt", "5000 1 0.1 7\n5001 1 0.1 7\n"), "no header and 4 columns"),
+    "text that is prose": (_text("notes.txt", "Dear user,\nthese are my spectra.\n"),
+                           "line 2: 'these' is not a number; is this a text spectrum?"),
+    "text with ragged rows": (_text("ragged.dat", "5000 1\n5001 1\n5002 1 0.3\n"),
+                              "line 3 has 3 columns, line 1 has 2"),
+    "headerless CSV with 5 columns": (_text("wide.csv", "5000,1,2,3,4\n5001,1,2,3,4\n"), "no header and 5 columns"),
+    "file of unknown type, named": (_unknown_type, "unsupported file type; remap reads .fits"),
 }
 
 
@@ -184,6 +206,36 @@ def test_bad_input_fails_its_row_only(case, predictor, tmp_path):
     assert np.isnan(table["teff_median"][1])
     assert list(table["error"][[0, 2]]) == ["", ""]
     assert np.all(np.isfinite(table["teff_median"][[0, 2]]))
+
+
+def test_lists_predict_as_arrays_do(predictor, tmp_path):
+    """(wave, flux) as plain lists, and the same spectrum as a headerless two-column text file."""
+    by_arrays = predictor.predict((W, F))
+    path = tmp_path / "star.asc"
+    np.savetxt(path, np.column_stack([W, F]))
+    for other in (predictor.predict((W.tolist(), F.tolist())), predictor.predict([list(W), list(F)]),
+                  predictor.predict(str(path))):
+        assert list(other["error"]) == [""]
+        np.testing.assert_allclose(other["teff_median"], by_arrays["teff_median"], rtol=1e-5)
+
+
+@pytest.mark.parametrize("option, value, words", [
+    ("fwhm", 0.0, "fwhm 0 Å is out of range: this model needs 0 < FWHM <= 2.5 Å"),
+    ("fwhm", 3.0, "fwhm 3 Å is out of range: this model needs 0 < FWHM <= 2.5 Å (the tiny LSF, FWHM 2.5 Å over "
+                  "5000-5114 Å); wider LSFs cannot be sharpened"),
+    ("fwhm", float("nan"), "fwhm nan Å is out of range"),
+    ("resolution", -5.0, "resolution -5 is out of range: this model needs R >= 2045.72"),
+    ("resolution", 1000.0, "resolution 1000 is out of range"),
+])
+def test_lsf_options_out_of_range(predictor, option, value, words):
+    with pytest.raises(ValueError) as err:
+        predictor.predict((W, F), **{option: value})
+    assert words in str(err.value)
+
+
+def test_lsf_options_at_the_limits_are_fine(predictor):
+    assert predictor.predict((W, F), fwhm=2.5)["error"][0] == ""
+    assert predictor.predict((W, F), resolution=float(np.max(W / 2.5)))["error"][0] == ""
 
 
 def test_partly_bad_pixels_are_masked_not_fatal(predictor):
