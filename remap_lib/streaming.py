@@ -265,8 +265,10 @@ def _recorded_digest(output: Path, fmt: str) -> str | None:
 # -- the run's fingerprint and checkpoints --------------------------------------------------------
 def _fingerprint(files, predictor, options: dict) -> dict:
     stats = [(str(Path(f).resolve()), os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
-    fingerprint = {"layout": LAYOUT, "inputs": stats, "model_sha256": predictor.sha256,
-                   "members": len(predictor.networks), "options": options}
+    from .inference import _remap_version
+
+    fingerprint = {"layout": LAYOUT, "remap_version": _remap_version(), "inputs": stats,
+                   "model_sha256": predictor.sha256, "members": len(predictor.networks), "options": options}
     return json.loads(json.dumps(fingerprint))  # as it reads back from the manifest (tuples become lists)
 
 
@@ -353,12 +355,28 @@ class _Checkpoints:
     def save(self) -> None:
         if not self.rows:
             return
-        columns = {name: np.concatenate([p[name] for p in self.pieces]) for name in self.pieces[0]}
+        columns = {name: _clean_text(np.concatenate([p[name] for p in self.pieces])) for name in self.pieces[0]}
         end = self.start + self.rows
         _save_part(_part_path(self.partial, self.chunk, self.start, end), columns, self.digest, self.chunk,
                    self.start, end)
         self.start, self.pieces, self.rows = end, [], 0
         self.last_save = time.monotonic()
+
+
+def _clean_text(values: np.ndarray) -> np.ndarray:
+    """Text that every output format can hold as UTF-8.
+
+    Under a non-UTF-8 locale Python spells undecodable file-name bytes as lone surrogates, which no
+    encoder accepts: they become the UTF-8 text the bytes are (or U+FFFD where they are not UTF-8).
+    """
+    if values.dtype.kind != "U":
+        return values
+    try:
+        np.char.encode(values, "utf-8")
+        return values
+    except UnicodeEncodeError:
+        return np.array([v.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for v in values.ravel()],
+                        dtype=str).reshape(values.shape)
 
 
 def _kept(partial: Path) -> tuple[int, int]:

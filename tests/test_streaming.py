@@ -233,6 +233,24 @@ def test_two_runs_on_one_output_cannot_corrupt_it(model_file, big_stores, tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shared.h5"]
 
 
+def test_non_ascii_paths_under_an_ascii_locale(model_file, tmp_path):
+    """Python in the C locale without UTF-8 mode: file names arrive as surrogates, stdout is ASCII."""
+    folder = tmp_path / "Sterne é α"
+    folder.mkdir()
+    store = write_dataset(folder / "ß.h5", toy_set(3, seed=2))
+    (folder / "leer ü.fits").write_bytes(b"")
+    out = tmp_path / "Ergebnis ñ.csv"
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0",
+           "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-m", "remap_lib.cli", "predict", str(folder), "-o", str(out), "--model",
+                          str(model_file), "--quiet"], cwd=ROOT, capture_output=True, env=env, timeout=300)
+    assert run.returncode == 3, run.stderr.decode()
+    assert b"wrote 4 rows to " in run.stdout and b"Ergebnis \\udcc3\\udcb1.csv; 1 failed" in run.stdout  # escaped
+    assert b"leer \\xfc.fits: file is empty (0 bytes)" in run.stderr
+    sources = list(read_predictions(out)["source"])
+    assert sources == [str(folder / "leer ü.fits")] + [f"{store}[{i}]" for i in range(3)]
+
+
 @pytest.mark.slow
 def test_torchrun_shards_and_merges(model_file, store, tmp_path):
     """Two ranks under torchrun each take half the chunks; rank 0 merges; rows match one process."""
