@@ -97,11 +97,11 @@ def has_supported_suffix(path) -> bool:
 def find_inputs(inputs) -> tuple[list[Path], list[Path]]:
     """Files named by ``inputs`` (paths, directories or glob patterns) in a stable order, and the skipped ones.
 
-    A directory contributes its supported files (sorted, not recursive); its files of another type
-    are returned second, so callers can say what they skipped. Hidden files (``.name``: editor and
-    system files, remap's own temporary files) are ignored. A pattern contributes its sorted matches;
-    a file named explicitly is always taken (an unsupported one then fails in its own row). Raises
-    FileNotFoundError when an input names nothing, so a typo is never silently an empty run.
+    A directory or a glob pattern contributes its supported files (sorted; a directory is not
+    searched recursively); its files of another type are returned second, so callers can say what
+    they skipped. Hidden files (``.name``: editor and system files, remap's own temporary files) are
+    ignored. A file named explicitly is always taken (an unsupported one then fails in its own row).
+    Raises FileNotFoundError when an input names nothing, so a typo is never silently an empty run.
     """
     if isinstance(inputs, str | Path):
         inputs = [inputs]
@@ -109,22 +109,20 @@ def find_inputs(inputs) -> tuple[list[Path], list[Path]]:
     skipped: list[Path] = []
     for item in inputs:
         path = Path(item)
-        if path.is_dir():
-            entries = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        is_pattern = not path.exists() and any(ch in str(item) for ch in "*?[")
+        if path.is_dir() or is_pattern:
+            entries = path.iterdir() if path.is_dir() else map(Path, glob.glob(str(item)))
+            entries = sorted(p for p in entries if p.is_file() and not p.name.startswith("."))
             found = [p for p in entries if has_supported_suffix(p)]
             others = [p for p in entries if not has_supported_suffix(p)]
             if not found:
                 also = f" ({skipped_message(others)})" if others else ""
-                raise FileNotFoundError(f"{path}: directory holds no {', '.join(SUPPORTED_SUFFIXES)} files{also}")
+                what = "directory holds" if path.is_dir() else "pattern matches"
+                raise FileNotFoundError(f"{item}: {what} no {', '.join(SUPPORTED_SUFFIXES)} files{also}")
             files += found
             skipped += others
         elif path.exists():
             files.append(path)
-        elif any(ch in str(item) for ch in "*?["):
-            found = sorted(Path(p) for p in glob.glob(str(item)) if Path(p).is_file())
-            if not found:
-                raise FileNotFoundError(f"{item}: pattern matches no file")
-            files += found
         else:
             raise FileNotFoundError(f"{item}: no such file or directory")
     return files, skipped

@@ -508,8 +508,17 @@ def test_expand_missing_path(tmp_path):
 
 
 def test_expand_pattern_matching_nothing(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"\*\.fits: pattern matches no file"):
+    with pytest.raises(FileNotFoundError, match=r"\*\.fits: pattern matches no .* files$"):
         expand_inputs(str(tmp_path / "*.fits"))
+
+
+def test_expand_pattern_names_the_files_of_unknown_type_it_matched(tmp_path):
+    for name in ["a.fits", "b.doc", ".c.fits"]:
+        (tmp_path / name).write_bytes(b"x")
+    files, skipped = find_inputs(str(tmp_path / "*"))
+    assert [p.name for p in files] == ["a.fits"] and [p.name for p in skipped] == ["b.doc"]
+    with pytest.raises(FileNotFoundError, match=r"pattern matches no .* files \(skipped 1 file of unknown type"):
+        expand_inputs(str(tmp_path / "*.doc"))
 
 
 @pytest.mark.parametrize("name, kind", [("a.FITS", "fits"), ("a.fit.gz", "fits"), ("a.ecsv", "table"),
