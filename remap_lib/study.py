@@ -39,6 +39,12 @@ where a row pretrains, pretrains with seed s. Results: one JSON record per run u
 the reduced rows' pretrained networks, claims) under ``work/<profile>/study``. Runs resume:
 finished ones are skipped, a killed one resumes from its Trainer checkpoints, and several
 processes can share the matrix (:mod:`remap_lib.runqueue`).
+
+Commands (each ``nice -n 19`` on a shared machine)::
+
+    remap study run [--rows NAME ...] [--seeds 0-4] [--folds 5] [--device cpu|cuda] [--max-minutes M]
+    remap study status        # runs done / running / left per row; measured time per run; hours left
+    remap study aggregate     # results/study.json (remap_lib.studystats)
 """
 
 from __future__ import annotations
@@ -410,8 +416,9 @@ def run_task(study: Study, task: Task) -> Path:
     else:
         config, predictions, extra = RUNNERS[task.row.kind](study, task.row, task.seed, task.fold, scratch)
     record = {"key": task.key, "row": task.row.name, "kind": task.kind, "seed": task.seed, "fold": task.fold,
-              "budget": task.row.budget, "config": config, **extra, "versions": package_versions(),
-              "data": study.hashes_for(task.row), "device": _device_name(study.device), "host": platform.node(),
+              "profile": study.profile, "budget": task.row.budget, "config": config, **extra,
+              "versions": package_versions(), "data": study.hashes_for(task.row),
+              "device": _device_name(study.device), "host": platform.node(),
               "nice": os.nice(0), "load_average": list(os.getloadavg()), "started": started,
               "wall_s": round(time.perf_counter() - t0, 2), "predictions": predictions}
     path = runqueue.write_record(study.out, task.key, record)

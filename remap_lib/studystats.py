@@ -255,6 +255,9 @@ def aggregate(out, folds: pd.DataFrame, giant_ids: list[str], budgets: dict | No
             seen = {r["data"].get(key) for r in records}
             if len(seen) > 1:
                 warnings.append(f"{row.name}: runs read {len(seen)} different {key} inputs")
+        settings = {json.dumps(_seedless(r["config"]), sort_keys=True) for r in records}
+        if len(settings) > 1:
+            warnings.append(f"{row.name}: runs used {len(settings)} different settings (budgets or profiles)")
     unknown = sorted(set(entries) - set(ROW_BY_NAME))
     warnings += [f"records hold predictions of unknown row {u!r} (left out)" for u in unknown]
     return {"generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -264,6 +267,13 @@ def aggregate(out, folds: pd.DataFrame, giant_ids: list[str], budgets: dict | No
                       "n_calibration_stars": sizes["calibration_stars"], "n_giants": len(giant_ids)},
             "bootstrap": {"resamples": n_boot, "seed": boot_seed, "interval": "2.5 and 97.5 percentiles"},
             "budgets": budgets, "rows": rows, "effects": effects, "warnings": warnings}
+
+
+def _seedless(config):
+    """A run's settings without its seeds (which differ between replicates on purpose)."""
+    if isinstance(config, dict):
+        return {k: _seedless(v) for k, v in config.items() if k != "seed"}
+    return config
 
 
 def _effects(name: str, ref: str, table: str, diff: dict) -> list[str]:

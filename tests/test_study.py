@@ -189,6 +189,24 @@ def test_aggregate_pairs_rows_on_the_same_stars_and_seeds(tmp_path):
     assert any("one member" in e and "teff bias" in e for e in result["effects"])
     assert not any("teff sigma" in e for e in result["effects"])
     json.dumps(result, allow_nan=False)  # the aggregate is strict JSON
+    assert result["warnings"] == []
+
+
+def test_aggregate_warns_when_a_rows_runs_used_other_settings(tmp_path):
+    folds = make_folds(splits_table(20, giants=0), k=2, seed=0)
+    truth = np.column_stack([folds.teff, np.full(20, 4.4), np.zeros(20)])
+    records = []
+    for f, epochs in ((0, 60), (1, 20)):
+        rows = np.flatnonzero(folds.fold == f)
+        rec = record(study.FULL, 0, f, folds.id.to_numpy()[rows], truth[rows], truth[rows])
+        rec["config"] = {"finetune": {"epochs": epochs, "seed": f}}
+        records.append(rec)
+    write_records(tmp_path, records)
+    assert studystats.aggregate(tmp_path, folds, [], n_boot=10)["warnings"] == [
+        "deep-REMAP: runs used 2 different settings (budgets or profiles)"]
+    records[1]["config"]["finetune"]["epochs"] = 60  # seeds alone differ: the same settings
+    write_records(tmp_path, records)
+    assert studystats.aggregate(tmp_path, folds, [], n_boot=10)["warnings"] == []
 
 
 # -------------------------------------------------------------------------------------------- plan
