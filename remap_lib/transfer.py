@@ -8,6 +8,8 @@ different seeds whose probability mass functions are averaged.
 
 from __future__ import annotations
 
+import shutil
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -61,15 +63,39 @@ def finetune(pretrained, train: SpectraSet, val: SpectraSet | None, config: Trai
 
 def finetune_ensemble(pretrained, train: SpectraSet, val: SpectraSet | None, config: TrainConfig, out_dir,
                       members: int = 3, progress: bool = True, device=None) -> list[Path]:
-    """K fine-tunings from seeds ``config.seed + k``; each saved as ``out_dir/member_k.pt``."""
+    """K fine-tunings from seeds ``config.seed + k``; each saved as ``out_dir/member_k.pt``.
+
+    Leaves no stale ensemble behind for the later steps: a member's calibrated file from earlier
+    weights is removed (calibrate again), and so are members numbered ``members`` and above from an
+    earlier, larger ensemble.
+    """
+    out_dir = Path(out_dir)
     paths = []
     _, info = load_model(pretrained)
     for k in range(members):
         cfg = replace(config, seed=config.seed + k)
-        result, trainer = finetune(pretrained, train, val, cfg, Path(out_dir) / f"member_{k}", progress, device)
-        paths.append(save_model(Path(out_dir) / f"member_{k}.pt", result.model, trainer.bins, info["instrument"],
+        result, trainer = finetune(pretrained, train, val, cfg, out_dir / f"member_{k}", progress, device)
+        paths.append(save_model(out_dir / f"member_{k}.pt", result.model, trainer.bins, info["instrument"],
                                 cfg.to_dict(), trainer.label_stats, extra={"pretrained": str(pretrained)}))
+        calibrated = out_dir / f"member_{k}_calibrated.pt"
+        if calibrated.exists() and _weights_differ(calibrated, paths[-1]):
+            calibrated.unlink()
+            print(f"{calibrated}: removed, it calibrated earlier weights of member {k}", file=sys.stderr)
+    _remove_members_from(out_dir, members)
     return paths
+
+
+def _weights_differ(a, b) -> bool:
+    return load_model(a)[1]["weights_sha256"] != load_model(b)[1]["weights_sha256"]
+
+
+def _remove_members_from(out_dir: Path, first: int) -> None:
+    """Delete ``member_k*.pt`` files and checkpoint folders with k >= first (left by a larger ensemble)."""
+    for path in sorted(out_dir.glob("member_*")):
+        number = path.name.removeprefix("member_").split("_")[0].split(".")[0]
+        if number.isdigit() and int(number) >= first:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+            print(f"{path}: removed, left by an earlier ensemble of more than {first} members", file=sys.stderr)
 
 
 @torch.no_grad()

@@ -96,7 +96,8 @@ def test_missing_extra_is_named_not_a_traceback(monkeypatch, capsys):
     parser = cli.build_parser
     monkeypatch.setattr(cli, "build_parser", lambda: _with_func(parser(), needs_pandas))
     assert cli.main(["validate"]) == 2
-    assert 'needs pandas, which a predict-only install leaves out: pip install "remap[train]"' in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert 'needs pandas, which a predict-only install leaves out: pip install "remap[train]"' in said
 
 
 def _with_func(parser, func):

@@ -225,3 +225,19 @@ def test_rerun_unchanged_reuses_the_finished_members(tmp_path, data, pretrained,
     assert capsys.readouterr().err.count("resumed after epoch 2") == 2
     for old, new in zip(before, after, strict=True):
         assert all(torch.equal(old[k], new[k]) for k in old)
+
+
+def test_smaller_rerun_removes_extra_members_and_stale_calibrations(tmp_path, data, pretrained, capsys):
+    out = tmp_path / "finetune"
+    paths = finetune_ensemble(pretrained, data, None, tiny_config(), out, members=3, progress=False)
+    for path in paths:  # as `remap calibrate` leaves them
+        model, info = load_model(path)
+        save_model(path.with_name(path.stem + "_calibrated.pt"), model, info["bins"], info["instrument"],
+                   extra={"temperatures": {}})
+    finetune_ensemble(pretrained, data.select(np.arange(1, len(data))), None, tiny_config(), out, members=2,
+                      progress=False)
+    said = capsys.readouterr().err
+    left = sorted(p.name for p in out.iterdir())
+    assert left == ["member_0", "member_0.pt", "member_1", "member_1.pt"]
+    assert "removed, it calibrated earlier weights of member 0" in said
+    assert "left by an earlier ensemble of more than 2 members" in said
