@@ -287,14 +287,14 @@ def _part_path(partial: Path, k: int, a: int, b: int) -> Path:
     return partial / f"chunk_{k:06d}_{a:06d}-{b:06d}.npz"
 
 
-def _parts_of(partial: Path, k: int) -> list[tuple[int, int, Path]]:
-    """Checkpoint files of chunk ``k`` as ``(first row, end row, path)``, by first row."""
-    found = []
-    for path in partial.glob(f"chunk_{k:06d}_*.npz"):
+def _parts_by_chunk(partial: Path) -> dict[int, list[tuple[int, int, Path]]]:
+    """Checkpoint files in ``partial`` as ``{chunk: [(first row, end row, path), ...]}``, by first row."""
+    found: dict[int, list[tuple[int, int, Path]]] = {}
+    for path in partial.glob("chunk_*.npz"):  # one listing for all chunks: surveys have many
         m = _PART_NAME.fullmatch(path.name)
-        if m and int(m[1]) == k:
-            found.append((int(m[2]), int(m[3]), path))
-    return sorted(found)
+        if m:
+            found.setdefault(int(m[1]), []).append((int(m[2]), int(m[3]), path))
+    return {k: sorted(v) for k, v in found.items()}
 
 
 def _belongs(path: Path, digest: str, k: int, a: int, b: int) -> bool:
@@ -307,13 +307,12 @@ def _belongs(path: Path, digest: str, k: int, a: int, b: int) -> bool:
         return False
 
 
-def _usable_parts(partial: Path, k: int, n_rows: int, digest: str) -> tuple[list[Path], int]:
-    """Checkpoints of chunk ``k`` this run can use, and the rows they cover (from 0, without gaps).
-
-    Anything else filed under chunk ``k`` (another run's, a gap, a damaged file) is deleted.
+def _usable_parts(parts, k: int, n_rows: int, digest: str) -> tuple[list[Path], int]:
+    """Of ``parts`` (chunk ``k``'s entry of :func:`_parts_by_chunk`) those this run can use, and the rows
+    they cover (from 0, without gaps). The others (another run's, after a gap, damaged) are deleted.
     """
     usable, done = [], 0
-    for a, b, path in _parts_of(partial, k):
+    for a, b, path in parts:
         if a == done and b <= n_rows and _belongs(path, digest, k, a, b):
             usable.append(path)
             done = b
@@ -565,9 +564,9 @@ def _predict_chunks(chunks, files, failed, predictor, partial, digest, rank, wor
     from tqdm.auto import tqdm
 
     mine = [k for k in range(len(chunks)) if k % world == rank]
-    done, reused_parts = {}, 0
+    done, reused_parts, found = {}, 0, _parts_by_chunk(partial)
     for k in mine:
-        parts, done[k] = _usable_parts(partial, k, _chunk_rows(chunks[k]), digest)
+        parts, done[k] = _usable_parts(found.get(k, []), k, _chunk_rows(chunks[k]), digest)
         reused_parts += len(parts)
     todo = [k for k in mine if done[k] < _chunk_rows(chunks[k])]
     slice_rows = max(int(predictor.batch_size), SLICE_ROWS)
@@ -606,9 +605,9 @@ def _predict_chunks(chunks, files, failed, predictor, partial, digest, rank, wor
 
 def _all_parts(partial: Path, chunks, digest: str) -> list[Path]:
     """Every checkpoint of the run in row order; OutputError if a chunk is not complete."""
-    paths = []
+    paths, found = [], _parts_by_chunk(partial)
     for k, units in enumerate(chunks):
-        parts, done = _usable_parts(partial, k, _chunk_rows(units), digest)
+        parts, done = _usable_parts(found.get(k, []), k, _chunk_rows(units), digest)
         if done != _chunk_rows(units):
             raise OutputError(f"{partial}: chunk {k} lacks rows {done}-{_chunk_rows(units)} (a rank stopped "
                               "early?); rerun the same command to finish it")
