@@ -97,15 +97,15 @@ def test_resume_reuses_finished_chunks(model_file, store, tmp_path):
                                   ["teff_median"])
 
 
-def _partial_of_run(inputs, model_file, out, keep):
-    """A partial folder as a killed run leaves it: the manifest and the first ``keep`` chunks."""
+def _partial_of_run(inputs, model_file, out, keep, **options):
+    """A partial folder as a killed run leaves it: the manifest and the first ``keep`` checkpoints."""
     from remap_lib import streaming
 
     saved = streaming._merge
     streaming._merge = lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt())
     try:
         with pytest.raises(KeyboardInterrupt):
-            predict_files(inputs, out, model_file, chunk_size=10, progress=False)
+            predict_files(inputs, out, model_file, progress=False, **{"chunk_size": 10, **options})
     finally:
         streaming._merge = saved
     partial = out.with_name(out.name + PARTIAL_SUFFIX)
@@ -368,6 +368,43 @@ def test_ctrl_c_with_the_default_chunk_size_keeps_finished_rows(model_file, stor
     assert (summary.chunks_reused, summary.rows_reused, summary.n_rows) == (1, 16, 50)
     np.testing.assert_array_equal(read_predictions(out)["teff_median"],
                                   Predictor(model_file).predict(str(store))["teff_median"])
+
+
+def test_checkpoints_within_a_chunk_resume_mid_chunk(model_file, store, tmp_path, monkeypatch):
+    """Finished rows are saved every ``save_every`` seconds inside a chunk; a rerun starts after the last."""
+    from remap_lib import streaming
+
+    monkeypatch.setattr(streaming, "SLICE_ROWS", 8)
+    out = tmp_path / "m.ecsv"
+    partial = _partial_of_run([store], model_file, out, keep=99, batch_size=8, chunk_size=4096, save_every=0)
+    parts = sorted(p.name for p in partial.glob("chunk_*.npz"))
+    assert parts == [f"chunk_000000_{a:06d}-{min(a + 8, 50):06d}.npz" for a in range(0, 50, 8)]
+    for name in parts[4:]:  # as if killed after the fourth save
+        (partial / name).unlink()
+    summary = predict_files([store], out, model_file, batch_size=8, progress=False)
+    assert (summary.chunks_reused, summary.rows_reused) == (4, 32)
+    expected = predict_files([store], tmp_path / "ref.ecsv", model_file, progress=False)
+    assert expected.n_rows == 50
+    np.testing.assert_allclose(read_predictions(out)["teff_median"],
+                               read_predictions(tmp_path / "ref.ecsv")["teff_median"], rtol=1e-6)
+
+
+def test_sigterm_keeps_finished_work_and_says_how_to_resume(model_file, big_stores, tmp_path):
+    out = tmp_path / "t.h5"
+    partial = out.with_name(out.name + PARTIAL_SUFFIX)
+    proc = subprocess.Popen(_predict_cmd(big_stores[0], out, model_file), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(partial.glob("chunk_*.npz"))) < 3:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    kept = sorted(partial.glob("chunk_*.npz"))
+    rows = sum(int(p.stem.split("-")[1]) - int(p.stem.split("_")[2].split("-")[0]) for p in kept)
+    assert (f"remap: interrupted: rerun the same command to resume ({len(kept)} chunks kept: {rows} of 2000 "
+            f"spectra done); `rm -r {partial}` discards them") in err
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["t.h5.partial"]
 
 
 def test_second_run_on_a_locked_output_is_refused_with_the_pid(model_file, store, tmp_path):
