@@ -22,8 +22,8 @@ Supported layouts
   comment line just before the numbers may name the columns too).
 * **HDF5** in the project's own store layout (:mod:`remap_lib.dataset`): spectra already on an
   instrument grid and continuum-normalized.
-* a **directory** (every supported file in it, not recursive; hidden files are ignored and files of
-  another type are reported, never silently dropped) or a **glob** pattern.
+* a **directory** (every supported file in it, not recursive) or a **glob** pattern: hidden files
+  are ignored, and files of another type are reported, never silently dropped.
 
 Medium: ``CTYPE1 = 'AWAV'`` means air and ``'WAVE'`` vacuum (FITS standard); keywords ``AIRORVAC``,
 ``VACUUM`` and ``AIR`` are honoured; SDSS ``loglam`` is vacuum.

@@ -264,9 +264,9 @@ def _recorded_digest(output: Path, fmt: str) -> str | None:
 
 # -- the run's fingerprint and checkpoints --------------------------------------------------------
 def _fingerprint(files, predictor, options: dict) -> dict:
-    stats = [(str(Path(f).resolve()), os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
     from .inference import _remap_version
 
+    stats = [(str(Path(f).resolve()), os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
     fingerprint = {"layout": LAYOUT, "remap_version": _remap_version(), "inputs": stats,
                    "model_sha256": predictor.sha256, "members": len(predictor.networks), "options": options}
     return json.loads(json.dumps(fingerprint))  # as it reads back from the manifest (tuples become lists)
