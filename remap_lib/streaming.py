@@ -486,7 +486,9 @@ def predict_files(inputs, output, model=None, *, chunk_size: int = 4096, pmf: bo
     rank, world, barrier, share = _distributed()
     if device is None:
         device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if _cuda() else "cpu"
-    predictor = predictor or Predictor(model, device=device, batch_size=batch_size, members=members)
+    if predictor is None:
+        _check_device(device)
+        predictor = Predictor(model, device=device, batch_size=batch_size, members=members)
     predictor.check_lsf(resolution, fwhm)
     options = {"chunk_size": chunk_size, "pmf": pmf, "medium": medium, "resolution": resolution, "fwhm": fwhm}
     chunks, failed = plan_chunks(files, chunk_size)
@@ -635,6 +637,23 @@ def _cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def _check_device(device: str) -> None:
+    """ValueError for a device torch does not know or this machine does not have."""
+    import torch
+
+    try:
+        kind = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device {device!r} is not one torch knows: use cpu, cuda, cuda:1, mps...") from None
+    if kind.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}: CUDA is not available here (no GPU, or a CPU-only torch); use "
+                             "--device cpu")
+        if kind.index is not None and kind.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                             f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
 
 
 def _merge(output: Path, fmt: str, chunk_files: list[Path], meta: dict, n_chunks: int, reused: int) -> RunSummary:

@@ -374,6 +374,22 @@ def _case_chunk_size_zero(tmp, model, mp):
     return Case([*argv, "--chunk-size", "0"], 2, "argument --chunk-size: must be at least 1, got 0", fixed=argv)
 
 
+def _case_device(tmp, model, mp):
+    import torch
+
+    _spectra(tmp / "in")
+    argv = [str(tmp / "in"), "-o", str(tmp / "labels.ecsv")]
+    if torch.cuda.is_available():
+        return Case([*argv, "--device", "cuda:99"], 2, "device 'cuda:99': this machine has", fixed=argv)
+    return Case([*argv, "--device", "cuda"], 2, "device 'cuda': CUDA is not available here", fixed=argv)
+
+
+def _case_device_unknown(tmp, model, mp):
+    _spectra(tmp / "in")
+    argv = [str(tmp / "in"), "-o", str(tmp / "labels.ecsv")]
+    return Case([*argv, "--device", "gpu"], 2, "device 'gpu' is not one torch knows: use cpu, cuda", fixed=argv)
+
+
 PREDICT_CATALOGUE = {
     "output is one of the inputs": _case_is_input,
     "output inside an input directory": _case_in_input_dir,
@@ -394,6 +410,8 @@ PREDICT_CATALOGUE = {
     "--fwhm 0": _case_fwhm_zero,
     "--resolution -5": _case_resolution_negative,
     "--chunk-size 0": _case_chunk_size_zero,
+    "--device without CUDA (or beyond the GPUs there are)": _case_device,
+    "--device gpu": _case_device_unknown,
 }
 
 
