@@ -85,8 +85,9 @@ class Predictor:
                                     "reinstall remap or pass model=PATH")
         pairs, bundle = load_members(self.path, device=device)
         if members is not None:
-            if members < 1:
-                raise ValueError(f"members must be >= 1, got {members}")
+            if not 1 <= members <= len(pairs):
+                raise ValueError(f"members must be 1 to {len(pairs)} ({self.path.name} has {len(pairs)} "
+                                 f"network{'s' if len(pairs) != 1 else ''}), got {members}")
             pairs = pairs[:members]
         if any(m.config.head != "classification" for m, _ in pairs):
             raise RemapDataError(self.path, "a regression-head model gives no probabilities; use a deep-REMAP "

@@ -111,8 +111,9 @@ def find_inputs(inputs) -> tuple[list[Path], list[Path]]:
         path = Path(item)
         is_pattern = not path.exists() and any(ch in str(item) for ch in "*?[")
         if path.is_dir() or is_pattern:
-            entries = path.iterdir() if path.is_dir() else map(Path, glob.glob(str(item)))
-            entries = sorted(p for p in entries if p.is_file() and not p.name.startswith("."))
+            with _os_errors_named(path):  # a folder we may not list is bad input, named like any other
+                entries = path.iterdir() if path.is_dir() else map(Path, glob.glob(str(item)))
+                entries = sorted(p for p in entries if p.is_file() and not p.name.startswith("."))
             found = [p for p in entries if has_supported_suffix(p)]
             others = [p for p in entries if not has_supported_suffix(p)]
             if not found:

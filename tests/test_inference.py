@@ -67,8 +67,10 @@ def test_ensemble_pmf_is_mean_of_temperature_scaled_members(tmp_path, toy):
 def test_members_option_uses_the_first_networks(model_file, toy):
     one = Predictor(model_file, members=1)
     assert len(one.networks) == 1
-    with pytest.raises(ValueError, match="members must be >= 1"):
+    with pytest.raises(ValueError, match=r"members must be 1 to 2 \(ensemble.pt has 2 networks\), got 0"):
         Predictor(model_file, members=0)
+    with pytest.raises(ValueError, match="members must be 1 to 2 .*, got 5"):
+        Predictor(model_file, members=5)
 
 
 def test_same_input_same_numbers(predictor, toy):

@@ -512,6 +512,19 @@ def test_expand_pattern_matching_nothing(tmp_path):
         expand_inputs(str(tmp_path / "*.fits"))
 
 
+def test_directory_we_may_not_list_is_named(tmp_path, monkeypatch):
+    import errno
+    from pathlib import Path
+
+    def refuse(self):
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "iterdir", refuse)
+    with pytest.raises(RemapDataError) as err:
+        find_inputs(tmp_path)
+    assert err.value.source == str(tmp_path) and err.value.problem == "cannot read: Permission denied (EACCES)"
+
+
 def test_expand_pattern_names_the_files_of_unknown_type_it_matched(tmp_path):
     for name in ["a.fits", "b.doc", ".c.fits"]:
         (tmp_path / name).write_bytes(b"x")
