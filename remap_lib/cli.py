@@ -373,7 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     run_p = actions.choices["run"]
     run_p.add_argument("--fold-seed", type=int, default=0, help="seed of a new fold table (default 0)")
     run_p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 (recorded in every run)")
-    run_p.add_argument("--threads", type=int, default=2, help="torch CPU threads per run (default 2)")
+    run_p.add_argument("--threads", type=int, default=1, help="torch CPU threads per run (default 1: on a "
+                       "shared CPU a second thread slows training down many times)")
     run_p.add_argument("--max-minutes", type=float, default=None, help="start no new run after this many minutes")
     run_p.add_argument("--quiet", action="store_true", help="no progress bars")
     agg_p = actions.choices["aggregate"]

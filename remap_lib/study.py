@@ -141,7 +141,7 @@ class Budgets:
     overrides: dict = field(default_factory=dict)
 
     @classmethod
-    def from_profiles(cls, profile: str = "default", threads: int = 2) -> Budgets:
+    def from_profiles(cls, profile: str = "default", threads: int = 1) -> Budgets:
         default = resolve("03_finetune", profile)
         reduced = {**resolve("07_ablations", profile), "members": default["members"]}
         return cls(default, reduced, {"threads": threads})
@@ -274,7 +274,7 @@ def _frame_sha256(frame: pd.DataFrame) -> str:
 
 
 def load_study(profile: str = "default", out=DEFAULT_OUT, k: int = 5, fold_seed: int = 0, device: str = "cpu",
-               threads: int = 2, progress: bool = True) -> Study:
+               threads: int = 1, progress: bool = True) -> Study:
     """The study of ``profile``'s training files, with the fold table in ``out`` (written when missing)."""
     from .pretrained import find_pretrained
     from .splits import DEFAULT_SPLITS, read_splits

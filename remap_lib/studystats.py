@@ -255,7 +255,7 @@ def aggregate(out, folds: pd.DataFrame, giant_ids: list[str], budgets: dict | No
             seen = {r["data"].get(key) for r in records}
             if len(seen) > 1:
                 warnings.append(f"{row.name}: runs read {len(seen)} different {key} inputs")
-        settings = {json.dumps(_seedless(r["config"]), sort_keys=True) for r in records}
+        settings = {json.dumps(_comparable(r["config"]), sort_keys=True) for r in records}
         if len(settings) > 1:
             warnings.append(f"{row.name}: runs used {len(settings)} different settings (budgets or profiles)")
     unknown = sorted(set(entries) - set(ROW_BY_NAME))
@@ -269,10 +269,10 @@ def aggregate(out, folds: pd.DataFrame, giant_ids: list[str], budgets: dict | No
             "budgets": budgets, "rows": rows, "effects": effects, "warnings": warnings}
 
 
-def _seedless(config):
-    """A run's settings without its seeds (which differ between replicates on purpose)."""
+def _comparable(config):
+    """A run's settings without its seeds (different on purpose) and threads (speed only)."""
     if isinstance(config, dict):
-        return {k: _seedless(v) for k, v in config.items() if k != "seed"}
+        return {k: _comparable(v) for k, v in config.items() if k not in ("seed", "threads")}
     return config
 
 

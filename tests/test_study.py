@@ -204,7 +204,7 @@ def test_aggregate_warns_when_a_rows_runs_used_other_settings(tmp_path):
     write_records(tmp_path, records)
     assert studystats.aggregate(tmp_path, folds, [], n_boot=10)["warnings"] == [
         "deep-REMAP: runs used 2 different settings (budgets or profiles)"]
-    records[1]["config"]["finetune"]["epochs"] = 60  # seeds alone differ: the same settings
+    records[1]["config"]["finetune"].update(epochs=60, threads=2)  # seeds and threads alone differ: the same settings
     write_records(tmp_path, records)
     assert studystats.aggregate(tmp_path, folds, [], n_boot=10)["warnings"] == []
 
