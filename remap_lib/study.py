@@ -365,6 +365,7 @@ def run_study(study: Study, tasks: list[Task], max_minutes: float | None = None,
     is done; waits while the remaining ones are held by other live processes. Starts no new task
     after ``max_minutes``.
     """
+    _check_folds(study)
     start, ran, skipped = time.monotonic(), 0, []
     todo = [t for t in tasks if not _skippable(study, t, tasks)]
     bar = tqdm(total=len(tasks), initial=len(tasks) - len(todo), desc="study", unit="run",
@@ -392,6 +393,15 @@ def run_study(study: Study, tasks: list[Task], max_minutes: float | None = None,
         bar.refresh()
     bar.close()
     return {"ran": ran, "left": len(todo) + len(skipped), "skipped": skipped}
+
+
+def _check_folds(study: Study) -> None:
+    """The records in ``out`` belong to one fold table, kept beside them: write it, or make sure it is ours."""
+    path = study.out / "folds.csv"
+    if not path.is_file():
+        write_folds(study.folds, path, note="written by remap_lib.study.run_study")
+    elif _frame_sha256(read_folds(path)) != _frame_sha256(study.folds):
+        raise ValueError(f"{path} holds other folds than this study's: its records would mix two fold tables")
 
 
 def _dep_done(study: Study, key: str, tasks: list[Task]) -> bool:
@@ -632,7 +642,6 @@ def print_status(report: dict) -> None:
 # -------------------------------------------------------------------------------------------- command
 def command(args) -> int:
     """``remap study run | aggregate | status`` (options in remap_lib/cli.py)."""
-    from .splits import DEFAULT_SPLITS, read_splits
     from .studystats import aggregate, write_aggregate
 
     out = Path(args.out or DEFAULT_OUT)
@@ -650,10 +659,8 @@ def command(args) -> int:
         tasks = plan(args.rows or [r.name for r in ROWS], parse_seeds(args.seeds), k)
         print_status(status(out, work_dir(args.profile) / "study" / "claims", tasks))
         return 0
-    splits = read_splits(DEFAULT_SPLITS)
-    giants = splits.loc[splits["role"] == "giant_candidate", "id"].tolist()
     budgets = Budgets.from_profiles(args.profile).describe()
-    result = aggregate(out, read_folds(out / "folds.csv"), giants, budgets, n_boot=args.bootstrap)
+    result = aggregate(out, read_folds(out / "folds.csv"), budgets, n_boot=args.bootstrap)
     path = write_aggregate(result, args.output or out.parent / "study.json")
     done = {r["name"]: r["n_seeds"] for r in result["rows"]}
     print(f"wrote {path}: complete seeds per row {done}")

@@ -152,9 +152,9 @@ def row_tables(entry: dict, folds: pd.DataFrame, giant_ids: list[str]) -> dict[s
 
 
 # -------------------------------------------------------------------------------------------- aggregate
-def _interval(samples: np.ndarray) -> list[float]:
+def _interval(samples: np.ndarray) -> list[float | None]:
     with _quiet_nan():
-        return [float(v) for v in np.nanpercentile(samples, [2.5, 97.5], axis=0)]
+        return [_number(v) for v in np.nanpercentile(samples, [2.5, 97.5], axis=0)]
 
 
 def _number(value) -> float | None:
@@ -204,17 +204,21 @@ def _difference(a: tuple, b: tuple, metrics) -> dict:
     return out
 
 
-def _excludes_zero(lo: float, hi: float) -> bool:
+def _excludes_zero(lo: float | None, hi: float | None) -> bool:
     """Whether [lo, hi] excludes zero; ends within 1e-9 of zero are rounding (identical predictions), not effects."""
-    return bool((lo > 1e-9 or hi < -1e-9) and np.isfinite(lo) and np.isfinite(hi))
+    return lo is not None and hi is not None and bool(lo > 1e-9 or hi < -1e-9)
 
 
-def aggregate(out, folds: pd.DataFrame, giant_ids: list[str], budgets: dict | None = None, n_boot: int = 1000,
-              boot_seed: int = 0) -> dict:
-    """The study table from the records in ``out`` (module docstring): rows, paired differences, effects."""
+def aggregate(out, folds: pd.DataFrame, budgets: dict | None = None, n_boot: int = 1000, boot_seed: int = 0) -> dict:
+    """The study table from the records in ``out`` (module docstring): rows, paired differences, effects.
+
+    The dwarfs are the fold table's; the giants every star of the records' ``giants`` parts.
+    """
     from .study import ROW_BY_NAME, ROWS
 
     entries = collect(load_records(out))
+    giant_ids = sorted({i for e in entries.values() for parts in e["seeds"].values()
+                        for part in parts["giants"].values() for i in part["id"]})
     rng = np.random.default_rng(boot_seed)
     sizes = {"cv_dwarfs": len(folds), "calibration_stars": int((folds["role"] == "calibration").sum()),
              "giants": len(giant_ids)}

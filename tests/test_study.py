@@ -170,7 +170,7 @@ def test_aggregate_pairs_rows_on_the_same_stars_and_seeds(tmp_path):
     records.append(record("MSE regression CNN", 0, 0, folds.id[folds.fold == 0], truth[folds.fold == 0],
                           truth[folds.fold == 0]))  # an incomplete seed: not aggregated
     write_records(tmp_path, records)
-    result = studystats.aggregate(tmp_path, folds, [], n_boot=200)
+    result = studystats.aggregate(tmp_path, folds, n_boot=200)
     rows = {r["name"]: r for r in result["rows"]}
     full, one = rows[study.FULL], rows["one member"]
     assert full["n_seeds"] == 2 and rows["MSE regression CNN"]["n_seeds"] == 0
@@ -202,11 +202,11 @@ def test_aggregate_warns_when_a_rows_runs_used_other_settings(tmp_path):
         rec["config"] = {"finetune": {"epochs": epochs, "seed": f}}
         records.append(rec)
     write_records(tmp_path, records)
-    assert studystats.aggregate(tmp_path, folds, [], n_boot=10)["warnings"] == [
+    assert studystats.aggregate(tmp_path, folds, n_boot=10)["warnings"] == [
         "deep-REMAP: runs used 2 different settings (budgets or profiles)"]
     records[1]["config"]["finetune"].update(epochs=60, threads=2)  # seeds and threads alone differ: the same settings
     write_records(tmp_path, records)
-    assert studystats.aggregate(tmp_path, folds, [], n_boot=10)["warnings"] == []
+    assert studystats.aggregate(tmp_path, folds, n_boot=10)["warnings"] == []
 
 
 # -------------------------------------------------------------------------------------------- plan
@@ -301,7 +301,7 @@ def test_tiny_study_rerun_skips_finished_runs_and_waits_for_claimed_ones(tiny):
 
 def test_tiny_study_aggregates_into_the_table_schema(tiny):
     st, _, _ = tiny
-    result = studystats.aggregate(st.out, st.folds, st.giants, n_boot=50)
+    result = studystats.aggregate(st.out, st.folds, n_boot=50)
     rows = {r["name"]: r for r in result["rows"]}
     assert [r["name"] for r in result["rows"]] == [r.name for r in study.ROWS]
     full = rows[study.FULL]
@@ -328,3 +328,17 @@ def test_runs_without_their_start_network_are_skipped_not_fatal(tiny, tmp_path):
     assert result["ran"] == 2 and result["left"] == 2
     assert result["skipped"] == ["runs/mse_regression_cnn/seed0_fold0", "runs/mse_regression_cnn/seed0_fold1"]
     assert runqueue.live_claims(bare.claims) == {}  # the skipped runs' claims are released
+
+
+def test_study_command_aggregates_and_reports_status(tiny, capsys):
+    from remap_lib import cli
+
+    st, _, _ = tiny
+    assert cli.main(["study", "aggregate", "--out", str(st.out), "--bootstrap", "20"]) == 0
+    written = json.loads((st.out.parent / "study.json").read_text())
+    full = next(r for r in written["rows"] if r["name"] == study.FULL)
+    assert full["giants"]["n"] == len(st.giants) and full["cv_dwarfs"]["n"] == len(st.folds)
+    assert written["bootstrap"]["resamples"] == 20 and "reduced" in written["budgets"]
+    assert cli.main(["study", "status", "--out", str(st.out), "--seeds", "0", "--folds", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "deep-REMAP" in out and "measured wall time per run" in out and "h left" in out
