@@ -419,8 +419,9 @@ def _skippable(study: Study, task: Task, tasks: list[Task]) -> bool:
 def run_task(study: Study, task: Task) -> Path:
     """Run one task and write its record: config, seed, fold, versions, data hashes, device, wall time
     and, per row it yields, the per-star predictions (``test``: the held-out fold; ``giants``)."""
-    t0, started = time.perf_counter(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    t0, cpu0, started = time.perf_counter(), time.process_time(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     scratch = study.work / "runs" / task.key
+    resumed = scratch.exists()  # an interrupted attempt left checkpoints: this run's times are partial
     if task.fold is None:
         config, predictions, extra = _pretrain(study, task.row, task.seed, scratch), {}, {}
     else:
@@ -430,7 +431,8 @@ def run_task(study: Study, task: Task) -> Path:
               "versions": package_versions(), "data": study.hashes_for(task.row),
               "device": _device_name(study.device), "host": platform.node(),
               "nice": os.nice(0), "load_average": list(os.getloadavg()), "started": started,
-              "wall_s": round(time.perf_counter() - t0, 2), "predictions": predictions}
+              "wall_s": round(time.perf_counter() - t0, 2), "cpu_s": round(time.process_time() - cpu0, 2),
+              "resumed": resumed, "predictions": predictions}
     path = runqueue.write_record(study.out, task.key, record)
     shutil.rmtree(scratch, ignore_errors=True)  # checkpoints are only for resuming this run
     return path
@@ -589,15 +591,20 @@ def _as_record(data: SpectraSet, pred: dict) -> dict:
 
 # -------------------------------------------------------------------------------------------- status
 def measured_seconds(out) -> dict[str, dict]:
-    """Per task kind: runs recorded, their mean wall time and mean 1-minute load average."""
-    walls: dict[str, list] = {}
+    """Per task kind: the median CPU time of its complete runs (one thread: the wall time on an idle core).
+
+    CPU time, not wall time, because the study runs niced beside other work, and a stopped or
+    starved process would otherwise count as slow; resumed runs (partial work) are left out.
+    Records without a CPU time fall back to their wall time.
+    """
+    times: dict[str, list] = {}
     for path in Path(out).glob("*/**/*.json"):
         rec = runqueue.read_record(out, str(path.relative_to(out).with_suffix("")))
-        if "wall_s" in rec:
-            walls.setdefault(_kind_label(rec["kind"], rec.get("budget")), []).append(
-                (rec["wall_s"], rec.get("load_average", [np.nan])[0]))
-    return {k: {"runs": len(v), "wall_s": float(np.mean([w for w, _ in v])),
-                "load": float(np.nanmean([a for _, a in v]))} for k, v in sorted(walls.items())}
+        if "wall_s" in rec and not rec.get("resumed", False):
+            times.setdefault(_kind_label(rec["kind"], rec.get("budget")), []).append(
+                (rec.get("cpu_s", rec["wall_s"]), rec["wall_s"]))
+    return {k: {"runs": len(v), "cpu_s": float(np.median([c for c, _ in v])),
+                "wall_s": float(np.median([w for _, w in v]))} for k, v in sorted(times.items())}
 
 
 def _kind_label(kind: str, budget: str | None) -> str:
@@ -617,8 +624,8 @@ def status(out, claims, tasks: list[Task]) -> dict:
         done = runqueue.is_done(out, t.key)
         entry["done" if done else "running" if t.key in running else "left"] += 1
         if label in times:
-            need["total"] += times[label]["wall_s"]
-            need["left"] += 0.0 if done else times[label]["wall_s"]
+            need["total"] += times[label]["cpu_s"]
+            need["left"] += 0.0 if done else times[label]["cpu_s"]
         else:
             unmeasured.add(label)
     return {"rows": rows, "measured": times, "hours": {k: v / 3600 for k, v in need.items()},
@@ -629,11 +636,11 @@ def print_status(report: dict) -> None:
     print(f"{'row':32s} {'done':>5s} {'running':>8s} {'left':>5s}")
     for name, r in report["rows"].items():
         print(f"{name:32s} {r['done']:5d} {r['running']:8d} {r['left']:5d}")
-    print("\nmeasured wall time per run (this machine, as run: niced, shared CPU):")
+    print("\nmeasured time per run (median CPU seconds of complete runs, one thread; wall time as run, niced):")
     for kind, m in report["measured"].items():
-        print(f"  {kind:32s} {m['wall_s']:8.0f} s  over {m['runs']} run(s), load average {m['load']:.1f}")
+        print(f"  {kind:32s} {m['cpu_s']:8.0f} s CPU  {m['wall_s']:8.0f} s wall  over {m['runs']} run(s)")
     h = report["hours"]
-    print(f"\ncompute of the planned matrix from these: {h['total']:.1f} h in all, {h['left']:.1f} h left"
+    print(f"\ncompute of the planned matrix (CPU hours, one core): {h['total']:.1f} h in all, {h['left']:.1f} h left"
           + (f" (not counting unmeasured kinds: {', '.join(report['unmeasured'])})" if report["unmeasured"] else ""))
     for key, owner in report["running"].items():
         print(f"running: {key} (pid {owner['pid']} on {owner['host']} since {owner['started']})")

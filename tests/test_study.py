@@ -341,4 +341,16 @@ def test_study_command_aggregates_and_reports_status(tiny, capsys):
     assert written["bootstrap"]["resamples"] == 20 and "reduced" in written["budgets"]
     assert cli.main(["study", "status", "--out", str(st.out), "--seeds", "0", "--folds", "2"]) == 0
     out = capsys.readouterr().out
-    assert "deep-REMAP" in out and "measured wall time per run" in out and "h left" in out
+    assert "deep-REMAP" in out and "measured time per run" in out and "h left" in out
+
+
+def test_status_estimates_from_the_cpu_time_of_complete_runs(tmp_path):
+    for fold, cpu, resumed in ((0, 10.0, False), (1, 30.0, False), (2, 20.0, False), (3, 1000.0, True)):
+        key = f"runs/the_cannon/seed0_fold{fold}"
+        runqueue.write_record(tmp_path, key, {"key": key, "kind": "cannon", "budget": "none", "wall_s": 5 * cpu,
+                                              "cpu_s": cpu, "resumed": resumed})
+    report = study.status(tmp_path, tmp_path / "claims", study.plan(["The Cannon"], [0], k=5))
+    assert report["measured"]["cannon"] == {"runs": 3, "cpu_s": 20.0, "wall_s": 100.0}  # medians; resumed run left out
+    assert report["rows"]["The Cannon"] == {"done": 4, "running": 0, "left": 1}
+    assert report["hours"]["total"] == pytest.approx(5 * 20.0 / 3600)
+    assert report["hours"]["left"] == pytest.approx(20.0 / 3600)
