@@ -636,6 +636,7 @@ def print_status(report: dict) -> None:
     print(f"{'row':32s} {'done':>5s} {'running':>8s} {'left':>5s}")
     for name, r in report["rows"].items():
         print(f"{name:32s} {r['done']:5d} {r['running']:8d} {r['left']:5d}")
+    print(f"({', '.join(DERIVED)}: from {FULL}'s runs)")
     print("\nmeasured time per run (median CPU seconds of complete runs, one thread; wall time as run, niced):")
     for kind, m in report["measured"].items():
         print(f"  {kind:32s} {m['cpu_s']:8.0f} s CPU  {m['wall_s']:8.0f} s wall  over {m['runs']} run(s)")
