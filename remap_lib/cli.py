@@ -366,7 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "results/study; the aggregate goes beside it as study.json)")
         p.add_argument("--profile", default="default", help="training files and budgets (default: default)")
         if action != "aggregate":
-            p.add_argument("--rows", nargs="+", default=None, help="row names (default: all; see remap_lib.study)")
+            p.add_argument("--rows", nargs="+", default=None,
+                           help="row names or slugs, e.g. deep-REMAP no_swa (default: all; see remap_lib.study)")
             p.add_argument("--seeds", default="0-4", help="seeds as 0-4 or 0,2,5 (default 0-4)")
             p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
         p.set_defaults(func=_study)

@@ -328,7 +328,8 @@ def plan(rows, seeds, k: int) -> list[Task]:
 
     Derived rows come with deep-REMAP's runs; deterministic rows run once, as seed 0.
     """
-    wanted = {ROW_BY_NAME[r].name if r in ROW_BY_NAME else _unknown(r) for r in rows}
+    by_slug = {r.slug: r.name for r in ROWS}  # "no_swa" for "no SWA": names without quoting on a command line
+    wanted = {r if r in ROW_BY_NAME else by_slug.get(r) or _unknown(r) for r in rows}
     wanted = {FULL if ROW_BY_NAME[r].kind == "derived" else r for r in wanted}
     tasks: list[Task] = []
     for n, seed in enumerate(seeds):
@@ -346,7 +347,8 @@ def plan(rows, seeds, k: int) -> list[Task]:
 
 
 def _unknown(name: str):
-    raise ValueError(f"unknown study row {name!r}; rows: {[r.name for r in ROWS]}")
+    raise ValueError(f"unknown study row {name!r}; rows (or their slugs): "
+                     + ", ".join(f"{r.name!r} ({r.slug})" for r in ROWS))
 
 
 def parse_seeds(text: str) -> list[int]:

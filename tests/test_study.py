@@ -219,6 +219,7 @@ def test_plan_runs_deterministic_rows_once_and_pretrains_before_its_folds():
     assert all(keys.index(f"runs/no_swa/seed1_fold{f}") > pre for f in range(3))
     assert all(t.needs == ("pretrain/no_swa/seed1",) for t in tasks if t.key.startswith("runs/no_swa/seed1"))
     assert study.parse_seeds("0-2,5") == [0, 1, 2, 5]
+    assert study.plan(["no_swa"], [0], k=3) == study.plan(["no SWA"], [0], k=3)  # a slug names its row
     with pytest.raises(ValueError, match="unknown study row"):
         study.plan(["no such row"], [0], 2)
 
