@@ -1,8 +1,11 @@
 """Temperature scaling (Guo et al. 2017) per head, and calibration metrics for ordinal PMFs.
 
-Temperature scaling divides a head's logits by one scalar T > 0 fitted on held-out data by
-minimizing the cross-entropy; it changes how sharp each PMF is but never which bin is most
-probable, so point estimates like the mode are untouched.
+Temperature scaling divides a head's logits by one scalar T > 0 fitted on held-out data; it changes
+how sharp each PMF is but never which bin is most probable, so point estimates like the mode are
+untouched. Two fits: by minimizing the cross-entropy (:func:`fit_temperatures`, Guo et al.'s, per
+member), or by matching the ensemble's interval coverage to the nominal levels
+(:func:`fit_coverage_temperatures`, one T per head shared by the members), which fits the quantity
+the book reports.
 
 Two calibration metrics, because regression-as-classification has ordered bins:
 
@@ -133,6 +136,42 @@ def fit_temperatures(logits: Mapping[str, np.ndarray], labels, bins: Mapping[str
         targets = bins[name].soft_targets(lab[:, j], sigma)
         out[name] = fit_temperature(logits[name], targets, **kw)
     return out
+
+
+#: Candidate temperatures for the coverage fit: log-spaced over the allowed range, 1 % apart.
+COVERAGE_GRID = np.geomspace(T_MIN, T_MAX, 603)
+
+
+def fit_coverage_temperature(member_logits: Sequence, truth, bins: LabelBins,
+                             levels: Sequence[float] = DEFAULT_LEVELS, grid=COVERAGE_GRID) -> float:
+    """The T, shared by an ensemble's members, whose central intervals cover ``truth`` at their nominal rate.
+
+    Fits what the book reports rather than a likelihood: the ensemble PMF is
+    mean_m softmax(z_m / T) (as :func:`remap_lib.transfer.ensemble_pmfs` makes it) and T minimizes
+    its :func:`interval_ece` against ``truth`` over ``levels``. Fitting the coverage of the labels as
+    they are (literature values) avoids counting their noise twice, as NLL on soft targets does.
+    Coverage is a step function of T, so the search is exhaustive over ``grid``; of the tied
+    minimizers the geometric middle is returned (the same answer on every machine).
+    """
+    zs = [_numpy(z) for z in member_logits]
+    if not zs:
+        raise ValueError("no member logits: nothing to fit a temperature on")
+    truth = _numpy(truth)
+    known = np.isfinite(truth)
+    if not known.any():
+        raise ValueError(f"{bins.name}: no known label: nothing to fit a temperature on")
+    eces = np.array([interval_ece(np.mean([softmax(z[known] / t, axis=1) for z in zs], axis=0), truth[known], bins,
+                                  levels) for t in grid])
+    best = np.flatnonzero(eces <= eces.min() + 1e-12)
+    return float(np.sqrt(grid[best[0]] * grid[best[-1]]))
+
+
+def fit_coverage_temperatures(member_logits: Sequence[Mapping[str, np.ndarray]], labels,
+                              bins: Mapping[str, LabelBins], **kw) -> dict[str, float]:
+    """One coverage temperature per head (see :func:`fit_coverage_temperature`), shared by the members."""
+    lab = np.asarray(labels, dtype=np.float64)
+    return {name: fit_coverage_temperature([z[name] for z in member_logits], lab[:, j], bins[name], **kw)
+            for j, name in enumerate(LABEL_NAMES) if name in member_logits[0]}
 
 
 def apply_temperature(logits, T: float) -> np.ndarray:

@@ -8,6 +8,7 @@ import sys
 import yaml
 
 from .fileio import RemapDataError
+from .profiles import CALIBRATION_METHODS, resolve
 
 
 def _fetch(args) -> int:
@@ -165,7 +166,7 @@ def _calibrate(args) -> int:
 
     work = _work(args)
     members = args.members or pipeline.member_files(work / "finetune", calibrated=False)
-    paths, temps = pipeline.calibrate(members, args.miles or work / "miles.h5", args.splits)
+    paths, temps = pipeline.calibrate(members, args.miles or work / "miles.h5", args.splits, method=args.method)
     for path, t in zip(paths, temps, strict=True):
         print(f"{path}: " + ", ".join(f"T_{n} = {t[n]:.3f}" for n in LABEL_NAMES))
     return 0
@@ -334,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = pipeline_parser("calibrate", "fit per-head temperatures on the validation stars",
                         "member files (default: WORK/finetune/member_k.pt)")
+    p.add_argument("--method", choices=CALIBRATION_METHODS, default=resolve("04_calibrate", "default")["calibration"],
+                   help="nll: per-member temperatures by cross-entropy; coverage: one temperature per head, shared "
+                        "by the members, matching the ensemble's interval coverage (default: %(default)s)")
     p.set_defaults(func=_calibrate)
 
     p = pipeline_parser("validate", "bias, scatter and coverage on calibration, validation and giant stars",

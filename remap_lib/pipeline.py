@@ -25,7 +25,7 @@ from .dataset import LABEL_NAMES, SpectraSet, read_dataset
 from .evaluate import giant_dwarf_split, interval_coverage, scatter_metrics
 from .fileio import RemapDataError, atomic_write
 from .modelfile import load_model, save_ensemble, save_model
-from .profiles import resolve
+from .profiles import CALIBRATION_METHODS, resolve
 from .splits import DEFAULT_SPLITS, read_splits
 from .transfer import LITERATURE_SIGMA, by_role, ensemble_pmfs, finetune_config, finetune_ensemble, load_ensemble
 
@@ -57,22 +57,32 @@ def finetune(pretrained, miles_file, out_dir, profile: str = "default", splits_f
                              members=p["members"], progress=progress)
 
 
-def calibrate(members, miles_file, splits_file=None) -> tuple[list[Path], list[dict]]:
-    """Fit per-head temperatures of each member on the validation stars (as notebook 04).
+def calibrate(members, miles_file, splits_file=None, method: str = "nll") -> tuple[list[Path], list[dict]]:
+    """Fit per-head temperatures on the validation stars (as notebook 04).
 
-    Writes ``member_k_calibrated.pt`` beside each member and ``temperatures.json``; returns the
-    new files and the temperatures.
+    ``method``: ``"nll"`` fits each member's temperatures by the cross-entropy of soft literature
+    targets (Guo et al.); ``"coverage"`` fits one temperature per head, shared by the members, so
+    that the ensemble's central intervals cover the literature labels at their nominal rate
+    (:func:`remap_lib.calibrate.fit_coverage_temperatures`). Writes ``member_k_calibrated.pt``
+    beside each member and ``temperatures.json``; returns the new files and the temperatures.
     """
+    if method not in CALIBRATION_METHODS:
+        raise ValueError(f"unknown calibration method {method!r}; choose from {CALIBRATION_METHODS}")
     sets = _roles(miles_file, splits_file)
     val = sets["validation"]
+    loaded = [load_model(path) for path in members]
+    logits = [cal.collect_logits(model, val.flux, val.mask) for model, _ in loaded]
+    if method == "coverage":
+        shared = cal.fit_coverage_temperatures(logits, val.labels, loaded[0][1]["bins"])
+        fitted = [dict(shared) for _ in loaded]
+    else:
+        fitted = [cal.fit_temperatures(z, val.labels, info["bins"], label_sigma=LITERATURE_SIGMA)
+                  for z, (_, info) in zip(logits, loaded, strict=True)]
     out, temps = [], []
-    for path in members:
-        model, info = load_model(path)
-        logits = cal.collect_logits(model, val.flux, val.mask)
-        t = cal.fit_temperatures(logits, val.labels, info["bins"], label_sigma=LITERATURE_SIGMA)
+    for path, (model, info), t in zip(members, loaded, fitted, strict=True):
         out.append(save_model(Path(path).with_name(Path(path).stem + "_calibrated.pt"), model, info["bins"],
                               info["instrument"], info["train_config"], info["label_stats"],
-                              extra={**info["extra"], "temperatures": t}))
+                              extra={**info["extra"], "temperatures": t, "calibration": method}))
         temps.append(t)
     with atomic_write(Path(members[0]).parent / "temperatures.json", "w") as fh:
         json.dump(temps, fh, indent=1)

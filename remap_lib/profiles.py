@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import copy
 
+#: How notebook 04 / `remap calibrate` fit temperatures: "nll", Guo et al.'s cross-entropy fit per member;
+#: "coverage", one temperature per head shared by the members, fitted to the ensemble's interval coverage.
+CALIBRATION_METHODS = ("nll", "coverage")
+
 PROFILES: dict[str, dict[str, dict]] = {
     "01_data_prep": {
         "smoke": {"instrument": "miles", "max_grid_spectra": 120, "max_miles_stars": None,
@@ -36,6 +40,12 @@ PROFILES: dict[str, dict[str, dict]] = {
                     "members": 3, "swa_start": 0.75},
         "paper": {"epochs": 60, "batch_size": 32, "lr": 1e-3, "freeze_epochs": 5, "backbone_lr_factor": 0.1,
                   "members": 5, "swa_start": 0.75},
+    },
+    # calibration: one of CALIBRATION_METHODS
+    "04_calibrate": {
+        "smoke": {"calibration": "nll"},
+        "default": {"calibration": "nll"},
+        "paper": {"calibration": "nll"},
     },
     "09_predict": {
         "smoke": {"n_stars": 12},

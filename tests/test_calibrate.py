@@ -19,6 +19,8 @@ from remap_lib.calibrate import (  # noqa: E402
     collect_logits,
     coverage,
     expected_calibration_error,
+    fit_coverage_temperature,
+    fit_coverage_temperatures,
     fit_temperature,
     fit_temperatures,
     interval_ece,
@@ -221,3 +223,56 @@ def test_plot_reliability_draws_both_curves():
     assert len(ax2.lines) == 2 and ax2.get_xlabel().startswith("confidence")
     plt.close(fig)
     plt.close(fig2)
+
+
+# ---------------------------------------------------------------- coverage temperature
+WIDE = LabelBins.uniform("x", 0.0, 40.0, 0.5)
+GRID = np.geomspace(0.25, 16.0, 145)  # 3 % steps: enough here, and fast
+
+
+def gaussian_logits(mu, width, bins=WIDE):
+    """Logits whose softmax is a Gaussian of ``width`` around each ``mu`` (log-density up to a constant)."""
+    return -0.5 * ((bins.centers[None, :] - np.asarray(mu)[:, None]) / width) ** 2
+
+
+def overconfident_sample(n=1500, seed=0, true_width=2.0):
+    rng = np.random.default_rng(seed)
+    mu = rng.uniform(12, 28, n)
+    return mu, mu + true_width * rng.standard_normal(n)
+
+
+def test_coverage_temperature_undoes_a_known_overconfidence():
+    # PMFs half as wide as the scatter of the truth: softmax(z / T) has width 1·sqrt(T), so T = 4 calibrates
+    mu, truth = overconfident_sample()
+    t = fit_coverage_temperature([gaussian_logits(mu, 1.0)], truth, WIDE, grid=GRID)
+    assert t == pytest.approx(4.0, rel=0.12)
+    pmf = apply_temperature(gaussian_logits(mu, 1.0), t)
+    assert coverage(pmf, truth, WIDE, 0.68) == pytest.approx(0.68, abs=0.03)
+    assert interval_ece(pmf, truth, WIDE) < interval_ece(apply_temperature(gaussian_logits(mu, 1.0), 1.0), truth, WIDE)
+
+
+def test_calibrated_pmfs_keep_a_temperature_near_one():
+    mu, truth = overconfident_sample(seed=1)
+    assert fit_coverage_temperature([gaussian_logits(mu, 2.0)], truth, WIDE, grid=GRID) == pytest.approx(1.0, rel=0.12)
+
+
+def test_members_share_one_temperature_fitted_on_their_mixture():
+    # two members that disagree by ±1.5: their mixture is already wider, so the shared T is smaller
+    mu, truth = overconfident_sample(seed=2)
+    alone = fit_coverage_temperature([gaussian_logits(mu, 1.0)], truth, WIDE, grid=GRID)
+    mixed = fit_coverage_temperature([gaussian_logits(mu - 1.5, 1.0), gaussian_logits(mu + 1.5, 1.0)], truth, WIDE,
+                                     grid=GRID)
+    assert mixed < alone
+    # and identical members change nothing
+    assert fit_coverage_temperature([gaussian_logits(mu, 1.0)] * 3, truth, WIDE, grid=GRID) == alone
+
+
+def test_coverage_temperatures_per_head_skip_unknown_labels():
+    mu, truth = overconfident_sample(seed=3)
+    labels = np.column_stack([truth, truth, np.full(truth.shape, np.nan)])
+    labels[::2, 0] = np.nan  # half the first label unknown: fitted on the rest
+    logits = {"teff": gaussian_logits(mu, 1.0), "logg": gaussian_logits(mu, 2.0)}
+    t = fit_coverage_temperatures([logits], labels, {"teff": WIDE, "logg": WIDE}, grid=GRID)
+    assert set(t) == {"teff", "logg"} and t["teff"] == pytest.approx(4.0, rel=0.15)
+    with pytest.raises(ValueError, match="no known label"):
+        fit_coverage_temperatures([{"feh": gaussian_logits(mu, 1.0)}], labels, {"feh": WIDE}, grid=GRID)

@@ -85,3 +85,15 @@ def test_member_files_says_which_command_to_run(tmp_path):
         pipeline.member_files(tmp_path, calibrated=True)
     with pytest.raises(FileNotFoundError, match="remap finetune"):
         pipeline.member_files(tmp_path, calibrated=False)
+
+
+def test_coverage_calibration_shares_one_temperature_per_head(setup, tmp_path):
+    tmp, pre = setup
+    members = pipeline.finetune(pre, tmp / "miles.h5", tmp_path / "ft", "smoke", tmp / "splits.csv", progress=False,
+                                members=2, epochs=1, batch_size=8)
+    calibrated, temps = pipeline.calibrate(members, tmp / "miles.h5", tmp / "splits.csv", method="coverage")
+    assert temps[0] == temps[1] and set(temps[0]) == {"teff", "logg", "feh"}
+    assert all(0.05 <= t <= 20 for t in temps[0].values())
+    assert load_model(calibrated[0])[1]["extra"]["calibration"] == "coverage"
+    with pytest.raises(ValueError, match="unknown calibration method 'mse'"):
+        pipeline.calibrate(members, tmp / "miles.h5", tmp / "splits.csv", method="mse")
