@@ -1,10 +1,17 @@
-"""What every benchmark records about the machine it ran on (imported by the bench scripts)."""
+"""What every benchmark records about the machine it ran on (imported by the bench scripts).
+
+``machine_info`` lives in the package (the notebooks' run logs record the same description);
+thread pinning is the benchmarks' own.
+"""
 
 from __future__ import annotations
 
 import os
-import platform
 import sys
+
+from remap_lib.machine import machine_info
+
+__all__ = ["THREAD_VARIABLES", "machine_info", "pin_threads_from_argv"]
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
@@ -23,22 +30,3 @@ def pin_threads_from_argv(default: int = 2) -> int:
     for var in THREAD_VARIABLES:
         os.environ[var] = str(threads)
     return threads
-
-
-def machine_info() -> dict:
-    """CPU model, usable cores, platform, Python and the load average when the benchmark starts."""
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        usable = os.cpu_count()
-    return {"cpu_model": cpu, "nproc": usable, "cpu_count": os.cpu_count(), "platform": platform.platform(),
-            "python": platform.python_version(), "load_average_start": list(os.getloadavg())}

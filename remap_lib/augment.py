@@ -1,7 +1,7 @@
 """On-the-fly augmentation of continuum-normalized spectra (torch, batched).
 
 Pretraining on noise-free synthetic spectra only transfers to observed ones if the network has
-seen the ways an observation differs from a model (DESIGN.md §3.3). :class:`Augmenter` applies,
+seen the ways an observation differs from a model. :class:`Augmenter` applies,
 per spectrum of a ``(B, npix)`` batch on one instrument's pixel grid and in this order:
 
 1. **resolution** — extra Gaussian broadening: the effective LSF FWHM becomes FWHM·(1+u),

@@ -1,4 +1,4 @@
-"""Peers of the network on identical splits (DESIGN.md §3.7): The Cannon and a χ² grid fit.
+"""Peers of the network on identical splits: The Cannon and a χ² grid fit.
 
 Both take spectra already on one instrument grid and continuum-normalized the same way
 (:func:`remap_lib.preprocess.to_instrument`, as in :mod:`remap_lib.trainsets`), with an inverse

@@ -38,7 +38,8 @@ import nbformat
 import yaml
 
 from .fileio import atomic_write, sha256_file
-from .notebooks import BOOK_NOTEBOOK_DIR, NOTEBOOK_DIR, list_notebooks, machine_info, read_run_log, run_log_path
+from .machine import machine_info
+from .notebooks import BOOK_NOTEBOOK_DIR, NOTEBOOK_DIR, list_notebooks, read_run_log, run_log_path
 from .paths import DATA_DIR, REPO_ROOT
 from .profiles import PROFILES
 from .results import load_metrics, metrics_path
@@ -378,7 +379,7 @@ def reproducibility_page(profile: str, run_log=None, names=None, notebook_dir=NO
         lines.append(f"| `{name}` | {pin} | {installed or 'not installed'}{mark} |")
 
     machine = machine_info()
-    lines += ["", "## Machine", "", "The machine that built this page (`bench/machine.py`):", "",
+    lines += ["", "## Machine", "", "The machine that built this page (`remap_lib/machine.py`):", "",
               "| | |", "|---|---|"]
     lines += [f"| {k} | {_cell(v)} |" for k, v in machine.items()]
     lines += ["", "The benchmarks name their own machine: see the chapter {doc}`performance`.", ""]

@@ -4,7 +4,7 @@ An :class:`Instrument` says what a spectrum looks like *after* it has been obser
 degraded to) that instrument. Every spectrum the model sees, synthetic or observed, is put on
 ``instrument.wavelength_grid()`` by :func:`remap_lib.preprocess.to_instrument`.
 
-Two profiles are predefined (DESIGN.md §3.2):
+Two profiles are predefined:
 
 * :data:`MARVELS` — the paper's: R = 11000 over 5000–5700 Å (vacuum), log-linear pixels of
   9 km/s, i.e. about 3 pixels per resolution element (c / R / 9 km/s = 3.03), 4366 pixels.

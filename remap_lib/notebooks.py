@@ -11,14 +11,13 @@ and reproducibility page read these logs.
 from __future__ import annotations
 
 import datetime
-import importlib.util
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
 from .fileio import atomic_write
+from .machine import machine_info
 from .paths import REPO_ROOT, repo_file
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -105,16 +104,3 @@ def record_run(out_dir, name: str, entry: dict) -> Path:
         json.dump(log, fh, indent=1)
         fh.write("\n")
     return path
-
-
-def machine_info() -> dict:
-    """The benchmarks' description of this machine (``bench/machine.py``), so run times and benchmark
-    numbers name their machine the same way; a minimal one where ``bench/`` is not shipped."""
-    source = REPO_ROOT / "bench" / "machine.py"
-    if source.exists():
-        # bench/ is a folder of scripts, not a package: load the one module by path
-        spec = importlib.util.spec_from_file_location("_remap_bench_machine", source)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module.machine_info()
-    return {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}

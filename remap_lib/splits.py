@@ -7,7 +7,7 @@ One row per MILES star, one ``role`` each:
 ``validation``
     FGK dwarfs kept out of training for early stopping, SWA and temperature scaling.
 ``calibration``
-    The 30 calibration dwarfs (DESIGN.md §3.4), chosen by label quality; never trained on.
+    The 30 calibration dwarfs (the paper's validation protocol), chosen by label quality; never trained on.
 ``giant_candidate``
     FGK giants: never used in fine-tuning, validation or calibration.
 ``holdout``

@@ -1,7 +1,8 @@
 """remap_lib.sources.linelist: the Gaia-ESO list in Turbospectrum format, read for PySME.
 
 A hand-written two-species file checks the parsing and the damping conventions value by value;
-the real list (fetched into the cache with pip on first use) checks the counts in DESIGN.md §2.
+the real list (fetched into the cache with pip on first use) checks the counts the book's data chapter
+quotes.
 """
 
 from __future__ import annotations

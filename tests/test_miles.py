@@ -313,7 +313,7 @@ def real(real_folder):
 
 def test_real_catalogue(real_folder):
     """The label files: 985 stars, 946 with all labels; 354 FGK dwarfs and 369 giants with
-    4000 < Teff < 7000 K (strict). These are the numbers quoted in DESIGN.md §2."""
+    4000 < Teff < 7000 K (strict). These are the numbers the book's data chapter quotes."""
     labels = read_miles_labels(real_folder)
     t = labels.table
     assert len(t) == 985 and list(t["id"]) == list(range(1, 986))
