@@ -146,7 +146,8 @@ def _finetune(args) -> int:
     from .pretrained import find_pretrained
 
     work = _work(args)
-    overrides = {k: getattr(args, k) for k in ("epochs", "members", "batch_size", "lr") if getattr(args, k) is not None}
+    overrides = {k: getattr(args, k) for k in ("epochs", "members", "batch_size", "lr", "rehearsal")
+                 if getattr(args, k) is not None}
     pretrained = args.pretrained
     if pretrained is None:
         start = find_pretrained(args.profile, work=work)
@@ -154,7 +155,7 @@ def _finetune(args) -> int:
         pretrained = start.path
     paths = pipeline.finetune(pretrained, args.miles or work / "miles.h5",
                               args.out or work / "finetune", args.profile, args.splits, args.seed,
-                              progress=not args.quiet, **overrides)
+                              progress=not args.quiet, synthetic_file=args.synthetic, **overrides)
     for path in paths:
         print(f"fine-tuned member: {path}")
     return 0
@@ -329,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--members", type=int, default=None, help="ensemble size (default: the profile's)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--rehearsal", type=float, default=None,
+                   help="synthetic spectra mixed into each epoch per fine-tuning star (default: the profile's)")
+    p.add_argument("--synthetic", default=None, help="synthetic training file to rehearse (default: WORK/synthetic.h5)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_finetune)

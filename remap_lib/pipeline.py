@@ -46,15 +46,27 @@ def member_files(folder, calibrated: bool) -> list[Path]:
 
 
 def finetune(pretrained, miles_file, out_dir, profile: str = "default", splits_file=None, seed: int = 0,
-             progress: bool = True, **overrides) -> list[Path]:
-    """Fine-tune ``pretrained`` on the splits' fine-tuning stars as notebook 03 does (resumable)."""
+             progress: bool = True, synthetic_file=None, **overrides) -> list[Path]:
+    """Fine-tune ``pretrained`` on the splits' fine-tuning stars as notebook 03 does (resumable).
+
+    With a ``rehearsal`` ratio above 0, the training spectra of ``synthetic_file`` (default:
+    ``synthetic.h5`` beside ``miles_file``) are mixed into every epoch.
+    """
     p = resolve("03_finetune", profile, **overrides)
     sets = _roles(miles_file, splits_file)
     config = finetune_config(epochs=p["epochs"], batch_size=p["batch_size"], lr=p["lr"],
                              freeze_epochs=p["freeze_epochs"], backbone_lr_factor=p["backbone_lr_factor"],
                              swa_start=p["swa_start"], seed=seed)
+    rehearsal = rehearsal_set(synthetic_file or Path(miles_file).with_name("synthetic.h5")) if p["rehearsal"] else None
     return finetune_ensemble(pretrained, sets["finetune"], sets.get("validation"), config, out_dir,
-                             members=p["members"], progress=progress)
+                             members=p["members"], progress=progress, rehearsal=rehearsal,
+                             rehearsal_ratio=p["rehearsal"])
+
+
+def rehearsal_set(synthetic_file) -> SpectraSet:
+    """The synthetic training spectra (split 'train') that fine-tuning rehearses."""
+    synth = read_dataset(synthetic_file)
+    return synth.select(synth.meta.get("split", np.full(len(synth), "train")) == "train")
 
 
 def calibrate(members, miles_file, splits_file=None, method: str = "nll") -> tuple[list[Path], list[dict]]:

@@ -35,11 +35,11 @@ PROFILES: dict[str, dict[str, dict]] = {
     },
     "03_finetune": {
         "smoke": {"epochs": 2, "batch_size": 32, "lr": 1e-3, "freeze_epochs": 1, "backbone_lr_factor": 0.1,
-                  "members": 1, "swa_start": 0.5},
+                  "members": 1, "swa_start": 0.5, "rehearsal": 0.0},
         "default": {"epochs": 60, "batch_size": 32, "lr": 1e-3, "freeze_epochs": 5, "backbone_lr_factor": 0.1,
-                    "members": 3, "swa_start": 0.75},
+                    "members": 3, "swa_start": 0.75, "rehearsal": 0.0},
         "paper": {"epochs": 60, "batch_size": 32, "lr": 1e-3, "freeze_epochs": 5, "backbone_lr_factor": 0.1,
-                  "members": 5, "swa_start": 0.75},
+                  "members": 5, "swa_start": 0.75, "rehearsal": 0.0},
     },
     # calibration: one of CALIBRATION_METHODS
     "04_calibrate": {

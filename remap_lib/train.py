@@ -34,6 +34,9 @@ from .fileio import atomic_write
 from .losses import MultiTaskLoss
 from .model import DeepREMAP
 
+#: Soft-target widths around the exact labels of synthetic spectra (our choice, about a bin): Teff, log g, [Fe/H].
+SYNTHETIC_LABEL_SIGMA = (50.0, 0.1, 0.05)
+
 
 @dataclass
 class TrainConfig:
@@ -54,7 +57,7 @@ class TrainConfig:
     triplet_weight: float = 0.1
     triplet_margin: float = 0.2
     # Width of the soft targets around exact synthetic labels (our choice, ~ a bin)
-    label_sigma: tuple[float, float, float] = (50.0, 0.1, 0.05)
+    label_sigma: tuple[float, float, float] = SYNTHETIC_LABEL_SIGMA
     grad_clip: float = 5.0
     # transfer learning: the stem and backbone are frozen for the first `freeze_epochs`, then train at
     # `backbone_lr_factor` times the heads' learning rate
@@ -150,8 +153,10 @@ class FitResult:
 
 
 def _targets(labels: torch.Tensor, bins: dict[str, LabelBins], sigma) -> dict[str, torch.Tensor]:
+    """Soft targets; ``sigma`` is None, one width per label (3,), or one per row and label (n, 3)."""
     lab = labels.numpy()
-    return {name: torch.from_numpy(bins[name].soft_targets(lab[:, j], None if sigma is None else sigma[j]))
+    widths = None if sigma is None else np.broadcast_to(np.asarray(sigma, dtype=np.float64), lab.shape)
+    return {name: torch.from_numpy(bins[name].soft_targets(lab[:, j], None if widths is None else widths[:, j]))
             for j, name in enumerate(LABEL_NAMES)}
 
 
@@ -159,7 +164,11 @@ class Trainer:
     """Fits a :class:`DeepREMAP` on a :class:`SpectraSet` (classification or regression heads)."""
 
     def __init__(self, model: DeepREMAP, train: SpectraSet, config: TrainConfig, bins=None,
-                 val: SpectraSet | None = None, out_dir=None, device=None, label_stats=None):
+                 val: SpectraSet | None = None, out_dir=None, device=None, label_stats=None,
+                 rehearsal: SpectraSet | None = None, rehearsal_ratio: float = 0.0):
+        """``rehearsal``: synthetic spectra mixed into every epoch while fine-tuning, ``rehearsal_ratio``
+        of them per ``train`` spectrum (drawn anew each epoch), with soft targets of the synthetic
+        width, so that what pretraining learnt outside ``train``'s label range is not forgotten."""
         self.config = config
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         torch.set_num_threads(config.threads)
@@ -173,6 +182,22 @@ class Trainer:
         self.ivar = torch.as_tensor(np.nan_to_num(train.ivar, posinf=np.inf), dtype=torch.float32)
         self.mask = torch.as_tensor(train.mask, dtype=torch.bool)
         self.labels = torch.as_tensor(train.labels, dtype=torch.float32)
+        self.n_main = len(train)  # rows of `train`; rehearsal rows, if any, follow them
+        self.rehearsal_ratio = float(rehearsal_ratio) if rehearsal is not None and len(rehearsal) else 0.0
+        self.row_sigma = None
+        if self.rehearsal_ratio < 0:
+            raise ValueError(f"rehearsal_ratio must be >= 0, got {rehearsal_ratio}")
+        if self.rehearsal_ratio > 0:
+            if rehearsal.flux.shape[1] != train.flux.shape[1]:
+                raise ValueError(f"rehearsal spectra have {rehearsal.flux.shape[1]} pixels, training spectra "
+                                 f"{train.flux.shape[1]}: put both on one instrument")
+            self.flux = torch.cat([self.flux, torch.as_tensor(rehearsal.flux, dtype=torch.float32)])
+            self.ivar = torch.cat([self.ivar, torch.as_tensor(np.nan_to_num(rehearsal.ivar, posinf=np.inf),
+                                                              dtype=torch.float32)])
+            self.mask = torch.cat([self.mask, torch.as_tensor(rehearsal.mask, dtype=torch.bool)])
+            self.labels = torch.cat([self.labels, torch.as_tensor(rehearsal.labels, dtype=torch.float32)])
+            self.row_sigma = np.concatenate([np.broadcast_to(np.asarray(config.label_sigma, float), (self.n_main, 3)),
+                                             np.broadcast_to(np.asarray(SYNTHETIC_LABEL_SIGMA), (len(rehearsal), 3))])
         # Standardization for the regression baseline: fixed from the training labels
         mean = np.nanmean(train.labels, axis=0) if label_stats is None else np.asarray(label_stats[0])
         std = np.nanstd(train.labels, axis=0) if label_stats is None else np.asarray(label_stats[1])
@@ -195,6 +220,9 @@ class Trainer:
         self.history: list[dict] = []
         self.epoch = 0
         self.fingerprint = training_fingerprint(config, train, model)
+        if self.rehearsal_ratio > 0:  # absent otherwise, so runs without rehearsal keep their fingerprints
+            self.fingerprint["rehearsal"] = _sha256(data_sha256(rehearsal).encode(),
+                                                    f"{self.rehearsal_ratio!r}".encode())
         self.resume_note = ""  # why the last fit() resumed or started afresh (also printed)
 
     # ------------------------------------------------------------------ checkpoints
@@ -231,7 +259,8 @@ class Trainer:
         if saved is None:
             changed = ["no fingerprint: written by an older remap"]
         else:
-            changed = [part for part, digest in self.fingerprint.items() if saved.get(part) != digest]
+            changed = [part for part in dict.fromkeys([*self.fingerprint, *saved])
+                       if saved.get(part) != self.fingerprint.get(part)]
         if changed:
             self._note(f"{path}: not resumed, starting afresh ({', '.join(changed)} changed since it was written)"
                        if saved is not None else f"{path}: not resumed, starting afresh ({changed[0]})")
@@ -259,7 +288,7 @@ class Trainer:
             writer.writerows(self.history)
 
     # ------------------------------------------------------------------ one epoch
-    def _loss(self, out: dict, labels: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    def _loss(self, out: dict, labels: torch.Tensor, sigma=None) -> tuple[torch.Tensor, dict]:
         if self.regression:
             mean = torch.tensor(self.label_stats[0], device=labels.device)
             std = torch.tensor(self.label_stats[1], device=labels.device)
@@ -271,13 +300,25 @@ class Trainer:
                 parts[name] = err.mean() if ok.any() else err.sum()
                 total = total + parts[name]
             return total, {k: float(v.detach()) for k, v in {**parts, "total": total}.items()}
-        targets = {k: v.to(self.device) for k, v in _targets(labels.cpu(), self.bins, self.config.label_sigma).items()}
+        sigma = self.config.label_sigma if sigma is None else sigma
+        targets = {k: v.to(self.device) for k, v in _targets(labels.cpu(), self.bins, sigma).items()}
         return self.loss_fn(out["logits"], targets, out["embedding"], labels)
+
+    def _epoch_order(self, epoch: int) -> torch.Tensor:
+        """This epoch's rows: every training spectrum and, with rehearsal, a fresh draw of rehearsal ones."""
+        cfg = self.config
+        if self.rehearsal_ratio == 0:
+            return torch.randperm(self.n_main, generator=_generator(cfg.seed, epoch, 0))
+        pool = len(self.flux) - self.n_main
+        count = min(round(self.rehearsal_ratio * self.n_main), pool)
+        drawn = self.n_main + torch.randperm(pool, generator=_generator(cfg.seed, epoch, 3))[:count]
+        rows = torch.cat([torch.arange(self.n_main), drawn])
+        return rows[torch.randperm(len(rows), generator=_generator(cfg.seed, epoch, 0))]
 
     def run_epoch(self, progress: bool = True) -> dict:
         cfg, epoch = self.config, self.epoch
-        n = len(self.flux)
-        order = torch.randperm(n, generator=_generator(cfg.seed, epoch, 0))
+        order = self._epoch_order(epoch)
+        n = len(order)
         augment_gen = _generator(cfg.seed, epoch, 1)
         torch.manual_seed(cfg.seed * 7919 + epoch)  # dropout
         steps = max(n // cfg.batch_size, 1)  # drop the ragged last batch: BN and DDP want full batches
@@ -302,7 +343,8 @@ class Trainer:
             mine = slice(self.rank, None, self.world)
             flux, mask, labels = flux[mine].to(self.device), mask[mine].to(self.device), self.labels[idx][mine]
             out = self.ddp_model(flux, mask)
-            loss, parts = self._loss(out, labels.to(self.device))
+            sigma = None if self.row_sigma is None else self.row_sigma[idx.numpy()][mine]
+            loss, parts = self._loss(out, labels.to(self.device), sigma)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
@@ -380,7 +422,7 @@ def _update_bn(model: DeepREMAP, trainer: Trainer, seed: int) -> None:
     model.train()
     gen = _generator(seed, 10_000, 2)
     bs = trainer.config.batch_size
-    order = torch.randperm(len(trainer.flux), generator=gen)
+    order = torch.randperm(trainer.n_main, generator=gen)  # the target domain's statistics, not the rehearsal's
     for i in range(0, len(order), bs):
         idx = order[i:i + bs]
         flux, _, mask = trainer.augmenter(trainer.flux[idx], trainer.ivar[idx], trainer.mask[idx], generator=gen)

@@ -48,21 +48,23 @@ def by_role(data: SpectraSet, splits: pd.DataFrame) -> dict[str, SpectraSet]:
 
 
 def finetune(pretrained, train: SpectraSet, val: SpectraSet | None, config: TrainConfig, out_dir,
-             progress: bool = True, device=None):
+             progress: bool = True, device=None, rehearsal: SpectraSet | None = None, rehearsal_ratio: float = 0.0):
     """Fine-tune the model in file ``pretrained``; returns ``(FitResult, Trainer)``.
 
     Checkpoints go to ``out_dir`` (resumable like pretraining). The regression baseline's label
     standardization is carried over from its pretraining so its outputs keep their meaning.
+    ``rehearsal`` / ``rehearsal_ratio``: synthetic spectra mixed into each epoch (see :class:`Trainer`).
     """
     model, info = load_model(pretrained, device=device or "cpu")
     torch.manual_seed(config.seed)
     trainer = Trainer(model, train, config, info["bins"], val=val, out_dir=out_dir, device=device,
-                      label_stats=info.get("label_stats"))
+                      label_stats=info.get("label_stats"), rehearsal=rehearsal, rehearsal_ratio=rehearsal_ratio)
     return trainer.fit(progress=progress), trainer
 
 
 def finetune_ensemble(pretrained, train: SpectraSet, val: SpectraSet | None, config: TrainConfig, out_dir,
-                      members: int = 3, progress: bool = True, device=None) -> list[Path]:
+                      members: int = 3, progress: bool = True, device=None, rehearsal: SpectraSet | None = None,
+                      rehearsal_ratio: float = 0.0) -> list[Path]:
     """K fine-tunings from seeds ``config.seed + k``; each saved as ``out_dir/member_k.pt``.
 
     Leaves no stale ensemble behind for the later steps: a member's calibrated file from earlier
@@ -74,9 +76,11 @@ def finetune_ensemble(pretrained, train: SpectraSet, val: SpectraSet | None, con
     _, info = load_model(pretrained)
     for k in range(members):
         cfg = replace(config, seed=config.seed + k)
-        result, trainer = finetune(pretrained, train, val, cfg, out_dir / f"member_{k}", progress, device)
+        result, trainer = finetune(pretrained, train, val, cfg, out_dir / f"member_{k}", progress, device,
+                                   rehearsal, rehearsal_ratio)
         paths.append(save_model(out_dir / f"member_{k}.pt", result.model, trainer.bins, info["instrument"],
-                                cfg.to_dict(), trainer.label_stats, extra={"pretrained": str(pretrained)}))
+                                cfg.to_dict(), trainer.label_stats,
+                                extra={"pretrained": str(pretrained), "rehearsal_ratio": trainer.rehearsal_ratio}))
         calibrated = out_dir / f"member_{k}_calibrated.pt"
         if calibrated.exists() and _weights_differ(calibrated, paths[-1]):
             calibrated.unlink()

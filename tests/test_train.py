@@ -174,3 +174,36 @@ def test_frozen_backbone_does_not_change(tmp_path):
     after = model.state_dict()
     assert all(torch.equal(v, after[k]) for k, v in before.items())  # weights and BN statistics
     assert not torch.equal(after["heads.teff.weight"], head_before)  # the heads did learn
+
+
+def test_rehearsal_mixes_a_fresh_draw_each_epoch_and_keeps_bn_on_the_target(tmp_path):
+    data = toy_set()
+    train = data.select(data.meta["split"] == "train")  # 40 rows
+    synth = toy_set(n=30, seed=5, id_prefix="g", n_val=0)
+    torch.manual_seed(0)
+    trainer = Trainer(build_model(data.flux.shape[1], **TINY_ARCH), train, config(), out_dir=tmp_path,
+                      rehearsal=synth, rehearsal_ratio=0.5)
+    first, second = trainer._epoch_order(0), trainer._epoch_order(1)
+    for order in (first, second):  # every training row once, plus 20 of the 30 rehearsal rows
+        assert sorted(order[order < 40].tolist()) == list(range(40))
+        assert (order >= 40).sum() == 20 and len(set(order.tolist())) == 60
+    assert set(first[first >= 40].tolist()) != set(second[second >= 40].tolist())
+    # rehearsal rows get the synthetic soft-target width, training rows the configured one
+    assert trainer.row_sigma[0].tolist() == list(config().label_sigma)
+    assert trainer.row_sigma[45].tolist() == [50.0, 0.1, 0.05]
+    assert "rehearsal" in trainer.fingerprint
+    trainer.fit(progress=False, stop_after=1)
+    # a rerun without rehearsal must not resume it
+    torch.manual_seed(0)
+    plain = Trainer(build_model(data.flux.shape[1], **TINY_ARCH), train, config(), out_dir=tmp_path)
+    assert not plain.load_checkpoint() and "rehearsal changed" in plain.resume_note
+
+
+def test_no_rehearsal_is_the_plain_run():
+    data = toy_set()
+    train = data.select(data.meta["split"] == "train")
+    torch.manual_seed(0)
+    trainer = Trainer(build_model(data.flux.shape[1], **TINY_ARCH), train, config(), rehearsal=toy_set(n=10),
+                      rehearsal_ratio=0.0)
+    assert trainer.n_main == len(trainer.flux) == 40 and "rehearsal" not in trainer.fingerprint
+    assert torch.equal(trainer._epoch_order(3), torch.randperm(40, generator=torch.Generator().manual_seed(303)))
