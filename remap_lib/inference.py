@@ -11,13 +11,21 @@ probability mass function, optionally the PMF itself, and
 * ``ood_distance`` / ``out_of_domain``: the distance in the embedding space from the spectrum to the
   nearest training spectrum, and whether it exceeds the threshold fitted when the model was
   exported (spectra unlike anything the network was trained on get confident-looking nonsense);
-* ``masked_fraction``: the share of the instrument window without usable pixels;
-* ``flags``: ``;``-separated warnings (``out_of_domain``, ``mostly_masked``, ``at_range_edge:<label>``);
-* ``notes``: what was assumed or converted (medium, units, resolution);
+* ``masked_fraction``: the share of the instrument window without usable pixels, whether the data
+  stop short of the window's ends or the pixels are NaN, masked or have ivar 0;
+* ``flags``: ``;``-separated warnings (``out_of_domain``, ``partial_coverage``, ``at_range_edge:<label>``);
+* ``notes``: what was assumed or converted (medium, units, resolution, padded edges, widened PMFs);
 * ``error``: why a row failed (its numbers are then NaN); empty for rows that worked.
 
 A bad spectrum never stops the others. Inputs are put on the model's instrument with the same
 :func:`remap_lib.preprocess.to_instrument` used for training data.
+
+Missing pixels, one rule: the part of the window the data do not reach is padded and masked, as
+NaN, masked and ivar-0 pixels are, and the network ignores masked pixels (they are set to the
+continuum). A row whose ``masked_fraction`` is at most :data:`MAX_MISSING` (10 %) is predicted,
+flagged ``partial_coverage``, and its PMFs are widened by :func:`missing_inflation` (a temperature
+growing with the missing share, fitted on MILES validation stars by :mod:`remap_lib.coverage`);
+beyond it the row fails and its error says what would fix it.
 """
 
 from __future__ import annotations
@@ -33,16 +41,22 @@ import torch
 from .dataset import LABEL_NAMES, SpectraSet
 from .fileio import RemapDataError, sha256_file
 from .inputs import FailedInput, as_inputs
+from .instruments import C_KMS
 from .model import InferenceNet, fuse_for_inference
 from .modelfile import load_members
-from .preprocess import to_instrument
+from .preprocess import convert_medium, pixel_edges, to_instrument, uncovered
 from .readers import RawSpectrum, StoreSpectra
 
 #: The model shipped with the package: the ``default`` profile's fine-tuned, calibrated ensemble (MILES).
 DEFAULT_MODEL_NAME = "deep_remap_miles_default.pt"
-C_KMS = 299792.458
 ESTIMATES = ("median", "p16", "p84", "p2_5", "p97_5", "mean", "std")
-MOSTLY_MASKED = 0.3  # flag a spectrum when more than this share of the window is unusable
+#: The largest share of the window that may lack usable pixels (beyond the data's ends, NaN, masked,
+#: ivar 0) for a row to be predicted: the range over which :data:`MISSING_INFLATION` was measured.
+MAX_MISSING = 0.10
+#: Growth of each head's temperature with the missing share f of the window, T → T·(1 + s·f)
+#: (:func:`missing_inflation`), fitted for the shipped model on the MILES validation stars by
+#: ``python -m remap_lib.coverage`` (report: results/partial_coverage.json).
+MISSING_INFLATION = {"teff": 2.71, "logg": 1.98, "feh": 3.48}
 
 
 def default_model_path() -> Path:
@@ -111,10 +125,14 @@ class Predictor:
 
     # -- the network --------------------------------------------------------------------------------
     @torch.inference_mode()
-    def network(self, flux, mask) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """Ensemble-mean PMFs ``{label: (n, nbins)}`` and the first member's embedding (n, d)."""
+    def network(self, flux, mask, widen=None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Ensemble-mean PMFs ``{label: (n, nbins)}`` and the first member's embedding (n, d).
+
+        ``widen`` ``{label: (n,)}`` multiplies each row's calibrated temperatures (None: all 1).
+        """
         flux = torch.as_tensor(np.asarray(flux, dtype=np.float32))
         mask = torch.as_tensor(np.asarray(mask, dtype=bool))
+        widen = {} if widen is None else {n: torch.as_tensor(np.asarray(w, dtype=np.float32)) for n, w in widen.items()}
         pmfs = {name: [] for name in LABEL_NAMES}
         embeddings = []
         for i in range(0, len(flux), self.batch_size):
@@ -126,7 +144,10 @@ class Predictor:
                 if k == 0:
                     embeddings.append(out["embedding"].float().cpu())
                 for name in LABEL_NAMES:
-                    p = torch.softmax(out["logits"][name].float() / float(temps.get(name, 1.0)), dim=-1)
+                    t = float(temps.get(name, 1.0))
+                    if name in widen:
+                        t = t * widen[name][i:i + self.batch_size, None].to(self.device)
+                    p = torch.softmax(out["logits"][name].float() / t, dim=-1)
                     total[name] = p if k == 0 else total[name] + p
             for name in LABEL_NAMES:
                 pmfs[name].append((total[name] / len(self.networks)).cpu())
@@ -135,6 +156,23 @@ class Predictor:
             return ({n: np.zeros((0, self.bins[n].nbins), np.float32) for n in LABEL_NAMES},
                     np.zeros((0, dim), np.float32))
         return {n: torch.cat(p).numpy() for n, p in pmfs.items()}, torch.cat(embeddings).numpy()
+
+    @torch.inference_mode()
+    def member_logits(self, flux, mask) -> list[dict[str, np.ndarray]]:
+        """Each member's logits divided by its calibrated temperatures: ``[{label: (n, nbins)}]``."""
+        flux = torch.as_tensor(np.asarray(flux, dtype=np.float32))
+        mask = torch.as_tensor(np.asarray(mask, dtype=bool))
+        out = [{name: [] for name in LABEL_NAMES} for _ in self.networks]
+        for i in range(0, len(flux), self.batch_size):
+            f = flux[i:i + self.batch_size].to(self.device)
+            m = mask[i:i + self.batch_size].to(self.device)
+            for k, (net, temps) in enumerate(zip(self.networks, self.temperatures, strict=True)):
+                logits = net(f, m)["logits"]
+                for name in LABEL_NAMES:
+                    out[k][name].append((logits[name].float() / float(temps.get(name, 1.0))).cpu())
+        nbins = {name: self.bins[name].nbins for name in LABEL_NAMES}
+        return [{name: torch.cat(z).numpy() if z else np.zeros((0, nbins[name]), np.float32)
+                 for name, z in member.items()} for member in out]
 
     @torch.inference_mode()
     def ood_distance(self, embedding) -> np.ndarray:
@@ -214,7 +252,11 @@ class Predictor:
         return wave, src_medium, lsf, notes
 
     def _to_grid(self, wave, specs, src_medium, lsf, source):
-        """``to_instrument`` for spectra sharing one wavelength array: one sparse operator, one fit."""
+        """``to_instrument`` for spectra sharing one wavelength array: one sparse operator, one fit.
+
+        Returns ``(flux, mask, notes)``; ``notes`` says how far the data stop short of the window's
+        ends, when they do (up to :data:`MAX_MISSING` of it is padded and masked).
+        """
         def stack(attr):
             values = [getattr(s, attr) for s in specs]
             if values[0] is None:
@@ -223,8 +265,13 @@ class Predictor:
             return np.asarray(values[0]) if len(values) == 1 else np.stack([np.asarray(v) for v in values])
 
         out = to_instrument(wave, stack("flux"), self.instrument, stack("ivar"), stack("mask"), medium=src_medium,
-                            source=source, continuum=self.continuum, **lsf)
-        return np.atleast_2d(out.flux.astype(np.float32)), np.atleast_2d(out.mask)
+                            source=source, continuum=self.continuum, max_uncovered=MAX_MISSING, **lsf)
+        ends = pixel_edges(self.wave)[[0, -1]]
+        window = convert_medium(ends, self.instrument.medium, src_medium)
+        gaps = zip(uncovered(wave, window), ("blue", "red"), ends, strict=True)
+        notes = [f"data stop {gap:.3g} Å short of the window's {side} end ({end:.2f} Å, {self.instrument.medium}): "
+                 "padded and masked" for gap, side, end in gaps if gap > 0]
+        return np.atleast_2d(out.flux.astype(np.float32)), np.atleast_2d(out.mask), notes
 
     def _on_grid(self, flux, mask, wave):
         """Rows already on the model's grid, ready for the network; None when ``wave`` is another grid."""
@@ -306,19 +353,20 @@ class Predictor:
         for (_, _, src_medium, lsf, *_), (wave, members) in groups.items():
             specs = [spec for _, spec in members]
             try:
-                f, m = self._to_grid(wave, specs, src_medium, dict(lsf), specs[0].source)
-                done = [(slot, f[k], m[k], "") for k, (slot, _) in enumerate(members)]
+                f, m, nt = self._to_grid(wave, specs, src_medium, dict(lsf), specs[0].source)
+                done = [(slot, f[k], m[k], "", nt) for k, (slot, _) in enumerate(members)]
             except RemapDataError:
                 # one bad spectrum spoils a batch: redo them one by one so each row gets its own reason
                 done = []
                 for slot, spec in members:
                     try:
-                        f, m = self._to_grid(wave, [spec], src_medium, dict(lsf), spec.source)
-                        done.append((slot, f[0], m[0], ""))
+                        f, m, nt = self._to_grid(wave, [spec], src_medium, dict(lsf), spec.source)
+                        done.append((slot, f[0], m[0], "", nt))
                     except RemapDataError as err:
-                        done.append((slot, np.ones(npix, np.float32), np.ones(npix, bool), err.problem))
-            for slot, f, m, err in done:
+                        done.append((slot, np.ones(npix, np.float32), np.ones(npix, bool), err.problem, []))
+            for slot, f, m, err, nt in done:
                 flux[slot], mask[slot], errors[slot] = f[None], m[None], err
+                notes[slot] = notes[slot] + nt
         if rvs is not None and raw_index != len(rvs):
             raise ValueError(f"rv has {len(rvs)} values but {raw_index} spectra were given")
         if not flux:
@@ -338,12 +386,27 @@ class Predictor:
         for i in np.flatnonzero(nothing):
             errors[i] = "no usable pixel in the instrument window after preprocessing"
         ok &= ~nothing
-        pmfs, emb = self.network(prep.flux[ok], prep.mask[ok])
+        window = "{:.2f}–{:.2f} Å".format(*pixel_edges(self.wave)[[0, -1]])
+        for i in np.flatnonzero(ok & (masked_fraction > MAX_MISSING)):
+            errors[i] = (f"{100 * masked_fraction[i]:.1f} % of the window {window} has no usable data (beyond the "
+                         f"data's ends, NaN, masked or ivar 0); remap predicts with at most {100 * MAX_MISSING:g} % "
+                         "missing. To fix: supply the missing part of the window, unmask pixels that are usable, or "
+                         "use a model trained for the range your data cover")
+            ok[i] = False
+        widen = missing_inflation(masked_fraction[ok])
+        pmfs, emb = self.network(prep.flux[ok], prep.mask[ok], widen)
         table = Table()
         table["source"] = np.asarray(prep.source, dtype=str) if n else np.zeros(0, dtype="U1")
         table["name"] = np.asarray(prep.name, dtype=str) if n else np.zeros(0, dtype="U1")
         flags = [[] for _ in range(n)]
+        notes = [list(x) for x in prep.notes]
         rows = np.flatnonzero(ok)
+        for k, r in enumerate(rows):
+            if masked_fraction[r] > 0:
+                flags[r].append("partial_coverage")
+                factors = ", ".join(f"×{widen[name][k]:.3f} ({name})" for name in LABEL_NAMES)
+                notes[r].append(f"{100 * masked_fraction[r]:.2g} % of the window has no usable data: PMF "
+                                f"temperatures {factors}")
         for name in LABEL_NAMES:
             b = self.bins[name]
             decoded = b.decode(pmfs[name]) if len(rows) else {k: np.zeros(0) for k in ESTIMATES}
@@ -369,10 +432,8 @@ class Predictor:
         for r in rows:
             if dist[r] > threshold:
                 flags[r].append("out_of_domain")
-            if masked_fraction[r] > MOSTLY_MASKED:
-                flags[r].append("mostly_masked")
         table["flags"] = [";".join(f) for f in flags] if n else np.zeros(0, dtype="U1")
-        table["notes"] = ["; ".join(x) for x in prep.notes] if n else np.zeros(0, dtype="U1")
+        table["notes"] = ["; ".join(x) for x in notes] if n else np.zeros(0, dtype="U1")
         table["error"] = errors if n else np.zeros(0, dtype="U1")
         table.meta.update(self.table_meta(pmf))
         return table
@@ -389,6 +450,16 @@ class Predictor:
                 fwhm: float | None = None, rv=None):
         """One table row per input spectrum (see the module docstring)."""
         return self.predict_prepared(self.prepare(spectra, medium, resolution, fwhm, rv), pmf)
+
+
+def missing_inflation(fraction) -> dict[str, np.ndarray]:
+    """Per-label factors on the calibrated temperatures for rows missing ``fraction`` of the window.
+
+    T → T·(1 + s·f) with s from :data:`MISSING_INFLATION`: 1 for a complete spectrum, growing
+    linearly up to :data:`MAX_MISSING`, the range over which s was measured.
+    """
+    f = np.clip(np.asarray(fraction, dtype=np.float64), 0.0, None)
+    return {name: 1.0 + MISSING_INFLATION[name] * f for name in LABEL_NAMES}
 
 
 def _remap_version() -> str:

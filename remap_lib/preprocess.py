@@ -57,6 +57,7 @@ __all__ = [
     "pixel_edges",
     "resample",
     "to_instrument",
+    "uncovered",
     "vacuum_to_air",
 ]
 
@@ -134,7 +135,27 @@ def pixel_edges(wave) -> np.ndarray:
     return np.concatenate(([2.0 * wave[0] - mid[0]], mid, [2.0 * wave[-1] - mid[-1]]))
 
 
-def _check_wave(wave, source, window=None) -> np.ndarray:
+#: A window edge missed by less than this share of its wavelength is round-off, not a gap: the same
+#: pixels from a FITS WCS (CRVAL1 + CDELT1·i) and from a table differ by ~1e-16·λ.
+COVERAGE_RTOL = 1e-9
+
+
+def uncovered(wave, window) -> tuple[float, float]:
+    """Å of ``window`` = (wmin, wmax) beyond the outer pixel edges of ``wave``: (blue end, red end).
+
+    Shortfalls below :data:`COVERAGE_RTOL` of the wavelength count as covered.
+    """
+    wave = np.asarray(wave, dtype=np.float64)
+    wmin, wmax = float(window[0]), float(window[1])
+    edges = pixel_edges(wave[[0, 1, -2, -1]])[[0, -1]]
+    blue = max(float(edges[0]) - wmin, 0.0)
+    red = max(wmax - float(edges[1]), 0.0)
+    blue = 0.0 if blue <= COVERAGE_RTOL * wmin else min(blue, wmax - wmin)
+    red = 0.0 if red <= COVERAGE_RTOL * wmax else min(red, wmax - wmin)
+    return blue, red
+
+
+def _check_wave(wave, source, window=None, max_uncovered: float = 0.0) -> np.ndarray:
     wave = np.asarray(wave, dtype=np.float64)
     if wave.ndim != 1 or wave.size < 2:
         raise RemapDataError(source, f"wavelength array must be 1-D with at least 2 pixels, got shape {wave.shape}")
@@ -156,24 +177,35 @@ def _check_wave(wave, source, window=None) -> np.ndarray:
             "sort (or reverse) the spectrum first",
         )
     if window is not None:
-        wmin, wmax = float(window[0]), float(window[1])
-        edges = pixel_edges(wave[[0, 1, -2, -1]])[[0, -1]]
-
-        def covers(scale: float) -> bool:
-            return edges[0] * scale <= wmin and edges[1] * scale >= wmax
-
-        span = f"data span {wave[0]:.6g}–{wave[-1]:.6g}"
-        if not covers(1.0):
-            if covers(10.0):
-                raise RemapDataError(
-                    source, f"wavelengths: looks like nm, not Å ({span}); multiply by 10 to convert to Å"
-                )
-            if covers(1e4):
-                raise RemapDataError(
-                    source, f"wavelengths: looks like µm, not Å ({span}); multiply by 1e4 to convert to Å"
-                )
-            raise RemapDataError(source, f"window {wmin:.6g}–{wmax:.6g} Å not covered ({span} Å)")
+        _check_coverage(wave, source, window, max_uncovered)
     return wave
+
+
+def _check_coverage(wave, source, window, max_uncovered: float) -> None:
+    """RemapDataError when more than ``max_uncovered`` of ``window`` lies beyond the data, saying what would do."""
+    wmin, wmax = float(window[0]), float(window[1])
+    width = wmax - wmin
+    blue, red = uncovered(wave, window)
+    if blue + red <= max_uncovered * width:
+        return
+    span = f"data span {wave[0]:.6g}–{wave[-1]:.6g}"
+    for scale, unit in ((10.0, "nm"), (1e4, "µm")):
+        if uncovered(wave * scale, window) == (0.0, 0.0):
+            raise RemapDataError(
+                source, f"wavelengths: looks like {unit}, not Å ({span}); multiply by {scale:g} to convert to Å"
+            )
+    ends = " and ".join(f"{gap:.4g} Å at the {end} end" for gap, end in ((blue, "blue"), (red, "red")) if gap > 0)
+    if blue + red >= width:
+        ends = "all of it"
+    problem = f"window {wmin:.6g}–{wmax:.6g} Å not covered ({span} Å): {ends} lies beyond the data"
+    if max_uncovered > 0:
+        problem += (
+            f" ({100 * (blue + red) / width:.1f} % of the window; at most {100 * max_uncovered:g} %, "
+            f"{max_uncovered * width:.4g} Å, is padded and masked). To fix: give a spectrum reaching within "
+            f"{max_uncovered * width:.4g} Å of the window's ends in total, or use a model trained for the range "
+            "your data cover (an instrument profile for `remap prepare --instrument`)"
+        )
+    raise RemapDataError(source, problem)
 
 
 def _check_companions(wave, flux, ivar, mask, source) -> None:
@@ -192,18 +224,20 @@ def _check_companions(wave, flux, ivar, mask, source) -> None:
             raise RemapDataError(source, f"negative inverse variance in {nneg} pixel(s)")
 
 
-def check_spectrum(wave, flux, ivar=None, source="<array>", window=None, mask=None) -> Checked:
+def check_spectrum(wave, flux, ivar=None, source="<array>", window=None, mask=None,
+                   max_uncovered: float = 0.0) -> Checked:
     """Validate a spectrum (or a batch on one grid) and return clean float64 arrays.
 
     Raises :class:`RemapDataError` naming ``source`` for: wavelengths that are not 1-D, not finite,
     duplicated or not increasing; wavelengths that do not cover ``window`` = (wmin, wmax) in Å —
     saying "looks like nm" (or µm) when 10× (1e4×) the values would cover it; flux/ivar/mask shapes
     that do not match the wavelengths; a spectrum whose flux is entirely NaN/inf; negative ivar.
+    Up to ``max_uncovered`` (a share of the window's width) may lie beyond the data's ends.
 
     NaN/inf flux pixels, NaN ivar and ivar = 0 in an otherwise good spectrum are *not* errors:
     they come back masked (``mask`` True, ivar 0).
     """
-    wave = _check_wave(wave, source, window)
+    wave = _check_wave(wave, source, window, max_uncovered)
     _check_companions(wave, flux, ivar, mask, source)
     flux = np.array(flux, dtype=np.float64)  # a float64 copy: the caller's arrays are never modified
     bad = ~np.isfinite(flux)
@@ -578,10 +612,13 @@ def to_instrument(
     continuum: dict | None = None,
     nsigma: float = 5.0,
     min_coverage: float = 0.5,
+    max_uncovered: float = 0.0,
 ) -> Spectra:
     """Put spectra on ``instrument``'s grid: the one pipeline for synthetic and observed spectra.
 
-    1. validate (:func:`check_spectrum`; errors name ``source``) against the instrument window;
+    1. validate (:func:`check_spectrum`; errors name ``source``) against the instrument window, of
+       which up to ``max_uncovered`` (a share of its width; default none) may lie beyond the data's
+       ends: those output pixels come back masked, like pixels under NaN flux;
     2. crop to the window plus the kernel reach, convert air ↔ vacuum if ``medium`` (the input's)
        differs from the instrument's;
     3. degrade from the source LSF (``source_resolution`` R, ``source_fwhm`` Å, or None = native) to
@@ -598,7 +635,7 @@ def to_instrument(
     kern = kernel_fwhm(grid, instrument, source_resolution, source_fwhm, source)
     # The window, in the input's medium, that the input must cover.
     window = convert_medium(edges[[0, -1]], instrument.medium, medium)
-    wave = _check_wave(wave, source, window)
+    wave = _check_wave(wave, source, window, max_uncovered)
     _check_companions(wave, flux, ivar, mask, source)  # on the full arrays: corrupt data anywhere is an error
     reach = nsigma * FWHM_TO_SIGMA * float(kern.max()) + 2.0  # + 2 Å: slack for the medium shift
     start = max(int(np.searchsorted(wave, window[0] - reach)) - 2, 0)
@@ -612,6 +649,7 @@ def to_instrument(
         source=source,
         window=window,
         mask=None if mask is None else np.asarray(mask)[crop],
+        max_uncovered=max_uncovered,
     )
     wave_c = convert_medium(checked.wave, medium, instrument.medium)
     op = build_operator(wave_c, grid, kern, nsigma)

@@ -242,11 +242,70 @@ def test_lsf_options_at_the_limits_are_fine(predictor):
 
 def test_partly_bad_pixels_are_masked_not_fatal(predictor):
     flux = F.copy()
-    flux[:40] = np.nan
+    flux[:10] = np.nan
     row = predictor.predict((W, flux))[0]
     assert row["error"] == "" and np.isfinite(row["teff_median"])
-    assert row["masked_fraction"] == pytest.approx(40 / W.size, abs=0.02)
-    assert "mostly_masked" in row["flags"]
+    assert row["masked_fraction"] == pytest.approx(10 / W.size, abs=0.01)
+    assert "partial_coverage" in row["flags"]
+    assert f"{100 * 10 / W.size:.2g} % of the window has no usable data: PMF temperatures ×" in row["notes"]
+
+
+def test_uncovered_edge_and_nan_padding_are_one_rule(predictor):
+    """Data that stop 5 pixels short of the window predict exactly as the same data padded with NaN."""
+    padded = F.copy()
+    padded[:5] = np.nan
+    table = predictor.predict([(W[5:], F[5:]), (W, padded), (W, F)])
+    assert list(table["error"]) == ["", "", ""]
+    assert table["masked_fraction"][0] == table["masked_fraction"][1] == pytest.approx(5 / W.size)
+    np.testing.assert_allclose(table["teff_median"][0], table["teff_median"][1], rtol=1e-5)
+    assert table["flags"][0].split(";")[0] == table["flags"][1].split(";")[0] == "partial_coverage"
+    assert "data stop 4.5 Å short of the window's blue end (4999.55 Å, air): padded and masked" in table["notes"][0]
+    assert "partial_coverage" not in table["flags"][2] and table["masked_fraction"][2] == 0
+
+
+def test_missing_pixels_widen_the_pmfs(predictor):
+    """The reported PMFs are the network's with temperatures × missing_inflation(masked fraction)."""
+    from remap_lib.inference import MISSING_INFLATION, missing_inflation
+
+    flux = F.copy()
+    flux[-8:] = np.nan
+    prep = predictor.prepare((W, flux))
+    fraction = prep.mask.mean()
+    plain, _ = predictor.network(prep.flux, prep.mask)
+    table = predictor.predict_prepared(prep, pmf=True)
+    for name in LABEL_NAMES:
+        assert missing_inflation(fraction)[name] == pytest.approx(1 + MISSING_INFLATION[name] * fraction)
+        assert MISSING_INFLATION[name] > 0
+        assert table[f"{name}_std"][0] > predictor.bins[name].decode(plain[name])["std"][0]
+        wide, _ = predictor.network(prep.flux, prep.mask, missing_inflation([fraction]))
+        np.testing.assert_allclose(table[f"{name}_pmf"][0], wide[name][0], rtol=1e-5)
+
+
+def test_too_much_missing_is_refused_and_says_what_would_fix_it(predictor):
+    flux = F.copy()
+    flux[: int(0.71 * W.size)] = np.nan
+    late = W >= W[0] + 15.0  # 15.45 Å of the 115.2 Å window beyond the data
+    table = predictor.predict([(W, flux), (W[late], F[late]), (W, F)])
+    assert "% of the window 4999.55–5114.75 Å has no usable data (beyond the data's ends, NaN, masked or ivar " \
+           "0); remap predicts with at most 10 % missing. To fix:" in table["error"][0]
+    assert table["error"][0].startswith(f"{100 * int(0.71 * W.size) / W.size:.1f} % of the window")
+    assert ("window 4999.55–5114.75 Å not covered (data span 5015.3–5114.3 Å): 15.3 Å at the blue end lies "
+            "beyond the data (13.3 % of the window; at most 10 %, 11.52 Å, is padded and masked). To fix: give a "
+            "spectrum reaching within 11.52 Å of the window's ends in total") in table["error"][1]
+    assert np.all(np.isnan(table["teff_median"][:2])) and table["error"][2] == ""
+
+
+def test_exact_grid_fits_image_and_table_agree(predictor, tmp_path):
+    """The same pixels from a FITS image's WCS and from a FITS table: the same row, no flag."""
+    image, tab = tmp_path / "image.fits", tmp_path / "table.fits"
+    header = fits.Header({"CRVAL1": W[0], "CDELT1": 0.9, "CRPIX1": 1.0, "CTYPE1": "AWAV"})
+    fits.PrimaryHDU(F.astype(np.float32), header=header).writeto(image)
+    fits.BinTableHDU(Table({"wave": W, "flux": F.astype(np.float32)}), header=fits.Header({"AIRORVAC": "air"})) \
+        .writeto(tab)
+    table = predictor.predict([str(image), str(tab)])
+    assert list(table["error"]) == ["", ""]
+    assert list(table["masked_fraction"]) == [0, 0] and "partial_coverage" not in "".join(table["flags"])
+    np.testing.assert_allclose(table["teff_median"][0], table["teff_median"][1], rtol=1e-6)
 
 
 def test_model_file_that_is_not_ours(tmp_path):

@@ -291,3 +291,38 @@ def test_to_instrument_shapes_and_normalization():
     assert np.allclose(out.flux, 1.0, atol=0.01)
     one = to_instrument(w, flux[0], MARVELS, medium="air", source_resolution=30_000)
     assert one.flux.shape == (MARVELS.npix,) and one.ivar is None
+
+
+# ------------------------------------------------------------------------------ partial coverage
+def test_wcs_and_table_wavelengths_cover_the_same_window():
+    """MILES cut to the model's own grid: the WCS arithmetic lands ~1e-12 Å inside the window's edge."""
+    from remap_lib.preprocess import pixel_edges, uncovered
+    from remap_lib.readers import fits_wcs_wavelengths
+
+    window = pixel_edges(MILES.wavelength_grid())[[0, -1]]
+    wcs = fits_wcs_wavelengths({"CRVAL1": 4999.4, "CDELT1": 0.9, "CRPIX1": 1.0}, 780, "star.fits")
+    assert wcs[0] == pytest.approx(4999.4) and wcs.size == MILES.npix
+    assert uncovered(wcs, window) == (0.0, 0.0)
+    assert uncovered(MILES.wavelength_grid(), window) == (0.0, 0.0)
+    a = to_instrument(wcs, np.ones(780), MILES, medium="air")
+    b = to_instrument(MILES.wavelength_grid(), np.ones(780), MILES, medium="air")
+    assert not a.mask.any() and not b.mask.any()
+
+
+def test_uncovered_edge_is_padded_and_masked_up_to_the_limit():
+    wave = np.arange(5000.0, 5720.0, 0.9)  # first pixel edge 4999.55 Å: 0.6 Å inside the window (4998.95 Å)
+    with pytest.raises(RemapDataError, match=r"0\.6 Å at the blue end lies beyond the data"):
+        to_instrument(wave, np.ones(wave.size), MILES, medium="air", source="s.fits")
+    out = to_instrument(wave, np.ones(wave.size), MILES, medium="air", max_uncovered=0.1)
+    assert out.mask[0] and not out.mask[1:].any()  # the first output pixel is 2/3 uncovered: masked
+    np.testing.assert_allclose(out.flux, 1.0, rtol=1e-9)
+
+
+def test_past_the_limit_says_what_would_fix_it():
+    wave = np.arange(5100.0, 5720.0, 0.9)  # first edge 5099.55 Å: 100.6 Å (14.3 %) of the window missing
+    with pytest.raises(RemapDataError) as err:
+        to_instrument(wave, np.ones(wave.size), MILES, medium="air", max_uncovered=0.1, source="s.fits")
+    text = str(err.value)
+    assert text.startswith("s.fits: window 4998.95–5700.95 Å not covered")
+    assert "100.6 Å at the blue end lies beyond the data (14.3 % of the window; at most 10 %, 70.2 Å, is padded" in text
+    assert "To fix: give a spectrum reaching within 70.2 Å of the window's ends in total" in text

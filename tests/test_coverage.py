@@ -1,0 +1,64 @@
+"""remap_lib.coverage: cutting the window, and the fit of the widening with the missing share."""
+
+import numpy as np
+import pytest
+
+from remap_lib.binning import LabelBins
+from remap_lib.coverage import cut_spectrum, ensemble_pmf, fit_widening
+from remap_lib.dataset import LABEL_NAMES
+from remap_lib.preprocess import pixel_edges, uncovered
+
+BINS = {name: LabelBins.uniform(name, -8.0, 8.0, 0.25) for name in LABEL_NAMES}
+GRID = np.geomspace(0.5, 8.0, 81)  # 3.5 % steps: coarser than the real fit, to keep the test quick
+
+
+@pytest.mark.parametrize("end", ["blue", "red"])
+@pytest.mark.parametrize("fraction", [0.0, 0.02, 0.1])
+def test_cut_leaves_at_most_the_fraction_uncovered(end, fraction):
+    wave = np.arange(4900.0, 5800.0, 0.9)
+    window = (4998.95, 5700.95)
+    w, f = cut_spectrum(wave, wave * 2, window, fraction, end)
+    blue, red = uncovered(w, window)
+    gap = blue if end == "blue" else red
+    assert (red if end == "blue" else blue) == 0.0
+    assert fraction * 702 - 0.9 < gap <= fraction * 702 + 1e-9
+    np.testing.assert_array_equal(f, w * 2)
+    assert pixel_edges(w).size == w.size + 1
+
+
+def _logits(rng, n, scatter):
+    """Logits of Gaussian PMFs of width 1 centred on truth + N(0, scatter): honest when scatter = 1."""
+    centres = BINS["teff"].centers
+    truth = rng.uniform(-2, 2, (n, 3))
+    guess = truth + rng.normal(0, scatter, (n, 3))
+    member = {name: -0.5 * (centres[None] - guess[:, j:j + 1]) ** 2 for j, name in enumerate(LABEL_NAMES)}
+    return [member], truth
+
+
+def test_widening_slope_follows_the_scatter_and_never_sharpens():
+    rng = np.random.default_rng(0)
+    logits, labels, missing = {}, {}, {}
+    for f, scatter in ((0.0, 1.0), (0.05, 1.5), (0.1, 2.0)):
+        logits[f], labels[f] = _logits(rng, 600, scatter)
+        missing[f] = np.full(600, f)
+    fit = fit_widening(logits, missing, labels, BINS, GRID)
+    for name in LABEL_NAMES:
+        k = fit[name]["factors"]
+        # a Gaussian PMF of width σ needs temperature σ² to cover a scatter σ: 2.25 and 4 relative to 1
+        assert k["0.05"] / k["0.0"] == pytest.approx(1.5**2, rel=0.25)
+        assert k["0.1"] / k["0.0"] == pytest.approx(2.0**2, rel=0.25)  # less: range edges clip the PMFs
+        assert fit[name]["slope"] > 10
+    same = fit_widening({0.0: logits[0.0], 0.1: logits[0.0]}, {0.0: missing[0.0], 0.1: missing[0.1]},
+                        {0.0: labels[0.0], 0.1: labels[0.0]}, BINS, GRID)
+    assert all(v["slope"] == 0.0 for v in same.values())
+    sharper = fit_widening({0.0: logits[0.1], 0.1: logits[0.0]}, {0.0: missing[0.0], 0.1: missing[0.1]},
+                           {0.0: labels[0.1], 0.1: labels[0.0]}, BINS, GRID)
+    assert all(v["slope"] == 0.0 for v in sharper.values())
+
+
+def test_ensemble_pmf_per_row_factor():
+    rng = np.random.default_rng(1)
+    logits, _ = _logits(rng, 3, 1.0)
+    two = ensemble_pmf(logits, "teff", np.array([1.0, 2.0, 1.0]))
+    np.testing.assert_allclose(two[[0, 2]], ensemble_pmf(logits, "teff")[[0, 2]])
+    np.testing.assert_allclose(two[1], ensemble_pmf(logits, "teff", 2.0)[1])
