@@ -8,6 +8,7 @@ import sys
 import yaml
 
 from .fileio import RemapDataError
+from .instruments import MAX_RV_KMS
 from .profiles import CALIBRATION_METHODS, resolve
 
 
@@ -99,7 +100,8 @@ def _predict(args) -> int:
         previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         summary = predict_files(args.inputs, args.output, args.model, chunk_size=args.chunk_size, pmf=args.pmf,
-                                medium=args.medium, resolution=args.resolution, fwhm=args.fwhm, device=args.device,
+                                medium=args.medium, resolution=args.resolution, fwhm=args.fwhm, rv=args.rv,
+                                device=args.device,
                                 batch_size=args.batch_size, members=args.members, workers=args.workers,
                                 progress=not args.quiet, overwrite=args.overwrite)
     except OutputError as err:
@@ -309,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="resolving power R of the inputs (at least the model's: it cannot sharpen)")
     lsf.add_argument("--fwhm", type=float, default=None,
                      help="LSF FWHM of the inputs in Å (> 0 and at most the model's)")
+    p.add_argument("--rv", type=float, default=None, metavar="KM_S",
+                   help=f"radial velocity of every input in km/s (|rv| <= {MAX_RV_KMS:g}): wavelengths are divided by "
+                        "1 + rv/c to reach the rest frame (default: the inputs are in the rest frame)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_predict)
 

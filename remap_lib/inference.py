@@ -41,7 +41,7 @@ import torch
 from .dataset import LABEL_NAMES, SpectraSet
 from .fileio import RemapDataError, sha256_file
 from .inputs import FailedInput, as_inputs
-from .instruments import C_KMS
+from .instruments import C_KMS, MAX_RV_KMS
 from .model import InferenceNet, fuse_for_inference
 from .modelfile import load_members
 from .preprocess import convert_medium, pixel_edges, to_instrument, uncovered
@@ -233,6 +233,17 @@ class Predictor:
             raise ValueError(f"fwhm {fwhm:g} Å is out of range: this model needs 0 < FWHM <= {fwhm_max:.6g} Å "
                              f"({window}){why}")
 
+    @staticmethod
+    def check_rv(rv) -> None:
+        """ValueError, with the valid range, for a radial velocity (km/s; scalar or one per spectrum) out of range."""
+        if rv is None:
+            return
+        values = np.atleast_1d(np.asarray(rv, dtype=np.float64))
+        bad = values[~(np.abs(values) <= MAX_RV_KMS)]
+        if bad.size:
+            raise ValueError(f"rv {bad[0]:g} km/s is out of range: |rv| must be at most {MAX_RV_KMS:g} km/s "
+                             "(a radial velocity in km/s, not m/s, not a redshift)")
+
     def _check_raw(self, spec: RawSpectrum, medium, resolution, fwhm, rv):
         """Cheap per-spectrum checks and assumptions: ``(wave, medium, lsf keywords, notes)``."""
         src_medium, lsf, notes = self._assumptions(spec, medium, resolution, fwhm)
@@ -292,6 +303,7 @@ class Predictor:
         if medium is not None and medium not in ("air", "vacuum"):
             raise ValueError(f"medium must be 'air' or 'vacuum', got {medium!r}")
         self.check_lsf(resolution, fwhm)
+        self.check_rv(rv)
         items = as_inputs(spectra)
         npix = self.wave.size
         flux, mask, source, name, errors, notes = [], [], [], [], [], []

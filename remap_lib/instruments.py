@@ -34,6 +34,9 @@ import yaml
 from .fileio import RemapDataError, atomic_write, require_nonempty
 
 C_KMS = 299792.458  # speed of light, km/s
+#: Largest |radial velocity| remap accepts (km/s). Stars in the Galaxy move at most ~1000 km/s relative
+#: to the Sun; a larger value is more likely m/s, or a redshift, given as km/s.
+MAX_RV_KMS = 3000.0
 MEDIA = ("air", "vacuum")
 
 

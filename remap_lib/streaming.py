@@ -460,11 +460,12 @@ def _distributed():
 # -- the run --------------------------------------------------------------------------------------
 def predict_files(inputs, output, model=None, *, chunk_size: int = 4096, pmf: bool = False,
                   medium: str | None = None, resolution: float | None = None, fwhm: float | None = None,
-                  device: str | None = None, batch_size: int = 256, members: int | None = None,
+                  rv: float | None = None, device: str | None = None, batch_size: int = 256, members: int | None = None,
                   workers: int = 1, progress: bool = True, predictor=None, overwrite: bool = False,
                   save_every: float = 10.0) -> RunSummary | None:
     """Predict every spectrum in ``inputs`` (files, directories, globs) into ``output``.
 
+    ``rv`` (km/s) shifts every spectrum to the rest frame (see :meth:`~remap_lib.inference.Predictor.prepare`).
     ``output`` ends in .ecsv, .fits, .csv or .h5; an existing file is replaced only with
     ``overwrite=True`` (or when it is this same run's output). See the module docstring for
     resuming, locking and sharding. ``workers`` threads read and preprocess upcoming chunks while the
@@ -490,7 +491,10 @@ def predict_files(inputs, output, model=None, *, chunk_size: int = 4096, pmf: bo
         _check_device(device)
         predictor = Predictor(model, device=device, batch_size=batch_size, members=members)
     predictor.check_lsf(resolution, fwhm)
+    predictor.check_rv(rv)
     options = {"chunk_size": chunk_size, "pmf": pmf, "medium": medium, "resolution": resolution, "fwhm": fwhm}
+    if rv is not None:  # only when given, so that runs interrupted before --rv existed still resume
+        options["rv"] = float(rv)
     chunks, failed = plan_chunks(files, chunk_size)
     fingerprint = _fingerprint(files, predictor, options)
     digest = _digest(fingerprint)
@@ -516,7 +520,7 @@ def predict_files(inputs, output, model=None, *, chunk_size: int = 4096, pmf: bo
             if verdict is not None:
                 raise (OutputError if verdict[0] else OutputRefused)(verdict[1])
             reused = _predict_chunks(chunks, files, failed, predictor, partial, digest, rank, world, pmf, medium,
-                                     resolution, fwhm, batch_size, workers, save_every, progress)
+                                     resolution, fwhm, rv, batch_size, workers, save_every, progress)
             barrier()
             if rank != 0:
                 barrier()
@@ -561,7 +565,7 @@ def _start_partial(output: Path, fmt: str, partial: Path, fingerprint: dict, dig
 
 
 def _predict_chunks(chunks, files, failed, predictor, partial, digest, rank, world, pmf, medium, resolution,
-                    fwhm, batch_size, workers, save_every, progress) -> tuple[int, int]:
+                    fwhm, rv, batch_size, workers, save_every, progress) -> tuple[int, int]:
     """Predict this rank's chunks into checkpoints; (checkpoints reused, spectra in them)."""
     from tqdm.auto import tqdm
 
@@ -574,7 +578,7 @@ def _predict_chunks(chunks, files, failed, predictor, partial, digest, rank, wor
     slice_rows = max(int(predictor.batch_size), SLICE_ROWS)
 
     def prepared(k):
-        return predictor.prepare(_read_chunk(files, chunks[k], failed), medium, resolution, fwhm)
+        return predictor.prepare(_read_chunk(files, chunks[k], failed), medium, resolution, fwhm, rv)
 
     bar = tqdm(total=sum(_chunk_rows(chunks[k]) for k in mine), disable=not progress, unit="spectra",
                desc=f"predict{'' if world == 1 else f' rank {rank}'}")

@@ -368,6 +368,13 @@ def _case_resolution_negative(tmp, model, mp):
                 fixed=[*argv, "--resolution", "5000"])
 
 
+def _case_rv_out_of_range(tmp, model, mp):
+    _spectra(tmp / "in")
+    argv = [str(tmp / "in"), "-o", str(tmp / "labels.ecsv")]
+    return Case([*argv, "--rv", "50000"], 2, "rv 50000 km/s is out of range: |rv| must be at most 3000 km/s (a "
+                "radial velocity in km/s, not m/s, not a redshift)", fixed=[*argv, "--rv", "-30"])
+
+
 def _case_chunk_size_zero(tmp, model, mp):
     _spectra(tmp / "in")
     argv = [str(tmp / "in"), "-o", str(tmp / "labels.ecsv")]
@@ -409,6 +416,7 @@ PREDICT_CATALOGUE = {
        for s in (".fits", ".ecsv", ".csv", ".h5")},
     "--fwhm 0": _case_fwhm_zero,
     "--resolution -5": _case_resolution_negative,
+    "--rv 50000": _case_rv_out_of_range,
     "--chunk-size 0": _case_chunk_size_zero,
     "--device without CUDA (or beyond the GPUs there are)": _case_device,
     "--device gpu": _case_device_unknown,
@@ -452,3 +460,26 @@ def test_predict_catalogue(name, toy_model, tmp_path, monkeypatch, capsys):
     assert len(table) == 3 and set(table["error"]) == {""} and np.all(np.isfinite(np.asarray(table["teff_median"])))
     leftovers = [p for p in tmp_path.rglob("*") if p.name.endswith((".partial", ".part", ".lock", ".discarded"))]
     assert not leftovers, leftovers
+
+
+def test_predict_rv_shifts_every_input_to_the_rest_frame(toy_model, tmp_path, capsys):
+    """Spectra observed at +300 km/s, predicted with --rv 300, give the rest-frame spectra's numbers."""
+    import numpy as np
+    from toydata import toy_set
+
+    from remap_lib import predict
+    from remap_lib.instruments import C_KMS
+    from remap_lib.streaming import read_predictions
+
+    toy = toy_set(2, seed=5)
+    (tmp_path / "in").mkdir()
+    for i in range(2):
+        np.savetxt(tmp_path / "in" / f"star{i}.txt", np.column_stack([toy.wave * (1 + 300 / C_KMS), toy.flux[i]]))
+    code, out, err = run(["predict", str(tmp_path / "in"), "-o", str(tmp_path / "rv.ecsv"), "--rv", "300",
+                          "--model", str(toy_model), "--quiet"], capsys)
+    assert code == 0, (out, err)
+    table = read_predictions(tmp_path / "rv.ecsv")
+    rest = predict([(toy.wave, toy.flux[i]) for i in range(2)], model=toy_model)
+    np.testing.assert_allclose(np.asarray(table["teff_median"]), np.asarray(rest["teff_median"]), rtol=1e-4)
+    assert all("shifted to rest frame (rv = 300 km/s)" in n for n in table["notes"])
+    assert set(table["flags"]) == set(rest["flags"])  # the window is covered once shifted back

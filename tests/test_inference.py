@@ -354,3 +354,18 @@ def test_shipped_model_loads_and_predicts_a_miles_star():
     row = p.predict((wave, flux))[0]
     assert row["error"] == ""
     assert 3700 <= row["teff_median"] <= 7100
+
+
+@pytest.mark.parametrize("rv", [5e4, -3000.1, float("nan"), [10.0, float("inf")]])
+def test_rv_out_of_range_is_refused_with_the_range(predictor, rv):
+    spectra = [(W, F), (W, F)]
+    with pytest.raises(ValueError, match=r"km/s is out of range: \|rv\| must be at most 3000 km/s"):
+        predictor.predict(spectra, rv=rv)
+
+
+def test_rv_at_the_limit_is_fine(predictor):
+    from remap_lib.instruments import C_KMS
+
+    shifted = W * (1 - 3000 / C_KMS)  # blueshifted by 3000 km/s: --rv -3000 brings it back
+    row = predictor.predict((shifted, F), rv=-3000)[0]
+    assert row["error"] == "" and "rv = -3000 km/s" in row["notes"]
