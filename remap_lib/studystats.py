@@ -10,9 +10,10 @@ Per row and table (``cv_dwarfs``, ``calibration_stars``, ``giants``; see :mod:`r
   fold, and a seed's giant metric is the mean over its folds' predictions); reported as the mean
   over seeds with its standard deviation (``*_std``, ddof 1);
 * ``ci95``: a percentile bootstrap over stars of that seed mean: the same resampled stars for every
-  seed and every row, so a paired difference (row − its reference, on the same folds, stars and
-  seeds) gets its interval from the same resamples. An effect is listed in ``effects`` only where the
-  difference's interval excludes zero.
+  seed and every row. A paired difference (row − its reference, on the same folds, stars and seeds)
+  takes its interval from the same star resamples, each combined with a resample of the paired
+  seeds (when there are two or more), so that seed-to-seed scatter counts as well. An effect is
+  listed in ``effects`` only where the difference's interval excludes zero.
 
 Only complete seeds (every fold's run recorded) count, so a partly run matrix aggregates too.
 """
@@ -179,23 +180,33 @@ def _summary(point: dict, boot: dict, seeds: list[int], metrics) -> dict:
     return out
 
 
-def _difference(a: tuple, b: tuple, metrics) -> dict:
-    """Row ``a`` − reference ``b`` (each (point, boot, seeds)), paired on their common seeds when both have seeds."""
+def _difference(a: tuple, b: tuple, metrics, boot_seed: int = 0) -> dict:
+    """Row ``a`` − reference ``b`` (each (point, boot, seeds)), paired on their common seeds when both have seeds.
+
+    The interval resamples stars (the same resamples for both rows) and, when at least two seeds are
+    paired, the seeds as well (a two-level bootstrap), so seed-to-seed scatter widens it too.
+    """
     (pa, ba, sa), (pb, bb, sb) = a, b
     common = sorted(set(sa) & set(sb))
     paired = len(common) > 0 and len(sa) > 1 and len(sb) > 1
     sa, sb = (common, common) if paired else (sa, sb)
-    out: dict = {"seeds": common if paired else None}
+    out: dict = {"seeds": common if paired else None, "interval_resamples_seeds": paired and len(common) > 1}
     for m in metrics:
         diff = np.mean([pa[s][m] for s in sa], axis=0) - np.mean([pb[s][m] for s in sb], axis=0)
-        dboot = np.mean([ba[s][m] for s in sa], axis=0) - np.mean([bb[s][m] for s in sb], axis=0)
-        per_seed = np.array([pa[s][m] - pb[s][m] for s in common]) if paired else None
+        if out["interval_resamples_seeds"]:
+            per_seed = np.stack([ba[s][m] - bb[s][m] for s in common])  # (S, B, ...)
+            n_boot = per_seed.shape[1]
+            draw = np.random.default_rng(boot_seed + 1).integers(0, len(common), size=(n_boot, len(common)))
+            dboot = per_seed[draw, np.arange(n_boot)[:, None]].mean(axis=1)
+        else:
+            dboot = np.mean([ba[s][m] for s in sa], axis=0) - np.mean([bb[s][m] for s in sb], axis=0)
+        seeds_diff = np.array([pa[s][m] - pb[s][m] for s in common]) if paired else None
         for j, name in enumerate(LABEL_NAMES if m != "accuracy" else ["all"]):
             sl = (slice(None),) if m == "accuracy" else (slice(None), j)
             lo, hi = _interval(dboot[sl])
             entry = {"difference": _number(diff if m == "accuracy" else diff[j]), "ci95": [lo, hi],
-                     "std": None if per_seed is None or len(common) < 2 else
-                     _number(per_seed.std(axis=0, ddof=1) if m == "accuracy" else per_seed[:, j].std(ddof=1)),
+                     "std": None if seeds_diff is None or len(common) < 2 else
+                     _number(seeds_diff.std(axis=0, ddof=1) if m == "accuracy" else seeds_diff[:, j].std(ddof=1)),
                      "excludes_zero": _excludes_zero(lo, hi)}
             if m == "accuracy":
                 out[m] = entry
@@ -252,7 +263,7 @@ def aggregate(out, folds: pd.DataFrame, budgets: dict | None = None, n_boot: int
                 if not (scored[row.name][t][2] and scored[ref][t][2]):
                     continue
                 metrics = METRICS + (("accuracy",) if t == "giants" else ())
-                obj["paired"][t] = diff = _difference(scored[row.name][t], scored[ref][t], metrics)
+                obj["paired"][t] = diff = _difference(scored[row.name][t], scored[ref][t], metrics, boot_seed)
                 effects += _effects(row.name, ref, t, diff)
         rows.append(obj)
         for key in ("miles", "synthetic", "folds", "pretrained_deep-remap", "pretrained_mse"):
@@ -282,8 +293,9 @@ def _comparable(config):
 
 def _effects(name: str, ref: str, table: str, diff: dict) -> list[str]:
     out = []
+    note = "" if diff["interval_resamples_seeds"] else " (stars resampled; fewer than 2 paired seeds)"
     for label, entries in diff.items():
-        if label == "seeds":
+        if label in ("seeds", "interval_resamples_seeds"):
             continue
         items = {"": entries} if label == "accuracy" else entries
         for metric, e in items.items():
@@ -291,7 +303,7 @@ def _effects(name: str, ref: str, table: str, diff: dict) -> list[str]:
                 what = "giant accuracy" if label == "accuracy" else f"{label} {metric}"
                 unit = "" if label == "accuracy" or metric.startswith("coverage") else f" {UNITS[label]}"
                 out.append(f"{name} − {ref} ({table}), {what}: {e['difference']:+.4g}{unit} "
-                           f"[{e['ci95'][0]:+.4g}, {e['ci95'][1]:+.4g}]")
+                           f"[{e['ci95'][0]:+.4g}, {e['ci95'][1]:+.4g}]{note}")
     return out
 
 

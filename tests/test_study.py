@@ -355,3 +355,23 @@ def test_status_estimates_from_the_cpu_time_of_complete_runs(tmp_path):
     assert report["rows"]["The Cannon"] == {"done": 4, "running": 0, "left": 1}
     assert report["hours"]["total"] == pytest.approx(5 * 20.0 / 3600)
     assert report["hours"]["left"] == pytest.approx(20.0 / 3600)
+
+
+def test_paired_interval_resamples_seeds_as_well_as_stars(tmp_path):
+    folds = make_folds(splits_table(20, giants=0), k=2, seed=0)
+    truth = np.column_stack([folds.teff, np.full(20, 4.4), np.zeros(20)])
+    records = []
+    for seed, offset in ((0, 50.0), (1, 150.0)):  # the variant's bias differs between its two seeds
+        for f in (0, 1):
+            rows = np.flatnonzero(folds.fold == f)
+            ids = folds.id.to_numpy()[rows]
+            records.append(record(study.FULL, seed, f, ids, truth[rows], truth[rows]))
+            records.append(record("one member", seed, f, ids, truth[rows], truth[rows] + [offset, 0.0, 0.0]))
+    write_records(tmp_path, records)
+    one = next(r for r in studystats.aggregate(tmp_path, folds, n_boot=400)["rows"] if r["name"] == "one member")
+    bias = one["paired"]["cv_dwarfs"]["teff"]["bias"]
+    assert bias["difference"] == pytest.approx(100.0)
+    assert bias["std"] == pytest.approx(np.std([50.0, 150.0], ddof=1))
+    # star resampling alone would give [100, 100]; drawing the two seeds with replacement spans 50 ... 150
+    assert bias["ci95"] == pytest.approx([50.0, 150.0])
+    assert one["paired"]["cv_dwarfs"]["interval_resamples_seeds"]
