@@ -60,7 +60,7 @@ def _prepare(args) -> int:
     from .trainsets import prepare
 
     paths = prepare(args.profile, instrument=args.instrument, max_grid_spectra=args.max_grid_spectra,
-                    max_miles_stars=args.max_miles_stars, seed=args.seed, out_dir=args.out)
+                    max_miles_stars=args.max_miles_stars, seed=args.seed, out_dir=args.out, library=args.library)
     for kind, path in paths.items():
         print(f"{kind}: {path}")
     return 0
@@ -270,6 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-miles-stars", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="output folder (default: work/<profile>)")
+    p.add_argument("--library", choices=["sme", "phoenix"], default="sme",
+                   help="synthetic spectra: the shipped SME grid (default) or PHOENIX (Husser et al. 2013), "
+                        "downloaded into the cache (resumable; $REMAP_PHOENIX_URL for a mirror): 1980 nodes in the "
+                        "FGK box, ~6.3 MB each (~12.4 GB); --max-grid-spectra N fetches only N of them")
     p.set_defaults(func=_prepare)
 
     p = sub.add_parser("train", help="pretrain on a dataset file (see `remap train -- --help`)", add_help=False)

@@ -63,7 +63,7 @@ def synthetic_set(instrument="miles", grid: SyntheticGrid | str | Path | None = 
     return SpectraSet(
         wave=spec.wave, flux=spec.flux, ivar=ivar, mask=spec.mask, labels=grid.labels[rows],
         ids=grid.model[rows], instrument=instrument, kind="synthetic",
-        provenance={"source": "PySME + MARCS + Gaia-ESO grid", "grid": grid.provenance},
+        provenance={"source": grid.provenance.get("source", "PySME + MARCS + Gaia-ESO grid"), "grid": grid.provenance},
         meta={"split": split_rows(len(rows), test_fraction, val_fraction, seed), "alpha": grid.alpha[rows]},
     )
 
@@ -128,16 +128,25 @@ def _miles_fits(instrument) -> bool:
 
 def prepare(profile: str = "default", instrument="miles", max_grid_spectra=None, max_miles_stars=None,
             test_fraction: float = 0.1, val_fraction: float = 0.1, seed: int = 0,
-            out_dir=None, grid_path=None) -> dict[str, Path]:
+            out_dir=None, grid_path=None, library: str = "sme") -> dict[str, Path]:
     """Write the training files the later notebooks read; returns their paths.
 
-    ``synthetic.h5`` always; ``miles.h5`` when MILES can be put on ``instrument`` (its LSF must not be
-    sharper than MILES's 2.5 Å: at the MARVELS profile only the synthetic set is written).
+    ``synthetic.h5`` always, from the SME grid (``library="sme"``) or from PHOENIX nodes downloaded
+    on the way (``"phoenix"``, :mod:`remap_lib.sources.phoenix_grid`; ``max_grid_spectra`` then
+    limits what is downloaded); ``miles.h5`` when MILES can be put on ``instrument`` (its LSF must not
+    be sharper than MILES's 2.5 Å: at the MARVELS profile only the synthetic set is written).
     """
     instrument = get_instrument(instrument)
     out = Path(out_dir) if out_dir else work_dir(profile)
+    if library not in ("sme", "phoenix"):
+        raise ValueError(f"library must be 'sme' or 'phoenix', got {library!r}")
+    grid = grid_path
+    if library == "phoenix":
+        from .sources.phoenix_grid import load_phoenix_grid
+
+        grid = load_phoenix_grid(max_nodes=max_grid_spectra, seed=seed)
     paths = {"synthetic": write_dataset(out / "synthetic.h5", synthetic_set(
-        instrument, grid_path, max_spectra=max_grid_spectra, test_fraction=test_fraction, val_fraction=val_fraction,
+        instrument, grid, max_spectra=max_grid_spectra, test_fraction=test_fraction, val_fraction=val_fraction,
         seed=seed))}
     if _miles_fits(instrument):
         paths["miles"] = write_dataset(out / "miles.h5", miles_set(instrument, max_stars=max_miles_stars, seed=seed))

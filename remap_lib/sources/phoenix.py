@@ -51,7 +51,9 @@ from ..fileio import RemapDataError, require_nonempty, verify_sha256
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "HIRES_FLUX_BYTES",
     "HIRES_NPIX",
+    "HIRES_RESOLUTION",
     "WAVE_RELPATH",
     "PhoenixNode",
     "PhoenixSpectrum",
@@ -84,14 +86,23 @@ FLUX_UNIT = "erg/s/cm^2/cm"
 WAVE_UNIT = "Angstrom"
 HEADER_KEYS = {"teff": "PHXTEFF", "logg": "PHXLOGG", "monh": "PHXM_H", "alpha": "PHXALPHA"}
 
-# Husser et al. (2013), Table 2.
+# The grid of Husser et al. (2013, A&A 553, A6; book/references.bib: husser2013), checked against the
+# paper's abstract (2300 K <= Teff <= 12000 K, 0.0 <= log g <= +6.0, -4.0 <= [Fe/H] <= +1.0,
+# -0.2 <= [alpha/Fe] <= +1.2) and the steps of its Table 2 as the PHOENIX site lists them: Teff 100 K
+# to 7000 K then 200 K, log g 0.5, [Fe/H] 1.0 below -2.0 then 0.5, [alpha/M] 0.2.
 GRID_TEFF: tuple[int, ...] = tuple(range(2300, 7000, 100)) + tuple(range(7000, 12001, 200))
 GRID_LOGG: tuple[float, ...] = tuple(0.5 * i for i in range(13))
 GRID_MONH: tuple[float, ...] = (-4.0, -3.0, -2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0)
 GRID_ALPHA: tuple[float, ...] = tuple(round(-0.2 + 0.2 * i, 1) for i in range(8))
-# Alpha-enhanced/depleted models exist only for 3500 K <= Teff <= 8000 K and -3 <= [M/H] <= 0.
+# [alpha/M] != 0 exists only for -3.0 <= [Fe/H] <= 0.0 (Table 2's note, as the PHOENIX site quotes it).
+# The Teff limits are from memory, not confirmed by the sources checked; remap only uses [alpha/M] = 0.
 ALPHA_TEFF_RANGE = (3500, 8000)
 ALPHA_MONH_RANGE = (-3.0, 0.0)
+#: Resolving power of the HiRes spectra in the optical (Husser et al. 2013, abstract: R = 500 000).
+HIRES_RESOLUTION = 500_000.0
+#: Bytes of one HiRes flux file's data: the whole file is downloaded (HIRES_NPIX float32 pixels,
+#: BITPIX = -32), plus its FITS headers and the element-abundance table extension (a few kB).
+HIRES_FLUX_BYTES = HIRES_NPIX * 4
 
 _TOL = 1e-6
 _FILE_RE = re.compile(
