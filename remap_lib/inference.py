@@ -298,7 +298,8 @@ class Predictor:
 
         ``medium`` ('air'/'vacuum') overrides what files declare; ``resolution`` (R) or ``fwhm`` (Å)
         is the input's LSF (default: the instrument's own); ``rv`` (km/s, scalar or one per
-        spectrum) shifts spectra to the rest frame. Per-spectrum failures are recorded, not raised.
+        spectrum, |rv| <= :data:`~remap_lib.instruments.MAX_RV_KMS`) shifts spectra to the rest
+        frame. Options out of range raise ValueError; per-spectrum failures are recorded, not raised.
         """
         if medium is not None and medium not in ("air", "vacuum"):
             raise ValueError(f"medium must be 'air' or 'vacuum', got {medium!r}")
