@@ -81,15 +81,16 @@ def fit_widening(logits_by_fraction: dict, missing: dict, labels: dict, bins, gr
     return out
 
 
-def _stars(roles):
+def miles_stars(role: str):
+    """``(labels (n, 3), [(wave, flux)])`` of the MILES stars of ``role`` in the shipped splits, uncut."""
     from .sources.miles import fetch_miles, read_miles_spectrum, spectrum_path
     from .splits import read_splits
 
     table = read_splits()
-    table = table[table["role"].isin(roles)].reset_index(drop=True)
+    table = table[table["role"] == role].reset_index(drop=True)
     folder = fetch_miles()
     spectra = [read_miles_spectrum(spectrum_path(folder, int(i.lstrip("m")))) for i in table["id"]]
-    return table, spectra
+    return table[list(LABEL_NAMES)].to_numpy(dtype=np.float64), spectra
 
 
 def _summary(member_logits, labels, bins, widen=None) -> dict:
@@ -104,9 +105,13 @@ def _summary(member_logits, labels, bins, widen=None) -> dict:
     return out
 
 
-def measure(model=None, fractions=CUT_FRACTIONS, progress: bool = True) -> dict:
-    """Cut MILES dwarfs' spectra, predict, fit the widening on the validation stars; a JSON-ready report."""
-    from .inference import Predictor
+def measure(model=None, fractions=CUT_FRACTIONS, progress: bool = True, stars=miles_stars) -> dict:
+    """Cut MILES dwarfs' spectra, predict, fit the widening on the validation stars; a JSON-ready report.
+
+    ``stars(role)`` gives ``(labels, [(wave, flux)])`` for "validation" (fitted on) and "calibration"
+    (reported only); the spectra must reach beyond both ends of the model's window.
+    """
+    from .inference import MAX_MISSING, Predictor
 
     predictor = Predictor(model)
     window = pixel_edges(predictor.wave)[[0, -1]]
@@ -114,8 +119,7 @@ def measure(model=None, fractions=CUT_FRACTIONS, progress: bool = True) -> dict:
               "window": [float(w) for w in window], "roles": {}}
     runs = {}
     for role in ("validation", "calibration"):
-        table, spectra = _stars([role])
-        labels = table[["teff", "logg", "feh"]].to_numpy(dtype=np.float64)
+        labels, spectra = stars(role)
         runs[role] = {}
         for f in fractions:
             for end in (("blue",) if f == 0 else ("blue", "red")):
@@ -124,6 +128,9 @@ def measure(model=None, fractions=CUT_FRACTIONS, progress: bool = True) -> dict:
                 bad = [e for e in prep.errors if e]
                 if bad:
                     raise RuntimeError(f"{role} f={f} {end}: {bad[0]}")
+                if prep.mask.mean(axis=1).max() > MAX_MISSING:  # predict would refuse such rows: not ours to fit
+                    raise RuntimeError(f"{role} f={f} {end}: a cut leaves more than MAX_MISSING = {MAX_MISSING} of "
+                                       "the window without data (edge pixels less than half covered are masked too)")
                 runs[role][(f, end)] = (predictor.member_logits(prep.flux, prep.mask), prep.mask.mean(axis=1))
                 if progress:
                     print(f"{role:11s} f={f:.2f} {end:4s}: missing {prep.mask.mean():.3f} of the window")

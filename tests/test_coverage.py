@@ -62,3 +62,38 @@ def test_ensemble_pmf_per_row_factor():
     two = ensemble_pmf(logits, "teff", np.array([1.0, 2.0, 1.0]))
     np.testing.assert_allclose(two[[0, 2]], ensemble_pmf(logits, "teff")[[0, 2]])
     np.testing.assert_allclose(two[1], ensemble_pmf(logits, "teff", 2.0)[1])
+
+
+def test_measure_reports_every_cut_and_fits_on_validation_only(tmp_path):
+    """The whole measurement on the toy ensemble: stars that reach beyond the tiny window, cut at each end."""
+    from toymodel import toy_ensemble
+
+    from remap_lib.coverage import measure
+
+    model = toy_ensemble(tmp_path)
+    wave = np.arange(4980.0, 5140.0, 0.3)
+    asked = []
+
+    def stars(role):
+        asked.append(role)
+        rng = np.random.default_rng(len(asked))
+        labels = np.column_stack([rng.uniform(4000, 7000, 12), rng.uniform(1, 5, 12), rng.uniform(-2, 0.5, 12)])
+        depth = 0.2 + 0.5 * (labels[:, :1] - 4000) / 3000
+        flux = 1 - depth * np.exp(-0.5 * ((wave - 5050) / 1.5) ** 2)
+        return labels, [(wave, f) for f in flux]
+
+    with pytest.raises(RuntimeError, match="a cut leaves more than MAX_MISSING = 0.1 of the window"):
+        measure(model, fractions=(0.0, 0.1), progress=False, stars=stars)  # 0.3 Å pixels: 13 of 128 masked
+    asked.clear()
+    report = measure(model, fractions=(0.0, 0.05, 0.09), progress=False, stars=stars)
+    assert asked == ["validation", "calibration"] and report["fit_on"] == "validation"
+    for role in ("validation", "calibration"):
+        cuts = report["roles"][role]["cuts"]
+        assert [(c["fraction"], c["end"]) for c in cuts] == [(0.0, "blue"), (0.05, "blue"), (0.05, "red"),
+                                                              (0.09, "blue"), (0.09, "red")]
+        for c in cuts:  # the cut, to within an output pixel (1/128 of the window)
+            assert abs(c["missing"] - c["fraction"]) <= 1 / 128 + 1e-9
+            for name in LABEL_NAMES:
+                assert c[name]["width68_widened"] >= c[name]["width68"] > 0
+        assert all(cuts[0][n]["median_shift"] == 0 for n in LABEL_NAMES)
+    assert all(v["slope"] >= 0 for v in report["widening"].values())
