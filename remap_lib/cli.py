@@ -215,14 +215,12 @@ def _pretrained(args) -> int:
         for path in pretrained.ship(args.profile, work):
             print(f"shipped {path} (hashed in data/MANIFEST.sha256)")
         return 0
+    verdicts = pretrained.against_shipped(args.profile, work)
     for kind in pretrained.NETWORK_FILES:
         found = pretrained.find_pretrained(args.profile, kind, work=work, required=False)
         print(f"{kind}: {found.describe() if found else 'none (run notebook 02)'}")
-        shipped = pretrained.shipped_path(args.profile, kind)
-        if found and found.source == "work" and shipped.is_file():
-            same = pretrained.compare_networks(found.path, shipped)
-            print(f"  against the shipped network: {'identical weights' if same['identical'] else 'differs'} "
-                  f"(largest difference {same['max_abs_diff']:.3g})")
+        if kind in verdicts:
+            print(f"  against the shipped network: {verdicts[kind]}")
     return 0
 
 

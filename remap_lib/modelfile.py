@@ -29,7 +29,9 @@ FORMAT = "remap-model"
 FORMAT_VERSION = 1
 
 
-def _weights_sha256(state_dict: dict) -> str:
+def weights_sha256(state_dict: dict) -> str:
+    """sha256 of a state dict's tensors in key order: what a model file records, and what a training
+    checkpoint's fingerprint compares (:func:`remap_lib.train.training_fingerprint`)."""
     digest = hashlib.sha256()
     for key in sorted(state_dict):
         digest.update(key.encode())
@@ -67,7 +69,7 @@ def save_model(path, model: DeepREMAP, bins: dict[str, LabelBins], instrument: I
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "model_config": model.config.to_dict(),
         "state_dict": state,
-        "weights_sha256": _weights_sha256(state),
+        "weights_sha256": weights_sha256(state),
         "label_names": list(LABEL_NAMES),
         "bins": {name: b.to_dict() for name, b in bins.items()},
         "instrument": instrument.to_dict(),
@@ -143,7 +145,7 @@ def _model_from_payload(payload: dict, path, device) -> tuple[DeepREMAP, dict]:
     missing = [k for k in ("model_config", "state_dict", "weights_sha256", "bins", "instrument") if k not in payload]
     if missing:
         raise RemapDataError(path, f"incomplete remap model file: missing {missing}")
-    if _weights_sha256(payload["state_dict"]) != payload["weights_sha256"]:
+    if weights_sha256(payload["state_dict"]) != payload["weights_sha256"]:
         raise RemapDataError(path, "weights do not match their recorded sha256: the file is corrupt")
     try:
         model = DeepREMAP(ModelConfig.from_dict(payload["model_config"]))

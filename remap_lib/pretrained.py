@@ -14,13 +14,13 @@ reproduces them bit for bit; another CPU reproduces them only within floating-po
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .fileio import RemapDataError
+from .fileio import RemapDataError, atomic_write
+from .modelfile import load_model
 from .paths import DATA_DIR, work_dir
 
 SHIPPED_DIR = DATA_DIR / "pretrained"
@@ -69,7 +69,7 @@ def find_pretrained(profile: str = "default", kind: str = "deep-remap", work=Non
 
 def compare_networks(a, b) -> dict:
     """Whether two model files hold the same weights: ``identical``, ``max_abs_diff`` and ``n_tensors``."""
-    first, second = (torch.load(p, map_location="cpu", weights_only=True)["state_dict"] for p in (a, b))
+    first, second = (load_model(p)[0].state_dict() for p in (a, b))
     if first.keys() != second.keys() or any(first[k].shape != second[k].shape for k in first):
         return {"identical": False, "max_abs_diff": float("inf"), "n_tensors": len(first),
                 "note": "different architectures"}
@@ -77,6 +77,23 @@ def compare_networks(a, b) -> dict:
              for k in first]
     return {"identical": all(torch.equal(first[k], second[k]) for k in first), "max_abs_diff": max(diffs, default=0.0),
             "n_tensors": len(first)}
+
+
+def against_shipped(profile: str = "default", work=None) -> dict[str, str]:
+    """Per network kind in the work folder, whether it holds the shipped network's weights, in words."""
+    source = Path(work or work_dir(profile))
+    verdicts = {}
+    for kind, name in NETWORK_FILES.items():
+        shipped = shipped_path(profile, kind)
+        if not (source / name).is_file():
+            continue
+        if not shipped.is_file():
+            verdicts[kind] = f"the repository ships no pretrained {kind} network for the {profile!r} profile"
+            continue
+        same = compare_networks(source / name, shipped)
+        verdicts[kind] = ("identical weights" if same["identical"]
+                          else f"different weights (largest difference {same['max_abs_diff']:.2g})")
+    return verdicts
 
 
 def ship(profile: str = "default", work=None) -> list[Path]:
@@ -93,9 +110,8 @@ def ship(profile: str = "default", work=None) -> list[Path]:
         if not (source / name).is_file():
             raise RemapDataError(source / name, f"no pretrained {kind} network to ship: run notebook 02 first")
         target = shipped_path(profile, kind)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source / name, target.with_suffix(".part"))
-        target.with_suffix(".part").replace(target)
+        with atomic_write(target) as fh:
+            fh.write((source / name).read_bytes())
         copied.append(target)
     write_manifest(copied, MANIFEST)
     return copied

@@ -33,6 +33,7 @@ from .dataset import LABEL_NAMES, SpectraSet
 from .fileio import atomic_write
 from .losses import MultiTaskLoss
 from .model import DeepREMAP
+from .modelfile import weights_sha256
 
 #: Soft-target widths around the exact labels of synthetic spectra (our choice, about a bin): Teff, log g, [Fe/H].
 SYNTHETIC_LABEL_SIGMA = (50.0, 0.1, 0.05)
@@ -95,13 +96,6 @@ def data_sha256(data: SpectraSet) -> str:
                    *(np.ascontiguousarray(a).tobytes() for a in (data.flux, data.ivar, data.mask, data.labels)))
 
 
-def weights_sha256(model: torch.nn.Module) -> str:
-    """Hash of a model's parameters and buffers, with their names and shapes (so the architecture counts too)."""
-    state = model.state_dict()
-    return _sha256(*(f"{k}{tuple(v.shape)}{v.dtype}".encode() + v.detach().cpu().contiguous().numpy().tobytes()
-                     for k, v in sorted(state.items())))
-
-
 def training_fingerprint(config: TrainConfig, train: SpectraSet, model: torch.nn.Module) -> dict[str, str]:
     """What a training run's outcome depends on: its settings, its training data and its starting weights.
 
@@ -110,7 +104,7 @@ def training_fingerprint(config: TrainConfig, train: SpectraSet, model: torch.nn
     stale work.
     """
     return {"settings": _sha256(json.dumps(config.to_dict(), sort_keys=True).encode()),
-            "training data": data_sha256(train), "starting weights": weights_sha256(model)}
+            "training data": data_sha256(train), "starting weights": weights_sha256(model.state_dict())}
 
 
 def _rank_world() -> tuple[int, int]:

@@ -70,9 +70,9 @@ def test_incompatible_architecture_is_named(tmp_path):
     member = toy_members(tmp_path)[0]
     payload = torch.load(member, weights_only=True)
     payload["model_config"]["stage_channels"] = [8, 8]
-    from remap_lib.modelfile import _weights_sha256
+    from remap_lib.modelfile import weights_sha256
 
-    payload["weights_sha256"] = _weights_sha256(payload["state_dict"])
+    payload["weights_sha256"] = weights_sha256(payload["state_dict"])
     torch.save(payload, tmp_path / "arch.pt")
     with pytest.raises(RemapDataError, match="incompatible with this remap version"):
         load_members(tmp_path / "arch.pt")
