@@ -79,6 +79,11 @@ from .transfer import LITERATURE_SIGMA, ensemble_pmfs, finetune, finetune_config
 DEFAULT_OUT = REPO_ROOT / "results" / "study"
 FULL = "deep-REMAP"
 REDUCED = "deep-REMAP (reduced budget)"
+REHEARSAL = "synthetic rehearsal"
+COVERAGE = "coverage calibration"
+#: The rehearsal row's ratio: the smallest of the ratios tried by hand (0.25, 0.5, 1; issue 12), fixed
+#: before the study; larger ratios kept more giants giant but cost the dwarfs more.
+REHEARSAL_RATIO = 0.25
 #: Normal quantiles of the central 68 % and 95 % intervals, for rows whose intervals are Gaussian.
 Z68, Z95 = 1.0, 1.959963984540054
 
@@ -91,6 +96,7 @@ class Row:
     budget: str  # "default", "reduced" or "none" (no network training)
     seeds: str  # what a seed changes: "fine-tuning", "pretraining" or "none" (deterministic: seed 0 only)
     change: dict = field(default_factory=dict)  # TrainConfig changes, in pretraining and fine-tuning
+    rehearsal: float = 0.0  # synthetic training spectra mixed into each fine-tuning epoch, per observed star
 
     @property
     def slug(self) -> str:
@@ -105,7 +111,9 @@ class Row:
 ROWS: tuple[Row, ...] = (
     Row(FULL, "ensemble", None, "default", "fine-tuning"),
     Row("MSE regression CNN", "mse", FULL, "default", "fine-tuning"),
+    Row(REHEARSAL, "ensemble", FULL, "default", "fine-tuning", rehearsal=REHEARSAL_RATIO),
     Row("no temperature scaling", "derived", FULL, "default", "fine-tuning"),
+    Row(COVERAGE, "derived", FULL, "default", "fine-tuning"),
     Row("one member", "derived", FULL, "default", "fine-tuning"),
     Row("pretrained only", "derived", FULL, "default", "fine-tuning"),
     Row("The Cannon", "cannon", FULL, "none", "none"),
@@ -121,7 +129,7 @@ ROW_BY_NAME = {r.name: r for r in ROWS}
 DERIVED = tuple(r.name for r in ROWS if r.kind == "derived")
 #: Run order within a seed, cheapest first (measured: see `remap study status`).
 RUN_ORDER = ("chi2 grid fit", "The Cannon", "no pretraining", REDUCED, "no cost matrix", "no focal term",
-             "no triplet", "no SWA", "MSE regression CNN", FULL)
+             "no triplet", "no SWA", "MSE regression CNN", FULL, REHEARSAL)
 
 
 def member_seed(seed: int, k: int) -> int:
@@ -241,6 +249,8 @@ class Study:
         """The inputs a row's runs read, by sha256: MILES and the folds always, and the start network or grid."""
         keys = ["miles", "folds"] + {"ensemble": ["pretrained_deep-remap"], "mse": ["pretrained_mse"],
                                      "chi2": ["synthetic"], "reduced": ["synthetic"]}.get(row.kind, [])
+        if row.rehearsal:
+            keys.append("synthetic")
         return {k: self.hashes.get(k) for k in keys}
 
     @property
@@ -473,8 +483,9 @@ def _train_members(study: Study, row: Row, start: Path | None, sets, cfg: TrainC
                               out_dir=out_dir, device=study.device)
             result = trainer.fit(progress=study.progress)
         else:
+            rehearse = study.synthetic_train() if row.rehearsal else None
             result, trainer = finetune(start, sets["finetune"], sets["temperature"], member_cfg, out_dir,
-                                       study.progress, study.device)
+                                       study.progress, study.device, rehearse, row.rehearsal)
         models.append((result.model.cpu().eval(), trainer.label_stats))
     return models
 
@@ -482,6 +493,12 @@ def _train_members(study: Study, row: Row, start: Path | None, sets, cfg: TrainC
 def _temperatures(models, data: SpectraSet) -> list[dict]:
     return [calibrate.fit_temperatures(calibrate.collect_logits(m, data.flux, data.mask), data.labels,
                                        DEFAULT_BINS, label_sigma=LITERATURE_SIGMA) for m in models]
+
+
+def _coverage_temperatures(models, data: SpectraSet) -> dict:
+    """One temperature per head, shared by the members, fitted to the interval coverage (issue 12)."""
+    logits = [calibrate.collect_logits(m, data.flux, data.mask) for m in models]
+    return calibrate.fit_coverage_temperatures(logits, data.labels, DEFAULT_BINS)
 
 
 def _pmf_predictions(models, temps, sets) -> dict:
@@ -510,6 +527,9 @@ def _run_ensemble(study: Study, row: Row, seed: int, fold: int, scratch: Path):
         pre, _ = load_model(start)
         pre_temps = _temperatures([pre], sets["temperature"])
         predictions["no temperature scaling"] = _pmf_predictions(models, None, sets)
+        shared = _coverage_temperatures(models, sets["temperature"])
+        predictions[COVERAGE] = _pmf_predictions(models, [shared] * len(models), sets)
+        extra["coverage_temperatures"] = shared
         predictions["one member"] = _pmf_predictions(models[:1], temps[:1], sets)
         predictions["pretrained only"] = _pmf_predictions([pre], pre_temps, sets)
         extra["pretrained_only_temperatures"] = pre_temps[0]
