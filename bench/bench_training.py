@@ -10,7 +10,7 @@ batch-hard triplet term has positives and negatives, as on a real grid.
 
 Measured, with ``torch.set_num_threads(--threads)`` (2 by default, like the profiles):
 
-1. **training** — for each architecture of the ``02_pretrain`` profiles (``smoke``, ``default``,
+1. **training** — for each architecture of the ``pretrain`` profiles (``smoke``, ``default``,
    ``paper``: ``stage_channels`` × ``blocks_per_stage``), at both lengths, batch ``--batch`` (64):
    a :class:`remap_lib.train.Trainer` (default :class:`TrainConfig`: augmentation, focal + cost +
    triplet loss, grad clipping, AdamW) is built on the random set and ``run_epoch`` is timed
@@ -93,7 +93,7 @@ def other_jobs(pattern: str = "remap grid build") -> list[str]:
 
 
 def architectures(names) -> dict[str, dict]:
-    table = PROFILES["02_pretrain"]
+    table = PROFILES["pretrain"]
     return {n: {"stage_channels": tuple(table[n]["stage_channels"]), "blocks_per_stage": table[n]["blocks_per_stage"]}
             for n in names}
 
@@ -517,7 +517,7 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (and OMP/MKL pools)")
     parser.add_argument("--quick", action="store_true", help="default profile only, fewer repetitions")
     parser.add_argument("--profiles", default=None,
-                        help="comma-separated 02_pretrain profiles (default: smoke,default,paper; --quick: default)")
+                        help="comma-separated pretrain profiles (default: smoke,default,paper; --quick: default)")
     parser.add_argument("--batch", type=int, default=64, help="training batch")
     parser.add_argument("--case-budget", type=float, default=None,
                         help="rough seconds per training/inference case; slow cases get fewer repetitions "
@@ -526,9 +526,9 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     names = (args.profiles or ("default" if args.quick else "smoke,default,paper")).split(",")
-    unknown = [n for n in names if n not in PROFILES["02_pretrain"]]
+    unknown = [n for n in names if n not in PROFILES["pretrain"]]
     if unknown:
-        parser.error(f"unknown profile(s) {unknown}; choose from {list(PROFILES['02_pretrain'])}")
+        parser.error(f"unknown profile(s) {unknown}; choose from {list(PROFILES['pretrain'])}")
     archs = architectures(names)
     if args.case_budget is None:
         args.case_budget = 15.0 if args.quick else 40.0

@@ -57,9 +57,8 @@ from dataclasses import asdict, dataclass, fields, replace
 import numpy as np
 import torch
 
-from .instruments import C_KMS, Instrument
-
-FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))  # σ = FWHM / 2.3548
+from .constants import C_KMS, FWHM_TO_SIGMA
+from .instruments import Instrument
 
 #: The effects in the order they are applied.
 EFFECTS = ("resolution", "rv", "wave_jitter", "scale", "tilt", "noise", "bad_pixels")

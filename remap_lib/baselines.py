@@ -28,9 +28,10 @@ import numpy as np
 from scipy import optimize
 from tqdm import tqdm
 
+from .constants import LABEL_NAMES
+
 __all__ = ["CannonBaseline", "Chi2GridFit", "clean_inputs"]
 
-LABEL_NAMES = ("teff", "logg", "feh")
 _IVAR_MAX = 1e12  # 'noise-free' (inf) inverse variances are clipped to this
 
 

@@ -34,21 +34,28 @@ import tokenize
 from dataclasses import dataclass
 from pathlib import Path
 
-import nbformat
 import yaml
 
 from .fileio import atomic_write, sha256_file
 from .machine import machine_info
-from .notebooks import BOOK_NOTEBOOK_DIR, NOTEBOOK_DIR, list_notebooks, read_run_log, run_log_path
+from .notebooks import (
+    BOOK_NOTEBOOK_DIR,
+    NOTEBOOK_DIR,
+    list_notebooks,
+    notebook_cells,
+    notebook_step,
+    parameters_cell,
+    read_run_log,
+    run_log_path,
+)
 from .paths import DATA_DIR, REPO_ROOT
-from .profiles import PROFILES
+from .profiles import PROFILE_NAMES
 from .results import load_metrics, metrics_path
 
 OUT_DIR = REPO_ROOT / "book" / "generated"
 BENCH_RESULTS = REPO_ROOT / "bench" / "results"
 RUN_TIMES_DIR = REPO_ROOT / "results" / "run_times"
 TOC = REPO_ROOT / "_toc.yml"
-PROFILE_NAMES = ("smoke", "default", "paper")
 LABELS = (("teff", "T<sub>eff</sub>", "K", 0), ("logg", "log g", "dex", 2), ("feh", "[Fe/H]", "dex", 2))
 NOT_MEASURED = "not measured"
 
@@ -59,15 +66,6 @@ class Parameter:
     name: str
     value: object  # the literal in the cell; None means "from the profile" where PROFILES has the name
     meaning: str  # the inline comment on the assignment, "" when there is none
-
-
-def parameters_cell(notebook) -> str:
-    """Source of the cell tagged ``parameters`` (papermill's convention)."""
-    nb = nbformat.read(str(notebook), as_version=4)
-    for cell in nb.cells:
-        if "parameters" in cell.get("metadata", {}).get("tags", []):
-            return cell.source
-    raise ValueError(f"{notebook}: no cell tagged 'parameters'")
 
 
 def parse_parameters(source: str, where: str = "parameters cell") -> list[Parameter]:
@@ -95,9 +93,21 @@ def read_parameters(name: str, notebook_dir=NOTEBOOK_DIR) -> list[Parameter]:
     return parse_parameters(parameters_cell(path), where=f"{path.name} parameters cell")
 
 
-def profile_values(name: str, params: list[Parameter], profiles=PROFILES) -> dict[str, dict[str, object]]:
+def _step_profiles(name: str, notebook_dir, profiles) -> tuple[str | None, dict]:
+    """The step notebook ``name`` resolves and that step's ``{profile: parameters}`` in ``profiles``
+    (default: :data:`remap_lib.profiles.PROFILES`)."""
+    step = notebook_step(Path(notebook_dir) / f"{name}.ipynb")
+    if profiles is None:
+        from . import profiles as module
+
+        profiles = module.PROFILES
+    return step, profiles.get(step, {})
+
+
+def profile_values(name: str, params: list[Parameter], profiles=None,
+                   notebook_dir=NOTEBOOK_DIR) -> dict[str, dict[str, object]]:
     """The value each parameter takes under each profile when the notebook runs unchanged."""
-    table = profiles.get(name, {})
+    _, table = _step_profiles(name, notebook_dir, profiles)
     values = {}
     for prof in PROFILE_NAMES:
         row = {}
@@ -112,14 +122,15 @@ def profile_values(name: str, params: list[Parameter], profiles=PROFILES) -> dic
     return values
 
 
-def parameter_problems(name: str, params: list[Parameter], profiles=PROFILES) -> list[str]:
+def parameter_problems(name: str, params: list[Parameter], profiles=None, notebook_dir=NOTEBOOK_DIR) -> list[str]:
     """What keeps the parameters page from being complete and true: missing meanings, and profile
     entries for parameters the cell does not have (the notebook would never see them)."""
     problems = [f"{name}: parameter {p.name!r} has no meaning (add `  # ...` to its line)"
                 for p in params if not p.meaning]
     names = {p.name for p in params}
-    for prof, table in profiles.get(name, {}).items():
-        problems += [f"{name}: PROFILES[{name!r}][{prof!r}] names {key!r}, which the parameters cell lacks"
+    step, step_table = _step_profiles(name, notebook_dir, profiles)
+    for prof, table in step_table.items():
+        problems += [f"{name}: PROFILES[{step!r}][{prof!r}] names {key!r}, which the parameters cell lacks"
                      for key in table if key not in names]
     if "profile" not in names:
         problems.append(f"{name}: the parameters cell has no 'profile'")
@@ -163,7 +174,7 @@ def _notebook_ref(name: str, prefix: str, toc_files: set[str]) -> str:
     return f"`{name}`"
 
 
-def parameters_page(names=None, notebook_dir=NOTEBOOK_DIR, profiles=PROFILES, toc_files=None) -> str:
+def parameters_page(names=None, notebook_dir=NOTEBOOK_DIR, profiles=None, toc_files=None) -> str:
     names = names or list_notebooks()
     toc_files = _toc_files() if toc_files is None else toc_files
     lines = ["# Parameters of every notebook", "",
@@ -180,7 +191,7 @@ def parameters_page(names=None, notebook_dir=NOTEBOOK_DIR, profiles=PROFILES, to
              "what earlier ones wrote for the same profile, so rerun the notebooks after the one you changed.", ""]
     for name in names:
         params = read_parameters(name, notebook_dir)
-        values = profile_values(name, params, profiles)
+        values = profile_values(name, params, profiles, notebook_dir)
         lines += [f"## {name}", "", f"Notebook {_notebook_ref(name, '../', toc_files)}.", "",
                   "| parameter | " + " | ".join(PROFILE_NAMES) + " | meaning |",
                   "|---|" + "---|" * len(PROFILE_NAMES) + "---|"]
@@ -195,13 +206,12 @@ def parameters_page(names=None, notebook_dir=NOTEBOOK_DIR, profiles=PROFILES, to
 # -------------------------------------------------------------------------------------------- exercises
 def exercises(name: str, notebook_dir=NOTEBOOK_DIR) -> list[str]:
     """The numbered items of the notebook's "Try this" cells, each as one line of Markdown."""
-    nb = nbformat.read(str(Path(notebook_dir) / f"{name}.ipynb"), as_version=4)
     items: list[str] = []
-    for cell in nb.cells:
-        if cell.cell_type != "markdown" or not cell.source.lstrip().startswith("## Try this"):
+    for source, _ in notebook_cells(Path(notebook_dir) / f"{name}.ipynb", "markdown"):
+        if not source.lstrip().startswith("## Try this"):
             continue
         current = None
-        for line in cell.source.splitlines()[1:]:
+        for line in source.splitlines()[1:]:
             if m := re.match(r"\s*\d+\.\s+(.*)", line):
                 current = m.group(1).strip()
                 items.append(current)

@@ -34,7 +34,7 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 
 from .binning import LabelBins
-from .dataset import LABEL_NAMES
+from .constants import LABEL_NAMES
 
 # Bounds for T: outside them the fit is surely fighting a bug (wrong targets), not miscalibration.
 T_MIN, T_MAX = 0.05, 20.0

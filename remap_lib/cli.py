@@ -165,7 +165,7 @@ def _finetune(args) -> int:
 
 def _calibrate(args) -> int:
     from . import pipeline
-    from .dataset import LABEL_NAMES
+    from .constants import LABEL_NAMES
 
     work = _work(args)
     members = args.members or pipeline.member_files(work / "finetune", calibrated=False)
@@ -182,13 +182,16 @@ def _validate(args) -> int:
     from .fileio import atomic_write
 
     work = _work(args)
+    from .constants import GIANT_LOGG
+
     members = args.members or pipeline.member_files(work / "finetune", calibrated=True)
     report = pipeline.validate(members, args.miles or work / "miles.h5", args.splits)
     table = pipeline.report_table(report)
     cols = ["role", "label", "n", "bias", "sigma", "mad", "coverage_68", "coverage_95", "ece_interval"]
     print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if "giant_candidate" in report:
-        print(f"giant candidates called giant (log g < 3.5): {report['giant_candidate']['fraction_called_giant']:.1%}")
+        called = report["giant_candidate"]["fraction_called_giant"]
+        print(f"giant candidates called giant (log g < {GIANT_LOGG}): {called:.1%}")
     if args.json:
         with atomic_write(args.json, "w") as fh:
             json.dump(report, fh, indent=1)
@@ -346,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = pipeline_parser("calibrate", "fit per-head temperatures on the validation stars",
                         "member files (default: WORK/finetune/member_k.pt)")
-    p.add_argument("--method", choices=CALIBRATION_METHODS, default=resolve("04_calibrate", "default")["calibration"],
+    p.add_argument("--method", choices=CALIBRATION_METHODS, default=resolve("calibrate", "default")["calibration"],
                    help="nll: per-member temperatures by cross-entropy; coverage: one temperature per head, shared "
                         "by the members, matching the ensemble's interval coverage (default: %(default)s)")
     p.set_defaults(func=_calibrate)

@@ -27,7 +27,7 @@ import numpy as np
 from scipy.special import softmax
 
 from .calibrate import fit_coverage_temperature
-from .dataset import LABEL_NAMES
+from .constants import LABEL_NAMES
 from .fileio import atomic_write
 from .preprocess import pixel_edges
 

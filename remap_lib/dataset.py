@@ -23,12 +23,11 @@ import h5py
 import numpy as np
 import torch
 
+from .constants import LABEL_NAMES, LABEL_UNITS  # noqa: F401 (re-exported)
 from .fileio import RemapDataError, atomic_path, require_nonempty
 from .instruments import Instrument
 
 FORMAT_VERSION = 1
-LABEL_NAMES = ("teff", "logg", "feh")
-LABEL_UNITS = ("K", "dex", "dex")
 
 
 @dataclass

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from .binning import DEFAULT_BINS
-from .dataset import LABEL_NAMES
+from .constants import GIANT_LOGG, LABEL_NAMES
 
 
 def add_noise(flux, mask, snr: float, seed: int = 0):
@@ -114,7 +114,7 @@ def score_row(method: str, pred: dict, truth: np.ndarray, bins=None) -> dict:
     return row
 
 
-def giant_dwarf_split(pred: dict, truth: np.ndarray, bins=None, logg_boundary: float = 3.5) -> dict:
+def giant_dwarf_split(pred: dict, truth: np.ndarray, bins=None, logg_boundary: float = GIANT_LOGG) -> dict:
     """Classify stars as giant/subgiant (predicted median log g below ``logg_boundary``) or dwarf.
 
     Returns the per-star ``called_giant`` and ``p_giant`` (PMF mass below the boundary, when PMFs are

@@ -38,7 +38,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .dataset import LABEL_NAMES, SpectraSet
+from .constants import LABEL_NAMES
+from .dataset import SpectraSet
 from .fileio import RemapDataError, sha256_file
 from .inputs import FailedInput, as_inputs
 from .instruments import C_KMS, MAX_RV_KMS

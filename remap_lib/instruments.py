@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from .constants import C_KMS, MILES_FWHM, MILES_WAVE_START, MILES_WAVE_STEP
 from .fileio import RemapDataError, atomic_write, require_nonempty
 
-C_KMS = 299792.458  # speed of light, km/s
 #: Largest |radial velocity| remap accepts (km/s). Stars in the Galaxy move at most ~1000 km/s relative
 #: to the Sun; a larger value is more likely m/s, or a redshift, given as km/s.
 MAX_RV_KMS = 3000.0
@@ -197,7 +197,8 @@ MARVELS = Instrument("MARVELS", 5000.0, 5700.0, medium="vacuum", resolution=1100
 
 #: MILES (Sánchez-Blázquez et al. 2006; Falcón-Barroso et al. 2011): FWHM 2.5 Å, 0.9 Å pixels aligned
 #: to the native MILES grid λ = 3540.5 + 0.9·i Å (air) → 4999.4 … 5700.5 Å, 780 pixels.
-MILES = Instrument("MILES", 5000.0, 5700.0, medium="air", fwhm=2.5, pixel=0.9, pixel_origin=3540.5)
+MILES = Instrument("MILES", 5000.0, 5700.0, medium="air", fwhm=MILES_FWHM, pixel=MILES_WAVE_STEP,
+                   pixel_origin=MILES_WAVE_START)
 
 INSTRUMENTS = {"marvels": MARVELS, "miles": MILES}
 

@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .binning import DEFAULT_BINS, LabelBins
+from .constants import LABEL_SCALES
 
-# Triplet label scales: labels / scale puts 1 unit ≈ 100 K ≈ 0.2 dex ≈ 0.1 dex, so that
+# Triplet label scales (constants.LABEL_SCALES): 1 unit ≈ 100 K ≈ 0.2 dex ≈ 0.1 dex, so that
 # pos_radius=1 means "about as close as the target accuracy" and neg_radius=2 "clearly different".
-LABEL_SCALES = (100.0, 0.2, 0.1)
 
 
 def cost_matrix(nbins: int, sigma_bins: float) -> Tensor:

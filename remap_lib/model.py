@@ -18,8 +18,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LABELS = ("teff", "logg", "feh")
-
 
 @dataclass(frozen=True)
 class ModelConfig:

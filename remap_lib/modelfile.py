@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from .binning import LabelBins
-from .dataset import LABEL_NAMES
+from .constants import LABEL_NAMES
 from .fileio import RemapDataError, atomic_write, require_nonempty
 from .instruments import Instrument
 from .model import DeepREMAP, ModelConfig
@@ -46,7 +46,7 @@ def preprocessing_settings() -> dict:
                           and k not in ("ivar", "mask")}}
 
 
-def _versions() -> dict:
+def package_versions() -> dict:
     return {"python": platform.python_version(), **{p: metadata.version(p) for p in ("remap", "torch", "numpy")}}
 
 
@@ -76,7 +76,7 @@ def save_model(path, model: DeepREMAP, bins: dict[str, LabelBins], instrument: I
         "preprocessing": preprocessing_settings(),
         "label_stats": None if label_stats is None else [list(map(float, s)) for s in label_stats],
         "train_config": train_config or {},
-        "versions": _versions(),
+        "versions": package_versions(),
         "extra": extra or {},
     }
     return _write_payload(path, payload)
@@ -132,7 +132,7 @@ def save_ensemble(path, member_files, reference: dict | None = None, extra: dict
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "members": members,
         "reference": reference or {},
-        "versions": _versions(),
+        "versions": package_versions(),
         "extra": extra or {},
     }
     return _write_payload(path, payload)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -28,6 +29,32 @@ RUN_LOG_NAME = "run_log.json"
 def list_notebooks() -> list[str]:
     """Names (without .ipynb) of the pipeline notebooks, in reading order."""
     return sorted(p.stem for p in repo_file(NOTEBOOK_DIR, "the notebooks folder").glob("[0-9][0-9]_*.ipynb"))
+
+
+def notebook_cells(notebook, cell_type: str = "code") -> list[tuple[str, list[str]]]:
+    """``(source, tags)`` of each cell of ``cell_type`` in a notebook file (plain JSON: no nbformat needed)."""
+    cells = json.loads(Path(notebook).read_text(encoding="utf-8"))["cells"]
+    return [("".join(c["source"]) if isinstance(c["source"], list) else c["source"],
+             list(c.get("metadata", {}).get("tags", []))) for c in cells if c["cell_type"] == cell_type]
+
+
+def parameters_cell(notebook) -> str:
+    """Source of the cell tagged ``parameters`` (papermill's convention)."""
+    for source, tags in notebook_cells(notebook):
+        if "parameters" in tags:
+            return source
+    raise ValueError(f"{notebook}: no cell tagged 'parameters'")
+
+
+_RESOLVE = re.compile(r"\bresolve\(\s*[\"'](\w+)[\"']")
+
+
+def notebook_step(notebook) -> str | None:
+    """The pipeline step whose profiles a notebook uses (the step its ``profiles.resolve("step", ...)`` names)."""
+    steps = {m.group(1) for source, _ in notebook_cells(notebook) for m in _RESOLVE.finditer(source)}
+    if len(steps) > 1:
+        raise ValueError(f"{notebook}: resolves the profiles of several steps: {sorted(steps)}")
+    return steps.pop() if steps else None
 
 
 def run_notebook(name: str, profile: str = "default", overrides: dict | None = None,

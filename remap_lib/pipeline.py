@@ -21,7 +21,8 @@ import pandas as pd
 import torch
 
 from . import calibrate as cal
-from .dataset import LABEL_NAMES, SpectraSet, read_dataset
+from .constants import LABEL_NAMES
+from .dataset import SpectraSet, read_dataset
 from .evaluate import giant_dwarf_split, interval_coverage, scatter_metrics
 from .fileio import RemapDataError, atomic_write
 from .modelfile import load_model, save_ensemble, save_model
@@ -52,7 +53,7 @@ def finetune(pretrained, miles_file, out_dir, profile: str = "default", splits_f
     With a ``rehearsal`` ratio above 0, the training spectra of ``synthetic_file`` (default:
     ``synthetic.h5`` beside ``miles_file``) are mixed into every epoch.
     """
-    p = resolve("03_finetune", profile, **overrides)
+    p = resolve("finetune", profile, **overrides)
     sets = _roles(miles_file, splits_file)
     config = finetune_config(epochs=p["epochs"], batch_size=p["batch_size"], lr=p["lr"],
                              freeze_epochs=p["freeze_epochs"], backbone_lr_factor=p["backbone_lr_factor"],

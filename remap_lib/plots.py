@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from .binning import LabelBins
-from .dataset import LABEL_NAMES
+from .constants import LABEL_NAMES
 
 LABEL_TEX = {"teff": r"$T_\mathrm{eff}$ [K]", "logg": r"$\log g$ [dex]", "feh": "[Fe/H] [dex]"}
 

@@ -36,10 +36,10 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.special import ndtr
 
+from .constants import FWHM_TO_SIGMA
 from .fileio import RemapDataError
 from .instruments import get_instrument
 
-FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))  # σ = FWHM / 2.3548
 AIR_VACUUM_MIN_WAVE = 2000.0  # Å (vacuum); by IAU convention shorter wavelengths are vacuum in both media
 _SQRT_2PI = math.sqrt(2.0 * math.pi)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .dataset import LABEL_NAMES
+from .constants import LABEL_NAMES
 from .fileio import RemapDataError, atomic_write, require_nonempty
 
 FORMAT = "remap-embedding-index"

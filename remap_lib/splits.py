@@ -79,6 +79,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .constants import FGK_TEFF, GIANT_LOGG
 from .fileio import RemapDataError, atomic_write, require_nonempty
 from .paths import DATA_DIR, repo_file
 
@@ -100,8 +101,8 @@ DEFAULT_SPLITS = DATA_DIR / "splits" / "miles_splits.csv"
 ROLES = ("calibration", "validation", "finetune", "giant_candidate", "holdout", "other")
 COLUMNS = ("id", "name", "teff", "logg", "feh", "refs", "sptype", "cluster", "snr", "role")
 CALIBRATION_REFS = "111"
-TEFF_RANGE = (4000.0, 7000.0)
-LOGG_SPLIT = 3.5
+TEFF_RANGE = FGK_TEFF
+LOGG_SPLIT = GIANT_LOGG
 SNR_WINDOW = (5000.0, 5700.0)
 FEH_QUANTILES = (0.0, 0.5, 1.0)
 RULE = ("calibration: FGK dwarfs with Refs == '111', no cluster flag, SpT (if any) F/G/K without "

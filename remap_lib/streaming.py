@@ -725,7 +725,7 @@ def _merge_files(output: Path, fmt: str, chunk_files: list[Path], meta: dict, n_
 
 def _units() -> dict[str, str]:
     """Units of the estimate columns, from their names (text and FITS outputs may not keep them)."""
-    from .dataset import LABEL_NAMES, LABEL_UNITS
+    from .constants import LABEL_NAMES, LABEL_UNITS
     from .inference import ESTIMATES
 
     return {f"{n}_{k}": u for n, u in zip(LABEL_NAMES, LABEL_UNITS, strict=True) for k in ESTIMATES}

@@ -65,12 +65,12 @@ from . import calibrate, runqueue
 from .ablation import VARIANTS
 from .augment import AugmentConfig
 from .binning import DEFAULT_BINS, QUANTILES
-from .dataset import LABEL_NAMES, SpectraSet, read_dataset
+from .constants import LABEL_NAMES
+from .dataset import SpectraSet, read_dataset
 from .evaluate import predict
 from .fileio import sha256_file
 from .folds import fold_ids, make_folds, n_folds, read_folds, write_folds
-from .modelfile import _versions as package_versions
-from .modelfile import load_model, save_model
+from .modelfile import load_model, package_versions, save_model
 from .paths import REPO_ROOT, work_dir
 from .profiles import resolve
 from .train import TrainConfig, Trainer, build_model, data_sha256
@@ -150,8 +150,8 @@ class Budgets:
 
     @classmethod
     def from_profiles(cls, profile: str = "default", threads: int = 1) -> Budgets:
-        default = resolve("03_finetune", profile)
-        reduced = {**resolve("07_ablations", profile), "members": default["members"]}
+        default = resolve("finetune", profile)
+        reduced = {**resolve("ablations", profile), "members": default["members"]}
         return cls(default, reduced, {"threads": threads})
 
     def describe(self) -> dict:

@@ -29,9 +29,8 @@ import numpy as np
 import pandas as pd
 
 from .binning import QUANTILES
-from .dataset import LABEL_NAMES
+from .constants import GIANT_LOGG, LABEL_NAMES
 from .fileio import atomic_write
-from .splits import LOGG_SPLIT
 
 TABLES = ("cv_dwarfs", "calibration_stars", "giants")
 METRICS = ("sigma", "bias", "mad", "coverage68", "coverage95")
@@ -62,7 +61,7 @@ def label_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, np.ndarray]:
         j = LABEL_NAMES.index("logg")
         called, t = pred[..., j, QUANTITY.index("median")], truth[..., j]
         usable = np.isfinite(called) & np.isfinite(t)
-        out["accuracy"] = np.nanmean(np.where(usable, (called < LOGG_SPLIT) == (t < LOGG_SPLIT), np.nan), axis=-1)
+        out["accuracy"] = np.nanmean(np.where(usable, (called < GIANT_LOGG) == (t < GIANT_LOGG), np.nan), axis=-1)
     return out
 
 

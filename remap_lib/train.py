@@ -29,7 +29,8 @@ from tqdm import tqdm
 
 from .augment import AugmentConfig, Augmenter
 from .binning import DEFAULT_BINS, LabelBins
-from .dataset import LABEL_NAMES, SpectraSet
+from .constants import LABEL_NAMES, LABEL_SCALES
+from .dataset import SpectraSet
 from .fileio import atomic_write
 from .losses import MultiTaskLoss
 from .model import DeepREMAP
@@ -54,7 +55,7 @@ class TrainConfig:
     swa_lr: float = 3e-4
     gamma: float = 2.0
     cost_weight: float = 1.0
-    cost_sigma: tuple[float, float, float] | None = (100.0, 0.2, 0.1)
+    cost_sigma: tuple[float, float, float] | None = LABEL_SCALES
     triplet_weight: float = 0.1
     triplet_margin: float = 0.2
     # Width of the soft targets around exact synthetic labels (our choice, ~ a bin)
@@ -437,30 +438,42 @@ def main(argv=None) -> int:
     import argparse
 
     from .dataset import read_dataset
+    from .model import ModelConfig
     from .modelfile import save_model
+    from .profiles import PROFILE_NAMES, STEP_DEFAULTS, resolve
 
     p = argparse.ArgumentParser(prog="remap train", description="Pretrain deep-REMAP on a dataset file "
                                 "(rows with meta 'split' == 'train'; 'val' rows are used for validation).")
     p.add_argument("--data", required=True, help="dataset file written by `remap prepare` / notebook 01")
     p.add_argument("--out", required=True, help="folder for checkpoint.pt, metrics.csv and model.pt")
-    p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
-    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
-    p.add_argument("--lr", type=float, default=TrainConfig.lr)
+    p.add_argument("--profile", choices=PROFILE_NAMES, default=None,
+                   help="take the unset options from this profile's pretraining step (default: the dataclass defaults)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--gamma", type=float, default=TrainConfig.gamma)
-    p.add_argument("--triplet-weight", type=float, default=TrainConfig.triplet_weight)
-    p.add_argument("--cost-weight", type=float, default=TrainConfig.cost_weight)
-    p.add_argument("--swa-start", type=float, default=TrainConfig.swa_start, help="1.0 disables SWA")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--gamma", type=float)
+    p.add_argument("--triplet-weight", type=float)
+    p.add_argument("--cost-weight", type=float)
+    p.add_argument("--swa-start", type=float, help="1.0 disables SWA")
     p.add_argument("--head", choices=["classification", "regression"], default="classification")
-    p.add_argument("--stage-channels", default="32,64,128,256")
-    p.add_argument("--stem-channels", type=int, default=32)
-    p.add_argument("--blocks-per-stage", type=int, default=2)
-    p.add_argument("--embedding-dim", type=int, default=64)
+    p.add_argument("--stage-channels", help="comma-separated, e.g. 16,32,64,128")
+    p.add_argument("--stem-channels", type=int, default=ModelConfig.stem_channels)
+    p.add_argument("--blocks-per-stage", type=int)
+    p.add_argument("--embedding-dim", type=int, default=ModelConfig.embedding_dim)
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    # one source of defaults: the profile's pretraining step, itself the dataclass defaults plus differences
+    step = resolve("pretrain", args.profile) if args.profile else STEP_DEFAULTS["pretrain"]()
+    for key in ("epochs", "batch_size", "lr", "threads", "gamma", "triplet_weight", "cost_weight", "swa_start",
+                "blocks_per_stage"):
+        if getattr(args, key) is None:
+            setattr(args, key, step[key])
+    stage_channels = (tuple(int(c) for c in args.stage_channels.split(",")) if args.stage_channels
+                      else tuple(step["stage_channels"]))
 
     data = read_dataset(args.data)
     split = data.meta.get("split", np.full(len(data), "train"))
@@ -471,7 +484,7 @@ def main(argv=None) -> int:
                          augment=AugmentConfig.none() if args.no_augment else AugmentConfig())
     torch.manual_seed(args.seed)  # identical initial weights on every rank and every rerun
     model = build_model(data.flux.shape[1], head=args.head,
-                        stage_channels=tuple(int(c) for c in args.stage_channels.split(",")),
+                        stage_channels=stage_channels,
                         stem_channels=args.stem_channels, blocks_per_stage=args.blocks_per_stage,
                         embedding_dim=args.embedding_dim)
     trainer = Trainer(model, train, config, val=val if len(val) else None, out_dir=args.out)

@@ -12,14 +12,12 @@ from pathlib import Path
 import numpy as np
 
 from . import preprocess
+from .constants import LABEL_SCALES
 from .dataset import SpectraSet, write_dataset
 from .instruments import get_instrument
 from .paths import work_dir
 from .sources.miles import MilesLibrary, load_miles
 from .sources.sme_grid import SyntheticGrid, load_grid
-
-#: Label scales used to compare stars: ~ the precision one can hope for at R ≈ 2000–11000.
-LABEL_SCALES = np.array([100.0, 0.25, 0.1])
 
 
 def split_rows(n: int, test_fraction: float, val_fraction: float, seed: int) -> np.ndarray:
@@ -95,6 +93,7 @@ def miles_set(instrument="miles", library: MilesLibrary | None = None, max_stars
 
 def nearest_by_labels(query: np.ndarray, candidates: np.ndarray, scales=LABEL_SCALES) -> np.ndarray:
     """Index of the candidate closest to each query in scaled (Teff, log g, [Fe/H]); NaN labels never win."""
+    scales = np.asarray(scales, dtype=np.float64)
     q = np.atleast_2d(query)[:, None, :] / scales
     c = np.asarray(candidates)[None, :, :] / scales
     d = np.nansum((q - c) ** 2, axis=-1)
@@ -111,7 +110,7 @@ def prepared(profile: str = "default", out_dir=None, progress: bool = True) -> d
     from .profiles import resolve
 
     out = Path(out_dir) if out_dir else work_dir(profile)
-    params = resolve("01_data_prep", profile)
+    params = resolve("prepare", profile)
     wanted = ["synthetic"] + (["miles"] if _miles_fits(get_instrument(params["instrument"])) else [])
     paths = {kind: out / f"{kind}.h5" for kind in wanted}
     if all(p.is_file() for p in paths.values()):

@@ -18,7 +18,8 @@ import pandas as pd
 import torch
 
 from .augment import AugmentConfig
-from .dataset import LABEL_NAMES, SpectraSet
+from .constants import LABEL_NAMES
+from .dataset import SpectraSet
 from .modelfile import load_model, save_model
 from .train import TrainConfig, Trainer
 

@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from remap_lib.augment import EFFECTS, AugmentConfig, Augmenter, AugmentParams, epoch_generator
-from remap_lib.instruments import C_KMS, MARVELS, MILES, Instrument
+from remap_lib.constants import C_KMS, FWHM_TO_SIGMA
+from remap_lib.instruments import MARVELS, MILES, Instrument
 
 torch.set_num_threads(2)
 
-FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+
 # constant R on linear pixels: the LSF width in pixels varies across the window (per-pixel kernels)
 VARYING = Instrument("varying", 5000.0, 5700.0, resolution=8000.0, pixel=0.2)
 

@@ -13,11 +13,13 @@ from remap_lib.notebooks import list_notebooks
 from remap_lib.profiles import PROFILES
 
 
-def _notebook(path, parameters: str, try_this: str | None = None):
+def _notebook(path, parameters: str, try_this: str | None = None, code: str | None = None):
     nb = nbformat.v4.new_notebook()
     cell = nbformat.v4.new_code_cell(parameters)
     cell.metadata["tags"] = ["parameters"]
     nb.cells = [nbformat.v4.new_markdown_cell("# A notebook"), cell]
+    if code:
+        nb.cells.append(nbformat.v4.new_code_cell(code))
     if try_this:
         nb.cells.append(nbformat.v4.new_markdown_cell(try_this))
     nbformat.write(nb, str(path))
@@ -59,16 +61,18 @@ def test_parse_parameters_rejects_what_is_not_a_plain_assignment(source, match):
 
 def test_a_parameter_without_meaning_is_a_problem(tmp_path):
     _notebook(tmp_path / "09_new.ipynb", 'profile = "default"  # the profile\nepochs = None\nseed = 0  # seed\n')
-    problems = bookpages.parameter_problems("09_new", bookpages.read_parameters("09_new", tmp_path), {})
+    problems = bookpages.parameter_problems("09_new", bookpages.read_parameters("09_new", tmp_path), {}, tmp_path)
     assert problems == ["09_new: parameter 'epochs' has no meaning (add `  # ...` to its line)"]
 
 
 def test_a_profile_entry_the_cell_lacks_is_a_problem(tmp_path):
-    _notebook(tmp_path / "09_new.ipynb", 'profile = "default"  # the profile\nepochs = None  # passes\n')
-    profiles = {"09_new": {"smoke": {"epochs": 1, "lr": 0.1}, "default": {"epochs": 5, "lr": 0.1}}}
-    problems = bookpages.parameter_problems("09_new", bookpages.read_parameters("09_new", tmp_path), profiles)
-    assert problems == ["09_new: PROFILES['09_new']['smoke'] names 'lr', which the parameters cell lacks",
-                        "09_new: PROFILES['09_new']['default'] names 'lr', which the parameters cell lacks"]
+    _notebook(tmp_path / "09_new.ipynb", 'profile = "default"  # the profile\nepochs = None  # passes\n',
+              code='p = profiles.resolve("newstep", profile, epochs=epochs)')
+    profiles = {"newstep": {"smoke": {"epochs": 1, "lr": 0.1}, "default": {"epochs": 5, "lr": 0.1}}}
+    problems = bookpages.parameter_problems("09_new", bookpages.read_parameters("09_new", tmp_path), profiles,
+                                            tmp_path)
+    assert problems == ["09_new: PROFILES['newstep']['smoke'] names 'lr', which the parameters cell lacks",
+                        "09_new: PROFILES['newstep']['default'] names 'lr', which the parameters cell lacks"]
 
 
 def test_missing_parameters_cell_is_an_error(tmp_path):
@@ -84,7 +88,7 @@ def test_profile_values_take_none_from_the_profile_and_keep_literals():
     values = bookpages.profile_values("02_pretrain", params)
     for prof in bookpages.PROFILE_NAMES:
         assert values[prof]["profile"] == prof
-        assert values[prof]["epochs"] == PROFILES["02_pretrain"][prof]["epochs"]
+        assert values[prof]["epochs"] == PROFILES["pretrain"][prof]["epochs"]
         assert values[prof]["seed"] == 0  # a literal in the cell: every profile runs with it
     holdout = bookpages.profile_values("03_finetune", bookpages.read_parameters("03_finetune"))
     assert all(v["holdout"] is None for v in holdout.values())  # None that no profile sets stays None

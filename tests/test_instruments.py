@@ -5,10 +5,9 @@ import dataclasses
 import numpy as np
 import pytest
 
+from remap_lib.constants import C_KMS
 from remap_lib.fileio import RemapDataError
 from remap_lib.instruments import MARVELS, MILES, Instrument, get_instrument
-
-C_KMS = 299792.458
 
 
 def test_marvels_grid():

@@ -231,7 +231,7 @@ def test_load_small_folder(folder):
     assert list(lib.fgk_dwarfs()) == [True, False, False]
     assert list(lib.fgk_giants()) == [False, False, True]
     assert lib.instrument.medium == "air" and lib.instrument.fwhm == 2.5
-    assert lib.instrument.wave_end == pytest.approx(3540.5 + 0.9 * 4299)
+    assert lib.instrument.wave_max == pytest.approx(3540.5 + 0.9 * 4299)
     assert lib.label_notes == ()
 
 

@@ -18,10 +18,11 @@ import numpy as np
 from astropy.io import fits
 
 from ..cache import MARCS_ARCHIVE, extract_archive
+from ..constants import FGK_BOX
 from ..fileio import RemapDataError, atomic_write
 
-# The grid the paper-style library spans (the issue's FGK box).
-FGK_BOX = {"teff": (3800.0, 7000.0), "logg": (0.5, 5.0), "monh": (-2.5, 0.5)}
+# MARCS's own convention for its standard models (plane-parallel dwarfs), not remap's giant boundary
+_MARCS_DWARF_LOGG = 3.5
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ def _preference(model: MarcsModel) -> tuple:
     composition), plane-parallel dwarfs with ξ=1 km/s and spherical giants with ξ=2 km/s
     (MARCS's own standard choices).
     """
-    dwarf = model.logg >= 3.5
+    dwarf = model.logg >= _MARCS_DWARF_LOGG
     standard_vmicro = 1.0 if dwarf else 2.0
     return (model.gap_filled, abs(model.alpha), abs(model.vmicro - standard_vmicro),
             model.spherical == dwarf, model.name)

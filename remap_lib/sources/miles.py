@@ -43,12 +43,13 @@ from astropy.io import fits
 from tqdm import tqdm
 
 from ..cache import MILES_ARCHIVE, extract_archive
+from ..constants import FGK_TEFF, GIANT_LOGG, MILES_FWHM, MILES_NPIX, MILES_WAVE_START, MILES_WAVE_STEP
 from ..fileio import RemapDataError, require_nonempty
+from ..instruments import Instrument
 
 __all__ = [
     "ID_ERRATA",
     "MILES_NPIX",
-    "MilesInstrumentInfo",
     "MilesLabelTable",
     "MilesLabelWarning",
     "MilesLibrary",
@@ -65,8 +66,6 @@ PARAMS_DB = "MILES_params.db"
 PARAMS_TXT = "paramsMILES_v9.1.txt"
 SPECTRUM_GLOB = "MILES_res2.50_star_m*V.fits"
 _SPECTRUM_RE = re.compile(r"^MILES_res2\.50_star_m(\d{4})V\.fits$")
-MILES_NPIX = 4300
-MILES_FWHM = 2.5  # Å, nominal; the loader reads it from each header (keyword FWHM)
 
 #: Malformed MILES ids found in the label files and the id they stand for, with the reason.
 ID_ERRATA: dict[str, tuple[int, str]] = {
@@ -383,24 +382,14 @@ def read_miles_spectrum(path, npix: int | None = MILES_NPIX) -> tuple[np.ndarray
 # the library
 # --------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class MilesInstrumentInfo:
-    """How MILES spectra were observed/resampled: linear air-wavelength grid, Gaussian LSF."""
+def native_instrument(fwhm: float = MILES_FWHM, wave_start: float = MILES_WAVE_START,
+                      wave_step: float = MILES_WAVE_STEP, n_pix: int = MILES_NPIX) -> Instrument:
+    """The MILES library as observed: the whole linear air-wavelength grid, Gaussian LSF of ``fwhm`` Å.
 
-    name: str = "MILES"
-    medium: str = "air"
-    fwhm: float = MILES_FWHM  # Å, constant with wavelength
-    wave_start: float = 3540.5  # Å, first pixel centre
-    wave_step: float = 0.9  # Å per pixel
-    n_pix: int = MILES_NPIX
-
-    @property
-    def wave_end(self) -> float:
-        return self.wave_start + (self.n_pix - 1) * self.wave_step
-
-    def resolving_power(self, wave) -> np.ndarray:
-        """R = λ / FWHM at ``wave`` (Å)."""
-        return np.asarray(wave, dtype=float) / self.fwhm
+    :data:`remap_lib.instruments.MILES` is the model's 5000–5700 Å window of this same grid.
+    """
+    return Instrument("MILES", wave_start, wave_start + (n_pix - 1) * wave_step, medium="air", fwhm=fwhm,
+                      pixel=wave_step, pixel_origin=wave_start)
 
 
 @dataclass
@@ -418,7 +407,7 @@ class MilesLibrary:
     refs: np.ndarray  # (n,) str, MILES reference codes for the labels, '' if none
     cluster: np.ndarray = None  # (n,) bool, cluster member ('Cl' flag)
     libraries: np.ndarray = None  # (n,) str, library flag letters from the catalogue
-    instrument: MilesInstrumentInfo = field(default_factory=MilesInstrumentInfo)
+    instrument: Instrument = field(default_factory=lambda: native_instrument())
     source: str = ""  # folder the files were read from
     label_notes: tuple[str, ...] = ()  # repaired ids and label-file disagreements
 
@@ -451,7 +440,7 @@ class MilesLibrary:
                 return (self.teff >= lo) & (self.teff <= hi)
             return (self.teff > lo) & (self.teff < hi)
 
-    def fgk_dwarfs(self, teff_range=(4000.0, 7000.0), logg_min: float = 3.5,
+    def fgk_dwarfs(self, teff_range=FGK_TEFF, logg_min: float = GIANT_LOGG,
                    inclusive: bool = True) -> np.ndarray:
         """Mask: all three labels, Teff within ``teff_range`` and log g >= ``logg_min``.
 
@@ -460,7 +449,7 @@ class MilesLibrary:
         with np.errstate(invalid="ignore"):
             return self.has_all_labels & self._teff_in(teff_range, inclusive) & (self.logg >= logg_min)
 
-    def fgk_giants(self, teff_range=(4000.0, 7000.0), logg_max: float = 3.5,
+    def fgk_giants(self, teff_range=FGK_TEFF, logg_max: float = GIANT_LOGG,
                    inclusive: bool = True) -> np.ndarray:
         """Mask: all three labels, Teff within ``teff_range`` and log g < ``logg_max``."""
         with np.errstate(invalid="ignore"):
@@ -503,8 +492,8 @@ class MilesLibrary:
             table["flux"] = self.flux
         inst = self.instrument
         table.meta.update({"library": inst.name, "medium": inst.medium, "fwhm_angstrom": inst.fwhm,
-                           "wave_start": inst.wave_start, "wave_step": inst.wave_step,
-                           "n_pix": inst.n_pix, "source": self.source})
+                           "wave_start": inst.wave_min, "wave_step": inst.pixel,
+                           "n_pix": inst.npix, "source": self.source})
         return table
 
 
@@ -573,8 +562,8 @@ def load_miles(cache=None, path=None, ids=None, progress: bool = True) -> MilesL
     rows = table.reindex(wanted)
     text = lambda col: rows[col].fillna("").astype(str).to_numpy(dtype=object)
     fwhm = grid0.fwhm if np.isfinite(grid0.fwhm) else MILES_FWHM
-    instrument = MilesInstrumentInfo(fwhm=float(fwhm), wave_start=float(grid0.wave()[0]),
-                                     wave_step=grid0.cdelt, n_pix=grid0.npix)
+    instrument = native_instrument(fwhm=float(fwhm), wave_start=float(grid0.wave()[0]), wave_step=grid0.cdelt,
+                                   n_pix=grid0.npix)
     return MilesLibrary(
         wave=grid0.wave(), flux=flux, ids=np.asarray(wanted, dtype=int), names=text("name"),
         teff=rows["teff"].to_numpy(dtype=float), logg=rows["logg"].to_numpy(dtype=float),
