@@ -110,6 +110,18 @@ class LabelBins:
         return out.astype(np.float32)
 
     # -- decoding -------------------------------------------------------------------------------
+    def quantiles(self, p: np.ndarray, qs) -> np.ndarray:
+        """(n, len(qs)) quantiles of (n, nbins) normalized PMFs, mass uniform within each bin."""
+        qs = np.asarray(qs, dtype=np.float64)
+        cdf = np.cumsum(p, axis=1)  # CDF at the upper edge of each bin
+        lower = np.concatenate([np.zeros((p.shape[0], 1)), cdf[:, :-1]], axis=1)
+        # Bin k with CDF(lower edge) < q <= CDF(upper edge), per row and level; such a bin has p_k > 0.
+        k = np.clip((cdf[:, None, :] < qs[None, :, None]).sum(axis=2), 0, self.nbins - 1)
+        pk = np.take_along_axis(p, k, axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            frac = np.clip((qs[None, :] - np.take_along_axis(lower, k, axis=1)) / pk, 0.0, 1.0)
+        return self.edges_array[k] + frac * self.widths[k]
+
     def decode(self, pmf) -> dict[str, np.ndarray]:
         """Point estimates and intervals from (n, nbins) PMFs (numpy or torch; rows renormalized).
 
@@ -126,20 +138,12 @@ class LabelBins:
         tot = p.sum(axis=1, keepdims=True)
         with np.errstate(invalid="ignore", divide="ignore"):
             p = p / tot
-        c, w, e = self.centers, self.widths, self.edges_array
+        c, w = self.centers, self.widths
         mean = p @ c
         var = p @ (c**2 + w**2 / 12.0) - mean**2
         out = {"mean": mean, "std": np.sqrt(np.clip(var, 0.0, None)), "mode": c[np.argmax(p, axis=1)]}
-        cdf = np.cumsum(p, axis=1)  # CDF at the upper edge of each bin
-        lower = np.concatenate([np.zeros((p.shape[0], 1)), cdf[:, :-1]], axis=1)
-        rows = np.arange(p.shape[0])
-        for key, q in QUANTILES.items():
-            # Bin k with CDF(lower edge) < q <= CDF(upper edge); such a bin has p_k > 0.
-            k = np.clip((cdf < q).sum(axis=1), 0, self.nbins - 1)
-            pk = p[rows, k]
-            with np.errstate(invalid="ignore", divide="ignore"):
-                frac = np.clip((q - lower[rows, k]) / pk, 0.0, 1.0)
-            out[key] = e[k] + frac * w[k]
+        levels = self.quantiles(p, list(QUANTILES.values()))
+        out.update({key: levels[:, i] for i, key in enumerate(QUANTILES)})
         bad = ~(tot[:, 0] > 0)
         for arr in out.values():
             arr[bad] = np.nan
@@ -155,7 +159,6 @@ DEFAULT_BINS: dict[str, LabelBins] = {
     "logg": LabelBins.uniform("logg", 0.3, 5.2, 0.1, "dex"),  # 49 bins
     "feh": LabelBins.uniform("feh", -2.7, 0.7, 0.05, "dex"),  # 68 bins
 }
-LABEL_NAMES = tuple(DEFAULT_BINS)  # column order of label arrays: teff, logg, feh
 
 
 def _as_bin_list(bins) -> list[LabelBins]:

@@ -35,6 +35,7 @@ from scipy.special import log_softmax, softmax
 
 from .binning import LabelBins
 from .constants import LABEL_NAMES
+from .forward import forward
 
 # Bounds for T: outside them the fit is surely fighting a bug (wrong targets), not miscalibration.
 T_MIN, T_MAX = 0.05, 20.0
@@ -51,15 +52,8 @@ def _numpy(x) -> np.ndarray:
 @torch.no_grad()
 def collect_logits(model, flux, mask=None, batch_size: int = 256, device="cpu") -> dict[str, np.ndarray]:
     """Raw logits of every head over ``flux`` (n, npix): ``{label: (n, nbins)}`` float64 arrays."""
-    model = model.to(device).eval()  # eval: dropout off, BatchNorm on running statistics
-    flux = torch.as_tensor(np.asarray(flux, dtype=np.float32))
-    mask = torch.zeros_like(flux, dtype=torch.bool) if mask is None else torch.as_tensor(np.asarray(mask, bool))
-    parts: dict[str, list[np.ndarray]] = {}
-    for i in range(0, len(flux), batch_size):
-        out = model(flux[i:i + batch_size].to(device), mask[i:i + batch_size].to(device))["logits"]
-        for name, z in out.items():
-            parts.setdefault(name, []).append(z.double().cpu().numpy())
-    return {name: np.concatenate(z) for name, z in parts.items()}
+    logits = forward(model, flux, mask, batch_size, device)["logits"]
+    return {name: z.double().numpy() for name, z in logits.items()}
 
 
 def _prepare(logits, targets) -> tuple[np.ndarray, np.ndarray]:
@@ -236,25 +230,11 @@ def _clean(pmf, truth, bins: LabelBins):
     return p[keep] / tot[keep, None], np.clip(v[keep], c[0], c[-1])
 
 
-def _quantiles(p: np.ndarray, bins: LabelBins, qs) -> np.ndarray:
-    """(n, len(qs)) quantiles of normalized PMFs, mass uniform within bins (as LabelBins.decode)."""
-    qs = np.asarray(qs, dtype=np.float64)
-    cdf = np.cumsum(p, axis=1)  # CDF at each bin's upper edge
-    lower = cdf - p
-    e, w = bins.edges_array, bins.widths
-    # Bin k with CDF(lower edge) < q <= CDF(upper edge), per row and level.
-    k = np.clip((cdf[:, None, :] < qs[None, :, None]).sum(axis=2), 0, bins.nbins - 1)
-    pk = np.take_along_axis(p, k, axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        frac = np.clip((qs[None, :] - np.take_along_axis(lower, k, axis=1)) / pk, 0.0, 1.0)
-    return e[k] + np.nan_to_num(frac) * w[k]
-
-
 def central_interval(pmf, bins: LabelBins, level: float) -> tuple[np.ndarray, np.ndarray]:
     """(lo, hi) of the central ``level`` credible interval of each (renormalized) PMF row."""
     p = np.atleast_2d(_numpy(pmf))
     p = p / p.sum(axis=1, keepdims=True)
-    q = _quantiles(p, bins, [(1 - level) / 2, (1 + level) / 2])
+    q = bins.quantiles(p, [(1 - level) / 2, (1 + level) / 2])
     return q[:, 0], q[:, 1]
 
 
@@ -269,7 +249,7 @@ def reliability(pmf, truth, bins: LabelBins, levels: Sequence[float] = DEFAULT_L
     lv = np.asarray(levels, dtype=np.float64)
     if len(p) == 0:
         return {"levels": lv, "coverage": np.full(lv.shape, np.nan), "n": 0}
-    q = _quantiles(p, bins, np.concatenate([(1 - lv) / 2, (1 + lv) / 2]))
+    q = bins.quantiles(p, np.concatenate([(1 - lv) / 2, (1 + lv) / 2]))
     lo, hi = q[:, :lv.size], q[:, lv.size:]
     inside = (v[:, None] >= lo) & (v[:, None] <= hi)
     return {"levels": lv, "coverage": inside.mean(axis=0), "n": int(len(p))}

@@ -7,6 +7,7 @@ import torch
 
 from .binning import DEFAULT_BINS
 from .constants import GIANT_LOGG, LABEL_NAMES
+from .forward import forward
 
 
 def add_noise(flux, mask, snr: float, seed: int = 0):
@@ -26,19 +27,10 @@ def predict(model, flux, mask=None, bins=None, label_stats=None, device="cpu", b
     ``pmf`` too if asked). The regression baseline gives its value as every estimate.
     """
     bins = dict(bins or DEFAULT_BINS)
-    model = model.to(device).eval()
-    flux = torch.as_tensor(np.asarray(flux, dtype=np.float32))
-    mask = torch.zeros_like(flux, dtype=torch.bool) if mask is None else torch.as_tensor(np.asarray(mask, bool))
-    logits = {name: [] for name in LABEL_NAMES}
-    embeddings = []
-    for i in range(0, len(flux), batch_size):
-        out = model(flux[i:i + batch_size].to(device), mask[i:i + batch_size].to(device))
-        for name in LABEL_NAMES:
-            logits[name].append(out["logits"][name].float().cpu())
-        embeddings.append(out["embedding"].float().cpu())
+    out = forward(model, flux, mask, batch_size, device)
     result = {}
     for j, name in enumerate(LABEL_NAMES):
-        z = torch.cat(logits[name]).numpy() if logits[name] else np.zeros((0,))
+        z = out["logits"][name].numpy()
         if model.config.head == "regression":
             if label_stats is None:
                 raise ValueError("a regression model needs label_stats (mean, std) to give labels in physical units")
@@ -51,7 +43,7 @@ def predict(model, flux, mask=None, bins=None, label_stats=None, device="cpu", b
             if return_pmf:
                 result[name]["pmf"] = pmf
     if return_embedding:
-        result["embedding"] = torch.cat(embeddings).numpy()
+        result["embedding"] = out["embedding"].numpy()
     return result
 
 

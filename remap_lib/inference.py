@@ -41,12 +41,14 @@ import torch
 from .constants import LABEL_NAMES
 from .dataset import SpectraSet
 from .fileio import RemapDataError, sha256_file
+from .forward import ensemble_mean, forward
 from .inputs import FailedInput, as_inputs
 from .instruments import C_KMS, MAX_RV_KMS
 from .model import InferenceNet, fuse_for_inference
 from .modelfile import load_members
 from .preprocess import convert_medium, pixel_edges, to_instrument, uncovered
 from .readers import RawSpectrum, StoreSpectra
+from .retrieval import nearest_reference_distance
 
 #: The model shipped with the package: the ``default`` profile's fine-tuned, calibrated ensemble (MILES).
 DEFAULT_MODEL_NAME = "deep_remap_miles_default.pt"
@@ -131,62 +133,25 @@ class Predictor:
 
         ``widen`` ``{label: (n,)}`` multiplies each row's calibrated temperatures (None: all 1).
         """
-        flux = torch.as_tensor(np.asarray(flux, dtype=np.float32))
-        mask = torch.as_tensor(np.asarray(mask, dtype=bool))
-        widen = {} if widen is None else {n: torch.as_tensor(np.asarray(w, dtype=np.float32)) for n, w in widen.items()}
-        pmfs = {name: [] for name in LABEL_NAMES}
-        embeddings = []
-        for i in range(0, len(flux), self.batch_size):
-            f = flux[i:i + self.batch_size].to(self.device)
-            m = mask[i:i + self.batch_size].to(self.device)
-            total = {}
-            for k, (net, temps) in enumerate(zip(self.networks, self.temperatures, strict=True)):
-                out = net(f, m)
-                if k == 0:
-                    embeddings.append(out["embedding"].float().cpu())
-                for name in LABEL_NAMES:
-                    t = float(temps.get(name, 1.0))
-                    if name in widen:
-                        t = t * widen[name][i:i + self.batch_size, None].to(self.device)
-                    p = torch.softmax(out["logits"][name].float() / t, dim=-1)
-                    total[name] = p if k == 0 else total[name] + p
-            for name in LABEL_NAMES:
-                pmfs[name].append((total[name] / len(self.networks)).cpu())
-        if not embeddings:
-            dim = self.networks[0].config.embedding_dim
-            return ({n: np.zeros((0, self.bins[n].nbins), np.float32) for n in LABEL_NAMES},
-                    np.zeros((0, dim), np.float32))
-        return {n: torch.cat(p).numpy() for n, p in pmfs.items()}, torch.cat(embeddings).numpy()
+        outs = [forward(net, flux, mask, self.batch_size, self.device) for net in self.networks]
+        pmfs = ensemble_mean([o["logits"] for o in outs], self.temperatures, widen)
+        return {n: pmfs[n] for n in LABEL_NAMES}, outs[0]["embedding"].numpy()
 
     @torch.inference_mode()
     def member_logits(self, flux, mask) -> list[dict[str, np.ndarray]]:
         """Each member's logits divided by its calibrated temperatures: ``[{label: (n, nbins)}]``."""
-        flux = torch.as_tensor(np.asarray(flux, dtype=np.float32))
-        mask = torch.as_tensor(np.asarray(mask, dtype=bool))
-        out = [{name: [] for name in LABEL_NAMES} for _ in self.networks]
-        for i in range(0, len(flux), self.batch_size):
-            f = flux[i:i + self.batch_size].to(self.device)
-            m = mask[i:i + self.batch_size].to(self.device)
-            for k, (net, temps) in enumerate(zip(self.networks, self.temperatures, strict=True)):
-                logits = net(f, m)["logits"]
-                for name in LABEL_NAMES:
-                    out[k][name].append((logits[name].float() / float(temps.get(name, 1.0))).cpu())
-        nbins = {name: self.bins[name].nbins for name in LABEL_NAMES}
-        return [{name: torch.cat(z).numpy() if z else np.zeros((0, nbins[name]), np.float32)
-                 for name, z in member.items()} for member in out]
+        out = []
+        for net, temps in zip(self.networks, self.temperatures, strict=True):
+            logits = forward(net, flux, mask, self.batch_size, self.device)["logits"]
+            out.append({name: (logits[name] / float(temps.get(name, 1.0))).numpy() for name in LABEL_NAMES})
+        return out
 
     @torch.inference_mode()
     def ood_distance(self, embedding) -> np.ndarray:
         """Euclidean distance from each (unit) embedding to the nearest reference embedding; NaN without one."""
-        e = torch.as_tensor(np.asarray(embedding, dtype=np.float32))
         if self.reference is None:
-            return np.full(len(e), np.nan, dtype=np.float32)
-        best = []
-        for i in range(0, len(e), 4096):
-            sim = e[i:i + 4096].to(self.device) @ self.reference.T
-            best.append(sim.max(dim=1).values.cpu())
-        sim = torch.cat(best).clamp(max=1.0) if best else torch.zeros(0)
-        return torch.sqrt(torch.clamp(2.0 - 2.0 * sim, min=0.0)).numpy()
+            return np.full(len(embedding), np.nan, dtype=np.float32)
+        return nearest_reference_distance(embedding, self.reference)
 
     # -- preprocessing ------------------------------------------------------------------------------
     def _assumptions(self, spec: RawSpectrum, medium, resolution, fwhm):

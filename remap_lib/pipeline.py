@@ -167,7 +167,9 @@ def export(members, miles_file, out, splits_file=None, synthetic_file=None, quan
     if not unseen:
         raise RemapDataError(miles_file, "no validation or calibration stars to set the out-of-domain threshold")
     held, _, _ = reference_embeddings(model, unseen)
-    nearest = np.sqrt(np.clip(2.0 - 2.0 * (held @ ref.T).max(axis=1), 0.0, None))
+    from .retrieval import nearest_reference_distance
+
+    nearest = nearest_reference_distance(held, ref)
     threshold = float(np.quantile(nearest, quantile))
     reference = {"embedding": torch.as_tensor(ref), "labels": torch.as_tensor(labels), "ids": ids,
                  "threshold": threshold, "threshold_rule": f"{quantile:g} quantile of the nearest-reference distance "

@@ -20,6 +20,7 @@ import torch
 
 from .constants import LABEL_NAMES
 from .fileio import RemapDataError, atomic_write, require_nonempty
+from .forward import forward
 
 FORMAT = "remap-embedding-index"
 FORMAT_VERSION = 1
@@ -28,14 +29,22 @@ FORMAT_VERSION = 1
 @torch.no_grad()
 def embed(model, flux, mask=None, batch_size: int = 256, device="cpu") -> np.ndarray:
     """(n, d) float32 L2-normalized embeddings of spectra ``flux`` (n, npix)."""
-    model = model.to(device).eval()  # eval: dropout off, BatchNorm on running statistics
-    flux = torch.as_tensor(np.asarray(flux, dtype=np.float32))
-    mask = torch.zeros_like(flux, dtype=torch.bool) if mask is None else torch.as_tensor(np.asarray(mask, bool))
-    parts = [model(flux[i:i + batch_size].to(device), mask[i:i + batch_size].to(device))["embedding"].float().cpu()
-             for i in range(0, len(flux), batch_size)]
-    if not parts:
-        return np.zeros((0, getattr(getattr(model, "config", None), "embedding_dim", 0)), np.float32)
-    return _unit(torch.cat(parts).numpy().astype(np.float64), "embeddings").astype(np.float32)
+    e = forward(model, flux, mask, batch_size, device)["embedding"].numpy()
+    if not len(e):
+        return e.astype(np.float32)
+    return _unit(e.astype(np.float64), "embeddings").astype(np.float32)
+
+
+def nearest_reference_distance(embedding, reference, chunk_size: int = 4096) -> np.ndarray:
+    """Euclidean distance from each unit embedding (n, d) to the nearest of the unit ``reference`` rows (m, d).
+
+    sqrt(2 − 2 max a·b), on ``reference``'s device when it is a tensor, ``chunk_size`` queries at a time.
+    """
+    ref = torch.as_tensor(reference, dtype=torch.float32)
+    e = torch.as_tensor(np.asarray(embedding, dtype=np.float32))
+    best = [(e[i:i + chunk_size].to(ref.device) @ ref.T).max(dim=1).values.cpu() for i in range(0, len(e), chunk_size)]
+    sim = torch.cat(best).clamp(max=1.0) if best else torch.zeros(0)
+    return torch.sqrt(torch.clamp(2.0 - 2.0 * sim, min=0.0)).numpy()
 
 
 def _unit(x, what: str) -> np.ndarray:

@@ -52,6 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .distributed import init_distributed, torchrun_env
 from .fileio import RemapDataError, atomic_path, atomic_write
 from .inputs import FailedInput
 from .readers import StoreSpectra, count_spectra, find_inputs, has_supported_suffix, read_spectra
@@ -441,13 +442,11 @@ def _rows(prep, a: int, b: int):
 
 def _distributed():
     """(rank, world size, barrier, share) from torchrun's environment; share(x) gives every rank rank 0's x."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    if torchrun_env()[1] <= 1:
         return 0, 1, lambda: None, lambda obj: obj
     import torch.distributed as dist
 
-    if not dist.is_initialized():
-        dist.init_process_group("gloo")  # a barrier is all we need; gloo works beside CUDA too
+    _, world = init_distributed("gloo")  # a barrier is all we need; gloo works beside CUDA too
 
     def share(obj):
         box = [obj]
@@ -486,7 +485,7 @@ def predict_files(inputs, output, model=None, *, chunk_size: int = 4096, pmf: bo
     check_output_path(output, inputs, files)
     rank, world, barrier, share = _distributed()
     if device is None:
-        device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if _cuda() else "cpu"
+        device = f"cuda:{torchrun_env()[2]}" if _cuda() else "cpu"
     if predictor is None:
         _check_device(device)
         predictor = Predictor(model, device=device, batch_size=batch_size, members=members)

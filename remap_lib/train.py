@@ -15,7 +15,6 @@ import hashlib
 import io
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -31,6 +30,7 @@ from .augment import AugmentConfig, Augmenter
 from .binning import DEFAULT_BINS, LabelBins
 from .constants import LABEL_NAMES, LABEL_SCALES
 from .dataset import SpectraSet
+from .distributed import init_distributed
 from .fileio import atomic_write
 from .losses import MultiTaskLoss
 from .model import DeepREMAP
@@ -108,15 +108,8 @@ def training_fingerprint(config: TrainConfig, train: SpectraSet, model: torch.nn
             "training data": data_sha256(train), "starting weights": weights_sha256(model.state_dict())}
 
 
-def _rank_world() -> tuple[int, int]:
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
 def _init_distributed(device: torch.device) -> tuple[int, int]:
-    rank, world = _rank_world()
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return rank, world
+    return init_distributed("nccl" if device.type == "cuda" else "gloo")
 
 
 def learning_rate(config: TrainConfig, epoch_float: float) -> float:

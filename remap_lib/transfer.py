@@ -18,8 +18,8 @@ import pandas as pd
 import torch
 
 from .augment import AugmentConfig
-from .constants import LABEL_NAMES
 from .dataset import SpectraSet
+from .forward import ensemble_mean, forward
 from .modelfile import load_model, save_model
 from .train import TrainConfig, Trainer
 
@@ -106,20 +106,8 @@ def _remove_members_from(out_dir: Path, first: int) -> None:
 @torch.no_grad()
 def ensemble_pmfs(models, flux, mask=None, temperatures=None, batch_size: int = 256) -> dict[str, np.ndarray]:
     """Mean PMF per label over ``models`` (each optionally with its own per-head temperatures)."""
-    flux = torch.as_tensor(np.asarray(flux, dtype=np.float32))
-    mask = torch.zeros_like(flux, dtype=torch.bool) if mask is None else torch.as_tensor(np.asarray(mask, bool))
-    total = {name: 0.0 for name in LABEL_NAMES}
-    for m, model in enumerate(models):
-        model.eval()
-        temps = (temperatures[m] if temperatures is not None else None) or {}
-        parts = {name: [] for name in LABEL_NAMES}
-        for i in range(0, len(flux), batch_size):
-            out = model(flux[i:i + batch_size], mask[i:i + batch_size])["logits"]
-            for name in LABEL_NAMES:
-                parts[name].append(torch.softmax(out[name] / temps.get(name, 1.0), dim=-1))
-        for name in LABEL_NAMES:
-            total[name] = total[name] + torch.cat(parts[name]).numpy()
-    return {name: total[name] / len(models) for name in LABEL_NAMES}
+    logits = [forward(model, flux, mask, batch_size)["logits"] for model in models]
+    return ensemble_mean(logits, temperatures)
 
 
 def summarize(pmfs: dict[str, np.ndarray], bins) -> dict:
