@@ -35,16 +35,15 @@ pixels — come back with mask True and ivar 0. The pixel-mixing steps (1–3) r
 pixels as 1.0 and mask output pixels that draw on them (broadening: ≥ 1 % of the kernel weight).
 
 Randomness: every draw goes through the ``torch.Generator`` passed in, so the same generator
-state gives bit-identical output. **The caller owns the generator**; for resumable training make
-one per epoch from ``(seed, epoch)`` with :func:`epoch_generator` (then a run resumed at epoch k
-sees the very augmentations of the uninterrupted run). The draws for all effects are made for every
-spectrum whatever is enabled, so an ablation changes only the effect switched off. A CPU generator
-may be used with CUDA data (draws are moved to the data's device), or one on the data's device.
+state gives bit-identical output. **The caller owns the generator** (training seeds one per epoch,
+so a run resumed at epoch k sees the very augmentations of the uninterrupted run).
+The draws for all effects are made for every spectrum whatever is enabled, so an ablation changes
+only the effect switched off. A CPU generator may be used with CUDA data (draws are moved to the data's device), or one on the data's device.
 
 Example::
 
     aug = Augmenter(dataset.wave, MARVELS, AugmentConfig())
-    gen = epoch_generator(seed, epoch)
+    gen = torch.Generator().manual_seed(seed)
     for batch in loader:
         flux, ivar, mask = aug(batch["flux"], batch["ivar"], batch["mask"], generator=gen)
 """
@@ -216,14 +215,6 @@ class AugmentParams:
                    scale=zeros.clone(), tilt=zeros.clone(), snr=torch.full_like(zeros, math.inf),
                    noise=torch.zeros(batch, npix, dtype=torch.float32, device=device),
                    bad=torch.zeros(batch, npix, dtype=torch.bool, device=device))
-
-
-def epoch_generator(seed: int, epoch: int, device="cpu") -> torch.Generator:
-    """A generator seeded from ``(seed, epoch)`` (independent streams for different epochs)."""
-    state = np.random.SeedSequence([int(seed), int(epoch)]).generate_state(2, np.uint32)
-    gen = torch.Generator(device=device)
-    gen.manual_seed((int(state[0]) << 31) ^ int(state[1]))
-    return gen
 
 
 class Augmenter:

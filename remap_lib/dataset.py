@@ -1,4 +1,4 @@
-"""One HDF5 layout for every training set, synthetic or observed, and a lazy torch Dataset.
+"""One HDF5 layout for every training set, synthetic or observed.
 
 Layout (all rows aligned)::
 
@@ -15,13 +15,11 @@ Layout (all rows aligned)::
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
 import numpy as np
-import torch
 
 from .constants import LABEL_NAMES, LABEL_UNITS  # noqa: F401 (re-exported)
 from .fileio import RemapDataError, atomic_path, require_nonempty
@@ -130,44 +128,3 @@ def read_dataset(path, rows=None) -> SpectraSet:
             )
         except (OSError, KeyError, ValueError) as err:
             raise RemapDataError(path, f"damaged dataset ({err})") from err
-
-
-class SpectraDataset(torch.utils.data.Dataset):
-    """Rows of a dataset file read lazily, one spectrum at a time.
-
-    The HDF5 handle is opened on first access inside each worker process (h5py handles must not
-    cross a fork). Items are dicts of tensors: ``flux``, ``ivar``, ``mask``, ``labels``, ``index``.
-    """
-
-    def __init__(self, path, rows=None, transform=None):
-        self.path = Path(path)
-        with _open(self.path) as h5:
-            total = h5["flux"].shape[0]
-            self.wave = h5["wave"][:]
-        self.rows = np.arange(total) if rows is None else np.asarray(rows, dtype=int)
-        if len(self.rows) and (self.rows.min() < 0 or self.rows.max() >= total):
-            raise IndexError(f"{self.path}: rows outside 0..{total - 1}")
-        self.transform = transform
-        self._h5 = None
-        self._pid = None
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int) -> dict:
-        if self._h5 is None or self._pid != os.getpid():  # a forked worker must not share the parent's handle
-            self._h5, self._pid = _open(self.path), os.getpid()
-        row = int(self.rows[i])
-        item = {
-            "flux": torch.from_numpy(self._h5["flux"][row].astype(np.float32)),
-            "ivar": torch.from_numpy(self._h5["ivar"][row].astype(np.float32)),
-            "mask": torch.from_numpy(self._h5["mask"][row].astype(bool)),
-            "labels": torch.from_numpy(self._h5["labels"][row].astype(np.float32)),
-            "index": torch.tensor(row),
-        }
-        return self.transform(item) if self.transform else item
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_h5"] = None  # reopened lazily in the worker
-        return state

@@ -5,10 +5,9 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-import torch
 
 from remap_lib import dataset as ds
-from remap_lib.dataset import SpectraDataset, SpectraSet, read_dataset, write_dataset
+from remap_lib.dataset import SpectraSet, read_dataset, write_dataset
 from remap_lib.fileio import RemapDataError
 from remap_lib.instruments import MILES
 
@@ -101,8 +100,6 @@ def test_bad_files_name_the_file(tmp_path):
     cut.write_bytes(payload[: len(payload) // 2])
     with pytest.raises(RemapDataError, match="cut.h5"):
         read_dataset(cut)
-    with pytest.raises(RemapDataError, match="cut.h5"):
-        SpectraDataset(cut)
     empty = tmp_path / "empty.h5"
     empty.touch()
     with pytest.raises(RemapDataError, match="empty.h5: file is empty"):
@@ -143,38 +140,3 @@ def test_shape_mismatch_raises():
             SpectraSet(**{**kw, name: bad})
     with pytest.raises(ValueError, match="meta/split has shape"):
         SpectraSet(**kw, meta={"split": np.array(["a", "b"])})
-
-
-def test_lazy_dataset(tmp_path):
-    data = _set()
-    path = write_dataset(tmp_path / "set.h5", data)
-    lazy = SpectraDataset(path, rows=[4, 1])
-    assert lazy._h5 is None  # nothing open until the first item
-    assert len(lazy) == 2
-    np.testing.assert_array_equal(lazy.wave, data.wave)
-    item = lazy[0]
-    assert lazy._h5 is not None
-    assert int(item["index"]) == 4
-    assert item["flux"].dtype == torch.float32 and item["mask"].dtype == torch.bool
-    np.testing.assert_array_equal(item["flux"].numpy(), data.flux[4])
-    np.testing.assert_allclose(item["labels"].numpy(), [3900.0, 5.0, 0.25])
-    assert torch.isinf(lazy[1]["ivar"]).sum() == 0 and bool(lazy[1]["mask"][3])
-    assert torch.isnan(SpectraDataset(path)[3]["labels"]).all()
-    with pytest.raises(IndexError, match="rows outside 0..4"):
-        SpectraDataset(path, rows=[0, 5])
-    doubled = SpectraDataset(path, rows=[0], transform=lambda it: {**it, "flux": it["flux"] * 2})
-    np.testing.assert_allclose(doubled[0]["flux"].numpy(), 2 * data.flux[0])
-
-
-def test_dataloader_with_workers(tmp_path):
-    path = write_dataset(tmp_path / "set.h5", _set())
-    lazy = SpectraDataset(path)
-    lazy[0]  # open a handle in the parent: it must not be pickled to the workers
-    import pickle
-    assert pickle.loads(pickle.dumps(lazy))._h5 is None
-    loader = torch.utils.data.DataLoader(lazy, batch_size=2, num_workers=2, shuffle=False,
-                                         multiprocessing_context="spawn")
-    batches = list(loader)
-    assert [b["flux"].shape for b in batches] == [(2, NPIX), (2, NPIX), (1, NPIX)]
-    assert torch.cat([b["index"] for b in batches]).tolist() == [0, 1, 2, 3, 4]
-    np.testing.assert_array_equal(torch.cat([b["flux"] for b in batches]).numpy(), _set().flux)
