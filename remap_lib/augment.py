@@ -38,7 +38,8 @@ Randomness: every draw goes through the ``torch.Generator`` passed in, so the sa
 state gives bit-identical output. **The caller owns the generator** (training seeds one per epoch,
 so a run resumed at epoch k sees the very augmentations of the uninterrupted run).
 The draws for all effects are made for every spectrum whatever is enabled, so an ablation changes
-only the effect switched off. A CPU generator may be used with CUDA data (draws are moved to the data's device), or one on the data's device.
+only the effect switched off. A CPU generator may be used
+with CUDA data (draws are moved to the data's device), or one on the data's device.
 
 Example::
 
