@@ -31,19 +31,19 @@ chromium:
 	@bash scripts/ensure-chromium.sh
 
 ## Unit tests; every notebook with the smoke profile (papermill, then nbval); the book built from
-## those notebooks; its rendered pages checked in headless Chromium (tests/test_rendered.py).
+## those notebooks; its rendered pages checked in headless Chromium (tests/book/test_rendered.py).
 ## Leaves the smoke book in _build/html: `make book` rebuilds the default one.
 test: $(STAMP) chromium fetch unit notebooks-smoke
-	$(VPY) -m remap_lib.bookpages --out book/generated --profile smoke
+	$(VPY) -m remap_lib.book.bookpages --out book/generated --profile smoke
 	$(VENV)/bin/jupyter-book build . -W -n --keep-going
 	$(MAKE) --no-print-directory rendered
 
 # The rendered-page check runs on a built book, so `unit` leaves it to this step.
 rendered: $(STAMP)
-	REMAP_BOOK_HTML=_build/html $(VPY) -m pytest -q -p no:cacheprovider tests/test_rendered.py
+	REMAP_BOOK_HTML=_build/html $(VPY) -m pytest -q -p no:cacheprovider tests/book/test_rendered.py
 
 unit: $(STAMP)
-	$(VPY) -m pytest -q tests --ignore=tests/test_rendered.py
+	$(VPY) -m pytest -q tests --ignore=tests/book/test_rendered.py
 
 # The smoke notebooks go where the book reads them, so `make test` builds the book without rerunning them.
 notebooks-smoke: $(STAMP)
@@ -51,9 +51,9 @@ notebooks-smoke: $(STAMP)
 	$(VPY) -m pytest -q -p no:cacheprovider --nbval-lax book/notebooks
 
 ## Execute the notebooks with $(PROFILE) (default: default), generate the book's pages from the
-## notebooks, benchmarks and run log (remap_lib/bookpages.py) and build the HTML book in _build/html.
+## notebooks, benchmarks and run log (remap_lib/book/bookpages.py) and build the HTML book in _build/html.
 book: $(STAMP) fetch notebooks
-	$(VPY) -m remap_lib.bookpages --out book/generated --profile $(PROFILE)
+	$(VPY) -m remap_lib.book.bookpages --out book/generated --profile $(PROFILE)
 	$(VENV)/bin/jupyter-book build . -W -n --keep-going
 
 # Also writes book/notebooks/run_log.json (wall time, profile, overrides per notebook).

@@ -8,12 +8,12 @@ to ``--n`` spectra. Cases, each timed for ``--seconds`` after a warm-up, with
 
 * **network, 1 member** — :meth:`Predictor.network` on spectra already on the model grid
   (BatchNorm folded into the convolutions, run as 1×k 2-D convolutions in channels-last layout:
-  :class:`remap_lib.model.InferenceNet`; ``torch.inference_mode``), batch ``--batch``;
+  :class:`remap_lib.nn.model.InferenceNet`; ``torch.inference_mode``), batch ``--batch``;
 * **network, all members** — the same for the whole calibrated ensemble;
 * **end to end** — :meth:`Predictor.predict` on the native MILES arrays: validation, resampling,
   continuum normalization, network, out-of-domain distance and the output table; 1 member and all;
 * **baseline** — one member exactly as trained (BatchNorm not folded) through
-  :func:`remap_lib.evaluate.predict`, the path the notebooks use.
+  :func:`remap_lib.evaluation.evaluate.predict`, the path the notebooks use.
 
 The target (issue 5) is ≥ 2000 spectra/s at MILES length on 2 cores. Results go to
 ``bench/results/inference.json`` (written atomically) with the machine and its load average.
@@ -37,11 +37,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from machine import machine_info  # noqa: E402
 
-from remap_lib.evaluate import predict as notebook_predict  # noqa: E402
+from remap_lib.data.sources.miles import load_miles  # noqa: E402
+from remap_lib.evaluation.evaluate import predict as notebook_predict  # noqa: E402
 from remap_lib.fileio import atomic_write  # noqa: E402
-from remap_lib.inference import Predictor  # noqa: E402
-from remap_lib.modelfile import load_members  # noqa: E402
-from remap_lib.sources.miles import load_miles  # noqa: E402
+from remap_lib.nn.modelfile import load_members  # noqa: E402
+from remap_lib.prediction.inference import Predictor  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "inference.json"
 
@@ -127,7 +127,7 @@ def main(argv=None) -> dict:
               "flop_per_spectrum_per_member": flops, "peak_gflop_per_s": peak,
               "cases": cases,
               "baseline": {"name": "1 member as trained: 1-D convolutions, BatchNorm not folded "
-                                   "(remap_lib.evaluate.predict)", "spectra_per_s": baseline_rate},
+                                   "(remap_lib.evaluation.evaluate.predict)", "spectra_per_s": baseline_rate},
               "target_spectra_per_s": 2000}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

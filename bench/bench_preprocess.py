@@ -6,7 +6,7 @@ Input: a synthetic wavelength grid shaped like PHOENIX HiRes (1,569,128 pixels, 
 500–3000 Å at 0.1 Å, 3000–10000 Å at Δλ/λ = 1e-6, 10000–55000 Å at Δλ/λ ≈ 5e-6) and a batch of
 spectra made of a sloped continuum and a few thousand random Gaussian absorption lines.
 
-* ours: :func:`remap_lib.preprocess.to_instrument` (validate, crop, one sparse matmul for
+* ours: :func:`remap_lib.spectra.preprocess.to_instrument` (validate, crop, one sparse matmul for
   R=∞ → R=11000 + flux-conserving resampling, continuum normalization), timed cold (building the
   sparse operator, first call) and warm (operator cached, as when streaming a grid);
 * reference: per spectrum, crop to the same window, interpolate onto the evenly spaced grid
@@ -36,8 +36,8 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 from remap_lib.fileio import atomic_write  # noqa: E402
-from remap_lib.instruments import MARVELS  # noqa: E402
-from remap_lib.preprocess import FWHM_TO_SIGMA, to_instrument  # noqa: E402
+from remap_lib.spectra.instruments import MARVELS  # noqa: E402
+from remap_lib.spectra.preprocess import FWHM_TO_SIGMA, to_instrument  # noqa: E402
 
 try:  # we do not use torch here; pin its threads anyway so nothing else grabs more cores
     import torch

@@ -3,7 +3,7 @@
 Not a test. Run with ``.venv/bin/python bench/bench_streaming.py`` (the 1 M run takes a while on
 2 cores: about N / throughput seconds; ``--sizes 10000 100000`` for a quick look).
 
-For each size N the script writes an HDF5 store in the project's layout (:mod:`remap_lib.dataset`)
+For each size N the script writes an HDF5 store in the project's layout (:mod:`remap_lib.data.dataset`)
 holding N spectra on the shipped model's grid: the 984 MILES stars, continuum-normalized exactly as
 `remap predict` would, repeated with fresh Gaussian noise at S/N 50 (seeded). Flux is written in
 blocks, so generating 1 M spectra (3.1 GB of float32) needs little memory. Then it runs, as a
@@ -32,7 +32,7 @@ import h5py
 import numpy as np
 from machine import machine_info  # bench/ is on sys.path when a script in it runs
 
-from remap_lib.dataset import FORMAT_VERSION, LABEL_NAMES  # noqa: E402
+from remap_lib.data.dataset import FORMAT_VERSION, LABEL_NAMES  # noqa: E402
 from remap_lib.fileio import atomic_path, atomic_write  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "streaming.json"
@@ -40,8 +40,8 @@ RESULTS = Path(__file__).resolve().parent / "results" / "streaming.json"
 
 def base_spectra(model=None):
     """MILES spectra on the model's grid (flux, mask), the model's wave and instrument dict."""
-    from remap_lib.inference import Predictor
-    from remap_lib.sources.miles import load_miles
+    from remap_lib.data.sources.miles import load_miles
+    from remap_lib.prediction.inference import Predictor
 
     predictor = Predictor(model, members=1)
     miles = load_miles(progress=False)

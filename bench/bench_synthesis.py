@@ -6,14 +6,14 @@ busy 2-core machine; ``--nodes 2`` or ``--quick`` for less).
 For each chosen MARCS node the spectrum is synthesized over the grid's window (4945–5755 Å, air)
 with
 
-* ``pysme-default``: :data:`remap_lib.sources.sme.PYSME_DEFAULT` — PySME's adaptive wavelength
+* ``pysme-default``: :data:`remap_lib.data.sources.sme.PYSME_DEFAULT` — PySME's adaptive wavelength
   grid and ``accrt=1e-4``, the reference;
-* ``ours``: :data:`remap_lib.sources.sme.DEFAULT_SETTINGS` — a fixed log-uniform R=150000 transfer
+* ``ours``: :data:`remap_lib.data.sources.sme.DEFAULT_SETTINGS` — a fixed log-uniform R=150000 transfer
   grid and ``accrt=1e-3`` (what ``remap grid build`` uses);
 * with ``--extra``: two more variants (R=100000 transfer grid; ``accrt=3e-3``).
 
-Each output is degraded to R=11000 onto :data:`remap_lib.sources.sme_grid.GRID_STORAGE` with
-:func:`remap_lib.preprocess.degrade`, exactly as the grid is stored, and compared with the
+Each output is degraded to R=11000 onto :data:`remap_lib.data.sources.sme_grid.GRID_STORAGE` with
+:func:`remap_lib.spectra.preprocess.degrade`, exactly as the grid is stored, and compared with the
 reference: rms and max |Δflux| over the stored pixels. Only the ``synthesize()`` call is timed,
 single-threaded (``OMP_NUM_THREADS=1``), after one warm-up synthesis that pays for imports,
 reading the line list and loading PySME's library; the warm-up is reported separately. Wall time
@@ -40,11 +40,11 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 from machine import machine_info as base_machine_info  # noqa: E402
 
+from remap_lib.data.sources.marcs import find_model  # noqa: E402
+from remap_lib.data.sources.sme import DEFAULT_SETTINGS, PYSME_DEFAULT, synthesize  # noqa: E402
+from remap_lib.data.sources.sme_grid import GRID_STORAGE  # noqa: E402
 from remap_lib.fileio import atomic_write  # noqa: E402
-from remap_lib.preprocess import degrade  # noqa: E402
-from remap_lib.sources.marcs import find_model  # noqa: E402
-from remap_lib.sources.sme import DEFAULT_SETTINGS, PYSME_DEFAULT, synthesize  # noqa: E402
-from remap_lib.sources.sme_grid import GRID_STORAGE  # noqa: E402
+from remap_lib.spectra.preprocess import degrade  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "synthesis.json"
 TARGET_SECONDS = 3.0  # per spectrum per core

@@ -12,7 +12,7 @@ Measured, with ``torch.set_num_threads(--threads)`` (2 by default, like the prof
 
 1. **training** — for each architecture of the ``pretrain`` profiles (``smoke``, ``default``,
    ``paper``: ``stage_channels`` × ``blocks_per_stage``), at both lengths, batch ``--batch`` (64):
-   a :class:`remap_lib.train.Trainer` (default :class:`TrainConfig`: augmentation, focal + cost +
+   a :class:`remap_lib.training.train.Trainer` (default :class:`TrainConfig`: augmentation, focal + cost +
    triplet loss, grad clipping, AdamW) is built on the random set and ``run_epoch`` is timed
    after one warm-up epoch; spectra/s is the median over the timed epochs. The same step is then
    replicated phase by phase (augment, soft targets, forward, loss, backward, clip, AdamW step,
@@ -55,12 +55,12 @@ import torch  # noqa: E402
 from machine import machine_info as base_machine_info  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from remap_lib.binning import DEFAULT_BINS  # noqa: E402
-from remap_lib.dataset import SpectraSet  # noqa: E402
+from remap_lib.data.dataset import SpectraSet  # noqa: E402
 from remap_lib.fileio import atomic_write  # noqa: E402
-from remap_lib.instruments import MARVELS, MILES  # noqa: E402
-from remap_lib.profiles import PROFILES  # noqa: E402
-from remap_lib.train import TrainConfig, Trainer, _generator, _targets, build_model  # noqa: E402
+from remap_lib.nn.binning import DEFAULT_BINS  # noqa: E402
+from remap_lib.spectra.instruments import MARVELS, MILES  # noqa: E402
+from remap_lib.training.profiles import PROFILES  # noqa: E402
+from remap_lib.training.train import TrainConfig, Trainer, _generator, _targets, build_model  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "training.json"
 INSTRUMENTS = {"MILES": MILES, "MARVELS": MARVELS}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-from remap_lib.machine import machine_info
+from remap_lib.book.machine import machine_info
 
 __all__ = ["THREAD_VARIABLES", "machine_info", "pin_threads_from_argv"]
 

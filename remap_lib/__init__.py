@@ -1,8 +1,8 @@
 """remap: the reproducible companion to deep-REMAP (Gilda 2025, arXiv:2510.09362).
 
 The user-facing entry points are :func:`predict` and :class:`Predictor` (imported lazily so that
-``import remap_lib`` stays fast); everything else lives in its own module (``remap_lib.preprocess``,
-``remap_lib.train``, ...).
+``import remap_lib`` stays fast); everything else lives in its own module (``remap_lib.spectra.preprocess``,
+``remap_lib.training.train``, ...).
 """
 
 __all__ = ["predict", "Predictor", "predict_files"]
@@ -10,11 +10,11 @@ __all__ = ["predict", "Predictor", "predict_files"]
 
 def __getattr__(name):
     if name in ("predict", "Predictor"):
-        from . import inference
+        from remap_lib.prediction import inference
 
         return getattr(inference, name)
     if name == "predict_files":
-        from .streaming import predict_files
+        from remap_lib.prediction.streaming import predict_files
 
         return predict_files
     raise AttributeError(f"module 'remap_lib' has no attribute {name!r}")

@@ -7,15 +7,15 @@ import sys
 
 import yaml
 
-from .fileio import RemapDataError
-from .instruments import MAX_RV_KMS
-from .profiles import CALIBRATION_METHODS, resolve
+from remap_lib.fileio import RemapDataError
+from remap_lib.spectra.instruments import MAX_RV_KMS
+from remap_lib.training.profiles import CALIBRATION_METHODS, resolve
 
 
 def _fetch(args) -> int:
-    from .cache import GES_LINELIST_ARCHIVE, MARCS_ARCHIVE, MILES_ARCHIVE, extract_archive
-    from .paths import DATA_DIR
-    from .sources.sme_grid import MANIFEST, verify_manifest
+    from remap_lib.data.cache import GES_LINELIST_ARCHIVE, MARCS_ARCHIVE, MILES_ARCHIVE, extract_archive
+    from remap_lib.data.sources.sme_grid import MANIFEST, verify_manifest
+    from remap_lib.paths import DATA_DIR
 
     for archive in (MILES_ARCHIVE, MARCS_ARCHIVE, GES_LINELIST_ARCHIVE):
         path = extract_archive(archive)
@@ -27,7 +27,7 @@ def _fetch(args) -> int:
 
 
 def _grid_build(args) -> int:
-    from .sources.sme_grid import GRID_FILE, WORK_DIR, build_grid
+    from remap_lib.data.sources.sme_grid import GRID_FILE, WORK_DIR, build_grid
 
     result = build_grid(output=args.output or GRID_FILE, workdir=args.workdir or WORK_DIR,
                         workers=args.workers, limit=args.limit, progress=not args.quiet)
@@ -39,7 +39,7 @@ def _grid_build(args) -> int:
 
 
 def _grid_verify(args) -> int:
-    from .sources.sme_grid import MANIFEST, verify_manifest
+    from remap_lib.data.sources.sme_grid import MANIFEST, verify_manifest
 
     verify_manifest(MANIFEST)
     print(f"{MANIFEST}: all files match")
@@ -47,7 +47,7 @@ def _grid_verify(args) -> int:
 
 
 def _book_run(args) -> int:
-    from .notebooks import BOOK_NOTEBOOK_DIR, run_all
+    from remap_lib.book.notebooks import BOOK_NOTEBOOK_DIR, run_all
 
     overrides = {key: yaml.safe_load(value) for key, value in args.param}
     for path in run_all(args.profile, args.out or BOOK_NOTEBOOK_DIR, args.notebooks or None, overrides,
@@ -57,7 +57,7 @@ def _book_run(args) -> int:
 
 
 def _prepare(args) -> int:
-    from .trainsets import prepare
+    from remap_lib.training.trainsets import prepare
 
     paths = prepare(args.profile, instrument=args.instrument, max_grid_spectra=args.max_grid_spectra,
                     max_miles_stars=args.max_miles_stars, seed=args.seed, out_dir=args.out, library=args.library)
@@ -67,7 +67,7 @@ def _prepare(args) -> int:
 
 
 def _train(args) -> int:
-    from .train import main as train_main
+    from remap_lib.training.train import main as train_main
 
     rest = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args
     return train_main(rest)
@@ -76,7 +76,7 @@ def _train(args) -> int:
 def _work(args):
     from pathlib import Path
 
-    from .paths import work_dir
+    from remap_lib.paths import work_dir
 
     return work_dir(args.profile) if args.work is None else Path(args.work)
 
@@ -85,8 +85,8 @@ def _predict(args) -> int:
     import signal
     import threading
 
-    from .readers import skipped_message
-    from .streaming import OutputError, PredictInterrupted, predict_files
+    from remap_lib.prediction.streaming import OutputError, PredictInterrupted, predict_files
+    from remap_lib.spectra.readers import skipped_message
 
     for stream in (sys.stdout, sys.stderr):  # file names in any script must not crash a summary on an ASCII terminal
         if hasattr(stream, "reconfigure"):
@@ -144,8 +144,8 @@ def _at_least(low: int):
 
 
 def _finetune(args) -> int:
-    from . import pipeline
-    from .pretrained import find_pretrained
+    from remap_lib.data.pretrained import find_pretrained
+    from remap_lib.evaluation import pipeline
 
     work = _work(args)
     overrides = {k: getattr(args, k) for k in ("epochs", "members", "batch_size", "lr", "rehearsal")
@@ -164,8 +164,8 @@ def _finetune(args) -> int:
 
 
 def _calibrate(args) -> int:
-    from . import pipeline
-    from .constants import LABEL_NAMES
+    from remap_lib.constants import LABEL_NAMES
+    from remap_lib.evaluation import pipeline
 
     work = _work(args)
     members = args.members or pipeline.member_files(work / "finetune", calibrated=False)
@@ -178,11 +178,11 @@ def _calibrate(args) -> int:
 def _validate(args) -> int:
     import json
 
-    from . import pipeline
-    from .fileio import atomic_write
+    from remap_lib.evaluation import pipeline
+    from remap_lib.fileio import atomic_write
 
     work = _work(args)
-    from .constants import GIANT_LOGG
+    from remap_lib.constants import GIANT_LOGG
 
     members = args.members or pipeline.member_files(work / "finetune", calibrated=True)
     report = pipeline.validate(members, args.miles or work / "miles.h5", args.splits)
@@ -200,7 +200,7 @@ def _validate(args) -> int:
 
 
 def _export(args) -> int:
-    from . import pipeline
+    from remap_lib.evaluation import pipeline
 
     work = _work(args)
     members = args.members or pipeline.member_files(work / "finetune", calibrated=True)
@@ -211,7 +211,7 @@ def _export(args) -> int:
 
 
 def _pretrained(args) -> int:
-    from . import pretrained
+    from remap_lib.data import pretrained
 
     work = _work(args)
     if args.ship:
@@ -228,13 +228,13 @@ def _pretrained(args) -> int:
 
 
 def _study(args) -> int:
-    from .study import command
+    from remap_lib.evaluation.study import command
 
     return command(args)
 
 
 def _book_pages(args) -> int:
-    from . import bookpages
+    from remap_lib.book import bookpages
 
     rest = args.page_args[1:] if args.page_args[:1] == ["--"] else args.page_args
     return bookpages.main(rest) or 0
@@ -278,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_prepare)
 
     p = sub.add_parser("train", help="pretrain on a dataset file (see `remap train -- --help`)", add_help=False)
-    p.add_argument("train_args", nargs=argparse.REMAINDER, help="arguments of remap_lib.train")
+    p.add_argument("train_args", nargs=argparse.REMAINDER, help="arguments of remap_lib.training.train")
     p.set_defaults(func=_train)
 
     p = sub.add_parser(
@@ -385,7 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--profile", default="default", help="training files and budgets (default: default)")
         if action != "aggregate":
             p.add_argument("--rows", nargs="+", default=None,
-                           help="row names or slugs, e.g. deep-REMAP no_swa (default: all; see remap_lib.study)")
+                           help="row names or slugs, e.g. deep-REMAP no_swa "
+                                "(default: all; see remap_lib.evaluation.study)")
             p.add_argument("--seeds", default="0-4", help="seeds as 0-4 or 0,2,5 (default 0-4)")
             p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
         p.set_defaults(func=_study)
@@ -411,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_book_run)
     p = book.add_parser("pages", help="generate the book's pages from notebooks, results and benchmarks",
                         add_help=False)
-    p.add_argument("page_args", nargs=argparse.REMAINDER, help="arguments of remap_lib.bookpages")
+    p.add_argument("page_args", nargs=argparse.REMAINDER, help="arguments of remap_lib.book.bookpages")
     p.set_defaults(func=_book_pages)
     return parser
 

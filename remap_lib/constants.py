@@ -14,7 +14,7 @@ LABEL_UNITS = ("K", "dex", "dex")
 
 #: Label scales, one unit ≈ 100 K ≈ 0.2 dex ≈ 0.1 dex (~ the accuracy one can hope for at R ≈ 2000–11000).
 #: They set the triplet loss's label distances and the cost matrices' widths the shipped networks were
-#: trained with, and which star is "nearest" in label space (:func:`remap_lib.trainsets.nearest_by_labels`).
+#: trained with, and which star is "nearest" in label space (:func:`remap_lib.training.trainsets.nearest_by_labels`).
 LABEL_SCALES = (100.0, 0.2, 0.1)
 
 #: log g (dex) below which a star counts as giant or subgiant, at or above as dwarf.

@@ -7,7 +7,7 @@ paths are defined here once; :func:`repo_file` turns a missing one into a clear 
 a failure on a path (an installed package is not a clone).
 
 ``$REMAP_WORK`` moves the generated training files (default: ``work/`` in a clone, else ``./work``
-in the current folder); ``$REMAP_CACHE`` (see :mod:`remap_lib.cache`) moves downloads.
+in the current folder); ``$REMAP_CACHE`` (see :mod:`remap_lib.data.cache`) moves downloads.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .fileio import RemapDataError
+from remap_lib.fileio import RemapDataError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO_ROOT / "data"

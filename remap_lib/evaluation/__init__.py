@@ -1,0 +1,1 @@
+"""Evaluation: the forward pass, metrics, calibration, retrieval, baselines, ablations and the study."""

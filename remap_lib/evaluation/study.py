@@ -1,0 +1,699 @@
+"""The evaluation study: every method cross-validated on the same folds, over several seeds (issue 11).
+
+The matrix is row × seed × fold. Each fine-tuned row trains on the fold's ``finetune`` stars, fits
+its temperatures (or, for point estimators, its interval width) on the fold's ``temperature`` stars
+and predicts the held-out fold and every giant candidate (:mod:`remap_lib.evaluation.folds`): each dwarf is
+predicted by a model that never saw it, calibration included. The aggregation
+(:mod:`remap_lib.evaluation.studystats`) pools the five held-out folds into one prediction per dwarf and seed
+(table ``cv_dwarfs``); ``calibration_stars`` is that same cross-validated prediction restricted to
+the 30 calibration stars of the committed splits (the paper's protocol, but no longer a fixed
+train/test split); ``giants`` scores the giant candidates, which no row ever trains on.
+
+Rows (:data:`ROWS`)
+    * ``deep-REMAP``: the full method at the ``default`` budget: the profile's pretrained network
+      (:func:`~remap_lib.data.pretrained.find_pretrained`), fine-tuned as notebook 03 (03_finetune
+      ``default``: 60 epochs, 3 members), per-member temperatures. Seeds are fine-tuning seeds.
+      Its runs also give, with no more training, ``no temperature scaling`` (the same members,
+      T = 1), ``one member`` (member 0 with its temperatures) and ``pretrained only`` (the
+      pretrained network, temperatures fitted on the fold's temperature stars, no fine-tuning).
+    * ``MSE regression CNN``: the pretrained MSE twin fine-tuned the same way (no triplet term),
+      as many members (predictions averaged); its 68/95 % intervals are ±1/±1.96 times the rms
+      residual on the fold's temperature stars (a Gaussian interval calibrated inside the fold).
+    * ``The Cannon`` (trained on all the fold's training stars) and ``chi2 grid fit`` (no training
+      on MILES; it predicts the giants once, in fold 0, since it does not depend on the fold):
+      deterministic, one seed; intervals from their own σ estimates (rows without one are left out
+      of the coverage).
+    * Reduced budget (07_ablations ``default``: 20 pretraining and 20 fine-tuning epochs of a
+      smaller network): ``deep-REMAP (reduced budget)`` and the ablations that change pretraining
+      as well, ``no cost matrix`` (the issue's "cross-entropy without the cost matrix"),
+      ``no focal term``, ``no triplet``, ``no SWA`` (each one change from
+      :data:`remap_lib.evaluation.ablation.VARIANTS`, in pretraining and fine-tuning), and ``no pretraining``
+      (the reduced network trained on the fold's stars from random weights for as many epochs as
+      the other rows pretrain plus fine-tune). Seeds are pretraining seeds (the fine-tuning seed
+      follows). Each is paired with ``deep-REMAP (reduced budget)``; every other row with
+      ``deep-REMAP``.
+
+Seeds: run seed s fine-tunes member k with seed ``100 s + k`` (replicates never share a member) and,
+where a row pretrains, pretrains with seed s. Results: one JSON record per run under
+``results/study/runs/<row>/seed<s>_fold<k>.json`` (see :func:`run_task`); scratch (checkpoints,
+the reduced rows' pretrained networks, claims) under ``work/<profile>/study``. Runs resume:
+finished ones are skipped, a killed one resumes from its Trainer checkpoints, and several
+processes can share the matrix (:mod:`remap_lib.evaluation.runqueue`).
+
+Commands (each ``nice -n 19`` on a shared machine)::
+
+    remap study run [--rows NAME ...] [--seeds 0-4] [--folds 5] [--device cpu|cuda] [--max-minutes M]
+    remap study status        # runs done / running / left per row; measured time per run; hours left
+    remap study aggregate     # results/study.json (remap_lib.evaluation.studystats)
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from remap_lib.constants import LABEL_NAMES
+from remap_lib.data.dataset import SpectraSet, read_dataset
+from remap_lib.evaluation import calibrate, runqueue
+from remap_lib.evaluation.ablation import VARIANTS
+from remap_lib.evaluation.evaluate import predict
+from remap_lib.evaluation.folds import fold_ids, make_folds, n_folds, read_folds, write_folds
+from remap_lib.fileio import sha256_file
+from remap_lib.nn.binning import DEFAULT_BINS, QUANTILES
+from remap_lib.nn.modelfile import load_model, package_versions, save_model
+from remap_lib.paths import REPO_ROOT, work_dir
+from remap_lib.training.augment import AugmentConfig
+from remap_lib.training.profiles import resolve
+from remap_lib.training.train import TrainConfig, Trainer, build_model, data_sha256
+from remap_lib.training.transfer import LITERATURE_SIGMA, ensemble_pmfs, finetune, finetune_config
+
+DEFAULT_OUT = REPO_ROOT / "results" / "study"
+FULL = "deep-REMAP"
+REDUCED = "deep-REMAP (reduced budget)"
+REHEARSAL = "synthetic rehearsal"
+COVERAGE = "coverage calibration"
+#: The rehearsal row's ratio: the smallest of the ratios tried by hand (0.25, 0.5, 1; issue 12), fixed
+#: before the study; larger ratios kept more giants giant but cost the dwarfs more.
+REHEARSAL_RATIO = 0.25
+#: Normal quantiles of the central 68 % and 95 % intervals, for rows whose intervals are Gaussian.
+Z68, Z95 = 1.0, 1.959963984540054
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    kind: str  # how it is run: ensemble, mse, cannon, chi2, reduced, scratch; "derived": comes with FULL's runs
+    reference: str | None  # the row it is compared with (paired differences)
+    budget: str  # "default", "reduced" or "none" (no network training)
+    seeds: str  # what a seed changes: "fine-tuning", "pretraining" or "none" (deterministic: seed 0 only)
+    change: dict = field(default_factory=dict)  # TrainConfig changes, in pretraining and fine-tuning
+    rehearsal: float = 0.0  # synthetic training spectra mixed into each fine-tuning epoch, per observed star
+
+    @property
+    def slug(self) -> str:
+        return "".join(c if c.isalnum() else "_" for c in self.name).strip("_").lower()
+
+    @property
+    def pretrains(self) -> bool:
+        return self.kind == "reduced"
+
+
+#: Every row in the order of the tables; the cheapest rows run first (:data:`RUN_ORDER`).
+ROWS: tuple[Row, ...] = (
+    Row(FULL, "ensemble", None, "default", "fine-tuning"),
+    Row("MSE regression CNN", "mse", FULL, "default", "fine-tuning"),
+    Row(REHEARSAL, "ensemble", FULL, "default", "fine-tuning", rehearsal=REHEARSAL_RATIO),
+    Row("no temperature scaling", "derived", FULL, "default", "fine-tuning"),
+    Row(COVERAGE, "derived", FULL, "default", "fine-tuning"),
+    Row("one member", "derived", FULL, "default", "fine-tuning"),
+    Row("pretrained only", "derived", FULL, "default", "fine-tuning"),
+    Row("The Cannon", "cannon", FULL, "none", "none"),
+    Row("chi2 grid fit", "chi2", FULL, "none", "none"),
+    Row(REDUCED, "reduced", FULL, "reduced", "pretraining"),
+    Row("no cost matrix", "reduced", REDUCED, "reduced", "pretraining", VARIANTS["no cost matrix"]),
+    Row("no focal term", "reduced", REDUCED, "reduced", "pretraining", VARIANTS["focal loss -> cross-entropy"]),
+    Row("no triplet", "reduced", REDUCED, "reduced", "pretraining", VARIANTS["no triplet loss"]),
+    Row("no SWA", "reduced", REDUCED, "reduced", "pretraining", VARIANTS["no SWA"]),
+    Row("no pretraining", "scratch", REDUCED, "reduced", "pretraining"),
+)
+ROW_BY_NAME = {r.name: r for r in ROWS}
+DERIVED = tuple(r.name for r in ROWS if r.kind == "derived")
+#: Run order within a seed, cheapest first (measured: see `remap study status`).
+RUN_ORDER = ("chi2 grid fit", "The Cannon", "no pretraining", REDUCED, "no cost matrix", "no focal term",
+             "no triplet", "no SWA", "MSE regression CNN", FULL, REHEARSAL)
+
+
+def member_seed(seed: int, k: int) -> int:
+    return 100 * seed + k
+
+
+# -------------------------------------------------------------------------------------------- budgets
+@dataclass
+class Budgets:
+    """Training budgets: ``default`` (03_finetune parameters) and ``reduced`` (07_ablations + ``members``).
+
+    ``overrides`` apply to every TrainConfig (threads; the tests switch augmentation off).
+    """
+
+    default: dict
+    reduced: dict
+    overrides: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_profiles(cls, profile: str = "default", threads: int = 1) -> Budgets:
+        default = resolve("finetune", profile)
+        reduced = {**resolve("ablations", profile), "members": default["members"]}
+        return cls(default, reduced, {"threads": threads})
+
+    def describe(self) -> dict:
+        return {"default": {**self.default, "pretrained": "the profile's shipped (or own) pretrained network"},
+                "reduced": {**self.reduced, "scratch_epochs": self.scratch_epochs}, "overrides": {
+                    k: (v.to_dict() if hasattr(v, "to_dict") else v) for k, v in self.overrides.items()}}
+
+    @property
+    def scratch_epochs(self) -> int:
+        return int(self.reduced["pretrain_epochs"] + self.reduced["finetune_epochs"])
+
+    @property
+    def arch(self) -> dict:
+        return dict(stage_channels=tuple(self.reduced["stage_channels"]),
+                    blocks_per_stage=self.reduced["blocks_per_stage"], **self.reduced.get("arch", {}))
+
+    def members(self, row: Row) -> int:
+        return int((self.default if row.budget == "default" else self.reduced)["members"])
+
+    def finetune(self, row: Row, seed: int) -> TrainConfig:
+        """Fine-tuning settings of ``row`` (member 0; member k adds k to the seed)."""
+        if row.budget == "default":
+            p = self.default
+            cfg = finetune_config(epochs=p["epochs"], batch_size=p["batch_size"], lr=p["lr"],
+                                  freeze_epochs=p["freeze_epochs"], backbone_lr_factor=p["backbone_lr_factor"],
+                                  swa_start=p["swa_start"], seed=member_seed(seed, 0))
+            if row.kind == "mse":
+                cfg = replace(cfg, triplet_weight=0.0)  # as notebook 03 fine-tunes the MSE twin
+        elif row.kind == "scratch":  # every weight learns from the start, at the pretraining rate
+            cfg = finetune_config(epochs=self.scratch_epochs, freeze_epochs=0, backbone_lr_factor=1.0,
+                                  lr=TrainConfig.lr, seed=member_seed(seed, 0))
+        else:  # as notebook 07 fine-tunes its rows
+            e = self.reduced["finetune_epochs"]
+            cfg = finetune_config(epochs=e, freeze_epochs=min(3, e // 3), seed=member_seed(seed, 0))
+        return replace(cfg, **row.change, **self.overrides)
+
+    def pretrain(self, row: Row, seed: int) -> TrainConfig:
+        p = self.reduced
+        cfg = TrainConfig(epochs=p["pretrain_epochs"], batch_size=p["batch_size"], seed=seed, augment=AugmentConfig())
+        return replace(cfg, **row.change, **self.overrides)
+
+
+# -------------------------------------------------------------------------------------------- context
+class MissingNetwork(FileNotFoundError):
+    """A row's start network does not exist (yet): its runs are left for a later `remap study run`."""
+
+
+@dataclass
+class Study:
+    """Everything a run reads: data, folds, start networks, budgets and where things go."""
+
+    miles: SpectraSet  # MILES stars (at least the dwarfs of the folds and the giant candidates)
+    synthetic: SpectraSet  # the whole synthetic grid (rows with meta 'split' == 'train' are pretrained on)
+    folds: pd.DataFrame
+    giants: list[str]
+    budgets: Budgets
+    pretrained: dict[str, Path]  # "deep-remap" and "mse" start networks of the default budget
+    out: Path  # records
+    work: Path  # checkpoints, reduced pretrained networks, claims
+    device: str = "cpu"
+    progress: bool = True
+    profile: str | None = None  # where to look for a start network that was missing (None: nowhere)
+    hashes: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.out, self.work = Path(self.out), Path(self.work)
+        self._index = {str(i): j for j, i in enumerate(self.miles.ids)}
+        missing = [i for i in [*self.folds["id"], *self.giants] if i not in self._index]
+        if missing:
+            raise ValueError(f"{len(missing)} stars of the folds/giants are not in the MILES set: {missing[:5]}")
+        if not self.hashes:
+            self.hashes = {"miles": data_sha256(self.miles), "synthetic": data_sha256(self.synthetic),
+                           "folds": _frame_sha256(self.folds),
+                           **{f"pretrained_{k}": sha256_file(p) for k, p in self.pretrained.items()}}
+
+    def start_network(self, kind: str) -> Path:
+        """The default budget's pretrained ``kind`` network ('deep-remap' or 'mse').
+
+        Looked up again when it was missing at the start (a long run may outlive its arrival);
+        :class:`MissingNetwork` if there is still none.
+        """
+        if kind not in self.pretrained and self.profile is not None:
+            from remap_lib.data.pretrained import find_pretrained
+
+            found = find_pretrained(self.profile, kind, required=False)
+            if found is not None:
+                self.pretrained[kind] = found.path
+                self.hashes[f"pretrained_{kind}"] = sha256_file(found.path)
+        if kind not in self.pretrained:
+            raise MissingNetwork(f"no pretrained {kind} network for the default budget: run notebook 02 "
+                                 "(`remap book run 02_pretrain`) or wait for the shipped one")
+        return self.pretrained[kind]
+
+    def hashes_for(self, row: Row) -> dict:
+        """The inputs a row's runs read, by sha256: MILES and the folds always, and the start network or grid."""
+        keys = ["miles", "folds"] + {"ensemble": ["pretrained_deep-remap"], "mse": ["pretrained_mse"],
+                                     "chi2": ["synthetic"], "reduced": ["synthetic"]}.get(row.kind, [])
+        if row.rehearsal:
+            keys.append("synthetic")
+        return {k: self.hashes.get(k) for k in keys}
+
+    @property
+    def k(self) -> int:
+        return n_folds(self.folds)
+
+    @property
+    def claims(self) -> Path:
+        return self.work / "claims"
+
+    def stars(self, ids) -> SpectraSet:
+        return self.miles.select(np.array([self._index[str(i)] for i in ids], dtype=int))
+
+    def fold_sets(self, fold: int) -> dict[str, SpectraSet]:
+        sets = {use: self.stars(fold_ids(self.folds, fold, use)) for use in ("finetune", "temperature", "test")}
+        sets["giants"] = self.stars(self.giants)
+        return sets
+
+    def synthetic_train(self) -> SpectraSet:
+        split = self.synthetic.meta.get("split", np.full(len(self.synthetic), "train"))
+        return self.synthetic.select(np.asarray(split) == "train")
+
+    def pretrained_path(self, row: Row, seed: int) -> Path:
+        return self.work / "pretrain" / row.slug / f"seed{seed}.pt"
+
+
+def _frame_sha256(frame: pd.DataFrame) -> str:
+    import hashlib
+
+    return hashlib.sha256(frame.to_csv(index=False, float_format="%.10g").encode()).hexdigest()
+
+
+def load_study(profile: str = "default", out=DEFAULT_OUT, k: int = 5, fold_seed: int = 0, device: str = "cpu",
+               threads: int = 1, progress: bool = True) -> Study:
+    """The study of ``profile``'s training files, with the fold table in ``out`` (written when missing)."""
+    from remap_lib.data.pretrained import find_pretrained
+    from remap_lib.data.splits import DEFAULT_SPLITS, read_splits
+    from remap_lib.training.trainsets import prepared
+
+    out = Path(out)
+    splits = read_splits(DEFAULT_SPLITS)
+    folds_file = out / "folds.csv"
+    if folds_file.is_file():
+        folds = read_folds(folds_file)
+        if n_folds(folds) != k:
+            raise ValueError(f"{folds_file} has {n_folds(folds)} folds, not {k}: use another --out for another K")
+    else:
+        folds = make_folds(splits, k, fold_seed)
+        write_folds(folds, folds_file, fold_seed, note=f"from {DEFAULT_SPLITS.name}; written by `remap study run`")
+    files = prepared(profile, progress=progress)
+    # rows that do not start from them (baselines, reduced budget) can run before the networks exist
+    found = {kind: find_pretrained(profile, kind, required=False) for kind in ("deep-remap", "mse")}
+    start = {kind: net.path for kind, net in found.items() if net is not None}
+    giants = splits.loc[splits["role"] == "giant_candidate", "id"].tolist()
+    return Study(read_dataset(files["miles"]), read_dataset(files["synthetic"]), folds, giants,
+                 Budgets.from_profiles(profile, threads), start, out, work_dir(profile) / "study", device, progress,
+                 profile)
+
+
+# -------------------------------------------------------------------------------------------- tasks
+@dataclass(frozen=True)
+class Task:
+    key: str
+    row: Row
+    seed: int
+    fold: int | None  # None: the pretraining a row's folds share
+    needs: tuple[str, ...] = ()
+
+    @property
+    def kind(self) -> str:
+        return "pretrain" if self.fold is None else self.row.kind
+
+    def done(self, study: Study) -> bool:
+        if self.fold is None:  # its network must exist as well: the folds read it
+            return runqueue.is_done(study.out, self.key) and study.pretrained_path(self.row, self.seed).is_file()
+        return runqueue.is_done(study.out, self.key)
+
+
+def run_key(row: Row, seed: int, fold: int) -> str:
+    return f"runs/{row.slug}/seed{seed}_fold{fold}"
+
+
+def plan(rows, seeds, k: int) -> list[Task]:
+    """The tasks of ``rows`` × ``seeds`` × folds, seed by seed, cheapest rows first.
+
+    Derived rows come with deep-REMAP's runs; deterministic rows run once, as seed 0.
+    """
+    by_slug = {r.slug: r.name for r in ROWS}  # "no_swa" for "no SWA": names without quoting on a command line
+    wanted = {r if r in ROW_BY_NAME else by_slug.get(r) or _unknown(r) for r in rows}
+    wanted = {FULL if ROW_BY_NAME[r].kind == "derived" else r for r in wanted}
+    tasks: list[Task] = []
+    for n, seed in enumerate(seeds):
+        for name in RUN_ORDER:
+            row = ROW_BY_NAME[name]
+            if name not in wanted or (row.seeds == "none" and n > 0):
+                continue
+            s = 0 if row.seeds == "none" else seed
+            needs: tuple[str, ...] = ()
+            if row.pretrains:
+                tasks.append(Task(f"pretrain/{row.slug}/seed{s}", row, s, None))
+                needs = (tasks[-1].key,)
+            tasks += [Task(run_key(row, s, f), row, s, f, needs) for f in range(k)]
+    return tasks
+
+
+def _unknown(name: str):
+    raise ValueError(f"unknown study row {name!r}; rows (or their slugs): "
+                     + ", ".join(f"{r.name!r} ({r.slug})" for r in ROWS))
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0-4' -> [0, 1, 2, 3, 4]; '0,2,5' -> [0, 2, 5]."""
+    seeds: list[int] = []
+    for part in str(text).split(","):
+        lo, _, hi = part.strip().partition("-")
+        seeds += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+    return sorted(set(seeds))
+
+
+def run_study(study: Study, tasks: list[Task], max_minutes: float | None = None, poll_s: float = 20.0) -> dict:
+    """Do every unfinished task (several processes may share the list); returns counts.
+
+    Always takes the first task (in plan order) that is unfinished, unclaimed and whose pretraining
+    is done; waits while the remaining ones are held by other live processes. Starts no new task
+    after ``max_minutes``.
+    """
+    _check_folds(study)
+    start, ran, skipped = time.monotonic(), 0, []
+    todo = [t for t in tasks if not _skippable(study, t, tasks)]
+    bar = tqdm(total=len(tasks), initial=len(tasks) - len(todo), desc="study", unit="run",
+               disable=not study.progress)
+    while todo:
+        if max_minutes is not None and time.monotonic() - start > 60 * max_minutes:
+            break
+        task = next((t for t in todo if all(_dep_done(study, d, tasks) for d in t.needs)
+                     and runqueue.try_claim(study.claims, t.key)), None)
+        if task is None:
+            time.sleep(poll_s)
+        else:
+            try:
+                if not task.done(study):  # another process may have finished it since we looked
+                    bar.set_postfix_str(task.key, refresh=True)
+                    run_task(study, task)
+                    ran += 1
+            except MissingNetwork as err:
+                skipped.append(task.key)
+                tqdm.write(f"{task.key}: skipped ({err})")
+            finally:
+                runqueue.release(study.claims, task.key)
+        todo = [t for t in todo if not _skippable(study, t, tasks) and t.key not in skipped]
+        bar.n = len(tasks) - len(todo)
+        bar.refresh()
+    bar.close()
+    return {"ran": ran, "left": len(todo) + len(skipped), "skipped": skipped}
+
+
+def _check_folds(study: Study) -> None:
+    """The records in ``out`` belong to one fold table, kept beside them: write it, or make sure it is ours."""
+    path = study.out / "folds.csv"
+    if not path.is_file():
+        write_folds(study.folds, path, note="written by remap_lib.evaluation.study.run_study")
+    elif _frame_sha256(read_folds(path)) != _frame_sha256(study.folds):
+        raise ValueError(f"{path} holds other folds than this study's: its records would mix two fold tables")
+
+
+def _dep_done(study: Study, key: str, tasks: list[Task]) -> bool:
+    return next(t for t in tasks if t.key == key).done(study)
+
+
+def _skippable(study: Study, task: Task, tasks: list[Task]) -> bool:
+    """Done, or a pretraining whose every run is already done (a fresh clone needs no networks)."""
+    if task.done(study):
+        return True
+    return task.fold is None and all(t.done(study) for t in tasks if task.key in t.needs)
+
+
+# -------------------------------------------------------------------------------------------- one run
+def run_task(study: Study, task: Task) -> Path:
+    """Run one task and write its record: config, seed, fold, versions, data hashes, device, wall time
+    and, per row it yields, the per-star predictions (``test``: the held-out fold; ``giants``)."""
+    t0, cpu0, started = time.perf_counter(), time.process_time(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    scratch = study.work / "runs" / task.key
+    resumed = scratch.exists()  # an interrupted attempt left checkpoints: this run's times are partial
+    if task.fold is None:
+        config, predictions, extra = _pretrain(study, task.row, task.seed, scratch), {}, {}
+    else:
+        config, predictions, extra = RUNNERS[task.row.kind](study, task.row, task.seed, task.fold, scratch)
+    record = {"key": task.key, "row": task.row.name, "kind": task.kind, "seed": task.seed, "fold": task.fold,
+              "profile": study.profile, "budget": task.row.budget, "config": config, **extra,
+              "versions": package_versions(), "data": study.hashes_for(task.row),
+              "device": _device_name(study.device), "host": platform.node(),
+              "nice": os.nice(0), "load_average": list(os.getloadavg()), "started": started,
+              "wall_s": round(time.perf_counter() - t0, 2), "cpu_s": round(time.process_time() - cpu0, 2),
+              "resumed": resumed, "predictions": predictions}
+    path = runqueue.write_record(study.out, task.key, record)
+    shutil.rmtree(scratch, ignore_errors=True)  # checkpoints are only for resuming this run
+    return path
+
+
+def _device_name(device: str) -> str:
+    dev = torch.device(device)
+    if dev.type == "cuda" and torch.cuda.is_available():
+        return f"{dev} ({torch.cuda.get_device_name(dev)})"
+    return f"{dev} ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def _pretrain(study: Study, row: Row, seed: int, scratch: Path) -> dict:
+    cfg = study.budgets.pretrain(row, seed)
+    data = study.synthetic_train()
+    torch.manual_seed(seed)
+    model = build_model(data.flux.shape[1], DEFAULT_BINS, **study.budgets.arch)
+    trainer = Trainer(model, data, cfg, DEFAULT_BINS, out_dir=scratch, device=study.device)
+    result = trainer.fit(progress=study.progress)
+    save_model(study.pretrained_path(row, seed), result.model.cpu(), DEFAULT_BINS, data.instrument, cfg.to_dict(),
+               trainer.label_stats)
+    return {"pretrain": cfg.to_dict(), "arch": study.budgets.arch}
+
+
+def _train_members(study: Study, row: Row, start: Path | None, sets, cfg: TrainConfig, members: int,
+                   scratch: Path) -> list:
+    """``members`` networks trained on the fold's fine-tuning stars (from ``start``, or from scratch)."""
+    models = []
+    for k in range(members):
+        member_cfg = replace(cfg, seed=cfg.seed + k)
+        out_dir = scratch / f"member_{k}"
+        if start is None:
+            torch.manual_seed(member_cfg.seed)
+            model = build_model(sets["finetune"].flux.shape[1], DEFAULT_BINS, **study.budgets.arch)
+            trainer = Trainer(model, sets["finetune"], member_cfg, DEFAULT_BINS, val=sets["temperature"],
+                              out_dir=out_dir, device=study.device)
+            result = trainer.fit(progress=study.progress)
+        else:
+            rehearse = study.synthetic_train() if row.rehearsal else None
+            result, trainer = finetune(start, sets["finetune"], sets["temperature"], member_cfg, out_dir,
+                                       study.progress, study.device, rehearse, row.rehearsal)
+        models.append((result.model.cpu().eval(), trainer.label_stats))
+    return models
+
+
+def _temperatures(models, data: SpectraSet) -> list[dict]:
+    return [calibrate.fit_temperatures(calibrate.collect_logits(m, data.flux, data.mask), data.labels,
+                                       DEFAULT_BINS, label_sigma=LITERATURE_SIGMA) for m in models]
+
+
+def _coverage_temperatures(models, data: SpectraSet) -> dict:
+    """One temperature per head, shared by the members, fitted to the interval coverage (issue 12)."""
+    logits = [calibrate.collect_logits(m, data.flux, data.mask) for m in models]
+    return calibrate.fit_coverage_temperatures(logits, data.labels, DEFAULT_BINS)
+
+
+def _pmf_predictions(models, temps, sets) -> dict:
+    out = {}
+    for part in ("test", "giants"):
+        pmfs = ensemble_pmfs(models, sets[part].flux, sets[part].mask, temps)
+        out[part] = _as_record(sets[part], {n: DEFAULT_BINS[n].decode(pmfs[n]) for n in LABEL_NAMES})
+    return out
+
+
+def _run_ensemble(study: Study, row: Row, seed: int, fold: int, scratch: Path):
+    """deep-REMAP, its reduced-budget rows and no-pretraining: members, temperatures, PMF ensemble."""
+    sets = study.fold_sets(fold)
+    cfg = study.budgets.finetune(row, seed)
+    if row.kind == "ensemble":
+        start = study.start_network("deep-remap")
+    else:
+        start = None if row.kind == "scratch" else study.pretrained_path(row, seed)
+    trained = _train_members(study, row, start, sets, cfg, study.budgets.members(row), scratch)
+    models = [m for m, _ in trained]
+    temps = _temperatures(models, sets["temperature"])
+    predictions = {row.name: _pmf_predictions(models, temps, sets)}
+    extra = {"members": len(models), "temperatures": temps, "n_finetune": len(sets["finetune"]),
+             "n_temperature": len(sets["temperature"])}
+    if row.name == FULL:  # the inference-time ablations, from the same networks
+        pre, _ = load_model(start)
+        pre_temps = _temperatures([pre], sets["temperature"])
+        predictions["no temperature scaling"] = _pmf_predictions(models, None, sets)
+        shared = _coverage_temperatures(models, sets["temperature"])
+        predictions[COVERAGE] = _pmf_predictions(models, [shared] * len(models), sets)
+        extra["coverage_temperatures"] = shared
+        predictions["one member"] = _pmf_predictions(models[:1], temps[:1], sets)
+        predictions["pretrained only"] = _pmf_predictions([pre], pre_temps, sets)
+        extra["pretrained_only_temperatures"] = pre_temps[0]
+    return {"finetune": cfg.to_dict(), **({"arch": study.budgets.arch} if row.budget == "reduced" else {})}, \
+        predictions, extra
+
+
+def _gaussian(values: np.ndarray, sigma: np.ndarray) -> dict:
+    """Estimates with central 68/95 % intervals of a normal of width ``sigma`` (n, 3) per label."""
+    out = {}
+    for j, name in enumerate(LABEL_NAMES):
+        v, s = values[:, j], sigma[:, j]
+        out[name] = {"median": v, "p16": v - Z68 * s, "p84": v + Z68 * s, "p2_5": v - Z95 * s, "p97_5": v + Z95 * s}
+    return out
+
+
+def _run_mse(study: Study, row: Row, seed: int, fold: int, scratch: Path):
+    """The MSE twin's members, averaged; interval width = rms residual on the fold's temperature stars."""
+    sets = study.fold_sets(fold)
+    cfg = study.budgets.finetune(row, seed)
+    trained = _train_members(study, row, study.start_network("mse"), sets, cfg, study.budgets.members(row), scratch)
+
+    def values(data):
+        preds = [predict(m, data.flux, data.mask, DEFAULT_BINS, label_stats=stats) for m, stats in trained]
+        return np.mean([np.column_stack([p[n]["median"] for n in LABEL_NAMES]) for p in preds], axis=0)
+
+    resid = values(sets["temperature"]) - sets["temperature"].labels
+    rms = np.sqrt(np.nanmean(resid ** 2, axis=0))
+    predictions = {part: _as_record(sets[part], _gaussian(v, np.broadcast_to(rms, v.shape)))
+                   for part in ("test", "giants") for v in [values(sets[part])]}
+    extra = {"members": len(trained), "interval_sigma": rms.tolist()}
+    return {"finetune": cfg.to_dict()}, {row.name: predictions}, extra
+
+
+def _run_cannon(study: Study, row: Row, seed: int, fold: int, scratch: Path):
+    from remap_lib.evaluation.baselines import CannonBaseline
+
+    sets = study.fold_sets(fold)
+    train = study.stars(fold_ids(study.folds, fold, "finetune") + fold_ids(study.folds, fold, "temperature"))
+    cannon = CannonBaseline(progress=study.progress).fit(train.flux, train.ivar, train.labels)
+    predictions = {}
+    for part in ("test", "giants"):
+        values, sigma = cannon.predict(sets[part].flux, sets[part].ivar, return_sigma=True)
+        predictions[part] = _as_record(sets[part], _gaussian(values, sigma))
+    return {"cannon": {"order": cannon.order}}, {row.name: predictions}, {"n_train": len(train)}
+
+
+def _run_chi2(study: Study, row: Row, seed: int, fold: int, scratch: Path):
+    from remap_lib.evaluation.baselines import Chi2GridFit
+
+    sets = study.fold_sets(fold)
+    grid = study.synthetic
+    fit = Chi2GridFit(progress=study.progress).fit(grid.flux, np.where(grid.mask, 0.0, 1.0), grid.labels)
+    parts = ("test", "giants") if fold == 0 else ("test",)  # the fit does not depend on the fold
+    predictions = {}
+    for part in parts:
+        values, sigma = fit.predict(sets[part].flux, sets[part].ivar, return_sigma=True)
+        predictions[part] = _as_record(sets[part], _gaussian(values, sigma))
+    return {"chi2": {"continuum_degree": fit.continuum_degree, "refine": fit.refine, "grid_nodes": len(grid)}}, \
+        {row.name: predictions}, {}
+
+
+RUNNERS = {"ensemble": _run_ensemble, "reduced": _run_ensemble, "scratch": _run_ensemble, "mse": _run_mse,
+           "cannon": _run_cannon, "chi2": _run_chi2}
+
+#: Decimals kept in the records per label: far below any method's precision (0.1 K, 1e-4 dex).
+DECIMALS = {"teff": 1, "logg": 4, "feh": 4}
+
+
+def _as_record(data: SpectraSet, pred: dict) -> dict:
+    """Per-star ids, literature labels and each label's median and interval ends, rounded (NaN -> null)."""
+    def col(values, name):
+        return [None if not np.isfinite(v) else round(float(v), DECIMALS[name]) for v in np.asarray(values)]
+
+    out = {"id": [str(i) for i in data.ids],
+           "truth": {n: col(data.labels[:, j], n) for j, n in enumerate(LABEL_NAMES)}}
+    for name in LABEL_NAMES:
+        out[name] = {q: col(pred[name][q], name) for q in QUANTILES}
+    return out
+
+
+# -------------------------------------------------------------------------------------------- status
+def measured_seconds(out) -> dict[str, dict]:
+    """Per task kind: the median CPU time of its complete runs (one thread: the wall time on an idle core).
+
+    CPU time, not wall time, because the study runs niced beside other work, and a stopped or
+    starved process would otherwise count as slow; resumed runs (partial work) are left out.
+    Records without a CPU time fall back to their wall time.
+    """
+    times: dict[str, list] = {}
+    for path in Path(out).glob("*/**/*.json"):
+        rec = runqueue.read_record(out, str(path.relative_to(out).with_suffix("")))
+        if "wall_s" in rec and not rec.get("resumed", False):
+            times.setdefault(_kind_label(rec["kind"], rec.get("budget")), []).append(
+                (rec.get("cpu_s", rec["wall_s"]), rec["wall_s"]))
+    return {k: {"runs": len(v), "cpu_s": float(np.median([c for c, _ in v])),
+                "wall_s": float(np.median([w for _, w in v]))} for k, v in sorted(times.items())}
+
+
+def _kind_label(kind: str, budget: str | None) -> str:
+    return f"{kind} ({budget} budget)" if kind in ("pretrain", "ensemble", "reduced", "scratch", "mse") else kind
+
+
+def status(out, claims, tasks: list[Task]) -> dict:
+    """Done / running / left per row, and the compute time of the matrix from the measured runs."""
+    times = measured_seconds(out)
+    running = runqueue.live_claims(claims)
+    rows: dict[str, dict] = {}
+    need = {"total": 0.0, "left": 0.0}
+    unmeasured = set()
+    for t in tasks:
+        label = _kind_label(t.kind, t.row.budget)
+        entry = rows.setdefault(t.row.name, {"done": 0, "running": 0, "left": 0})
+        done = runqueue.is_done(out, t.key)
+        entry["done" if done else "running" if t.key in running else "left"] += 1
+        if label in times:
+            need["total"] += times[label]["cpu_s"]
+            need["left"] += 0.0 if done else times[label]["cpu_s"]
+        else:
+            unmeasured.add(label)
+    return {"rows": rows, "measured": times, "hours": {k: v / 3600 for k, v in need.items()},
+            "unmeasured": sorted(unmeasured), "running": running}
+
+
+def print_status(report: dict) -> None:
+    print(f"{'row':32s} {'done':>5s} {'running':>8s} {'left':>5s}")
+    for name, r in report["rows"].items():
+        print(f"{name:32s} {r['done']:5d} {r['running']:8d} {r['left']:5d}")
+    print(f"({', '.join(DERIVED)}: from {FULL}'s runs)")
+    print("\nmeasured time per run (median CPU seconds of complete runs, one thread; wall time as run, niced):")
+    for kind, m in report["measured"].items():
+        print(f"  {kind:32s} {m['cpu_s']:8.0f} s CPU  {m['wall_s']:8.0f} s wall  over {m['runs']} run(s)")
+    h = report["hours"]
+    print(f"\ncompute of the planned matrix (CPU hours, one core): {h['total']:.1f} h in all, {h['left']:.1f} h left"
+          + (f" (not counting unmeasured kinds: {', '.join(report['unmeasured'])})" if report["unmeasured"] else ""))
+    for key, owner in report["running"].items():
+        print(f"running: {key} (pid {owner['pid']} on {owner['host']} since {owner['started']})")
+
+
+# -------------------------------------------------------------------------------------------- command
+def command(args) -> int:
+    """``remap study run | aggregate | status`` (options in remap_lib/cli.py)."""
+    from remap_lib.evaluation.studystats import aggregate, write_aggregate
+
+    out = Path(args.out or DEFAULT_OUT)
+    if args.action == "run":
+        study = load_study(args.profile, out, args.folds, args.fold_seed, args.device, args.threads,
+                           progress=not args.quiet)
+        tasks = plan(args.rows or [r.name for r in ROWS], parse_seeds(args.seeds), study.k)
+        result = run_study(study, tasks, args.max_minutes)
+        print(f"ran {result['ran']} task(s); {result['left']} left (rerun the command to continue)"
+              + (f"; {len(result['skipped'])} skipped for want of a start network" if result["skipped"] else ""))
+        return 0
+    if args.action == "status":
+        folds_file = out / "folds.csv"
+        k = n_folds(read_folds(folds_file)) if folds_file.is_file() else args.folds
+        tasks = plan(args.rows or [r.name for r in ROWS], parse_seeds(args.seeds), k)
+        print_status(status(out, work_dir(args.profile) / "study" / "claims", tasks))
+        return 0
+    budgets = Budgets.from_profiles(args.profile).describe()
+    result = aggregate(out, read_folds(out / "folds.csv"), budgets, n_boot=args.bootstrap)
+    path = write_aggregate(result, args.output or out.parent / "study.json")
+    done = {r["name"]: r["n_seeds"] for r in result["rows"]}
+    print(f"wrote {path}: complete seeds per row {done}")
+    for line in result["effects"]:
+        print("  " + line)
+    return 0

@@ -1,0 +1,313 @@
+"""The study's numbers: per-row metrics over seeds, bootstrap intervals over stars, paired differences.
+
+Per row and table (``cv_dwarfs``, ``calibration_stars``, ``giants``; see :mod:`remap_lib.evaluation.study`):
+
+* the metrics per label: σ, bias and MAD of (median − literature) as
+  :func:`remap_lib.evaluation.evaluate.scatter_metrics` defines them, and the fraction of literature values inside
+  the 68 % (p16–p84) and 95 % (p2.5–p97.5) intervals (stars without a finite interval are left out);
+  for the giants also the accuracy of calling them giants (median log g below 3.5);
+* per seed the metric of that seed's prediction of every star (the giants are predicted once per
+  fold, and a seed's giant metric is the mean over its folds' predictions); reported as the mean
+  over seeds with its standard deviation (``*_std``, ddof 1);
+* ``ci95``: a percentile bootstrap over stars of that seed mean: the same resampled stars for every
+  seed and every row. A paired difference (row − its reference, on the same folds, stars and seeds)
+  takes its interval from the same star resamples, each combined with a resample of the paired
+  seeds (when there are two or more), so that seed-to-seed scatter counts as well. An effect is
+  listed in ``effects`` only where the difference's interval excludes zero.
+
+Only complete seeds (every fold's run recorded) count, so a partly run matrix aggregates too.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from remap_lib.constants import GIANT_LOGG, LABEL_NAMES
+from remap_lib.fileio import atomic_write
+from remap_lib.nn.binning import QUANTILES
+
+TABLES = ("cv_dwarfs", "calibration_stars", "giants")
+METRICS = ("sigma", "bias", "mad", "coverage68", "coverage95")
+QUANTITY = tuple(QUANTILES)  # median, p16, p84, p2_5, p97_5: the last axis of a prediction array
+UNITS = {"teff": "K", "logg": "dex", "feh": "dex"}
+
+
+# -------------------------------------------------------------------------------------------- metrics
+def label_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, np.ndarray]:
+    """Metrics of predictions ``pred`` (..., n, 3, 5) against ``truth`` (n, 3); each (..., 3).
+
+    Stars whose median or truth is NaN are skipped, as in scatter_metrics; coverage counts the stars
+    with a finite interval. ``accuracy`` (..., ) is the fraction of stars with a finite median log g
+    whose call giant (log g < 3.5) or dwarf agrees with the literature.
+    """
+    pred = np.asarray(pred, dtype=np.float64)
+    truth = np.broadcast_to(np.asarray(truth, dtype=np.float64), pred.shape[:-1])
+    err = pred[..., QUANTITY.index("median")] - truth
+    with np.errstate(invalid="ignore"), _quiet_nan():
+        med = np.nanmedian(err, axis=-2, keepdims=True)
+        out = {"sigma": np.nanstd(err, axis=-2), "bias": np.nanmean(err, axis=-2),
+               "mad": np.nanmedian(np.abs(err - med), axis=-2)}
+        for level, (lo, hi) in {"coverage68": ("p16", "p84"), "coverage95": ("p2_5", "p97_5")}.items():
+            low, high = pred[..., QUANTITY.index(lo)], pred[..., QUANTITY.index(hi)]
+            usable = np.isfinite(low) & np.isfinite(high) & np.isfinite(truth)
+            inside = np.where(usable, (truth >= low) & (truth <= high), np.nan)
+            out[level] = np.nanmean(inside, axis=-2)
+        j = LABEL_NAMES.index("logg")
+        called, t = pred[..., j, QUANTITY.index("median")], truth[..., j]
+        usable = np.isfinite(called) & np.isfinite(t)
+        out["accuracy"] = np.nanmean(np.where(usable, (called < GIANT_LOGG) == (t < GIANT_LOGG), np.nan), axis=-1)
+    return out
+
+
+class _quiet_nan:
+    """Silence numpy's 'mean of empty slice' warnings: an all-NaN column is a NaN metric, on purpose."""
+
+    def __enter__(self):
+        import warnings
+
+        self._ctx = warnings.catch_warnings()
+        self._ctx.__enter__()
+        warnings.simplefilter("ignore", RuntimeWarning)
+
+    def __exit__(self, *exc):
+        return self._ctx.__exit__(*exc)
+
+
+def seed_metrics(replicates: list[np.ndarray], truth: np.ndarray, idx: np.ndarray | None = None) -> dict:
+    """One seed's metrics: the mean over its replicate predictions (n, 3, 5) of each metric.
+
+    With bootstrap indices ``idx`` (B, n) every metric gains a leading axis of length B.
+    """
+    parts = [label_metrics(r if idx is None else r[idx], truth if idx is None else truth[idx])
+             for r in replicates]
+    return {m: np.mean([p[m] for p in parts], axis=0) for m in parts[0]}
+
+
+# -------------------------------------------------------------------------------------------- records
+def load_records(out) -> list[dict]:
+    """Every run record under ``out/runs`` (pretraining records hold no predictions)."""
+    return [json.loads(p.read_text()) for p in sorted((Path(out) / "runs").rglob("*.json"))]
+
+
+def _part_array(part: dict) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """ids, truth (n, 3) and predictions (n, 3, 5) of one record part; null -> NaN."""
+    def arr(values):
+        return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+    truth = np.column_stack([arr(part["truth"][n]) for n in LABEL_NAMES])
+    pred = np.stack([np.column_stack([arr(part[n][q]) for q in QUANTITY]) for n in LABEL_NAMES], axis=1)
+    return part["id"], truth, pred
+
+
+def collect(records: list[dict]) -> dict[str, dict]:
+    """Row name -> its records' metadata and, per seed and part ('test', 'giants'), fold -> record part."""
+    rows: dict[str, dict] = {}
+    for rec in records:
+        for name, parts in rec["predictions"].items():
+            entry = rows.setdefault(name, {"records": [], "seeds": defaultdict(lambda: {"test": {}, "giants": {}})})
+            entry["records"].append({k: v for k, v in rec.items() if k != "predictions"})
+            for part, value in parts.items():
+                entry["seeds"][rec["seed"]][part][rec["fold"]] = value
+    return rows
+
+
+def _aligned(parts: list[dict], ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Truth (n, 3) and predictions (n, 3, 5) of ``ids`` gathered from record parts (NaN where absent)."""
+    where = {i: n for n, i in enumerate(ids)}
+    truth = np.full((len(ids), 3), np.nan)
+    pred = np.full((len(ids), 3, len(QUANTITY)), np.nan)
+    for part in parts:
+        got, t, p = _part_array(part)
+        rows = [where[i] for i in got]
+        truth[rows], pred[rows] = t, p
+    return truth, pred
+
+
+def row_tables(entry: dict, folds: pd.DataFrame, giant_ids: list[str]) -> dict[str, dict]:
+    """Per table: ``ids``, ``truth`` and per complete seed the list of replicate predictions."""
+    k = int(folds["fold"].max()) + 1
+    dwarfs = folds["id"].tolist()
+    calibration = (folds["role"] == "calibration").to_numpy()
+    out = {t: {"seeds": {}} for t in TABLES}
+    out["cv_dwarfs"]["ids"], out["calibration_stars"]["ids"] = dwarfs, [i for i, c in zip(dwarfs, calibration,
+                                                                                          strict=True) if c]
+    out["giants"]["ids"] = giant_ids
+    for seed, parts in sorted(entry["seeds"].items()):
+        if set(parts["test"]) != set(range(k)):
+            continue  # an incomplete seed would score fewer stars
+        truth, pred = _aligned(list(parts["test"].values()), dwarfs)
+        out["cv_dwarfs"]["seeds"][seed], out["cv_dwarfs"]["truth"] = [pred], truth
+        out["calibration_stars"]["seeds"][seed] = [pred[calibration]]
+        out["calibration_stars"]["truth"] = truth[calibration]
+        if parts["giants"]:
+            giants = [_aligned([parts["giants"][f]], giant_ids) for f in sorted(parts["giants"])]
+            out["giants"]["seeds"][seed], out["giants"]["truth"] = [p for _, p in giants], giants[0][0]
+    return out
+
+
+# -------------------------------------------------------------------------------------------- aggregate
+def _interval(samples: np.ndarray) -> list[float | None]:
+    with _quiet_nan():
+        return [_number(v) for v in np.nanpercentile(samples, [2.5, 97.5], axis=0)]
+
+
+def _number(value) -> float | None:
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+def _summary(point: dict, boot: dict, seeds: list[int], metrics) -> dict:
+    """Mean over ``seeds``, std over seeds and the bootstrap interval of the seed mean, per metric."""
+    out: dict = {}
+    for m in metrics:
+        per_seed = np.array([point[s][m] for s in seeds])  # (S, 3) or (S,)
+        mean, ci = per_seed.mean(axis=0), np.mean([boot[s][m] for s in seeds], axis=0)  # ci: (B, ...)
+        std = per_seed.std(axis=0, ddof=1) if len(seeds) > 1 else np.zeros_like(mean)
+        if m == "accuracy":
+            out.update({m: _number(mean), f"{m}_std": _number(std), f"{m}_ci95": _interval(ci)})
+            continue
+        for j, name in enumerate(LABEL_NAMES):
+            label = out.setdefault(name, {})
+            label.update({m: _number(mean[j]), f"{m}_std": _number(std[j])})
+            label["ci95" if m == "sigma" else f"{m}_ci95"] = _interval(ci[:, j])
+    return out
+
+
+def _difference(a: tuple, b: tuple, metrics, boot_seed: int = 0) -> dict:
+    """Row ``a`` − reference ``b`` (each (point, boot, seeds)), paired on their common seeds when both have seeds.
+
+    The interval resamples stars (the same resamples for both rows) and, when at least two seeds are
+    paired, the seeds as well (a two-level bootstrap), so seed-to-seed scatter widens it too.
+    """
+    (pa, ba, sa), (pb, bb, sb) = a, b
+    common = sorted(set(sa) & set(sb))
+    paired = len(common) > 0 and len(sa) > 1 and len(sb) > 1
+    sa, sb = (common, common) if paired else (sa, sb)
+    out: dict = {"seeds": common if paired else None, "interval_resamples_seeds": paired and len(common) > 1}
+    for m in metrics:
+        diff = np.mean([pa[s][m] for s in sa], axis=0) - np.mean([pb[s][m] for s in sb], axis=0)
+        if out["interval_resamples_seeds"]:
+            per_seed = np.stack([ba[s][m] - bb[s][m] for s in common])  # (S, B, ...)
+            n_boot = per_seed.shape[1]
+            draw = np.random.default_rng(boot_seed + 1).integers(0, len(common), size=(n_boot, len(common)))
+            dboot = per_seed[draw, np.arange(n_boot)[:, None]].mean(axis=1)
+        else:
+            dboot = np.mean([ba[s][m] for s in sa], axis=0) - np.mean([bb[s][m] for s in sb], axis=0)
+        seeds_diff = np.array([pa[s][m] - pb[s][m] for s in common]) if paired else None
+        for j, name in enumerate(LABEL_NAMES if m != "accuracy" else ["all"]):
+            sl = (slice(None),) if m == "accuracy" else (slice(None), j)
+            lo, hi = _interval(dboot[sl])
+            entry = {"difference": _number(diff if m == "accuracy" else diff[j]), "ci95": [lo, hi],
+                     "std": None if seeds_diff is None or len(common) < 2 else
+                     _number(seeds_diff.std(axis=0, ddof=1) if m == "accuracy" else seeds_diff[:, j].std(ddof=1)),
+                     "excludes_zero": _excludes_zero(lo, hi)}
+            if m == "accuracy":
+                out[m] = entry
+            else:
+                out.setdefault(name, {})[m] = entry
+    return out
+
+
+def _excludes_zero(lo: float | None, hi: float | None) -> bool:
+    """Whether [lo, hi] excludes zero; ends within 1e-9 of zero are rounding (identical predictions), not effects."""
+    return lo is not None and hi is not None and bool(lo > 1e-9 or hi < -1e-9)
+
+
+def aggregate(out, folds: pd.DataFrame, budgets: dict | None = None, n_boot: int = 1000, boot_seed: int = 0) -> dict:
+    """The study table from the records in ``out`` (module docstring): rows, paired differences, effects.
+
+    The dwarfs are the fold table's; the giants every star of the records' ``giants`` parts.
+    """
+    from remap_lib.evaluation.study import ROW_BY_NAME, ROWS
+
+    entries = collect(load_records(out))
+    giant_ids = sorted({i for e in entries.values() for parts in e["seeds"].values()
+                        for part in parts["giants"].values() for i in part["id"]})
+    rng = np.random.default_rng(boot_seed)
+    sizes = {"cv_dwarfs": len(folds), "calibration_stars": int((folds["role"] == "calibration").sum()),
+             "giants": len(giant_ids)}
+    idx = {t: rng.integers(0, n, size=(n_boot, n)) for t, n in sizes.items()}
+    scored: dict[str, dict] = {}  # row -> table -> (point per seed, boot per seed, seeds)
+    for name, entry in entries.items():
+        scored[name] = {}
+        for t, table in row_tables(entry, folds, giant_ids).items():
+            seeds = sorted(table["seeds"])
+            point = {s: seed_metrics(table["seeds"][s], table["truth"]) for s in seeds}
+            boot = {s: seed_metrics(table["seeds"][s], table["truth"], idx[t]) for s in seeds}
+            scored[name][t] = (point, boot, seeds)
+    rows, effects, warnings = [], [], []
+    for row in ROWS:
+        entry = entries.get(row.name)
+        records = entry["records"] if entry else []
+        seeds = scored[row.name]["cv_dwarfs"][2] if entry else []
+        obj = {"name": row.name, "kind": row.kind, "budget": row.budget, "seed_meaning": row.seeds,
+               "reference": row.reference, "n_seeds": len(seeds), "seeds": seeds, "n_records": len(records),
+               "config": records[0]["config"] if records else None,
+               "devices": sorted({r["device"] for r in records}),
+               "wall_s_per_run": _number(np.mean([r["wall_s"] for r in records])) if records else None}
+        for t in TABLES:
+            point, boot, s = scored[row.name][t] if entry else ({}, {}, [])
+            metrics = METRICS + (("accuracy",) if t == "giants" else ())
+            obj[t] = {"n": sizes[t], "n_seeds": len(s), **_summary(point, boot, s, metrics)} if s else None
+        ref = row.reference
+        if entry and ref in scored and scored[ref]["cv_dwarfs"][2] and seeds:
+            obj["paired"] = {"reference": ref}
+            for t in TABLES:
+                if not (scored[row.name][t][2] and scored[ref][t][2]):
+                    continue
+                metrics = METRICS + (("accuracy",) if t == "giants" else ())
+                obj["paired"][t] = diff = _difference(scored[row.name][t], scored[ref][t], metrics, boot_seed)
+                effects += _effects(row.name, ref, t, diff)
+        rows.append(obj)
+        for key in ("miles", "synthetic", "folds", "pretrained_deep-remap", "pretrained_mse"):
+            seen = {r["data"].get(key) for r in records}
+            if len(seen) > 1:
+                warnings.append(f"{row.name}: runs read {len(seen)} different {key} inputs")
+        settings = {json.dumps(_comparable(r["config"]), sort_keys=True) for r in records}
+        if len(settings) > 1:
+            warnings.append(f"{row.name}: runs used {len(settings)} different settings (budgets or profiles)")
+    unknown = sorted(set(entries) - set(ROW_BY_NAME))
+    warnings += [f"records hold predictions of unknown row {u!r} (left out)" for u in unknown]
+    return {"generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "protocol": __doc__.strip().split("\n\n")[1:],
+            "folds": {"k": int(folds["fold"].max()) + 1, "n_dwarfs": len(folds),
+                      "stars_per_fold": folds["fold"].value_counts().sort_index().tolist(),
+                      "n_calibration_stars": sizes["calibration_stars"], "n_giants": len(giant_ids)},
+            "bootstrap": {"resamples": n_boot, "seed": boot_seed, "interval": "2.5 and 97.5 percentiles"},
+            "budgets": budgets, "rows": rows, "effects": effects, "warnings": warnings}
+
+
+def _comparable(config):
+    """A run's settings without its seeds (different on purpose) and threads (speed only)."""
+    if isinstance(config, dict):
+        return {k: _comparable(v) for k, v in config.items() if k not in ("seed", "threads")}
+    return config
+
+
+def _effects(name: str, ref: str, table: str, diff: dict) -> list[str]:
+    out = []
+    note = "" if diff["interval_resamples_seeds"] else " (stars resampled; fewer than 2 paired seeds)"
+    for label, entries in diff.items():
+        if label in ("seeds", "interval_resamples_seeds"):
+            continue
+        items = {"": entries} if label == "accuracy" else entries
+        for metric, e in items.items():
+            if e["excludes_zero"]:
+                what = "giant accuracy" if label == "accuracy" else f"{label} {metric}"
+                unit = "" if label == "accuracy" or metric.startswith("coverage") else f" {UNITS[label]}"
+                out.append(f"{name} − {ref} ({table}), {what}: {e['difference']:+.4g}{unit} "
+                           f"[{e['ci95'][0]:+.4g}, {e['ci95'][1]:+.4g}]{note}")
+    return out
+
+
+def write_aggregate(result: dict, path) -> Path:
+    with atomic_write(path, "w") as fh:
+        json.dump(result, fh, indent=1, allow_nan=False)
+        fh.write("\n")
+    return Path(path)

@@ -1,0 +1,1 @@
+"""The network: model, label bins, losses and model files."""

@@ -1,0 +1,1 @@
+"""Prediction for users: the Predictor and streaming over many files."""

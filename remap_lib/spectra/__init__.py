@@ -1,0 +1,1 @@
+"""Spectra: instruments, preprocessing (LSF, resampling, continuum), readers and input checks."""

@@ -1,0 +1,1 @@
+"""Training: profiles, the trainer, augmentation, fine-tuning and the training sets."""

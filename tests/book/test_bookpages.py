@@ -1,0 +1,280 @@
+"""The generated book pages: parameters from the notebooks' cells, run times, reproducibility, performance."""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pytest
+from papermill.translators import PythonTranslator
+
+from remap_lib.book import bookpages
+from remap_lib.book.notebooks import list_notebooks
+from remap_lib.training.profiles import PROFILES
+
+
+def _notebook(path, parameters: str, try_this: str | None = None, code: str | None = None):
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell(parameters)
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell("# A notebook"), cell]
+    if code:
+        nb.cells.append(nbformat.v4.new_code_cell(code))
+    if try_this:
+        nb.cells.append(nbformat.v4.new_markdown_cell(try_this))
+    nbformat.write(nb, str(path))
+    return path
+
+
+# -------------------------------------------------------------------------------------------- parameters
+@pytest.mark.parametrize("name", list_notebooks())
+def test_every_notebook_parameter_has_a_meaning_and_every_profile_entry_a_parameter(name):
+    params = bookpages.read_parameters(name)
+    assert params, f"{name}: empty parameters cell"
+    assert bookpages.parameter_problems(name, params) == []
+
+
+@pytest.mark.parametrize("name", list_notebooks())
+def test_papermill_reads_the_same_parameters_and_help(name):
+    # `papermill --help-notebook` shows these comments too; an "=" inside a comment would hide one
+    ours = [(p.name, p.meaning) for p in bookpages.read_parameters(name)]
+    cell = bookpages.parameters_cell(bookpages.NOTEBOOK_DIR / f"{name}.ipynb")
+    theirs = [(p.name, p.help) for p in PythonTranslator.inspect(nbformat.v4.new_code_cell(cell))]
+    assert theirs == ours
+
+
+def test_parse_parameters_reads_values_and_inline_comments():
+    params = bookpages.parse_parameters('profile = "default"  # which profile\nepochs = None  # passes\n'
+                                        'sizes = [\n    8,\n    16,  # widths\n]\nnothing = 3\n')
+    assert [(p.name, p.value, p.meaning) for p in params] == [
+        ("profile", "default", "which profile"), ("epochs", None, "passes"), ("sizes", [8, 16], "widths"),
+        ("nothing", 3, "")]
+
+
+@pytest.mark.parametrize("source, match", [("x = f(1)  # call", "line 1: x is not a literal"),
+                                           ("import os", "line 1: expected `name = value"),
+                                           ("a = b = 1", "line 1: expected")])
+def test_parse_parameters_rejects_what_is_not_a_plain_assignment(source, match):
+    with pytest.raises(ValueError, match=match):
+        bookpages.parse_parameters(source)
+
+
+def test_a_parameter_without_meaning_is_a_problem(tmp_path):
+    _notebook(tmp_path / "09_new.ipynb", 'profile = "default"  # the profile\nepochs = None\nseed = 0  # seed\n')
+    problems = bookpages.parameter_problems("09_new", bookpages.read_parameters("09_new", tmp_path), {}, tmp_path)
+    assert problems == ["09_new: parameter 'epochs' has no meaning (add `  # ...` to its line)"]
+
+
+def test_a_profile_entry_the_cell_lacks_is_a_problem(tmp_path):
+    _notebook(tmp_path / "09_new.ipynb", 'profile = "default"  # the profile\nepochs = None  # passes\n',
+              code='p = profiles.resolve("newstep", profile, epochs=epochs)')
+    profiles = {"newstep": {"smoke": {"epochs": 1, "lr": 0.1}, "default": {"epochs": 5, "lr": 0.1}}}
+    problems = bookpages.parameter_problems("09_new", bookpages.read_parameters("09_new", tmp_path), profiles,
+                                            tmp_path)
+    assert problems == ["09_new: PROFILES['newstep']['smoke'] names 'lr', which the parameters cell lacks",
+                        "09_new: PROFILES['newstep']['default'] names 'lr', which the parameters cell lacks"]
+
+
+def test_missing_parameters_cell_is_an_error(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1")]
+    nbformat.write(nb, str(tmp_path / "09_x.ipynb"))
+    with pytest.raises(ValueError, match="no cell tagged 'parameters'"):
+        bookpages.read_parameters("09_x", tmp_path)
+
+
+def test_profile_values_take_none_from_the_profile_and_keep_literals():
+    params = bookpages.read_parameters("02_pretrain")
+    values = bookpages.profile_values("02_pretrain", params)
+    for prof in bookpages.PROFILE_NAMES:
+        assert values[prof]["profile"] == prof
+        assert values[prof]["epochs"] == PROFILES["pretrain"][prof]["epochs"]
+        assert values[prof]["seed"] == 0  # a literal in the cell: every profile runs with it
+    holdout = bookpages.profile_values("03_finetune", bookpages.read_parameters("03_finetune"))
+    assert all(v["holdout"] is None for v in holdout.values())  # None that no profile sets stays None
+
+
+def test_parameters_page_covers_any_notebook_in_the_folder(tmp_path):
+    _notebook(tmp_path / "09_extra.ipynb", 'profile = "default"  # the profile\nwidth = 3  # a | pipe\n')
+    page = bookpages.parameters_page(["09_extra"], tmp_path, profiles={}, toc_files=set())
+    assert "## 09_extra" in page and "Notebook `09_extra`." in page  # not in the toc: no link
+    assert "| `width` | `3` | `3` | `3` | a \\| pipe |" in page
+    assert '| `profile` | `\'smoke\'` | `\'default\'` | `\'paper\'` | the profile |' in page
+
+
+def test_parameters_page_of_the_book_lists_every_parameter():
+    page = bookpages.parameters_page(toc_files={"book/notebooks/02_pretrain"})
+    for name in list_notebooks():
+        assert f"## {name}" in page
+        for p in bookpages.read_parameters(name):
+            assert f"| `{p.name}` |" in page
+    assert "{doc}`02_pretrain <../notebooks/02_pretrain>`" in page
+    assert "`[16, 32, 64, 128]`" in page  # the default profile's 02_pretrain stage_channels
+    assert "no meaning given" not in page
+
+
+# --------------------------------------------------------------------------------------------- exercises
+def test_exercises_are_the_numbered_try_this_items(tmp_path):
+    _notebook(tmp_path / "09_x.ipynb", 'profile = "default"  # p\n',
+              "## Try this\n\n1. First, over\n   two lines.\n2. Second.\n\nNot an item.\n")
+    assert bookpages.exercises("09_x", tmp_path) == ["First, over two lines.", "Second."]
+    fragment = bookpages.exercises_fragment(["09_x"], tmp_path, toc_files=set())
+    assert "**`09_x`** — 2 exercises" in fragment and "2. Second." in fragment
+
+
+def test_every_teaching_notebook_has_exercises():
+    counts = {name: len(bookpages.exercises(name)) for name in list_notebooks()}
+    assert all(counts[n] >= 2 for n in counts if n != "08_results"), counts
+
+
+# -------------------------------------------------------------------------------------------- run times
+def _log(entries: dict, source=None) -> dict:
+    log = {"notebooks": {n: {"profile": "smoke", "overrides": {}, "started": "2026-01-01T00:00:00Z", "wall_s": s,
+                             "machine": {"cpu_model": "Test CPU", "nproc": 2, "load_average_start": [1.0, 0.5, 0.25]}}
+                         for n, s in entries.items()}}
+    if source:
+        log["source"] = source
+    return log
+
+
+def test_course_times_reads_committed_logs_and_says_what_is_not_measured(tmp_path):
+    (tmp_path / "smoke.json").write_text(json.dumps(_log({"01_a": 10.0, "02_b": 200.0}, "a test run")))
+    (tmp_path / "default.json").write_text(json.dumps(_log({"01_a": 30.0})))
+    text = bookpages.course_times_fragment(["01_a", "02_b"], tmp_path)
+    assert "| `01_a` | 10 s | 30 s | not measured | not measured |" in text
+    assert "| `02_b` | 3.3 min | not measured | not measured | not measured |" in text
+    assert "**3.5 min**" in text  # smoke: both notebooks
+    assert "**30 s** (1 of 2 notebooks)" in text  # default: a lower bound
+    assert "- `smoke`: a test run (Test CPU, 2 cores)." in text
+    assert "- `paper`: not measured" in text
+    assert "no time on a GPU has been measured" in text
+
+
+def test_committed_run_times_say_where_they_come_from():
+    # a notebook added since a measurement shows as "not measured" in the guide; it does not fail here
+    logs = bookpages.committed_run_times()
+    assert {"smoke", "default"} <= set(logs), "results/run_times/{smoke,default}.json missing"
+    for prof, log in logs.items():
+        assert log.get("source"), f"results/run_times/{prof}.json does not say where its times come from"
+        assert log["notebooks"] and all(e["profile"] == prof and e["wall_s"] > 0 for e in log["notebooks"].values())
+
+
+# ------------------------------------------------------------------------------------- reproducibility
+def test_reproducibility_page_shows_run_log_seeds_hashes_and_packages(tmp_path):
+    log = _log({"01_data_prep": 12.5})
+    log["notebooks"]["01_data_prep"]["overrides"] = {"seed": 7}
+    (tmp_path / "run_log.json").write_text(json.dumps(log))
+    page = bookpages.reproducibility_page("smoke", tmp_path / "run_log.json")
+    row = ("| `01_data_prep` | `smoke` | `seed=7` | 2026-01-01T00:00:00Z | 12 s | Test CPU, 2 cores | "
+           "1.00 / 0.50 / 0.25 |")
+    assert row in page
+    assert "| `02_pretrain` | not run |" in page
+    assert "| `01_data_prep` | `7` |" in page  # the seed this run used
+    assert "| `02_pretrain` | `0` |" in page
+    assert "sme_marcs_ges_r11000.h5" in page and "matches" in page
+    assert "b8478bb24c32fe736fa6a2881805458719281862313838f8b032f3c10527ff34" in page  # MILES wheel
+    assert "| `torch` | 2.13.0 |" in page
+    assert "cpu_model" in page
+
+
+def test_reproducibility_page_without_run_log_says_so(tmp_path):
+    page = bookpages.reproducibility_page("smoke", tmp_path / "none.json")
+    assert "No run log was found" in page
+
+
+# ------------------------------------------------------------------------------------------- performance
+INFERENCE = {"command": "bench/bench_inference.py", "created": "2026-01-02T00:00:00Z",
+             "machine": {"cpu_model": "Test CPU", "nproc": 2}, "settings": {},
+             "cases": [{"name": "MILES, batch 256", "npix": 780, "batch_size": 256, "threads": 2, "members": 3,
+                        "spectra_per_s": 2500.0, "includes_preprocessing": True},
+                       {"name": "MARVELS, batch 64", "npix": 4366, "batch_size": 64, "threads": 2, "members": 1,
+                        "spectra_per_s": 900.0, "includes_preprocessing": False}],
+             "baseline": {"name": "one spectrum at a time", "spectra_per_s": 120.0}, "target_spectra_per_s": 2000}
+STREAMING = {"command": "bench/bench_streaming.py", "created": "2026-01-02T00:00:00Z", "machine": {},
+             "runs": [{"n_spectra": 100000, "wall_s": 80.0, "spectra_per_s": 1250.0, "peak_rss_mb": 610.0},
+                      {"n_spectra": 1000, "wall_s": 1.0, "spectra_per_s": 1000.0, "peak_rss_mb": 600.0}],
+             "target_peak_rss_mb": 2048}
+
+
+@pytest.fixture
+def bench_dir(tmp_path):
+    folder = tmp_path / "results"
+    folder.mkdir()
+    for name in ("synthesis", "preprocess", "training"):
+        (folder / f"{name}.json").write_text((bookpages.BENCH_RESULTS / f"{name}.json").read_text())
+    return folder
+
+
+def test_performance_page_from_the_committed_results(tmp_path):
+    page = bookpages.performance_page(tmp_path)
+    assert "could not be shown" not in page
+    for figure in ("perf_synthesis", "perf_preprocess", "perf_training"):
+        assert f"```{{figure}} figures/{figure}.png" in page
+        assert (tmp_path / "figures" / f"{figure}.png").stat().st_size > 10_000
+
+
+def test_performance_page_says_what_has_not_been_measured(tmp_path, bench_dir):
+    page = bookpages.performance_page(tmp_path / "out", bench_dir)
+    assert "**has not been measured yet**" in page
+    assert "python bench/bench_inference.py" in page and "python bench/bench_streaming.py" in page
+    assert not (tmp_path / "out" / "figures" / "perf_inference.png").exists()
+    (bench_dir / "synthesis.json").unlink()
+    page = bookpages.performance_page(tmp_path / "out", bench_dir)
+    assert "**Not measured yet.** Run `python bench/bench_synthesis.py`" in page
+
+
+def test_performance_page_renders_inference_and_streaming_cases(tmp_path, bench_dir):
+    (bench_dir / "inference.json").write_text(json.dumps(INFERENCE))
+    (bench_dir / "streaming.json").write_text(json.dumps(STREAMING))
+    page = bookpages.performance_page(tmp_path / "out", bench_dir)
+    assert "could not be shown" not in page and "not been measured" not in page
+    assert "| MILES, batch 256 | 780 | 256 | 2 | 3 | yes | 2500 |" in page
+    assert "| one spectrum at a time (baseline) | | | | | | 120 |" in page
+    assert "| 1,000 | 1.0 | 1000 | 600 |" in page.split("| 100,000 |")[0]  # sorted by N
+    for figure in ("perf_inference", "perf_scaling"):
+        assert (tmp_path / "out" / "figures" / f"{figure}.png").stat().st_size > 10_000
+
+
+def test_a_malformed_result_does_not_stop_the_book(tmp_path, bench_dir, capsys):
+    (bench_dir / "inference.json").write_text(json.dumps({"cases": [{"name": "no numbers"}]}))
+    page = bookpages.performance_page(tmp_path / "out", bench_dir)
+    assert "`bench/results/inference.json` could not be shown" in page
+    assert "could not be shown" in capsys.readouterr().err
+    assert "## Training" in page  # the other sections are still there
+
+
+# ------------------------------------------------------------------------------------------ limitations
+def test_limitations_numbers_come_from_the_metrics(monkeypatch):
+    stats = {k: {"sigma": s, "mad": s / 2} for k, s in (("teff", 89.3), ("logg", 0.221), ("feh", 0.125))}
+    ece = {k: {"ece_interval": 0.1} for k in ("teff", "logg", "feh")}
+    metrics = {"validation": {"stats": stats, "paper": {"teff": 75.0, "logg": 0.12, "feh": 0.08}},
+               "calibration": {"before_calibration": ece, "after_calibration": ece},
+               "giants": {"logg_boundary": 3.5, "giant_candidate": {"fraction_called_giant": 0.62, "n": 371}},
+               "ablations": {"retrained": [{"sigma_teff": 100.2}, {"sigma_teff": 108.4}]}}
+    monkeypatch.setattr(bookpages, "load_metrics", lambda profile: metrics)
+    text = bookpages.limitations_fragment("default")
+    assert "| σ, this book | 89 | 0.22 | 0.12 |" in text
+    assert "| σ, the paper (MARVELS, R ≈ 11000) | 75 | 0.12 | 0.08 |" in text
+    assert "| calibration stars, after temperature scaling | 0.100 | 0.100 | 0.100 |" in text
+    assert "**62%** of 371" in text
+    assert "from 100 to 108 K across 2 rows" in text
+
+
+def test_limitations_numbers_without_results(monkeypatch):
+    monkeypatch.setattr(bookpages, "load_metrics", lambda profile: {})
+    assert "No results for profile `paper` yet" in bookpages.limitations_fragment("paper")
+
+
+# --------------------------------------------------------------------------------------------------- main
+def test_main_writes_every_page(tmp_path, capsys):
+    assert bookpages.main(["--out", str(tmp_path), "--profile", "smoke", "--run-log", str(tmp_path / "none")]) == 0
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"parameters.md", "reproducibility.md", "performance.md", "course_times.md", "exercises.md",
+            "limitations_numbers.md", "figures"} <= names
+    assert not list(tmp_path.glob(".*.part"))  # atomic writes leave no temporary files
+
+
+def test_help():
+    with pytest.raises(SystemExit) as exit_:
+        bookpages.main(["--help"])
+    assert exit_.value.code == 0

@@ -1,0 +1,63 @@
+"""The book's notebook runner: reading order, a clear error for a notebook that does not exist, the run log."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from remap_lib.book import notebooks
+
+
+def test_list_notebooks_in_reading_order():
+    names = notebooks.list_notebooks()
+    # later notebooks (09_...) may follow; these eight come first, in this order
+    assert names[:8] == ["01_data_prep", "02_pretrain", "03_finetune", "04_calibrate", "05_validate", "06_giants",
+                         "07_ablations", "08_results"]
+    assert names == sorted(names)
+    assert all((notebooks.NOTEBOOK_DIR / f"{n}.ipynb").exists() for n in names)
+
+
+def test_run_notebook_unknown_name_lists_the_available_ones(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"99_missing\.ipynb: no such notebook; available: 01_data_prep, "
+                                                r"02_pretrain, .*08_results"):
+        notebooks.run_notebook("99_missing", "smoke", out_dir=tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()  # nothing is created for a notebook that cannot run
+
+
+def test_run_all_stops_at_the_first_unknown_name(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope"):
+        notebooks.run_all("smoke", tmp_path, names=["nope", "01_data_prep"], progress=False)
+    assert not list(tmp_path.iterdir())
+
+
+def test_run_all_logs_wall_time_profile_and_overrides_per_notebook(tmp_path, monkeypatch):
+    def fake_run(name, profile, overrides, out_dir, progress):
+        path = tmp_path / f"{name}.ipynb"
+        path.write_text("{}")
+        return path
+
+    monkeypatch.setattr(notebooks, "run_notebook", fake_run)
+    notebooks.run_all("smoke", tmp_path, names=["01_a", "02_b"], overrides={"seed": 3}, progress=False)
+    log = json.loads((tmp_path / "run_log.json").read_text())
+    assert list(log["notebooks"]) == ["01_a", "02_b"]
+    entry = log["notebooks"]["02_b"]
+    assert entry["profile"] == "smoke" and entry["overrides"] == {"seed": 3}
+    assert entry["wall_s"] >= 0 and entry["started"].endswith("Z") and "cpu_count" in entry["machine"]
+
+    # a later run of one notebook replaces its entry and keeps the others
+    notebooks.run_all("default", tmp_path, names=["01_a"], progress=False)
+    log = notebooks.read_run_log(tmp_path / "run_log.json")
+    assert log["notebooks"]["01_a"]["profile"] == "default"
+    assert log["notebooks"]["02_b"]["profile"] == "smoke"
+    assert not list(tmp_path.glob(".*.part"))
+
+
+def test_a_failed_notebook_is_not_logged(tmp_path, monkeypatch):
+    def failing(name, *args):
+        raise RuntimeError("cell failed")
+
+    monkeypatch.setattr(notebooks, "run_notebook", failing)
+    with pytest.raises(RuntimeError):
+        notebooks.run_all("smoke", tmp_path, names=["01_a"], progress=False)
+    assert notebooks.read_run_log(tmp_path / "run_log.json") == {"notebooks": {}}

@@ -1,0 +1,100 @@
+"""remap_lib.evaluation.pipeline: fine-tune → calibrate → validate → export on toy stars, as the CLI runs them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import toydata
+from toydata import INSTRUMENT, TINY_ARCH
+
+from remap_lib import Predictor
+from remap_lib.data.dataset import write_dataset
+from remap_lib.data.splits import COLUMNS
+from remap_lib.evaluation import pipeline
+from remap_lib.nn.binning import DEFAULT_BINS
+from remap_lib.nn.modelfile import load_members, load_model, save_model
+from remap_lib.training.train import build_model
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A toy 'MILES' file whose 40 stars are dwarfs split into roles, and a pretrained tiny model."""
+    tmp = tmp_path_factory.mktemp("pipe")
+    data = toydata.toy_set(40, seed=2, id_prefix="m", kind="observed")
+    data.labels[:, 1] = np.where(np.arange(40) < 34, 4.4, 2.5)  # last 6 are giants
+    data.labels[:, 0] = np.clip(data.labels[:, 0], 4100, 6900)
+    write_dataset(tmp / "miles.h5", data)
+    roles = ["finetune"] * 22 + ["validation"] * 6 + ["calibration"] * 6 + ["giant_candidate"] * 6
+    splits = pd.DataFrame({c: "" for c in COLUMNS}, index=range(40))
+    splits["id"], splits["role"] = list(data.ids), roles
+    splits["teff"], splits["logg"], splits["feh"] = data.labels.T
+    splits["snr"], splits["cluster"] = 100.0, False
+    from remap_lib.data.splits import write_splits
+
+    write_splits(splits, tmp / "splits.csv")
+    torch.manual_seed(0)
+    model = build_model(data.flux.shape[1], DEFAULT_BINS, **TINY_ARCH)
+    pre = save_model(tmp / "pretrained.pt", model, DEFAULT_BINS, INSTRUMENT)
+    return tmp, pre
+
+
+def test_finetune_calibrate_validate_export(setup):
+    tmp, pre = setup
+    members = pipeline.finetune(pre, tmp / "miles.h5", tmp / "ft", "smoke", tmp / "splits.csv", progress=False,
+                                members=2, epochs=1, batch_size=8)
+    assert [m.name for m in members] == ["member_0.pt", "member_1.pt"]
+    assert pipeline.member_files(tmp / "ft", calibrated=False) == members
+
+    calibrated, temps = pipeline.calibrate(members, tmp / "miles.h5", tmp / "splits.csv")
+    assert [c.name for c in calibrated] == ["member_0_calibrated.pt", "member_1_calibrated.pt"]
+    _, info = load_model(calibrated[1])
+    assert info["extra"]["temperatures"] == temps[1]
+    assert json.loads((tmp / "ft" / "temperatures.json").read_text()) == temps
+    assert all(0.05 <= t <= 20 for d in temps for t in d.values())
+
+    report = pipeline.validate(calibrated, tmp / "miles.h5", tmp / "splits.csv")
+    assert set(report) == {"calibration", "validation", "giant_candidate"}
+    assert report["calibration"]["n"] == 6 and report["calibration"]["teff"]["n"] == 6
+    assert 0 <= report["giant_candidate"]["fraction_called_giant"] <= 1
+    table = pipeline.report_table(report)
+    assert len(table) == 9 and {"sigma", "coverage_68", "ece_interval"} <= set(table.columns)
+
+    out = pipeline.export(calibrated, tmp / "miles.h5", tmp / "bundle.pt", tmp / "splits.csv")
+    pairs, bundle = load_members(out)
+    assert len(pairs) == 2
+    ref = bundle["reference"]
+    assert tuple(ref["embedding"].shape) == (22, TINY_ARCH["embedding_dim"]) and len(ref["ids"]) == 22
+    assert 0 <= ref["threshold"] <= 2
+    p = Predictor(out)
+    assert p.temperatures == temps
+    # the threshold is the 0.99 quantile of the unseen stars' distances: at most one of 12 lies above it
+    from remap_lib.data.dataset import read_dataset
+    from remap_lib.training.transfer import by_role
+
+    sets = by_role(read_dataset(tmp / "miles.h5"), pd.read_csv(tmp / "splits.csv", comment="#", dtype=str))
+    unseen = [sets["validation"], sets["calibration"]]
+    flags = np.concatenate([p.predict((s.wave, s.flux))["out_of_domain"] for s in unseen])
+    assert flags.sum() <= 1
+
+
+def test_member_files_says_which_command_to_run(tmp_path):
+    with pytest.raises(FileNotFoundError, match="remap calibrate"):
+        pipeline.member_files(tmp_path, calibrated=True)
+    with pytest.raises(FileNotFoundError, match="remap finetune"):
+        pipeline.member_files(tmp_path, calibrated=False)
+
+
+def test_coverage_calibration_shares_one_temperature_per_head(setup, tmp_path):
+    tmp, pre = setup
+    members = pipeline.finetune(pre, tmp / "miles.h5", tmp_path / "ft", "smoke", tmp / "splits.csv", progress=False,
+                                members=2, epochs=1, batch_size=8)
+    calibrated, temps = pipeline.calibrate(members, tmp / "miles.h5", tmp / "splits.csv", method="coverage")
+    assert temps[0] == temps[1] and set(temps[0]) == {"teff", "logg", "feh"}
+    assert all(0.05 <= t <= 20 for t in temps[0].values())
+    assert load_model(calibrated[0])[1]["extra"]["calibration"] == "coverage"
+    with pytest.raises(ValueError, match="unknown calibration method 'mse'"):
+        pipeline.calibrate(members, tmp / "miles.h5", tmp / "splits.csv", method="mse")

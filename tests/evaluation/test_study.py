@@ -1,0 +1,377 @@
+"""The evaluation study: folds, claims, metrics on hand-computed arrays, paired differences, a tiny run."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import toydata
+from toydata import INSTRUMENT, TINY_ARCH
+
+from remap_lib.data.dataset import LABEL_NAMES
+from remap_lib.evaluation import runqueue, study, studystats
+from remap_lib.evaluation.evaluate import scatter_metrics
+from remap_lib.evaluation.folds import fold_ids, make_folds, read_folds, write_folds
+from remap_lib.nn.binning import DEFAULT_BINS
+from remap_lib.nn.modelfile import save_model
+from remap_lib.training.augment import AugmentConfig
+from remap_lib.training.train import build_model
+
+
+def splits_table(n=40, seed=0, giants=5):
+    rng = np.random.default_rng(seed)
+    teff = np.round(rng.uniform(4000, 7000, n + giants))
+    role = np.array(["finetune"] * (n - 6) + ["calibration"] * 3 + ["validation"] * 3 + ["giant_candidate"] * giants)
+    return pd.DataFrame({"id": [f"m{i:04d}" for i in range(n + giants)], "teff": teff,
+                         "logg": np.where(role == "giant_candidate", 2.5, 4.4), "role": role})
+
+
+# -------------------------------------------------------------------------------------------- folds
+def test_folds_cover_every_dwarf_once_stratified_by_teff():
+    splits = splits_table(43)
+    table = make_folds(splits, k=5, seed=3)
+    assert sorted(table["id"]) == sorted(splits.loc[splits.role != "giant_candidate", "id"])
+    sizes = table["fold"].value_counts()
+    assert sizes.max() - sizes.min() <= 1 and len(sizes) == 5
+    ordered = table.sort_values(["teff", "id"])["fold"].to_numpy()
+    for start in range(0, 40, 5):  # each consecutive Teff group of K holds every fold once
+        assert sorted(ordered[start:start + 5]) == [0, 1, 2, 3, 4]
+    for f in range(5):
+        test, tune, temp = (set(fold_ids(table, f, u)) for u in ("test", "finetune", "temperature"))
+        assert test == set(table.loc[table.fold == f, "id"])
+        assert not (test & tune) and not (test & temp) and not (tune & temp)
+        assert len(test | tune | temp) == len(table)
+        assert len(temp) == round(0.15 * (len(table) - len(test)))
+
+
+def test_folds_are_reproducible_from_their_seed():
+    splits = splits_table(40)
+    assert make_folds(splits, seed=1).equals(make_folds(splits, seed=1))
+    assert not make_folds(splits, seed=1)["fold"].equals(make_folds(splits, seed=2)["fold"])
+
+
+def test_fold_table_round_trips_and_rejects_inconsistent_columns(tmp_path):
+    table = make_folds(splits_table(40), k=4, seed=0)
+    path = write_folds(table, tmp_path / "folds.csv", seed=0)
+    assert path.read_text().startswith("# remap study")
+    back = read_folds(path)
+    assert back[["id", "fold", "fold0", "fold3"]].equals(table[["id", "fold", "fold0", "fold3"]])
+    broken = table.copy()
+    broken.loc[broken.fold == 1, "fold1"] = "finetune"  # a held-out star that is also trained on
+    write_folds(broken, tmp_path / "bad.csv")
+    with pytest.raises(ValueError, match="fold1"):
+        read_folds(tmp_path / "bad.csv")
+
+
+# -------------------------------------------------------------------------------------------- claims
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_claims_are_exclusive_and_released(tmp_path):
+    assert runqueue.try_claim(tmp_path, "runs/a/seed0_fold0")
+    assert not runqueue.try_claim(tmp_path, "runs/a/seed0_fold0")  # held by a live process (us)
+    assert list(runqueue.live_claims(tmp_path)) == ["runs/a/seed0_fold0"]
+    runqueue.release(tmp_path, "runs/a/seed0_fold0")
+    assert runqueue.live_claims(tmp_path) == {}
+    assert runqueue.try_claim(tmp_path, "runs/a/seed0_fold0")
+
+
+def test_a_dead_processs_claim_is_taken_over_but_another_hosts_is_not(tmp_path):
+    path = runqueue.claim_path(tmp_path, "k")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"pid": dead_pid(), "host": socket.gethostname(), "started": "then"}))
+    assert runqueue.live_claims(tmp_path) == {}
+    assert runqueue.try_claim(tmp_path, "k")
+    assert runqueue.read_claim(path)["pid"] == os.getpid()
+    path.write_text(json.dumps({"pid": dead_pid(), "host": "elsewhere", "started": "then"}))
+    assert not runqueue.try_claim(tmp_path, "k")
+    runqueue.release(tmp_path, "k")  # not ours: left alone
+    assert path.exists()
+
+
+# -------------------------------------------------------------------------------------------- metrics
+def prediction(median, half68, half95):
+    """(n, 3, 5) predictions with the same numbers for every label: median, p16, p84, p2.5, p97.5."""
+    m = np.asarray(median, dtype=float)
+    one = np.column_stack([m, m - half68, m + half68, m - half95, m + half95])
+    return np.repeat(one[:, None, :], 3, axis=1)
+
+
+def test_label_metrics_on_hand_computed_numbers():
+    truth = np.repeat(np.array([5000.0, 5100.0, 5200.0, 5300.0])[:, None], 3, axis=1)
+    pred = prediction([5010, 5080, 5230, 5300], [15, 15, 15, 15], [25, 25, 25, 25])
+    out = studystats.label_metrics(pred, truth)
+    # errors +10, -20, +30, 0: mean 5, population std sqrt(325), MAD median(|e - 5|) = median(5, 25, 25, 5) = 15
+    np.testing.assert_allclose(out["bias"], 5.0)
+    np.testing.assert_allclose(out["sigma"], np.sqrt(325.0))
+    np.testing.assert_allclose(out["mad"], 15.0)
+    np.testing.assert_allclose(out["coverage68"], 0.5)  # |e| <= 15 for +10 and 0
+    np.testing.assert_allclose(out["coverage95"], 0.75)  # the +30 star falls outside ±25
+    ref = scatter_metrics({n: {"median": pred[:, 0, 0]} for n in LABEL_NAMES}, truth)
+    np.testing.assert_allclose(out["sigma"][0], ref["teff"]["sigma"])
+    np.testing.assert_allclose(out["mad"][0], ref["teff"]["mad"])
+
+
+def test_label_metrics_skip_missing_predictions_and_intervals_and_call_giants():
+    truth = np.array([[5000.0, 2.0, 0.0], [5000.0, 3.0, 0.0], [5000.0, 4.0, 0.0]])
+    pred = prediction([5000.0, 5000.0, 5000.0], [1.0, 1.0, 1.0], [2.0, 2.0, 2.0])
+    pred[:, 1, 0] = [3.0, np.nan, 3.6]  # log g medians: giant called giant, no prediction, giant called dwarf
+    pred[2, 0, 1:] = np.nan  # no Teff interval for star 2
+    out = studystats.label_metrics(pred, truth)
+    assert out["accuracy"] == pytest.approx(1.0)  # star 0 right; star 2 (truth 4.0, called 3.6) right; star 1 skipped
+    assert out["coverage68"][0] == pytest.approx(1.0)  # 2 stars with an interval, both inside
+    np.testing.assert_allclose(out["bias"][1], np.mean([1.0, -0.4]))
+
+
+def record(row, seed, fold, ids, truth, median, giants=None):
+    part = {"id": list(ids), "truth": {n: list(truth[:, j]) for j, n in enumerate(LABEL_NAMES)}}
+    for j, n in enumerate(LABEL_NAMES):
+        m = np.asarray(median)[:, j]
+        part[n] = {"median": list(m), "p16": list(m - 1), "p84": list(m + 1), "p2_5": list(m - 2),
+                   "p97_5": list(m + 2)}
+    preds = {"test": part}
+    if giants is not None:
+        preds["giants"] = giants
+    return {"key": f"runs/{row}/seed{seed}_fold{fold}", "row": row, "kind": "x", "seed": seed, "fold": fold,
+            "config": {}, "device": "cpu", "wall_s": 1.0, "data": {}, "predictions": {row: preds}}
+
+
+def write_records(out, records):
+    for rec in records:
+        runqueue.write_record(out, rec["key"], rec)
+
+
+def test_aggregate_pairs_rows_on_the_same_stars_and_seeds(tmp_path):
+    splits = splits_table(20, giants=0)
+    folds = make_folds(splits, k=2, seed=0)
+    truth = np.column_stack([folds.teff, np.full(20, 4.4), np.zeros(20)])
+    rng = np.random.default_rng(0)
+    noise = {s: rng.normal(0, 50, 20) for s in (0, 1)}
+    records = []
+    for seed in (0, 1):
+        for f in (0, 1):
+            rows = np.flatnonzero(folds.fold == f)
+            ids = folds.id.to_numpy()[rows]
+            base = truth[rows] + np.column_stack([noise[seed][rows], np.zeros((len(rows), 2))])
+            records.append(record(study.FULL, seed, f, ids, truth[rows], base))
+            # the variant is the full method plus 100 K for every star: a difference of exactly +100 K bias
+            records.append(record("one member", seed, f, ids, truth[rows], base + [100.0, 0.0, 0.0]))
+    records.append(record("MSE regression CNN", 0, 0, folds.id[folds.fold == 0], truth[folds.fold == 0],
+                          truth[folds.fold == 0]))  # an incomplete seed: not aggregated
+    write_records(tmp_path, records)
+    result = studystats.aggregate(tmp_path, folds, n_boot=200)
+    rows = {r["name"]: r for r in result["rows"]}
+    full, one = rows[study.FULL], rows["one member"]
+    assert full["n_seeds"] == 2 and rows["MSE regression CNN"]["n_seeds"] == 0
+    assert rows["MSE regression CNN"]["cv_dwarfs"] is None
+    expect = np.mean([np.std(noise[s]) for s in (0, 1)])
+    assert full["cv_dwarfs"]["teff"]["sigma"] == pytest.approx(expect)
+    lo, hi = full["cv_dwarfs"]["teff"]["ci95"]
+    assert lo < expect < hi
+    assert full["cv_dwarfs"]["n"] == 20 and full["calibration_stars"]["n"] == 3
+    paired = one["paired"]["cv_dwarfs"]["teff"]
+    assert paired["bias"]["difference"] == pytest.approx(100.0)
+    assert paired["bias"]["ci95"] == pytest.approx([100.0, 100.0])  # the same resampled stars on both sides
+    assert paired["bias"]["excludes_zero"] and paired["bias"]["std"] == pytest.approx(0.0)
+    assert paired["sigma"]["difference"] == pytest.approx(0.0, abs=1e-9)
+    assert not paired["sigma"]["excludes_zero"]
+    assert any("one member" in e and "teff bias" in e for e in result["effects"])
+    assert not any("teff sigma" in e for e in result["effects"])
+    json.dumps(result, allow_nan=False)  # the aggregate is strict JSON
+    assert result["warnings"] == []
+
+
+def test_aggregate_warns_when_a_rows_runs_used_other_settings(tmp_path):
+    folds = make_folds(splits_table(20, giants=0), k=2, seed=0)
+    truth = np.column_stack([folds.teff, np.full(20, 4.4), np.zeros(20)])
+    records = []
+    for f, epochs in ((0, 60), (1, 20)):
+        rows = np.flatnonzero(folds.fold == f)
+        rec = record(study.FULL, 0, f, folds.id.to_numpy()[rows], truth[rows], truth[rows])
+        rec["config"] = {"finetune": {"epochs": epochs, "seed": f}}
+        records.append(rec)
+    write_records(tmp_path, records)
+    assert studystats.aggregate(tmp_path, folds, n_boot=10)["warnings"] == [
+        "deep-REMAP: runs used 2 different settings (budgets or profiles)"]
+    records[1]["config"]["finetune"].update(epochs=60, threads=2)  # seeds and threads alone differ: the same settings
+    write_records(tmp_path, records)
+    assert studystats.aggregate(tmp_path, folds, n_boot=10)["warnings"] == []
+
+
+# -------------------------------------------------------------------------------------------- plan
+def test_plan_runs_deterministic_rows_once_and_pretrains_before_its_folds():
+    tasks = study.plan(["no SWA", "The Cannon", "one member"], [0, 1], k=3)
+    keys = [t.key for t in tasks]
+    assert keys.count("runs/the_cannon/seed0_fold0") == 1 and not any("the_cannon/seed1" in k for k in keys)
+    assert "runs/deep_remap/seed1_fold2" in keys  # a derived row brings the full method's runs
+    pre = keys.index("pretrain/no_swa/seed1")
+    assert all(keys.index(f"runs/no_swa/seed1_fold{f}") > pre for f in range(3))
+    assert all(t.needs == ("pretrain/no_swa/seed1",) for t in tasks if t.key.startswith("runs/no_swa/seed1"))
+    assert study.parse_seeds("0-2,5") == [0, 1, 2, 5]
+    assert study.plan(["no_swa"], [0], k=3) == study.plan(["no SWA"], [0], k=3)  # a slug names its row
+    with pytest.raises(ValueError, match="unknown study row"):
+        study.plan(["no such row"], [0], 2)
+
+
+def test_every_row_names_a_known_reference_and_the_reduced_rows_change_one_setting():
+    names = {r.name for r in study.ROWS}
+    assert all(r.reference in names for r in study.ROWS if r.reference)
+    reduced = [r for r in study.ROWS if r.kind == "reduced" and r.name != study.REDUCED]
+    assert all(len(r.change) == 1 and r.reference == study.REDUCED for r in reduced)
+    assert set(study.RUN_ORDER) == {r.name for r in study.ROWS if r.kind != "derived"}
+
+
+# -------------------------------------------------------------------------------------------- a tiny study
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    miles = toydata.toy_set(160, seed=1, id_prefix="m", n_val=0, kind="observed")
+    role = np.where(miles.labels[:, 1] >= 3.5, "finetune", "giant_candidate")
+    role[np.flatnonzero(role == "finetune")[:4]] = "calibration"
+    splits = pd.DataFrame({"id": miles.ids, "teff": miles.labels[:, 0], "role": role})
+    folds = make_folds(splits, k=2, seed=0)
+    torch.manual_seed(0)
+    npix = miles.flux.shape[1]
+    start = {"deep-remap": save_model(root / "pre.pt", build_model(npix, DEFAULT_BINS, **TINY_ARCH), DEFAULT_BINS,
+                                      INSTRUMENT),
+             "mse": save_model(root / "pre_mse.pt", build_model(npix, DEFAULT_BINS, head="regression", **TINY_ARCH),
+                               DEFAULT_BINS, INSTRUMENT, label_stats=([5500.0, 3.0, -0.7], [800.0, 1.2, 0.7]))}
+    budgets = study.Budgets(
+        default={"epochs": 1, "batch_size": 8, "lr": 1e-3, "freeze_epochs": 0, "backbone_lr_factor": 0.1,
+                 "members": 2, "swa_start": 1.0},
+        reduced={"pretrain_epochs": 1, "finetune_epochs": 1, "stage_channels": [4, 8], "blocks_per_stage": 1,
+                 "batch_size": 8, "members": 1,
+                 "arch": {k: v for k, v in TINY_ARCH.items() if k != "stage_channels"}},
+        overrides={"threads": 1, "augment": AugmentConfig.none()})
+    st = study.Study(miles, toydata.toy_set(48, seed=5), folds, splits.loc[role == "giant_candidate", "id"].tolist(),
+                     budgets, start, root / "out", root / "work", progress=False)
+    tasks = study.plan(["one member", "MSE regression CNN", study.REDUCED, "no SWA", "no pretraining", "The Cannon",
+                        "chi2 grid fit"], [0], st.k)
+    summary = study.run_study(st, tasks)
+    return st, tasks, summary
+
+
+def test_tiny_study_writes_one_record_per_run(tiny):
+    st, tasks, summary = tiny
+    assert summary == {"ran": len(tasks), "left": 0, "skipped": []}
+    rec = runqueue.read_record(st.out, "runs/deep_remap/seed0_fold1")
+    for key in ("config", "seed", "fold", "versions", "data", "device", "wall_s", "predictions"):
+        assert key in rec, key
+    assert set(rec["predictions"]) == {study.FULL, *study.DERIVED}
+    test = rec["predictions"][study.FULL]["test"]
+    assert test["id"] == fold_ids(st.folds, 1, "test")  # the held-out fold, nothing else
+    assert rec["predictions"]["pretrained only"]["giants"]["id"] == st.giants
+    assert rec["config"]["finetune"]["seed"] == study.member_seed(0, 0) and rec["members"] == 2
+    assert set(test["teff"]) == {"median", "p16", "p84", "p2_5", "p97_5"}
+    lo, med, hi = (np.array(test["logg"][q], dtype=float) for q in ("p16", "median", "p84"))
+    assert np.all(lo <= med) and np.all(med <= hi)
+    chi2 = [runqueue.read_record(st.out, f"runs/chi2_grid_fit/seed0_fold{f}")["predictions"]["chi2 grid fit"]
+            for f in (0, 1)]
+    assert "giants" in chi2[0] and "giants" not in chi2[1]
+    assert runqueue.is_done(st.out, "pretrain/no_swa/seed0")
+    assert st.pretrained_path(study.ROW_BY_NAME["no SWA"], 0).is_file()
+    assert not (st.work / "runs" / "runs" / "deep_remap" / "seed0_fold1").exists()  # checkpoints cleaned up
+
+
+def test_tiny_study_rerun_skips_finished_runs_and_waits_for_claimed_ones(tiny):
+    st, tasks, _ = tiny
+    assert study.run_study(st, tasks) == {"ran": 0, "left": 0, "skipped": []}
+    path = runqueue.record_path(st.out, tasks[-1].key)
+    saved = path.read_text()
+    path.unlink()
+    claim = runqueue.claim_path(st.claims, tasks[-1].key)
+    claim.parent.mkdir(parents=True, exist_ok=True)
+    claim.write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname(), "started": "now"}))
+    try:  # held by a live process: not run, the runner gives up at its time limit
+        assert study.run_study(st, tasks, max_minutes=0.001, poll_s=0.01) == {"ran": 0, "left": 1, "skipped": []}
+    finally:
+        claim.unlink()
+        path.write_text(saved)
+
+
+def test_tiny_study_aggregates_into_the_table_schema(tiny):
+    st, _, _ = tiny
+    result = studystats.aggregate(st.out, st.folds, n_boot=50)
+    rows = {r["name"]: r for r in result["rows"]}
+    assert [r["name"] for r in result["rows"]] == [r.name for r in study.ROWS]
+    full = rows[study.FULL]
+    assert full["n_seeds"] == 1 and rows["no SWA"]["paired"]["reference"] == study.REDUCED
+    for table in studystats.TABLES:
+        assert full[table]["n"] > 0
+        for label in LABEL_NAMES:
+            entry = full[table][label]
+            assert {"sigma", "bias", "mad", "ci95", "coverage68", "coverage95"} <= set(entry)
+            assert len(entry["ci95"]) == 2
+    assert 0.0 <= full["giants"]["accuracy"] <= 1.0
+    assert rows["chi2 grid fit"]["giants"]["n_seeds"] == 1
+    status = study.status(st.out, st.claims, study.plan([r.name for r in study.ROWS], [0], st.k))
+    assert status["rows"][study.FULL] == {"done": 2, "running": 0, "left": 0}
+    assert "pretrain (reduced budget)" in status["measured"] and status["hours"]["left"] > 0
+
+
+def test_runs_without_their_start_network_are_skipped_not_fatal(tiny, tmp_path):
+    st, _, _ = tiny
+    bare = dataclasses.replace(st, pretrained={"deep-remap": st.pretrained["deep-remap"]}, out=tmp_path / "out",
+                               work=tmp_path / "work", hashes={})
+    tasks = study.plan(["MSE regression CNN", "chi2 grid fit"], [0], bare.k)
+    result = study.run_study(bare, tasks)
+    assert result["ran"] == 2 and result["left"] == 2
+    assert result["skipped"] == ["runs/mse_regression_cnn/seed0_fold0", "runs/mse_regression_cnn/seed0_fold1"]
+    assert runqueue.live_claims(bare.claims) == {}  # the skipped runs' claims are released
+
+
+def test_study_command_aggregates_and_reports_status(tiny, capsys):
+    from remap_lib import cli
+
+    st, _, _ = tiny
+    assert cli.main(["study", "aggregate", "--out", str(st.out), "--bootstrap", "20"]) == 0
+    written = json.loads((st.out.parent / "study.json").read_text())
+    full = next(r for r in written["rows"] if r["name"] == study.FULL)
+    assert full["giants"]["n"] == len(st.giants) and full["cv_dwarfs"]["n"] == len(st.folds)
+    assert written["bootstrap"]["resamples"] == 20 and "reduced" in written["budgets"]
+    assert cli.main(["study", "status", "--out", str(st.out), "--seeds", "0", "--folds", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "deep-REMAP" in out and "measured time per run" in out and "h left" in out
+
+
+def test_status_estimates_from_the_cpu_time_of_complete_runs(tmp_path):
+    for fold, cpu, resumed in ((0, 10.0, False), (1, 30.0, False), (2, 20.0, False), (3, 1000.0, True)):
+        key = f"runs/the_cannon/seed0_fold{fold}"
+        runqueue.write_record(tmp_path, key, {"key": key, "kind": "cannon", "budget": "none", "wall_s": 5 * cpu,
+                                              "cpu_s": cpu, "resumed": resumed})
+    report = study.status(tmp_path, tmp_path / "claims", study.plan(["The Cannon"], [0], k=5))
+    assert report["measured"]["cannon"] == {"runs": 3, "cpu_s": 20.0, "wall_s": 100.0}  # medians; resumed run left out
+    assert report["rows"]["The Cannon"] == {"done": 4, "running": 0, "left": 1}
+    assert report["hours"]["total"] == pytest.approx(5 * 20.0 / 3600)
+    assert report["hours"]["left"] == pytest.approx(20.0 / 3600)
+
+
+def test_paired_interval_resamples_seeds_as_well_as_stars(tmp_path):
+    folds = make_folds(splits_table(20, giants=0), k=2, seed=0)
+    truth = np.column_stack([folds.teff, np.full(20, 4.4), np.zeros(20)])
+    records = []
+    for seed, offset in ((0, 50.0), (1, 150.0)):  # the variant's bias differs between its two seeds
+        for f in (0, 1):
+            rows = np.flatnonzero(folds.fold == f)
+            ids = folds.id.to_numpy()[rows]
+            records.append(record(study.FULL, seed, f, ids, truth[rows], truth[rows]))
+            records.append(record("one member", seed, f, ids, truth[rows], truth[rows] + [offset, 0.0, 0.0]))
+    write_records(tmp_path, records)
+    one = next(r for r in studystats.aggregate(tmp_path, folds, n_boot=400)["rows"] if r["name"] == "one member")
+    bias = one["paired"]["cv_dwarfs"]["teff"]["bias"]
+    assert bias["difference"] == pytest.approx(100.0)
+    assert bias["std"] == pytest.approx(np.std([50.0, 150.0], ddof=1))
+    # star resampling alone would give [100, 100]; drawing the two seeds with replacement spans 50 ... 150
+    assert bias["ci95"] == pytest.approx([50.0, 150.0])
+    assert one["paired"]["cv_dwarfs"]["interval_resamples_seeds"]

@@ -1,0 +1,371 @@
+"""remap_lib.predict / Predictor: outputs, the ensemble arithmetic, and the bad-input catalogue."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from astropy.io import fits
+from astropy.table import Table
+from toydata import INSTRUMENT, toy_set
+from toymodel import TEMPERATURES, toy_ensemble, toy_members
+
+from remap_lib import Predictor, predict
+from remap_lib.data.dataset import LABEL_NAMES
+from remap_lib.fileio import RemapDataError
+from remap_lib.nn.modelfile import load_model
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    return toy_ensemble(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="module")
+def predictor(model_file):
+    return Predictor(model_file)
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return toy_set(6)
+
+
+def test_table_columns_units_and_order(predictor, toy):
+    table = predictor.predict((toy.wave, toy.flux), pmf=True)
+    assert len(table) == 6
+    for name, unit in zip(LABEL_NAMES, ("K", "dex", "dex"), strict=True):
+        for key in ("median", "p16", "p84", "p2_5", "p97_5", "mean", "std"):
+            assert str(table[f"{name}_{key}"].unit) == unit
+        assert np.all(table[f"{name}_p2_5"] <= table[f"{name}_p16"])
+        assert np.all(table[f"{name}_p16"] <= table[f"{name}_median"])
+        assert np.all(table[f"{name}_median"] <= table[f"{name}_p84"])
+        assert np.all(table[f"{name}_p84"] <= table[f"{name}_p97_5"])
+        np.testing.assert_allclose(table[f"{name}_pmf"].sum(axis=1), 1.0, rtol=1e-5)
+    assert list(table["error"]) == [""] * 6
+    assert table.meta["members"] == 2 and len(table.meta["model_sha256"]) == 64
+    assert len(table.meta["bin_centers"]["teff"]) == table["teff_pmf"].shape[1]
+
+
+def test_ensemble_pmf_is_mean_of_temperature_scaled_members(tmp_path, toy):
+    """The PMF equals the hand-computed average of softmax(z / T_k) over the unfused members."""
+    members = toy_members(tmp_path)
+    from remap_lib.nn.modelfile import save_ensemble
+
+    path = save_ensemble(tmp_path / "e.pt", members)
+    table = Predictor(path).predict((toy.wave, toy.flux), pmf=True)
+    prep = Predictor(path).prepare((toy.wave, toy.flux))
+    expected = 0
+    for member, temps in zip(members, TEMPERATURES, strict=True):
+        model, _ = load_model(member)
+        with torch.no_grad():
+            z = model(torch.as_tensor(prep.flux), torch.as_tensor(prep.mask))["logits"]["teff"]
+        expected = expected + torch.softmax(z / temps["teff"], dim=-1).numpy()
+    np.testing.assert_allclose(table["teff_pmf"], expected / 2, atol=1e-5)
+
+
+def test_members_option_uses_the_first_networks(model_file, toy):
+    one = Predictor(model_file, members=1)
+    assert len(one.networks) == 1
+    with pytest.raises(ValueError, match=r"members must be 1 to 2 \(ensemble.pt has 2 networks\), got 0"):
+        Predictor(model_file, members=0)
+    with pytest.raises(ValueError, match="members must be 1 to 2 .*, got 5"):
+        Predictor(model_file, members=5)
+
+
+def test_same_input_same_numbers(predictor, toy):
+    a = predictor.predict((toy.wave, toy.flux))
+    b = predictor.predict((toy.wave, toy.flux))
+    np.testing.assert_array_equal(np.asarray(a["teff_median"]), np.asarray(b["teff_median"]))
+
+
+def test_out_of_domain_flag_follows_the_threshold(model_file, toy):
+    p = Predictor(model_file)
+    table = p.predict((toy.wave, toy.flux))
+    d = np.asarray(table["ood_distance"])
+    assert np.all((d >= 0) & (d <= 2))
+    p.ood_threshold = float(np.median(d))
+    table = p.predict((toy.wave, toy.flux))
+    assert list(table["out_of_domain"]) == list(d > np.median(d))
+    assert all(("out_of_domain" in f) == o for f, o in zip(table["flags"], table["out_of_domain"], strict=True))
+
+
+def test_predict_function_accepts_table_and_quantity(model_file, toy):
+    import astropy.units as u
+
+    by_arrays = predict((toy.wave, toy.flux[0]), model=model_file)
+    by_quantity = predict((toy.wave / 10 * u.nm, toy.flux[0] * u.erg), model=model_file)
+    by_table = predict(Table({"wave": toy.wave, "flux": toy.flux[0]}), model=model_file)
+    for other in (by_quantity, by_table):
+        np.testing.assert_allclose(other["teff_median"], by_arrays["teff_median"], rtol=1e-6)
+    assert "converted from nm" in by_quantity["notes"][0]
+
+
+def test_declared_vacuum_is_converted_and_said(predictor, toy, tmp_path):
+    """A file that declares vacuum wavelengths is converted to the model's air wavelengths."""
+    from remap_lib.spectra.preprocess import air_to_vacuum
+
+    path = tmp_path / "vac.fits"
+    wave_vac = air_to_vacuum(np.linspace(4990.0, 5125.0, 400))
+    flux = np.interp(wave_vac, air_to_vacuum(toy.wave), toy.flux[0])
+    fits.BinTableHDU(Table({"wave": wave_vac, "flux": flux}), header=fits.Header({"AIRORVAC": "vac"})) \
+        .writeto(path)
+    table = predictor.predict(str(path))
+    assert table["error"][0] == ""
+    assert "converted from vacuum to air" in table["notes"][0]
+    undeclared = predictor.predict((toy.wave, toy.flux[0]))
+    assert "medium not declared: assumed air" in undeclared["notes"][0]
+
+
+def _truncated_fits(tmp_path):
+    path = tmp_path / "cut.fits"
+    fits.PrimaryHDU(np.ones(2000), header=fits.Header({"CRVAL1": 4990.0, "CDELT1": 0.1})).writeto(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return str(path)
+
+
+def _truncated_store(tmp_path):
+    from remap_lib.data.dataset import write_dataset
+
+    path = tmp_path / "cut.h5"
+    write_dataset(path, toy_set(4))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return str(path)
+
+
+def _no_columns(tmp_path):
+    path = tmp_path / "cols.fits"
+    fits.BinTableHDU(Table({"lam": np.arange(10.0), "counts": np.ones(10)})).writeto(path)
+    return str(path)
+
+
+def _empty(tmp_path):
+    path = tmp_path / "empty.ecsv"
+    path.write_bytes(b"")
+    return str(path)
+
+
+def _text(name, content):
+    def make(tmp_path):
+        path = tmp_path / name
+        path.write_text(content)
+        return str(path)
+
+    return make
+
+
+def _unknown_type(tmp_path):
+    path = tmp_path / "spectrum.xyz"
+    path.write_text("5000 1\n")
+    return str(path)
+
+
+W = INSTRUMENT.wavelength_grid()
+F = 1.0 - 0.5 * np.exp(-0.5 * ((W - 5050.0) / 1.5) ** 2)
+
+
+def _with(values, index, value):
+    out = np.array(values, dtype=float)
+    out[index] = value
+    return out
+
+
+# The bad-input catalogue: each case, and the words the user reads in the row's `error` column.
+BAD_INPUTS = {
+    "all-NaN flux": (lambda tmp: (W, np.full_like(F, np.nan)), "flux is all NaN/inf"),
+    "all-inf flux": (lambda tmp: (W, np.full_like(F, np.inf)), "flux is all NaN/inf"),
+    "all-zero flux": (lambda tmp: (W, np.zeros_like(F)), "flux is zero everywhere"),
+    "negative flux": (lambda tmp: (W, -F), "remap needs positive flux"),
+    "negative ivar": (lambda tmp: (W, F, _with(np.ones_like(F), 7, -1.0)), "negative inverse variance in 1 pixel"),
+    "non-monotonic wavelengths": (lambda tmp: (W[::-1], F), "not monotonically increasing"),
+    "duplicated wavelengths": (lambda tmp: (_with(W, 5, W[4]), F), "duplicated wavelengths"),
+    "wavelengths in nm": (lambda tmp: (W / 10, F), "looks like nm"),
+    "window not covered": (lambda tmp: (W[:60], F[:60]), "not covered"),
+    "wrong shapes": (lambda tmp: (W, F[:-3]), "shape mismatch"),
+    "empty file": (_empty, "file is empty"),
+    "truncated FITS": (_truncated_fits, "truncated or corrupt"),
+    "truncated HDF5": (_truncated_store, "truncated or corrupt"),
+    "FITS without the expected columns": (_no_columns, "no flux column"),
+    "text with 4 unnamed columns": (_text("wide.txt", "5000 1 0.1 7\n5001 1 0.1 7\n"), "no header and 4 columns"),
+    "text that is prose": (_text("notes.txt", "Dear user,\nthese are my spectra.\n"),
+                           "line 2: 'these' is not a number; is this a text spectrum?"),
+    "text with ragged rows": (_text("ragged.dat", "5000 1\n5001 1\n5002 1 0.3\n"),
+                              "line 3 has 3 columns, line 1 has 2"),
+    "headerless CSV with 5 columns": (_text("wide.csv", "5000,1,2,3,4\n5001,1,2,3,4\n"), "no header and 5 columns"),
+    "file of unknown type, named": (_unknown_type, "unsupported file type; remap reads .fits"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_fails_its_row_only(case, predictor, tmp_path):
+    """Each bad input fails its own row with a clear reason; the good spectra around it are predicted."""
+    make, words = BAD_INPUTS[case]
+    table = predictor.predict([(W, F), make(tmp_path), (W, F)])
+    assert len(table) == 3
+    assert words in table["error"][1], table["error"][1]
+    assert np.isnan(table["teff_median"][1])
+    assert list(table["error"][[0, 2]]) == ["", ""]
+    assert np.all(np.isfinite(table["teff_median"][[0, 2]]))
+
+
+def test_lists_predict_as_arrays_do(predictor, tmp_path):
+    """(wave, flux) as plain lists, and the same spectrum as a headerless two-column text file."""
+    by_arrays = predictor.predict((W, F))
+    path = tmp_path / "star.asc"
+    np.savetxt(path, np.column_stack([W, F]))
+    for other in (predictor.predict((W.tolist(), F.tolist())), predictor.predict([list(W), list(F)]),
+                  predictor.predict(str(path))):
+        assert list(other["error"]) == [""]
+        np.testing.assert_allclose(other["teff_median"], by_arrays["teff_median"], rtol=1e-5)
+
+
+@pytest.mark.parametrize("option, value, words", [
+    ("fwhm", 0.0, "fwhm 0 Å is out of range: this model needs 0 < FWHM <= 2.5 Å"),
+    ("fwhm", 3.0, "fwhm 3 Å is out of range: this model needs 0 < FWHM <= 2.5 Å (the tiny LSF, FWHM 2.5 Å over "
+                  "5000-5114 Å); wider LSFs cannot be sharpened"),
+    ("fwhm", float("nan"), "fwhm nan Å is out of range"),
+    ("resolution", -5.0, "resolution -5 is out of range: this model needs R >= 2045.72"),
+    ("resolution", 1000.0, "resolution 1000 is out of range"),
+])
+def test_lsf_options_out_of_range(predictor, option, value, words):
+    with pytest.raises(ValueError) as err:
+        predictor.predict((W, F), **{option: value})
+    assert words in str(err.value)
+
+
+def test_lsf_options_at_the_limits_are_fine(predictor):
+    assert predictor.predict((W, F), fwhm=2.5)["error"][0] == ""
+    assert predictor.predict((W, F), resolution=float(np.max(W / 2.5)))["error"][0] == ""
+
+
+def test_partly_bad_pixels_are_masked_not_fatal(predictor):
+    flux = F.copy()
+    flux[:10] = np.nan
+    row = predictor.predict((W, flux))[0]
+    assert row["error"] == "" and np.isfinite(row["teff_median"])
+    assert row["masked_fraction"] == pytest.approx(10 / W.size, abs=0.01)
+    assert "partial_coverage" in row["flags"]
+    assert f"{100 * 10 / W.size:.2g} % of the window has no usable data: PMF temperatures ×" in row["notes"]
+
+
+def test_uncovered_edge_and_nan_padding_are_one_rule(predictor):
+    """Data that stop 5 pixels short of the window predict exactly as the same data padded with NaN."""
+    padded = F.copy()
+    padded[:5] = np.nan
+    table = predictor.predict([(W[5:], F[5:]), (W, padded), (W, F)])
+    assert list(table["error"]) == ["", "", ""]
+    assert table["masked_fraction"][0] == table["masked_fraction"][1] == pytest.approx(5 / W.size)
+    np.testing.assert_allclose(table["teff_median"][0], table["teff_median"][1], rtol=1e-5)
+    assert table["flags"][0].split(";")[0] == table["flags"][1].split(";")[0] == "partial_coverage"
+    assert "data stop 4.5 Å short of the window's blue end (4999.55 Å, air): padded and masked" in table["notes"][0]
+    assert "partial_coverage" not in table["flags"][2] and table["masked_fraction"][2] == 0
+
+
+def test_missing_pixels_widen_the_pmfs(predictor):
+    """The reported PMFs are the network's with temperatures × missing_inflation(masked fraction)."""
+    from remap_lib.prediction.inference import MISSING_INFLATION, missing_inflation
+
+    flux = F.copy()
+    flux[-8:] = np.nan
+    prep = predictor.prepare((W, flux))
+    fraction = prep.mask.mean()
+    plain, _ = predictor.network(prep.flux, prep.mask)
+    table = predictor.predict_prepared(prep, pmf=True)
+    for name in LABEL_NAMES:
+        assert missing_inflation(fraction)[name] == pytest.approx(1 + MISSING_INFLATION[name] * fraction)
+        assert MISSING_INFLATION[name] > 0
+        assert table[f"{name}_std"][0] > predictor.bins[name].decode(plain[name])["std"][0]
+        wide, _ = predictor.network(prep.flux, prep.mask, missing_inflation([fraction]))
+        np.testing.assert_allclose(table[f"{name}_pmf"][0], wide[name][0], rtol=1e-5)
+
+
+def test_too_much_missing_is_refused_and_says_what_would_fix_it(predictor):
+    flux = F.copy()
+    flux[: int(0.71 * W.size)] = np.nan
+    late = W >= W[0] + 15.0  # 15.45 Å of the 115.2 Å window beyond the data
+    table = predictor.predict([(W, flux), (W[late], F[late]), (W, F)])
+    assert "% of the window 4999.55–5114.75 Å has no usable data (beyond the data's ends, NaN, masked or ivar " \
+           "0); remap predicts with at most 10 % missing. To fix:" in table["error"][0]
+    assert table["error"][0].startswith(f"{100 * int(0.71 * W.size) / W.size:.1f} % of the window")
+    assert ("window 4999.55–5114.75 Å not covered (data span 5015.3–5114.3 Å): 15.3 Å at the blue end lies "
+            "beyond the data (13.3 % of the window; at most 10 %, 11.52 Å, is padded and masked). To fix: give a "
+            "spectrum reaching within 11.52 Å of the window's ends in total") in table["error"][1]
+    assert np.all(np.isnan(table["teff_median"][:2])) and table["error"][2] == ""
+
+
+def test_exact_grid_fits_image_and_table_agree(predictor, tmp_path):
+    """The same pixels from a FITS image's WCS and from a FITS table: the same row, no flag."""
+    image, tab = tmp_path / "image.fits", tmp_path / "table.fits"
+    header = fits.Header({"CRVAL1": W[0], "CDELT1": 0.9, "CRPIX1": 1.0, "CTYPE1": "AWAV"})
+    fits.PrimaryHDU(F.astype(np.float32), header=header).writeto(image)
+    fits.BinTableHDU(Table({"wave": W, "flux": F.astype(np.float32)}), header=fits.Header({"AIRORVAC": "air"})) \
+        .writeto(tab)
+    table = predictor.predict([str(image), str(tab)])
+    assert list(table["error"]) == ["", ""]
+    assert list(table["masked_fraction"]) == [0, 0] and "partial_coverage" not in "".join(table["flags"])
+    np.testing.assert_allclose(table["teff_median"][0], table["teff_median"][1], rtol=1e-6)
+
+
+def test_model_file_that_is_not_ours(tmp_path):
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.ones(3)}, other)
+    with pytest.raises(RemapDataError, match="not a remap model file") as err:
+        Predictor(other)
+    assert str(other) in str(err.value)
+    text = tmp_path / "notes.pt"
+    text.write_text("hello")
+    with pytest.raises(RemapDataError, match="torch.load failed"):
+        Predictor(text)
+
+
+def test_model_file_of_a_newer_format(tmp_path):
+    member = toy_members(tmp_path)[0]
+    payload = torch.load(member, weights_only=True)
+    payload["format_version"] = 99
+    torch.save(payload, tmp_path / "future.pt")
+    with pytest.raises(RemapDataError, match="newer than this remap understands"):
+        Predictor(tmp_path / "future.pt")
+
+
+def test_model_file_with_tampered_weights(tmp_path):
+    member = toy_members(tmp_path)[0]
+    payload = torch.load(member, weights_only=True)
+    key = next(iter(payload["state_dict"]))
+    payload["state_dict"][key] = payload["state_dict"][key] + 1
+    torch.save(payload, tmp_path / "tampered.pt")
+    with pytest.raises(RemapDataError, match="corrupt"):
+        Predictor(tmp_path / "tampered.pt")
+
+
+def test_shipped_model_loads_and_predicts_a_miles_star():
+    """The committed model works straight after install: `remap predict` needs no training first."""
+    from remap_lib.prediction.inference import default_model_path
+
+    path = default_model_path()
+    if not path.exists():
+        pytest.fail(f"{path} missing: the package must ship its model")
+    p = Predictor()
+    assert p.instrument.name.lower() == "miles" and len(p.networks) == 3
+    assert p.ood_threshold is not None and p.reference is not None
+    wave = p.wave
+    flux = 1.0 - 0.3 * np.exp(-0.5 * ((wave - 5175.0) / 2.0) ** 2)
+    row = p.predict((wave, flux))[0]
+    assert row["error"] == ""
+    assert 3700 <= row["teff_median"] <= 7100
+
+
+@pytest.mark.parametrize("rv", [5e4, -3000.1, float("nan"), [10.0, float("inf")]])
+def test_rv_out_of_range_is_refused_with_the_range(predictor, rv):
+    spectra = [(W, F), (W, F)]
+    with pytest.raises(ValueError, match=r"km/s is out of range: \|rv\| must be at most 3000 km/s"):
+        predictor.predict(spectra, rv=rv)
+
+
+def test_rv_at_the_limit_is_fine(predictor):
+    from remap_lib.spectra.instruments import C_KMS
+
+    shifted = W * (1 - 3000 / C_KMS)  # blueshifted by 3000 km/s: --rv -3000 brings it back
+    row = predictor.predict((shifted, F), rv=-3000)[0]
+    assert row["error"] == "" and "rv = -3000 km/s" in row["notes"]
