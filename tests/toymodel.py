@@ -28,3 +28,17 @@ def toy_ensemble(folder, threshold=0.5, seed=0):
                                                                         generator=gen), dim=1),
                  "threshold": threshold}
     return save_ensemble(folder / "ensemble.pt", toy_members(folder, seed), reference=reference)
+
+
+class ConstantLogits(torch.nn.Module):
+    """A network whose logits are the same for every spectrum: ``{label: logits}`` per row, so that
+    ensemble PMFs and the numbers scored from them can be worked out by hand."""
+
+    def __init__(self, logits: dict):
+        super().__init__()
+        self.fixed = {name: torch.as_tensor(z, dtype=torch.float32) for name, z in logits.items()}
+
+    def forward(self, flux, mask=None):
+        n = len(flux)
+        return {"logits": {name: z.expand(n, -1) for name, z in self.fixed.items()},
+                "embedding": torch.zeros((n, 2))}

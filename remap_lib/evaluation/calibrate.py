@@ -292,6 +292,24 @@ def expected_calibration_error(pmf, truth_values, bins: LabelBins, n_bins: int =
             "interval": interval_ece(pmf, truth_values, bins, levels)}
 
 
+def calibration_summary(pmfs: Mapping[str, np.ndarray], labels, bins: Mapping[str, LabelBins]) -> dict:
+    """Per label of ``pmfs`` ({label: (n, nbins)}): the numbers notebook 04 reports and plots.
+
+    ``{label: {"ece_interval", "ece_top_label", "coverage_68", "coverage_95", "reliability"}}``, with
+    ``labels`` (n, 3) in :data:`~remap_lib.constants.LABEL_NAMES` order and ``reliability`` the
+    :func:`reliability` dict (for :func:`plot_reliability`).
+    """
+    labels = np.asarray(labels)
+    out = {}
+    for j, name in enumerate(LABEL_NAMES):
+        pmf, truth, b = pmfs[name], labels[:, j], bins[name]
+        ece = expected_calibration_error(pmf, truth, b)
+        out[name] = {"ece_interval": ece["interval"], "ece_top_label": ece["top_label"],
+                     "coverage_68": coverage(pmf, truth, b, 0.68), "coverage_95": coverage(pmf, truth, b, 0.95),
+                     "reliability": reliability(pmf, truth, b)}
+    return out
+
+
 def plot_reliability(ax, before: dict, after: dict | None = None, title: str | None = None,
                      labels=("before", "after")):
     """Reliability diagram on ``ax``: the diagonal plus one curve per dict.

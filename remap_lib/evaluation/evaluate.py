@@ -47,6 +47,13 @@ def predict(model, flux, mask=None, bins=None, label_stats=None, device="cpu", b
     return result
 
 
+def point_predictions(values) -> dict[str, dict[str, np.ndarray]]:
+    """``{label: {"median": column}}`` of an (n, 3) array of point estimates (a peer's labels), the
+    shape :func:`scatter_metrics` and :func:`score_row` read."""
+    values = np.asarray(values)
+    return {name: {"median": values[:, j]} for j, name in enumerate(LABEL_NAMES)}
+
+
 def scatter_metrics(pred: dict, truth: np.ndarray, estimate: str = "median") -> dict[str, dict[str, float]]:
     """Bias (mean error), σ (standard deviation of the error) and MAD (median absolute deviation
     of the error about its median) per label. Rows with unknown truth are skipped; rows with no

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from remap_lib.constants import LABEL_NAMES
+from remap_lib.constants import GIANT_LOGG, LABEL_NAMES
 from remap_lib.data.dataset import SpectraSet, read_dataset
 from remap_lib.data.splits import DEFAULT_SPLITS, read_splits
 from remap_lib.evaluation import calibrate as cal
@@ -35,6 +35,7 @@ from remap_lib.training.transfer import (
     finetune_config,
     finetune_ensemble,
     load_ensemble,
+    summarize,
 )
 
 
@@ -109,17 +110,36 @@ def calibrate(members, miles_file, splits_file=None, method: str = "nll") -> tup
     return out, temps
 
 
+def ensemble_predictions(models, temperatures, data: SpectraSet, bins) -> dict:
+    """The ensemble's decoded estimates and PMFs per label on ``data``
+    (:func:`~remap_lib.training.transfer.summarize` of the members' tempered mean PMF)."""
+    return summarize(ensemble_pmfs(models, data.flux, data.mask, temperatures), bins)
+
+
+def role_predictions(models, temperatures, sets: dict[str, SpectraSet], bins,
+                     roles=("calibration", "validation", "giant_candidate")) -> dict[str, dict]:
+    """:func:`ensemble_predictions` for each of ``roles`` that ``sets`` has, in ``roles`` order."""
+    return {role: ensemble_predictions(models, temperatures, sets[role], bins) for role in roles if role in sets}
+
+
+def giant_dwarf_by_role(predictions: dict[str, dict], sets: dict[str, SpectraSet], bins,
+                        logg_boundary: float = GIANT_LOGG) -> dict[str, dict]:
+    """:func:`~remap_lib.evaluation.evaluate.giant_dwarf_split` of each role's predictions, without
+    its per-star arrays (``called_giant``, ``p_giant``): star counts, fractions, accuracy, scatter."""
+    out = {}
+    for role, pred in predictions.items():
+        split = giant_dwarf_split(pred, sets[role].labels, bins, logg_boundary)
+        out[role] = {k: v for k, v in split.items() if k not in ("called_giant", "p_giant")}
+    return out
+
+
 def validate(members, miles_file, splits_file=None, roles=("calibration", "validation", "giant_candidate")) -> dict:
     """Bias, σ, MAD, 68/95 % coverage and interval ECE per role and label for an ensemble."""
     models, temps, info = load_ensemble(members)
     sets = _roles(miles_file, splits_file)
     report = {}
-    for role in roles:
-        if role not in sets:
-            continue
-        data = sets[role]
-        pmfs = ensemble_pmfs(models, data.flux, data.mask, temps)
-        pred = {n: {**info["bins"][n].decode(pmfs[n]), "pmf": pmfs[n]} for n in LABEL_NAMES}
+    for role, pred in role_predictions(models, temps, sets, info["bins"], roles).items():
+        data, pmfs = sets[role], {n: pred[n]["pmf"] for n in LABEL_NAMES}
         stats = scatter_metrics(pred, data.labels)
         cover = interval_coverage(pred, data.labels)
         for j, n in enumerate(LABEL_NAMES):

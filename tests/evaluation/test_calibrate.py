@@ -14,6 +14,7 @@ import torch  # noqa: E402
 from remap_lib.evaluation.calibrate import (  # noqa: E402
     TemperatureScaledModel,
     apply_temperature,
+    calibration_summary,
     central_interval,
     collect_logits,
     coverage,
@@ -210,6 +211,24 @@ def test_metrics_skip_uninformative_rows():
     truth2 = np.concatenate([truth, np.full(5, 3.0), np.full(5, np.nan)])
     assert expected_calibration_error(pmf2, truth2, bins) == ref
     assert reliability(pmf2, truth2, bins)["n"] == 2000
+
+
+def test_calibration_summary_by_hand():
+    bins = {"teff": ABC, "logg": ABC, "feh": ABC}
+    pmfs = {"teff": np.array([[0.0, 1.0, 0.0]] * 2),  # one-hot on the truth's bin: covered at every level
+            "logg": np.array([[1.0, 0.0, 0.0]] * 2),  # one-hot two bins away: never covered, never right
+            "feh": np.array([[0.5, 0.5, 0.0]] * 2)}  # interval [1 − q, 1 + q] holds 1.5 from q = 0.5 on
+    labels = np.array([[1.5, 2.5, 1.5]] * 2)
+    s = calibration_summary(pmfs, labels, bins)
+    assert set(s) == {"teff", "logg", "feh"}
+    assert s["teff"]["coverage_68"] == s["teff"]["coverage_95"] == 1.0
+    assert s["teff"]["ece_interval"] == pytest.approx(0.5) and s["teff"]["ece_top_label"] == pytest.approx(0.0)
+    assert s["logg"]["coverage_68"] == s["logg"]["coverage_95"] == 0.0
+    assert s["logg"]["ece_interval"] == pytest.approx(0.5) and s["logg"]["ece_top_label"] == pytest.approx(1.0)
+    assert s["feh"]["coverage_68"] == 1.0
+    assert s["feh"]["ece_interval"] == pytest.approx(2.5 / 9)  # |0 − q| for q < 0.5, |1 − q| from 0.5 on
+    assert s["feh"]["ece_top_label"] == pytest.approx(0.5)  # confidence ½, argmax bin 0 misses the truth
+    assert s["feh"]["reliability"]["coverage"].tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 1]
 
 
 def test_plot_reliability_draws_both_curves():

@@ -149,3 +149,14 @@ def test_giant_dwarf_split_by_hand():
     assert out["called_giant"].tolist() == [True, False, False, True]
     assert out["fraction_called_giant"] == 0.5 and out["accuracy"] == 0.5 and out["n"] == 4
     assert "p_giant" not in out
+
+
+def test_point_predictions_are_scored_as_medians():
+    from remap_lib.evaluation.evaluate import point_predictions, score_row
+
+    truth = np.array([[5000.0, 4.0, 0.0], [6000.0, 2.0, -1.0]])
+    pred = point_predictions([[5010.0, 4.5, 0.0], [6030.0, 2.5, -1.0]])
+    assert list(pred) == list(LABEL_NAMES) and pred["logg"]["median"].tolist() == [4.5, 2.5]
+    row = score_row("peer", pred, truth)
+    assert row["bias_teff"] == pytest.approx(20.0) and row["sigma_teff"] == pytest.approx(10.0)
+    assert row["bias_logg"] == pytest.approx(0.5) and row["sigma_logg"] == pytest.approx(0.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -10,12 +11,13 @@ import pytest
 import torch
 import toydata
 from toydata import INSTRUMENT, TINY_ARCH
+from toymodel import ConstantLogits
 
 from remap_lib import Predictor
-from remap_lib.data.dataset import write_dataset
+from remap_lib.data.dataset import LABEL_NAMES, SpectraSet, write_dataset
 from remap_lib.data.splits import COLUMNS
 from remap_lib.evaluation import pipeline
-from remap_lib.nn.binning import DEFAULT_BINS
+from remap_lib.nn.binning import DEFAULT_BINS, LabelBins
 from remap_lib.nn.modelfile import load_members, load_model, save_model
 from remap_lib.training.train import build_model
 
@@ -98,3 +100,39 @@ def test_coverage_calibration_shares_one_temperature_per_head(setup, tmp_path):
     assert load_model(calibrated[0])[1]["extra"]["calibration"] == "coverage"
     with pytest.raises(ValueError, match="unknown calibration method 'mse'"):
         pipeline.calibrate(members, tmp / "miles.h5", tmp / "splits.csv", method="mse")
+
+
+def test_member_files_orders_by_number_past_nine(tmp_path):
+    for name in ("member_10.pt", "member_2.pt", "member_0.pt", "member_2_calibrated.pt", "member_10_calibrated.pt"):
+        (tmp_path / name).touch()
+    assert [p.name for p in pipeline.member_files(tmp_path, calibrated=False)] == [
+        "member_0.pt", "member_2.pt", "member_10.pt"]
+    assert [p.name for p in pipeline.member_files(tmp_path, calibrated=True)] == [
+        "member_2_calibrated.pt", "member_10_calibrated.pt"]
+
+
+def _stars(logg):
+    n = len(logg)
+    labels = np.column_stack([np.full(n, 1.5), logg, np.full(n, 1.5)])
+    return SpectraSet(np.arange(4.0), np.ones((n, 4), np.float32), np.ones((n, 4)), np.zeros((n, 4), bool), labels,
+                      np.array([f"s{i}" for i in range(n)]), INSTRUMENT)
+
+
+def test_role_predictions_and_giant_dwarf_by_role_by_hand():
+    bins = {n: LabelBins(n, (0.0, 1.0, 2.0, 3.0)) for n in LABEL_NAMES}  # unit bins, centres 0.5, 1.5, 2.5
+    # member 0 at T = ½: softmax(0, 2 ln 2, 0) = (1, 4, 1)/6; member 1 uniform; mean (¼, ½, ¼), median 1.5
+    models = [ConstantLogits({n: [0.0, math.log(2.0), 0.0] for n in LABEL_NAMES}),
+              ConstantLogits({n: [0.0, 0.0, 0.0] for n in LABEL_NAMES})]
+    temps = [{n: 0.5 for n in LABEL_NAMES}, {}]
+    sets = {"giant_candidate": _stars([1.0, 2.0, 1.2]), "validation": _stars([2.5, 2.8])}
+    pred = pipeline.role_predictions(models, temps, sets, bins, roles=("giant_candidate", "calibration", "validation"))
+    assert list(pred) == ["giant_candidate", "validation"]  # roles in the order asked, absent ones skipped
+    assert np.allclose(pred["validation"]["teff"]["pmf"], [[0.25, 0.5, 0.25]] * 2)
+    assert np.allclose(pred["giant_candidate"]["logg"]["median"], 1.5)
+    # every star is called giant (median 1.5 < 1.6); truly giant: 1.0 and 1.2 of the first role, none of the second
+    out = pipeline.giant_dwarf_by_role(pred, sets, bins, logg_boundary=1.6)
+    assert out["giant_candidate"]["fraction_called_giant"] == 1.0 and out["giant_candidate"]["n"] == 3
+    assert out["giant_candidate"]["accuracy"] == pytest.approx(2 / 3)
+    assert out["validation"]["accuracy"] == 0.0
+    assert out["validation"]["mean_p_giant"] == pytest.approx(0.75)  # mass of the centres 0.5 and 1.5
+    assert "called_giant" not in out["validation"] and "p_giant" not in out["validation"]  # no per-star arrays
