@@ -13,8 +13,9 @@ from remap_lib.training.profiles import DIFFERENCES, PROFILES, STEP_DEFAULTS, re
 from remap_lib.training.train import TrainConfig
 
 #: Parameters a notebook takes that are deliberately not part of any profile (same value at every scale).
-NOTEBOOK_ONLY = {"03_finetune": {"holdout"}, "06_giants": {"logg_boundary", "k_neighbours"},
-                 "07_ablations": {"variants"}, "09_predict": {"model", "members"}}
+NOTEBOOK_ONLY = {"01_data_prep": {"seed"}, "02_pretrain": {"seed"}, "03_finetune": {"holdout", "seed"},
+                 "06_giants": {"logg_boundary", "k_neighbours"}, "07_ablations": {"variants", "seed"},
+                 "09_predict": {"model", "members", "seed"}}
 
 
 def test_resolve_returns_the_profile():
@@ -82,9 +83,9 @@ def test_notebook_parameters_match_profiles(path):
     nb, params = _parameters_cell(path)
     step = notebook_step(path)
     profile_keys = set(PROFILES.get(step, {}).get("default", {}))
-    expected = {"profile", "seed"} | profile_keys | NOTEBOOK_ONLY.get(path.stem, set())
+    expected = {"profile"} | profile_keys | NOTEBOOK_ONLY.get(path.stem, set())
     assert set(params) == expected, f"{path.name}: parameters cell and PROFILES disagree"
-    assert params["profile"] == "default" and params["seed"] == 0
+    assert params["profile"] == "default" and params.get("seed", 0) == 0
     for key in profile_keys:  # None = "from the profile"; a value here would silently beat every profile
         assert params[key] is None, f"{path.name}: {key} should default to None"
     if profile_keys:
@@ -97,3 +98,26 @@ def test_notebook_parameters_match_profiles(path):
         assert ast.literal_eval(call.args[0]) == step
         passed = {kw.arg: kw.value.id for kw in call.keywords}
         assert passed == {k: k for k in profile_keys}, f"{path.name}: resolve() arguments drifted"
+
+
+def _names_read(nb) -> set[str]:
+    """Every name the notebook's code cells other than ``parameters`` read."""
+    return {node.id for cell in nb.cells
+            if cell.cell_type == "code" and "parameters" not in cell.get("metadata", {}).get("tags", [])
+            for node in ast.walk(ast.parse(cell.source))
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_every_notebook_parameter_is_used(path):
+    # a parameter nothing reads (a `seed` "kept for a uniform interface") promises an effect it does not have
+    nb, params = _parameters_cell(path)
+    unused = set(params) - _names_read(nb)
+    assert not unused, f"{path.name}: parameters {sorted(unused)} are never read"
+
+
+def test_unused_parameter_check_catches_one():
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("profile = 'default'\nseed = 0", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("print(profile)\nseed_name = 'seed'")])
+    assert {"profile", "seed"} - _names_read(nb) == {"seed"}
