@@ -65,6 +65,10 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 # Air / vacuum
 # --------------------------------------------------------------------------------------------
+# Why ours, not specutils.utils.wcs_utils.{air_to_vac,vac_to_air}: the same Morton (2000) index and the
+# same numbers (to 1e-11 Å with scheme="iteration"; its default "inversion" is 1e-4 Å off), but specutils
+# is only an optional extra of the core package, wants Quantities, and raises below 2000 Å, where the IAU
+# convention (kept here) is vacuum in both media. tests/spectra/test_preprocess.py checks the agreement.
 def _refractive_index_vac(wave_vac: np.ndarray) -> np.ndarray:
     """n(λ_vac) of standard dry air, Morton (2000, ApJS 130, 403) eq. 8, from Birch & Downs (1994)."""
     s2 = (1e4 / wave_vac) ** 2  # (vacuum wavenumber in µm⁻¹)²

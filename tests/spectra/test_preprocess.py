@@ -59,6 +59,16 @@ def test_air_to_vacuum_published_values():
     assert abs(vacuum_to_air(6057.8019) - 6056.125) < 2e-4
 
 
+
+def test_air_vacuum_agrees_with_specutils():
+    # ours stays (see preprocess.py); it must give specutils' Morton (2000) numbers wherever both apply
+    wcs_utils = pytest.importorskip("specutils.utils.wcs_utils")
+    import astropy.units as u
+
+    wave = np.linspace(2000.0, 25000.0, 20_001)
+    assert np.max(np.abs(vacuum_to_air(wave) - wcs_utils.vac_to_air(wave * u.AA).value)) < 1e-6
+    assert np.max(np.abs(air_to_vacuum(wave) - wcs_utils.air_to_vac(wave * u.AA, scheme="iteration").value)) < 1e-6
+
 # ------------------------------------------------------------------------------ LSF degradation
 def test_delta_line_to_R11000():
     w = np.arange(5200.0, 5300.0, 0.004)  # fine grid (R ≈ 1.3M sampling)
