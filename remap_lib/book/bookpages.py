@@ -69,7 +69,11 @@ class Parameter:
 
 
 def parse_parameters(source: str, where: str = "parameters cell") -> list[Parameter]:
-    """``name = literal  # meaning`` lines, in order; anything else in the cell is an error."""
+    """``name = literal  # meaning`` lines, in order; anything else in the cell is an error.
+
+    Why not papermill's ``inspect_notebook``: it accepts ``epochs = 3 * 4`` or ``x = f()`` and skips
+    stray statements silently, and returns values as source text; this rejects both and returns values.
+    """
     comments: dict[int, str] = {}
     for tok in tokenize.generate_tokens(io.StringIO(source).readline):
         if tok.type == tokenize.COMMENT:
