@@ -39,6 +39,7 @@ def nearest_reference_distance(embedding, reference, chunk_size: int = 4096) -> 
     """Euclidean distance from each unit embedding (n, d) to the nearest of the unit ``reference`` rows (m, d).
 
     sqrt(2 − 2 max a·b), on ``reference``'s device when it is a tensor, ``chunk_size`` queries at a time.
+    Why not scikit-learn: one matrix product in torch runs on the GPU that ``remap predict`` uses.
     """
     ref = torch.as_tensor(reference, dtype=torch.float32)
     e = torch.as_tensor(np.asarray(embedding, dtype=np.float32))
@@ -82,7 +83,11 @@ class Neighbours:
 
 class EmbeddingIndex:
     """Labelled unit vectors to search: ``embeddings`` (n, d), ``labels`` (n, 3), ``ids`` (n,), and
-    ``source`` (one string, or one per row, e.g. "MILES" / "grid")."""
+    ``source`` (one string, or one per row, e.g. "MILES" / "grid").
+
+    Why not scikit-learn's ``NearestNeighbors``: exact cosine search is one matrix product either way,
+    and it has no per-query self-exclusion, labels or pickle-free file; not worth a new dependency.
+    """
 
     def __init__(self, embeddings, labels=None, ids=None, source="", chunk_size: int = 1024):
         self.embeddings = _unit(embeddings, "embeddings")
@@ -203,6 +208,7 @@ def pca_2d(embeddings) -> np.ndarray:
 
     Sign convention (as scikit-learn's ``svd_flip``): each axis is flipped so that its largest
     absolute component is positive, so the picture does not flip between runs or machines.
+    Why not scikit-learn's ``PCA``: the same one SVD, for one figure; not worth a new dependency.
     """
     x = np.asarray(embeddings, dtype=np.float64)
     if x.ndim != 2:

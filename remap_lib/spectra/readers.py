@@ -27,6 +27,10 @@ Supported layouts
 
 Medium: ``CTYPE1 = 'AWAV'`` means air and ``'WAVE'`` vacuum (FITS standard); keywords ``AIRORVAC``,
 ``VACUUM`` and ``AIR`` are honoured; SDSS ``loglam`` is vacuum.
+
+Why not specutils' loaders (``wcs1d-fits``, ``tabular-fits``, ``SDSS-III/IV spec``): specutils is an
+optional extra of the core package, its ``Spectrum`` does not report the medium, which preprocessing
+needs, and headerless CSV/text and our HDF5 store would still need readers of ours.
 """
 
 from __future__ import annotations

@@ -92,7 +92,10 @@ def miles_set(instrument="miles", library: MilesLibrary | None = None, max_stars
 
 
 def nearest_by_labels(query: np.ndarray, candidates: np.ndarray, scales=LABEL_SCALES) -> np.ndarray:
-    """Index of the candidate closest to each query in scaled (Teff, log g, [Fe/H]); NaN labels never win."""
+    """Index of the candidate closest to each query in scaled (Teff, log g, [Fe/H]); NaN labels never win.
+
+    Why not scikit-learn's ``NearestNeighbors``: it rejects NaN labels, which here are skipped per axis.
+    """
     scales = np.asarray(scales, dtype=np.float64)
     q = np.atleast_2d(query)[:, None, :] / scales
     c = np.asarray(candidates)[None, :, :] / scales
