@@ -117,6 +117,16 @@ def spread(builds: dict[str, dict], study: dict | None = None) -> dict:
     return out
 
 
+def compare_reruns(first_dir, second_dir) -> dict:
+    """Study records run twice (same commit, seeds and machine): how many give identical predictions."""
+    first_dir, second_dir = Path(first_dir), Path(second_dir)
+    pairs = [(p, second_dir / p.name) for p in sorted(first_dir.glob("*.json")) if (second_dir / p.name).is_file()]
+    same = [p.name for p, q in pairs if json.loads(p.read_text(encoding="utf-8"))["predictions"]
+            == json.loads(q.read_text(encoding="utf-8"))["predictions"]]
+    return {"records": len(pairs), "identical_predictions": len(same),
+            "different": sorted({p.name for p, _ in pairs} - set(same))}
+
+
 def _parse_build(text: str) -> tuple[str, Path]:
     name, sep, path = text.rpartition("=")
     if not sep or not name:
@@ -132,6 +142,8 @@ def main(argv=None) -> int:
     parser.add_argument("--study", default=str(REPO_ROOT / "results" / "study.json"),
                         help="study aggregate whose interval the spread is set against")
     parser.add_argument("--out", default=str(SPREAD_FILE), help="where to write (default results/machine_spread.json)")
+    parser.add_argument("--rerun", nargs=2, metavar=("FIRST", "SECOND"), default=None,
+                        help="two folders of the same study records run twice on one machine: are they identical?")
     args = parser.parse_args(argv)
     builds = {}
     for name, path in args.builds:
@@ -144,6 +156,10 @@ def main(argv=None) -> int:
     study = json.loads(study_path.read_text(encoding="utf-8")) if study_path.is_file() else None
     result = spread(builds, study)
     result["sources"] = {name: str(path) for name, path in args.builds}
+    if args.rerun:
+        result["rerun_same_machine"] = compare_reruns(*args.rerun)
+        r = result["rerun_same_machine"]
+        print(f"rerun on one machine: {r['identical_predictions']} of {r['records']} records identical")
     with atomic_write(Path(args.out), "w") as fh:
         json.dump(result, fh, indent=1)
         fh.write("\n")

@@ -52,3 +52,16 @@ def test_command_writes_the_spread_and_names_an_unreadable_file(tmp_path, capsys
     assert "2 of 6 values differ" in capsys.readouterr().out
     assert ms.main([f"AMD={a}", f"X={tmp_path / 'missing.json'}", "--out", str(out)]) == 2
     assert "missing.json: cannot read the metrics file" in capsys.readouterr().err
+
+
+def test_reruns_compare_the_predictions_of_records_with_the_same_name(tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    for folder, value in ((first, 1.0), (second, 1.0)):
+        (folder / "seed0_fold0.json").write_text(json.dumps({"predictions": {"x": [value]}, "wall_s": value}))
+    (first / "seed0_fold1.json").write_text(json.dumps({"predictions": {"x": [1.0]}}))
+    (second / "seed0_fold1.json").write_text(json.dumps({"predictions": {"x": [1.5]}}))
+    (first / "seed1_fold0.json").write_text(json.dumps({"predictions": {}}))  # not rerun: not counted
+    assert ms.compare_reruns(first, second) == {"records": 2, "identical_predictions": 1,
+                                                "different": ["seed0_fold1.json"]}
