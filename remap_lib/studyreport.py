@@ -42,11 +42,15 @@ def read_study(path=STUDY_FILE) -> dict:
 
 
 def _rows(result: dict, names=None) -> list[dict]:
+    """The aggregate's rows named in ``names`` (all by default); a row of the study that an older
+    aggregate does not hold yet is left out, a name the study does not know is an error."""
+    from .study import ROW_BY_NAME
+
     by_name = {r["name"]: r for r in result["rows"]}
-    unknown = [n for n in (names or []) if n not in by_name]
+    unknown = [n for n in (names or []) if n not in by_name and n not in ROW_BY_NAME]
     if unknown:
         raise KeyError(f"no study row {unknown[0]!r}; rows: {', '.join(by_name)}")
-    return [by_name[n] for n in names] if names else list(result["rows"])
+    return [by_name[n] for n in names if n in by_name] if names else list(result["rows"])
 
 
 def _decimals(label: str, metric: str) -> int:
@@ -111,7 +115,9 @@ def paired_frame(result: dict, table: str = "cv_dwarfs", metric: str = "sigma", 
         if not diff:
             continue
         for label in (["all"] if metric == "accuracy" else LABEL_NAMES):
-            e = diff[metric] if metric == "accuracy" else diff[label][metric]
+            e = diff.get(metric) if metric == "accuracy" else diff.get(label, {}).get(metric)
+            if e is None:  # not compared on this table (the giants have no per-label entry in a test aggregate)
+                continue
             lo, hi = e["ci95"]
             records.append({"row": row["name"], "reference": row["reference"], "label": label,
                             "difference": e["difference"], "lo": lo, "hi": hi, "seed_std": e["std"],
@@ -127,13 +133,16 @@ def effect_sentence(result: dict, row: str, table: str = "cv_dwarfs", metric: st
     if frame.empty:
         return f"{row}: no paired {metric} on {TABLE_TITLES[table]} yet"
     e = frame.iloc[0]
-    d = _decimals(label, metric) if label in LABEL_TEXT else 3
-    unit = "" if metric.startswith("coverage") or label not in LABEL_TEXT else f" {LABEL_TEXT[label][1]}"
     verdict = "an effect (the interval excludes zero)" if e["excludes_zero"] else \
         "no detectable difference at this budget"
-    return (f"{row} − {e['reference']}, {METRIC_TEXT.get(metric, metric)} of {label} on {TABLE_TITLES[table]}: "
-            f"{e['difference']:+.{d}f}{unit} [{e['lo']:+.{d}f}, {e['hi']:+.{d}f}] over {e['seeds']} paired seeds: "
-            f"{verdict}")
+    if metric == "accuracy":  # a share: in percentage points
+        what, scale, d, unit = "share called giant", 100.0, 1, " points"
+    else:
+        what, scale, d = f"{METRIC_TEXT.get(metric, metric)} of {LABEL_TEXT[label][0]}", 1.0, _decimals(label, metric)
+        unit = "" if metric.startswith("coverage") else f" {LABEL_TEXT[label][1]}"
+    diff, lo, hi = (scale * e[k] for k in ("difference", "lo", "hi"))
+    return (f"{row} − {e['reference']}, {what} on {TABLE_TITLES[table]}: {diff:+.{d}f}{unit} "
+            f"[{lo:+.{d}f}, {hi:+.{d}f}] over {e['seeds']} paired seeds: {verdict}")
 
 
 def forest_plot(result: dict, table: str = "cv_dwarfs", metric: str = "sigma", rows=None, axes=None):

@@ -41,7 +41,10 @@ def result():
            "paired": {"reference": "deep-REMAP",
                       "cv_dwarfs": {"seeds": [0, 1, 2, 3, 4], "interval_resamples_seeds": True,
                                     "teff": _diff(10.0, 2.0, 18.0), "logg": _diff(-0.01, -0.03, 0.01),
-                                    "feh": _diff(0.0, -0.01, 0.01)}}}
+                                    "feh": _diff(0.0, -0.01, 0.01)},
+                      "giants": {"seeds": [0, 1, 2, 3, 4], "interval_resamples_seeds": True,
+                                 "accuracy": {"difference": 0.2, "ci95": [0.1, 0.3], "std": 0.01,
+                                              "excludes_zero": True}}}}
     empty = {"name": "no SWA", "reference": "deep-REMAP", "n_seeds": 0, "cv_dwarfs": None,
              "calibration_stars": None, "giants": None}
     return {"folds": {"k": 5, "n_dwarfs": 355, "n_giants": 371}, "rows": [full, mse, empty]}
@@ -71,11 +74,16 @@ def test_paired_frame_and_sentence_call_an_effect_only_when_the_interval_exclude
     assert "no detectable difference at this budget" in studyreport.effect_sentence(
         result, "MSE regression CNN", label="logg")
     assert "no paired" in studyreport.effect_sentence(result, "deep-REMAP")
+    assert studyreport.effect_sentence(result, "MSE regression CNN", "giants", "accuracy", "all") == (
+        "MSE regression CNN − deep-REMAP, share called giant on MILES FGK giant candidates: +20.0 points "
+        "[+10.0, +30.0] over 5 paired seeds: an effect (the interval excludes zero)")
 
 
 def test_unknown_rows_are_named(result):
     with pytest.raises(KeyError, match="no study row 'nope'"):
         studyreport.summary_frame(result, rows=["nope"])
+    # a row the study has but this (older) aggregate lacks is left out
+    assert list(studyreport.summary_frame(result, rows=["The Cannon", "deep-REMAP"]).index) == ["deep-REMAP"]
 
 
 def test_headline_puts_the_paper_first_and_each_row_with_its_interval(result):
