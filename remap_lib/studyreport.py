@@ -77,7 +77,7 @@ def summary_frame(result: dict, table: str = "cv_dwarfs", metric: str = "sigma",
             lo, hi = t[label][_interval_key(metric)]
             rec.update({label: t[label][metric], f"{label}_std": t[label][f"{metric}_std"],
                         f"{label}_lo": lo, f"{label}_hi": hi})
-        if table == "giants" and "accuracy" in t:
+        if t.get("accuracy") is not None:
             lo, hi = t["accuracy_ci95"]
             rec.update({"accuracy": t["accuracy"], "accuracy_std": t["accuracy_std"], "accuracy_lo": lo,
                         "accuracy_hi": hi})
@@ -97,8 +97,8 @@ def formatted_table(result: dict, table: str = "cv_dwarfs", metrics=("sigma", "b
             col = f"{METRIC_TEXT[metric]} {name}" + ("" if metric.startswith("coverage") else f" ({unit})")
             out[col] = {r: f"{_fmt(f[label], d)} ± {_fmt(f[f'{label}_std'], d + 1)} "
                            f"[{_fmt(f[f'{label}_lo'], d)}, {_fmt(f[f'{label}_hi'], d)}]" for r, f in frame.iterrows()}
-        if table == "giants" and metric == metrics[0] and "accuracy" in frame:
-            out["called giant"] = {r: f"{f['accuracy']:.1%} [{f['accuracy_lo']:.1%}, {f['accuracy_hi']:.1%}]"
+        if metric == metrics[0] and "accuracy" in frame:
+            out["called giant" if table == "giants" else "called dwarf"] = {r: f"{f['accuracy']:.1%} [{f['accuracy_lo']:.1%}, {f['accuracy_hi']:.1%}]"
                                    for r, f in frame.iterrows()}
     frame = pd.DataFrame(out)
     if len(frame):
@@ -136,7 +136,8 @@ def effect_sentence(result: dict, row: str, table: str = "cv_dwarfs", metric: st
     verdict = "an effect (the interval excludes zero)" if e["excludes_zero"] else \
         "no detectable difference at this budget"
     if metric == "accuracy":  # a share: in percentage points
-        what, scale, d, unit = "share called giant", 100.0, 1, " points"
+        what = "share called giant" if table == "giants" else "share called dwarf"
+        scale, d, unit = 100.0, 1, " points"
     else:
         what, scale, d = f"{METRIC_TEXT.get(metric, metric)} of {LABEL_TEXT[label][0]}", 1.0, _decimals(label, metric)
         unit = "" if metric.startswith("coverage") else f" {LABEL_TEXT[label][1]}"
