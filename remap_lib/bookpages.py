@@ -716,7 +716,8 @@ def limitations_fragment(profile: str) -> str:
         sig = [r["sigma_teff"] for r in a["retrained"] if r.get("sigma_teff") is not None]
         if sig:
             lines += [f"Retrained ablation rows: σ(T<sub>eff</sub>) from {min(sig):.0f} to {max(sig):.0f} K across "
-                      f"{len(sig)} rows, one training seed each; the spread between seeds has not been measured.", ""]
+                      f"{len(sig)} rows, one training seed each in this build; the seed-replicated differences, with "
+                      "their intervals, are the study's (notebooks 7 and 8).", ""]
     if not any((v, c, g, a)):
         lines += [f"No results for profile `{profile}` yet: run notebooks 4–7 (`remap book run --profile {profile}`).",
                   ""]
