@@ -98,8 +98,8 @@ def formatted_table(result: dict, table: str = "cv_dwarfs", metrics=("sigma", "b
             out[col] = {r: f"{_fmt(f[label], d)} ± {_fmt(f[f'{label}_std'], d + 1)} "
                            f"[{_fmt(f[f'{label}_lo'], d)}, {_fmt(f[f'{label}_hi'], d)}]" for r, f in frame.iterrows()}
         if metric == metrics[0] and "accuracy" in frame:
-            out["called giant" if table == "giants" else "called dwarf"] = {r: f"{f['accuracy']:.1%} [{f['accuracy_lo']:.1%}, {f['accuracy_hi']:.1%}]"
-                                   for r, f in frame.iterrows()}
+            out["called giant" if table == "giants" else "called dwarf"] = {
+                r: f"{f['accuracy']:.1%} [{f['accuracy_lo']:.1%}, {f['accuracy_hi']:.1%}]" for r, f in frame.iterrows()}
     frame = pd.DataFrame(out)
     if len(frame):
         seeds = summary_frame(result, table, metrics[0], rows)["n_seeds"]
@@ -214,6 +214,28 @@ def headline_markdown(result: dict, rows=HEADLINE_ROWS, source: str = "results/s
             f"(written by `remap study aggregate`). The paper's numbers are on other spectra (MARVELS), "
             "so they are a reference, not a paired comparison.")
     return "\n".join([*lines, "", note, ""])
+
+
+def budgets_markdown(result: dict) -> str:
+    """The budgets every row ran at and what the recorded runs cost, as Markdown."""
+    b = result.get("budgets") or {}
+    lines = ["| budget | settings |", "|---|---|"]
+    for name in ("default", "reduced"):
+        if name in b:
+            settings = ", ".join(f"{k} = {v}" for k, v in b[name].items())
+            lines.append(f"| {name} | {settings} |")
+    rows = {}
+    for r in result["rows"]:
+        rows.setdefault(r["budget"], []).append(r["name"])
+    lines += ["", "| budget | rows |", "|---|---|"] + [f"| {k} | {', '.join(v)} |" for k, v in rows.items()]
+    c = result.get("compute")
+    if c:
+        kinds = ", ".join(f"{k}: {v['runs']} runs, {v['cpu_hours']:.2f} h" for k, v in c["by_kind"].items())
+        lines += ["", f"Recorded compute: **{c['runs']} runs, {c['cpu_hours']:.1f} CPU hours** (one thread each; "
+                  f"{c['wall_hours']:.1f} h wall time as run, niced beside other work) on {', '.join(c['devices'])}. "
+                  f"Per kind of run: {kinds}." + (f" {c['resumed_runs']} runs were resumed after an interruption "
+                                                   "and count only their last attempt." if c["resumed_runs"] else "")]
+    return "\n".join(lines) + "\n"
 
 
 def markdown_tables(result: dict, tables=("cv_dwarfs", "calibration_stars", "giants"),

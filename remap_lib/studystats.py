@@ -282,7 +282,26 @@ def aggregate(out, folds: pd.DataFrame, budgets: dict | None = None, n_boot: int
                       "stars_per_fold": folds["fold"].value_counts().sort_index().tolist(),
                       "n_calibration_stars": sizes["calibration_stars"], "n_giants": len(giant_ids)},
             "bootstrap": {"resamples": n_boot, "seed": boot_seed, "interval": "2.5 and 97.5 percentiles"},
-            "budgets": budgets, "rows": rows, "effects": effects, "warnings": warnings}
+            "budgets": budgets, "compute": compute(out), "rows": rows, "effects": effects, "warnings": warnings}
+
+
+def compute(out) -> dict:
+    """What the recorded runs under ``out`` cost, pretraining included: runs, CPU and wall hours, per kind.
+
+    CPU time is what one thread spent (the runs are single-threaded and niced: wall time depends on what
+    else ran); resumed runs count only their last attempt, so the totals are lower bounds.
+    """
+    files = [p for part in ("pretrain", "runs") for p in sorted((Path(out) / part).rglob("*.json"))]
+    records = [json.loads(p.read_text()) for p in files]
+    by_kind: dict[str, dict] = {}
+    for r in records:
+        k = by_kind.setdefault(r.get("kind", "?"), {"runs": 0, "cpu_hours": 0.0, "wall_hours": 0.0})
+        k["runs"] += 1
+        k["cpu_hours"] += (r.get("cpu_s") or r.get("wall_s") or 0.0) / 3600
+        k["wall_hours"] += (r.get("wall_s") or 0.0) / 3600
+    total = {key: sum(k[key] for k in by_kind.values()) for key in ("runs", "cpu_hours", "wall_hours")}
+    return {**total, "devices": sorted({r.get("device", "?") for r in records}),
+            "resumed_runs": sum(bool(r.get("resumed")) for r in records), "by_kind": by_kind}
 
 
 def _comparable(config):

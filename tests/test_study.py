@@ -351,6 +351,9 @@ def test_study_command_aggregates_and_reports_status(tiny, capsys):
     full = next(r for r in written["rows"] if r["name"] == study.FULL)
     assert full["giants"]["n"] == len(st.giants) and full["cv_dwarfs"]["n"] == len(st.folds)
     assert written["bootstrap"]["resamples"] == 20 and "reduced" in written["budgets"]
+    n_files = len(list((st.out / "runs").rglob("*.json"))) + len(list((st.out / "pretrain").rglob("*.json")))
+    assert written["compute"]["runs"] == n_files and written["compute"]["by_kind"]["pretrain"]["runs"] >= 1
+    assert written["compute"]["cpu_hours"] > 0
     assert cli.main(["study", "status", "--out", str(st.out), "--seeds", "0", "--folds", "2"]) == 0
     out = capsys.readouterr().out
     assert "deep-REMAP" in out and "measured time per run" in out and "h left" in out
