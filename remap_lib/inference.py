@@ -31,6 +31,7 @@ beyond it the row fails and its error says what would fix it.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -57,6 +58,19 @@ MAX_MISSING = 0.10
 #: (:func:`missing_inflation`), fitted for the shipped model on the MILES validation stars by
 #: ``python -m remap_lib.coverage`` (report: results/partial_coverage.json).
 MISSING_INFLATION = {"teff": 2.71, "logg": 1.98, "feh": 3.48}
+#: Rows with S/N per pixel below this are flagged ``low_snr``: from S/N 20 down the medians of MILES
+#: stars drift (by −0.4 dex in [Fe/H] at S/N 18, results/noise_widening.json), not only scatter.
+LOW_SNR = 20.0
+#: Each head's temperature factor against the S/N per pixel (:func:`row_snr`), as [S/N, factor] nodes
+#: interpolated in log S/N (:func:`noise_inflation`): 1 at the S/N of the clean MILES validation stars
+#: the temperatures were calibrated on, then the coverage-fitted factor of those stars degraded to
+#: S/N 50, 20, 10 and 5, relative to the clean fit (``python -m remap_lib.robustness noise``,
+#: report: results/noise_widening.json).
+NOISE_INFLATION = {
+    "teff": [[56.32, 1.0], [36.06, 1.196], [18.29, 2.15], [9.68, 2.172], [4.94, 5.341]],
+    "logg": [[56.32, 1.0], [36.06, 1.27], [18.29, 1.27], [9.68, 1.27], [4.94, 2.703]],
+    "feh": [[56.32, 1.0], [36.06, 1.728], [18.29, 4.334], [9.68, 4.334], [4.94, 4.334]],
+}
 
 
 def default_model_path() -> Path:
@@ -74,6 +88,7 @@ class Prepared:
     name: list[str]
     errors: list[str]
     notes: list[list[str]] = field(default_factory=list)
+    ivar: np.ndarray | None = None  # (n, npix) of the normalized flux; NaN rows where the input gave none
 
 
 class Predictor:
@@ -122,6 +137,7 @@ class Predictor:
         self.ood_threshold = reference.get("threshold")
         self.versions = bundle.get("versions") or self.info.get("versions", {})
         self.sha256 = sha256_file(self.path)
+        self.detector = load_detector(self.path, self.sha256)
 
     # -- the network --------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -282,7 +298,9 @@ class Predictor:
         gaps = zip(uncovered(wave, window), ("blue", "red"), ends, strict=True)
         notes = [f"data stop {gap:.3g} Å short of the window's {side} end ({end:.2f} Å, {self.instrument.medium}): "
                  "padded and masked" for gap, side, end in gaps if gap > 0]
-        return np.atleast_2d(out.flux.astype(np.float32)), np.atleast_2d(out.mask), notes
+        ivar = (np.full(out.flux.shape, np.nan, np.float32) if out.ivar is None
+                else np.where(out.mask, 0.0, out.ivar).astype(np.float32))
+        return np.atleast_2d(out.flux.astype(np.float32)), np.atleast_2d(out.mask), notes, np.atleast_2d(ivar)
 
     def _on_grid(self, flux, mask, wave):
         """Rows already on the model's grid, ready for the network; None when ``wave`` is another grid."""
@@ -307,11 +325,12 @@ class Predictor:
         self.check_rv(rv)
         items = as_inputs(spectra)
         npix = self.wave.size
-        flux, mask, source, name, errors, notes = [], [], [], [], [], []
+        flux, mask, source, name, errors, notes, ivar = [], [], [], [], [], [], []
 
         def fail(src, nm, reason, note=()):
             flux.append(np.ones((1, npix), np.float32))
             mask.append(np.ones((1, npix), bool))
+            ivar.append(np.full((1, npix), np.nan, np.float32))
             source.append(src)
             name.append(nm)
             errors.append(reason)
@@ -336,6 +355,9 @@ class Predictor:
                     f, m = ready
                     flux.append(f)
                     mask.append(m)
+                    iv = getattr(item, "ivar", None)
+                    ivar.append(np.full(f.shape, np.nan, np.float32) if iv is None
+                                else np.where(m, 0.0, np.asarray(iv, dtype=np.float32)))
                     source += [f"{src}[{start + i}]" for i in range(len(f))]
                     name += ids
                     errors += [""] * len(f)
@@ -359,6 +381,7 @@ class Predictor:
                 groups.setdefault(key, (wave, []))[1].append((len(flux), spec))
                 flux.append(None)
                 mask.append(None)
+                ivar.append(None)
                 source.append(spec.source)
                 name.append(spec.name)
                 errors.append("")
@@ -366,25 +389,27 @@ class Predictor:
         for (_, _, src_medium, lsf, *_), (wave, members) in groups.items():
             specs = [spec for _, spec in members]
             try:
-                f, m, nt = self._to_grid(wave, specs, src_medium, dict(lsf), specs[0].source)
-                done = [(slot, f[k], m[k], "", nt) for k, (slot, _) in enumerate(members)]
+                f, m, nt, iv = self._to_grid(wave, specs, src_medium, dict(lsf), specs[0].source)
+                done = [(slot, f[k], m[k], "", nt, iv[k]) for k, (slot, _) in enumerate(members)]
             except RemapDataError:
                 # one bad spectrum spoils a batch: redo them one by one so each row gets its own reason
                 done = []
                 for slot, spec in members:
                     try:
-                        f, m, nt = self._to_grid(wave, [spec], src_medium, dict(lsf), spec.source)
-                        done.append((slot, f[0], m[0], "", nt))
+                        f, m, nt, iv = self._to_grid(wave, [spec], src_medium, dict(lsf), spec.source)
+                        done.append((slot, f[0], m[0], "", nt, iv[0]))
                     except RemapDataError as err:
-                        done.append((slot, np.ones(npix, np.float32), np.ones(npix, bool), err.problem, []))
-            for slot, f, m, err, nt in done:
-                flux[slot], mask[slot], errors[slot] = f[None], m[None], err
+                        done.append((slot, np.ones(npix, np.float32), np.ones(npix, bool), err.problem, [],
+                                     np.full(npix, np.nan, np.float32)))
+            for slot, f, m, err, nt, iv in done:
+                flux[slot], mask[slot], errors[slot], ivar[slot] = f[None], m[None], err, iv[None]
                 notes[slot] = notes[slot] + nt
         if rvs is not None and raw_index != len(rvs):
             raise ValueError(f"rv has {len(rvs)} values but {raw_index} spectra were given")
         if not flux:
-            return Prepared(np.ones((0, npix), np.float32), np.ones((0, npix), bool), [], [], [], [])
-        return Prepared(np.concatenate(flux), np.concatenate(mask), source, name, errors, notes)
+            return Prepared(np.ones((0, npix), np.float32), np.ones((0, npix), bool), [], [], [], [],
+                            np.ones((0, npix), np.float32))
+        return Prepared(np.concatenate(flux), np.concatenate(mask), source, name, errors, notes, np.concatenate(ivar))
 
     # -- predictions --------------------------------------------------------------------------------
     def predict_prepared(self, prep: Prepared, pmf: bool = False):
@@ -406,7 +431,11 @@ class Predictor:
                          "missing. To fix: supply the missing part of the window, unmask pixels that are usable, or "
                          "use a model trained for the range your data cover")
             ok[i] = False
+        snr_all, snr_claimed = row_snr(prep.flux, prep.mask, prep.ivar)
+        snr = snr_all[ok]
         widen = missing_inflation(masked_fraction[ok])
+        noisy = noise_inflation(snr)
+        widen = {name: widen[name] * noisy[name] for name in LABEL_NAMES}
         pmfs, emb = self.network(prep.flux[ok], prep.mask[ok], widen)
         table = Table()
         table["source"] = np.asarray(prep.source, dtype=str) if n else np.zeros(0, dtype="U1")
@@ -419,6 +448,16 @@ class Predictor:
                 flags[r].append("partial_coverage")
                 factors = ", ".join(f"×{widen[name][k]:.3f} ({name})" for name in LABEL_NAMES)
                 notes[r].append(f"{100 * masked_fraction[r]:.2g} % of the window has no usable data: PMF "
+                                f"temperatures {factors}")
+            claimed = snr_claimed[r]
+            if np.isfinite(claimed) and claimed > 2 * snr_all[r]:
+                notes[r].append(f"ivar says S/N {claimed:.3g} but the pixel-to-pixel scatter says {snr_all[r]:.3g}: "
+                                "used the lower")
+            if snr_all[r] < LOW_SNR:
+                flags[r].append("low_snr")
+            if any(noisy[name][k] > 1.0 for name in LABEL_NAMES):
+                factors = ", ".join(f"×{noisy[name][k]:.3f} ({name})" for name in LABEL_NAMES)
+                notes[r].append(f"S/N {snr_all[r]:.3g}, lower than the stars the model was calibrated on: PMF "
                                 f"temperatures {factors}")
         for name in LABEL_NAMES:
             b = self.bins[name]
@@ -439,11 +478,24 @@ class Predictor:
         dist = np.full(n, np.nan, dtype=np.float32)
         dist[rows] = self.ood_distance(emb)
         table["ood_distance"] = dist
-        threshold = np.nan if self.ood_threshold is None else float(self.ood_threshold)
-        table["out_of_domain"] = dist > threshold
+        score = np.full(n, np.nan, dtype=np.float32)
+        if self.detector is not None and len(rows):
+            medians = np.column_stack([np.asarray(table[f"{name}_median"])[rows] for name in LABEL_NAMES])
+            score[rows] = self.detector.score(self.detector.features(prep.flux[ok], prep.mask[ok], snr, medians,
+                                                                     dist[rows]))
+            ood = np.zeros(n, dtype=bool)
+            ood[rows] = self.detector.flag(score[rows], snr)
+            for r in rows[snr < self.detector.snr_floor]:
+                notes[r].append(f"S/N {snr_all[r]:.3g} is below {self.detector.snr_floor:g}: mostly noise")
+        else:
+            threshold = np.nan if self.ood_threshold is None else float(self.ood_threshold)
+            ood = dist > threshold
+        table["ood_score"] = score
+        table["out_of_domain"] = ood
+        table["snr"] = snr_all.astype(np.float32)
         table["masked_fraction"] = masked_fraction.astype(np.float32)
         for r in rows:
-            if dist[r] > threshold:
+            if ood[r]:
                 flags[r].append("out_of_domain")
         table["flags"] = [";".join(f) for f in flags] if n else np.zeros(0, dtype="U1")
         table["notes"] = ["; ".join(x) for x in notes] if n else np.zeros(0, dtype="U1")
@@ -454,6 +506,7 @@ class Predictor:
     def table_meta(self, pmf: bool = False) -> dict:
         meta = {"model": str(self.path.name), "model_sha256": self.sha256, "members": len(self.networks),
                 "instrument": self.instrument.name, "ood_threshold": self.ood_threshold,
+                "ood_score_threshold": None if self.detector is None else self.detector.threshold,
                 "remap_version": _remap_version(), "model_versions": dict(self.versions)}
         if pmf:
             meta["bin_centers"] = {n: [float(c) for c in self.bins[n].centers] for n in LABEL_NAMES}
@@ -463,6 +516,61 @@ class Predictor:
                 fwhm: float | None = None, rv=None):
         """One table row per input spectrum (see the module docstring)."""
         return self.predict_prepared(self.prepare(spectra, medium, resolution, fwhm, rv), pmf)
+
+
+def load_detector(model_path, sha256: str):
+    """The :class:`remap_lib.ood.Detector` saved next to ``model_path`` for this very model, or None."""
+    from .ood import Detector, detector_path
+
+    path = detector_path(model_path)
+    if not path.exists():
+        return None
+    det = Detector.load(path)
+    return det if det.model_sha256 == sha256 else None
+
+
+def row_snr(flux, mask, ivar=None) -> tuple[np.ndarray, np.ndarray]:
+    """S/N per pixel of each row of continuum-normalized flux: ``(used, claimed by ivar)``.
+
+    The pixel-to-pixel scatter (DER_SNR, Stoehr et al. 2008, on the usable pixels) bounds the S/N
+    from above: it counts unresolved line structure as noise too, so it never overstates it. Where
+    ivar was given, its median √ivar is the claim and the lower of the two is used: an ivar scaled
+    by 1e6 cannot make noise vanish, one scaled by 1e-6 makes the row as noisy as it says. NaN
+    claims where no ivar was given; S/N is inf for noise-free rows.
+    """
+    from .trainsets import der_snr_noise
+
+    flux = np.atleast_2d(np.asarray(flux, dtype=np.float64))
+    mask = np.atleast_2d(np.asarray(mask, dtype=bool))
+    if flux.shape[0] == 0:
+        return np.zeros(0), np.zeros(0)
+    f = np.where(mask, np.nan, flux)
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-masked rows give NaN, handled below
+        scatter = np.nanmedian(f, axis=1) / der_snr_noise(f)
+        claimed = np.full(len(flux), np.nan)
+        if ivar is not None:
+            iv = np.where(mask, np.nan, np.atleast_2d(np.asarray(ivar, dtype=np.float64)))
+            claimed = np.nanmedian(np.sqrt(iv), axis=1)
+    scatter = np.where(np.isnan(scatter), np.inf, scatter)
+    used = np.where(np.isnan(claimed), scatter, np.fmin(scatter, claimed))
+    return used, claimed
+
+
+def noise_inflation(snr, table=None) -> dict[str, np.ndarray]:
+    """Per-label factors on the calibrated temperatures for rows of S/N ``snr`` (per pixel).
+
+    Linear in log S/N between the [S/N, factor] nodes of ``table`` (default :data:`NOISE_INFLATION`),
+    1 above the highest S/N node and the last factor below the lowest (S/N under
+    :data:`remap_lib.ood.SNR_FLOOR` is flagged out of domain anyway).
+    """
+    table = NOISE_INFLATION if table is None else table
+    x = np.log(np.clip(np.asarray(snr, dtype=np.float64), 1e-6, 1e12))
+    out = {}
+    for name in LABEL_NAMES:
+        nodes = np.asarray(sorted(table[name]), dtype=np.float64)  # ascending S/N
+        out[name] = np.interp(x, np.log(nodes[:, 0]), nodes[:, 1], left=nodes[0, 1], right=1.0)
+    return out
 
 
 def missing_inflation(fraction) -> dict[str, np.ndarray]:
