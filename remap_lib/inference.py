@@ -58,6 +58,19 @@ MAX_MISSING = 0.10
 #: (:func:`missing_inflation`), fitted for the shipped model on the MILES validation stars by
 #: ``python -m remap_lib.coverage`` (report: results/partial_coverage.json).
 MISSING_INFLATION = {"teff": 2.71, "logg": 1.98, "feh": 3.48}
+#: An input sampled with more pixels than this per instrument FWHM, with no resolution given, is
+#: flagged ``resolution_assumed``: it is most likely sharper than the instrument (MILES itself has 2.8;
+#: a sharper spectrum read as the instrument's is not smoothed, results/robustness.json says by how much).
+FINE_SAMPLING = 5.0
+RESOLUTION_NOTE = "finely sampled but no resolution given"
+#: Radial velocities (km/s) within which an estimated RV is reported but not applied: uncorrected
+#: shifts of ±20 km/s move the calibration stars' median labels by at most 13 K, 0.02 and 0.01 dex
+#: (``python -m remap_lib.robustness curves``, results/robustness.json).
+RV_TOLERANCE = 20.0
+#: Smallest cross-correlation peak an RV estimate is believed at: the MILES FGK dwarfs reach 0.77–0.96,
+#: noise-only spectra about 0.1.
+RV_MIN_PEAK = 0.5
+RV_NOTE = "radial velocity could not be estimated"
 #: Rows with S/N per pixel below this are flagged ``low_snr``: from S/N 20 down the medians of MILES
 #: stars drift (by −0.4 dex in [Fe/H] at S/N 18, results/noise_widening.json), not only scatter.
 LOW_SNR = 20.0
@@ -89,6 +102,7 @@ class Prepared:
     errors: list[str]
     notes: list[list[str]] = field(default_factory=list)
     ivar: np.ndarray | None = None  # (n, npix) of the normalized flux; NaN rows where the input gave none
+    rv: np.ndarray | None = None  # (n,) km/s: given or estimated (and applied when beyond RV_TOLERANCE); NaN if neither
 
 
 class Predictor:
@@ -138,6 +152,7 @@ class Predictor:
         self.versions = bundle.get("versions") or self.info.get("versions", {})
         self.sha256 = sha256_file(self.path)
         self.detector = load_detector(self.path, self.sha256)
+        self._templates = None  # RV templates, made from the detector when first needed
 
     # -- the network --------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -225,6 +240,13 @@ class Predictor:
             lsf = ({"source_resolution": self.instrument.resolution} if self.instrument.resolution
                    else {"source_fwhm": self.instrument.fwhm})
             notes.append(f"resolution not given: assumed the {self.instrument.name} LSF")
+            wave = np.asarray(spec.wave, dtype=np.float64)
+            step = float(np.median(np.abs(np.diff(wave)))) if wave.size > 1 else np.inf
+            per_fwhm = float(np.min(self.instrument.lsf_fwhm(self.wave))) / step if step > 0 else np.inf
+            if per_fwhm > FINE_SAMPLING:
+                notes.append(f"{RESOLUTION_NOTE}: {per_fwhm:.3g} pixels per {self.instrument.name} FWHM, so the "
+                             "spectrum is probably sharper than that LSF and its labels biased; pass its resolution "
+                             "(--resolution R or --fwhm Å)")
         return src_medium, lsf, notes
 
     def check_lsf(self, resolution: float | None = None, fwhm: float | None = None) -> None:
@@ -261,7 +283,10 @@ class Predictor:
                              "(a radial velocity in km/s, not m/s, not a redshift)")
 
     def _check_raw(self, spec: RawSpectrum, medium, resolution, fwhm, rv):
-        """Cheap per-spectrum checks and assumptions: ``(wave, medium, lsf keywords, notes)``."""
+        """Cheap per-spectrum checks and assumptions: ``(wave, medium, lsf keywords, notes, rv)``.
+
+        ``rv`` None: estimated by cross-correlation when the model has a detector (:meth:`_estimate_rv`).
+        """
         src_medium, lsf, notes = self._assumptions(spec, medium, resolution, fwhm)
         wave = np.asarray(spec.wave, dtype=np.float64)
         flux = np.asarray(spec.flux, dtype=np.float64)
@@ -273,10 +298,35 @@ class Predictor:
         if level <= 0:
             raise RemapDataError(spec.source, f"median flux is {level:.3g}: remap needs positive flux, "
                                  "not magnitudes or a continuum-subtracted spectrum")
-        if rv:
+        if rv is None:
+            rv = self._estimate_rv(spec, wave, src_medium, notes)
+            if np.isfinite(rv) and abs(rv) > RV_TOLERANCE:
+                wave = wave / (1.0 + rv / C_KMS)
+                notes.append(f"radial velocity {rv:+.0f} km/s estimated by cross-correlation: shifted to rest frame")
+        elif rv:
             wave = wave / (1.0 + float(rv) / C_KMS)
             notes.append(f"shifted to rest frame (rv = {float(rv):g} km/s)")
-        return wave, src_medium, lsf, notes
+        return wave, src_medium, lsf, notes, np.nan if rv is None else float(rv)
+
+    def _estimate_rv(self, spec: RawSpectrum, wave, src_medium, notes) -> float:
+        """RV (km/s) of a raw spectrum against the detector's templates; NaN, with a note, when unsure."""
+        from .robustness import estimate_rv, rv_templates
+
+        if self.detector is None:
+            return np.nan
+        if self._templates is None:
+            self._templates = rv_templates(self.detector)
+        flux = np.array(spec.flux, dtype=np.float64)
+        if spec.mask is not None:
+            flux[np.asarray(spec.mask, dtype=bool)] = np.nan
+        if spec.ivar is not None:
+            flux[~(np.asarray(spec.ivar, dtype=np.float64) > 0)] = np.nan
+        rv, peak = estimate_rv(convert_medium(wave, src_medium, self.instrument.medium), flux, self.wave,
+                               self._templates)
+        if np.isfinite(rv) and peak >= RV_MIN_PEAK:
+            return rv
+        notes.append(f"{RV_NOTE} (cross-correlation peak r = {peak:.2g}): assumed at rest; pass rv if it is not")
+        return np.nan
 
     def _to_grid(self, wave, specs, src_medium, lsf, source):
         """``to_instrument`` for spectra sharing one wavelength array: one sparse operator, one fit.
@@ -325,9 +375,10 @@ class Predictor:
         self.check_rv(rv)
         items = as_inputs(spectra)
         npix = self.wave.size
-        flux, mask, source, name, errors, notes, ivar = [], [], [], [], [], [], []
+        flux, mask, source, name, errors, notes, ivar, rv_out = [], [], [], [], [], [], [], []
 
         def fail(src, nm, reason, note=()):
+            rv_out.append(np.nan)
             flux.append(np.ones((1, npix), np.float32))
             mask.append(np.ones((1, npix), bool))
             ivar.append(np.full((1, npix), np.nan, np.float32))
@@ -355,6 +406,7 @@ class Predictor:
                     f, m = ready
                     flux.append(f)
                     mask.append(m)
+                    rv_out += [np.nan] * len(f)
                     iv = getattr(item, "ivar", None)
                     ivar.append(np.full(f.shape, np.nan, np.float32) if iv is None
                                 else np.where(m, 0.0, np.asarray(iv, dtype=np.float32)))
@@ -370,7 +422,7 @@ class Predictor:
                 this_rv = rv if rvs is None else (rvs[raw_index] if raw_index < len(rvs) else None)
                 raw_index += 1
                 try:
-                    wave, src_medium, lsf, nt = self._check_raw(spec, medium, resolution, fwhm, this_rv)
+                    wave, src_medium, lsf, nt, rv_row = self._check_raw(spec, medium, resolution, fwhm, this_rv)
                 except RemapDataError as err:
                     fail(spec.source, spec.name, err.problem, spec.notes)
                     continue
@@ -382,6 +434,7 @@ class Predictor:
                 flux.append(None)
                 mask.append(None)
                 ivar.append(None)
+                rv_out.append(rv_row)
                 source.append(spec.source)
                 name.append(spec.name)
                 errors.append("")
@@ -408,8 +461,9 @@ class Predictor:
             raise ValueError(f"rv has {len(rvs)} values but {raw_index} spectra were given")
         if not flux:
             return Prepared(np.ones((0, npix), np.float32), np.ones((0, npix), bool), [], [], [], [],
-                            np.ones((0, npix), np.float32))
-        return Prepared(np.concatenate(flux), np.concatenate(mask), source, name, errors, notes, np.concatenate(ivar))
+                            np.ones((0, npix), np.float32), np.zeros(0))
+        return Prepared(np.concatenate(flux), np.concatenate(mask), source, name, errors, notes, np.concatenate(ivar),
+                        np.asarray(rv_out, dtype=np.float64))
 
     # -- predictions --------------------------------------------------------------------------------
     def predict_prepared(self, prep: Prepared, pmf: bool = False):
@@ -444,6 +498,10 @@ class Predictor:
         notes = [list(x) for x in prep.notes]
         rows = np.flatnonzero(ok)
         for k, r in enumerate(rows):
+            if any(note.startswith(RESOLUTION_NOTE) for note in notes[r]):
+                flags[r].append("resolution_assumed")
+            if any(note.startswith(RV_NOTE) for note in notes[r]):
+                flags[r].append("rv_unknown")
             if masked_fraction[r] > 0:
                 flags[r].append("partial_coverage")
                 factors = ", ".join(f"×{widen[name][k]:.3f} ({name})" for name in LABEL_NAMES)
@@ -493,6 +551,8 @@ class Predictor:
         table["ood_score"] = score
         table["out_of_domain"] = ood
         table["snr"] = snr_all.astype(np.float32)
+        table["rv"] = (np.full(n, np.nan) if prep.rv is None else prep.rv).astype(np.float32)
+        table["rv"].unit = "km / s"
         table["masked_fraction"] = masked_fraction.astype(np.float32)
         for r in rows:
             if ood[r]:

@@ -316,7 +316,7 @@ def _subset(prep, keep):
     idx = np.flatnonzero(keep)
     return Prepared(prep.flux[idx], prep.mask[idx], [prep.source[i] for i in idx], [prep.name[i] for i in idx],
                     [prep.errors[i] for i in idx], [prep.notes[i] for i in idx],
-                    None if prep.ivar is None else prep.ivar[idx])
+                    None if prep.ivar is None else prep.ivar[idx], None if prep.rv is None else prep.rv[idx])
 
 
 def main(argv=None) -> dict:

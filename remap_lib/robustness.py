@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -58,9 +59,11 @@ def add_noise(wave, flux, snr: float, rng, window=(5000.0, 5700.0)):
 
 def tilt(wave, flux, amplitude: float, shape: str, window=(5000.0, 5700.0)):
     """``(wave, flux × (1 + amplitude·s(x)))`` with x = −1 … 1 across ``window`` and s(x) = x
-    (``"linear"``) or 2x² − 1 (``"quadratic"``): ±``amplitude`` at the window's ends and middle."""
+    (``"linear"``) or 2x² − 1 (``"quadratic"``): ±``amplitude`` at the window's ends and middle, constant
+    beyond them."""
     wave = np.asarray(wave, dtype=np.float64)
-    x = (2.0 * wave - window[0] - window[1]) / (window[1] - window[0])
+    # held at its end values beyond the window, so that a spectrum reaching far past it stays positive
+    x = np.clip((2.0 * wave - window[0] - window[1]) / (window[1] - window[0]), -1.0, 1.0)
     s = {"linear": x, "quadratic": 2.0 * x**2 - 1.0}[shape]
     return wave, np.asarray(flux, dtype=np.float64) * (1.0 + amplitude * s)
 
@@ -79,38 +82,52 @@ def broaden(wave, flux, fwhm_from: float, fwhm_to: float):
     return wave, gaussian_filter1d(np.asarray(flux, dtype=np.float64), sigma, mode="nearest")
 
 
-def estimate_rv(wave, flux, grid_wave, templates, vmax: float = 600.0, step: float = 5.0):
+def estimate_rv(wave, flux, grid_wave, templates, vmax: float = 600.0, step: float = 20.0,
+                min_covered: float = 0.8):
     """Radial velocity (km/s) by cross-correlation, and the peak correlation coefficient.
 
     ``templates`` (k, npix) are rest-frame, continuum-normalized spectra on ``grid_wave`` (Å, in the
     input's medium). For each trial v in ±``vmax`` the input is read at grid_wave·(1 + v/c), divided
     by a straight line through its two end medians (a smooth continuum is enough for lines ~100 km/s
-    wide), and correlated (Pearson) with each template; the best template's peak is refined by a
-    parabola through it and its neighbours. NaN when the input does not reach far enough beyond the
-    window for the peak to have a tried velocity on both sides.
+    wide), and correlated (Pearson, over the pixels the input covers, at least ``min_covered`` of
+    them) with each template; the best template's peak is refined by a parabola through it and its
+    neighbours. NaN when no trial velocity is covered enough, or the peak has no tried velocity on
+    both sides.
     """
     wave = np.asarray(wave, dtype=np.float64)
     flux = np.asarray(flux, dtype=np.float64)
     good = np.isfinite(flux) & np.isfinite(wave)
     wave, flux = wave[good], flux[good]
     vs = np.arange(-vmax, vmax + step / 2, step)
-    t = np.asarray(templates, dtype=np.float64)
-    t = t - t.mean(axis=1, keepdims=True)
-    t /= np.linalg.norm(t, axis=1, keepdims=True)
-    best = np.full(vs.size, -np.inf)
-    x = np.linspace(-1.0, 1.0, grid_wave.size)
-    for i, v in enumerate(vs):
-        at = grid_wave * (1.0 + v / C_KMS)
-        if wave.size < 2 or at[0] < wave[0] or at[-1] > wave[-1]:
-            continue
-        f = np.interp(at, wave, flux)
-        n = max(grid_wave.size // 10, 1)
-        lo, hi = np.median(f[:n]), np.median(f[-n:])
-        f = f / (0.5 * (lo + hi) + 0.5 * (hi - lo) * x)
-        f = f - f.mean()
-        norm = np.linalg.norm(f)
-        if norm > 0:
-            best[i] = float(np.max(t @ f) / norm)
+    if wave.size < 2:
+        return float("nan"), float("nan")
+    # every trial velocity at once: (n_v, npix) reads of the input, NaN beyond its ends
+    f = np.interp((grid_wave[None, :] * (1.0 + vs[:, None] / C_KMS)).ravel(), wave, flux, left=np.nan,
+                  right=np.nan).reshape(vs.size, grid_wave.size)
+    use = np.isfinite(f)
+    ok = use.mean(axis=1) >= min_covered
+    x = np.broadcast_to(np.linspace(-1.0, 1.0, grid_wave.size), f.shape)
+    n = max(grid_wave.size // 10, 1)
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # trials that cover nothing at one end: NaN, not used
+        # a straight line through the medians of the first and last tenth of the covered pixels
+        first = np.where(np.cumsum(use, axis=1) <= n, f, np.nan)
+        last = np.where(np.cumsum(use[:, ::-1], axis=1)[:, ::-1] <= n, f, np.nan)
+        lo, hi = np.nanmedian(first, axis=1), np.nanmedian(last, axis=1)
+        x0 = np.nanmean(np.where(np.isfinite(first), x, np.nan), axis=1)
+        x1 = np.nanmean(np.where(np.isfinite(last), x, np.nan), axis=1)
+        cont = lo[:, None] + ((hi - lo) / (x1 - x0))[:, None] * (x - x0[:, None])
+        g = np.where(use, f / cont, 0.0)
+        count = use.sum(axis=1)
+        g = np.where(use, g - (g.sum(axis=1) / count)[:, None], 0.0)
+        t = np.asarray(templates, dtype=np.float64)
+        # Pearson over each trial's covered pixels: templates centred and normed on the same pixels
+        w = use.astype(np.float64)
+        tmean = (w @ t.T) / count[:, None]  # (n_v, k)
+        cross = g @ t.T  # Σ g·(t − mean) = Σ g·t since Σ g = 0 over the covered pixels
+        tvar = w @ (t**2).T - count[:, None] * tmean**2
+        r = cross / (np.linalg.norm(g, axis=1)[:, None] * np.sqrt(np.clip(tvar, 0, None)))
+    best = np.where(ok & np.isfinite(r).all(axis=1), np.nanmax(np.where(np.isfinite(r), r, -np.inf), axis=1), -np.inf)
     if not np.isfinite(best).any():
         return float("nan"), float("nan")
     k = int(np.argmax(best))
@@ -134,7 +151,9 @@ def rv_templates(detector, labels=None) -> np.ndarray:
 
 # -- measurements ----------------------------------------------------------------------------------
 def _medians(predictor, spectra, **kw):
-    """(n, 3) medians of the prediction and the table, through :meth:`Predictor.predict`."""
+    """(n, 3) medians of the prediction and the table, through :meth:`Predictor.predict`; ``rv`` 0
+    (taken at rest, no estimate) unless given: each curve isolates one alteration."""
+    kw.setdefault("rv", 0.0)
     table = predictor.predict(spectra, medium=predictor.instrument.medium, **kw)
     bad = [e for e in table["error"] if e]
     if bad:
@@ -249,25 +268,21 @@ def measure_curves(model=None, stars=None, seed: int = 0, progress: bool = True)
             if progress:
                 print(f"tilt {shape} {a:+.2f}: {report['tilt'][-1]}")
     report["rv"] = []
-    templates = rv_templates(predictor.detector) if predictor.detector is not None else None
-    for v in RV_VALUES:
+    for v in (0.0, *RV_VALUES):
         moved = [doppler(w, f, v) for w, f in spectra]
-        med, _ = _medians(predictor, moved)
-        row = {"rv": v, **shift(med)}
-        if templates is not None:
-            est = np.array([estimate_rv(w, f, predictor.wave, templates)[0] for w, f in moved])
-            fixed, _ = _medians(predictor, moved, rv=est)
-            row |= {"estimate_median": float(np.median(est)), "estimate_error_max": float(np.max(np.abs(est - v))),
-                    "estimate_error_std": float(np.std(est - v)),
-                    "corrected": shift(fixed)}
+        row = {"rv": v}
+        if v:
+            med, _ = _medians(predictor, moved)
+            row |= shift(med)
+        if predictor.detector is not None:  # predict's default: the RV estimated, applied beyond the tolerance
+            fixed, table = _medians(predictor, moved, rv=None)
+            est = np.asarray(table["rv"], dtype=np.float64)
+            row |= {"estimated": int(np.isfinite(est).sum()), "estimate_median": float(np.nanmedian(est)),
+                    "estimate_error_std": float(np.nanstd(est - v)),
+                    "estimate_error_max": float(np.nanmax(np.abs(est - v))), "corrected": shift(fixed)}
         report["rv"].append(row)
         if progress:
             print(f"rv {v:+.0f}: {row}")
-    report["rv_rest_frame_estimates"] = None
-    if templates is not None:
-        est0 = np.array([estimate_rv(w, f, predictor.wave, templates)[0] for w, f in spectra])
-        report["rv_rest_frame_estimates"] = {"median": float(np.median(est0)), "std": float(np.std(est0)),
-                                             "max_abs": float(np.max(np.abs(est0)))}
     report["snr"] = []
     rng = np.random.default_rng(seed)
     for level in NOISE_LEVELS:
@@ -279,7 +294,31 @@ def measure_curves(model=None, stars=None, seed: int = 0, progress: bool = True)
         report["fwhm"].append({"fwhm": fwhm, **shift(med)})
         if progress:
             print(f"fwhm {fwhm}: {report['fwhm'][-1]}")
+    report["undeclared_resolution"] = undeclared_resolution(predictor, seed=seed)
     return report
+
+
+def undeclared_resolution(predictor, n: int = 30, seed: int = 0, grid=None) -> dict | None:
+    """Synthetic FGK dwarfs at the grid's own resolution (R = 11000, 0.11 Å pixels), predicted with
+    their resolution declared and without: the change of the medians, and how many rows are
+    flagged ``resolution_assumed``. None without the synthetic grid (outside a clone)."""
+    from .sources.sme_grid import load_grid
+
+    try:
+        grid = load_grid() if grid is None else grid
+    except (FileNotFoundError, OSError):
+        return None
+    lab = grid.labels
+    box = np.flatnonzero((lab[:, 0] >= 4000) & (lab[:, 0] <= 7000) & (lab[:, 1] >= 3.5))
+    rows = np.sort(np.random.default_rng(seed).choice(box, min(n, box.size), replace=False))
+    spectra = [(grid.wave, grid.flux[r]) for r in rows]
+    declared, _ = _medians(predictor, spectra, resolution=grid.resolution)
+    assumed, table = _medians(predictor, spectra)
+    d = assumed - declared
+    return {"n": int(rows.size), "resolution": float(grid.resolution),
+            "flagged": float(np.mean(["resolution_assumed" in f for f in table["flags"]])),
+            **{n: float(np.median(d[:, j])) for j, n in enumerate(LABEL_NAMES)},
+            **{f"{n}_max_abs": float(np.max(np.abs(d[:, j]))) for j, n in enumerate(LABEL_NAMES)}}
 
 
 def main(argv=None) -> dict:

@@ -109,3 +109,45 @@ def test_measure_on_toy_stars_saves_a_detector_predict_uses(tmp_path):
     det.model_sha256 = "0" * 64
     det.save(detector_path(model))
     assert Predictor(model).detector is None
+
+
+def test_predict_estimates_the_rv_with_a_detector(tmp_path):
+    """With a detector, a spectrum at 300 km/s is found there and shifted back; rv=0 skips the estimate;
+    one within the tolerance is reported, not applied; pure noise gets no estimate and a flag."""
+    from toymodel import toy_ensemble
+
+    from remap_lib import Predictor
+    from remap_lib.inference import RV_TOLERANCE
+    from remap_lib.instruments import C_KMS
+    from remap_lib.ood import measure
+
+    model = toy_ensemble(tmp_path)
+    classes = _toy_classes()
+    measure(model, classes=classes, progress=False)
+    predictor = Predictor(model)
+    wave, flux = classes["calibration"][1][0]
+    moved = (wave * (1 + 300 / C_KMS), flux)
+    noise = (wave, 1 + np.random.default_rng(0).normal(0, 1, wave.size))
+    table = predictor.predict([moved, (wave * (1 + 10 / C_KMS), flux), noise, (wave, flux)])
+    assert table["rv"][0] == pytest.approx(300, abs=10) and "estimated by cross-correlation" in table["notes"][0]
+    assert abs(table["rv"][1] - 10) < RV_TOLERANCE and "cross-correlation" not in table["notes"][1]
+    assert np.isnan(table["rv"][2]) and "rv_unknown" in table["flags"][2]
+    for name in ("teff", "logg", "feh"):  # shifted back: as the spectrum at rest
+        assert table[f"{name}_median"][0] == pytest.approx(table[f"{name}_median"][3], rel=0.02)
+    given = predictor.predict(moved, rv=0.0)
+    assert given["rv"][0] == 0.0 and "rv_unknown" not in given["flags"][0]
+
+
+def test_finely_sampled_input_without_resolution_is_flagged(tmp_path):
+    from toymodel import toy_ensemble
+
+    from remap_lib import Predictor
+
+    predictor = Predictor(toy_ensemble(tmp_path))
+    wave = np.arange(4990.0, 5125.0, 0.1)  # 25 pixels per 2.5 Å FWHM
+    flux = 1 - 0.5 * np.exp(-0.5 * ((wave - 5050) / 0.3) ** 2)
+    table = predictor.predict([(wave, flux), (wave[::9], flux[::9])])
+    assert "resolution_assumed" in table["flags"][0] and "pass its resolution" in table["notes"][0]
+    assert "resolution_assumed" not in table["flags"][1]  # 2.8 pixels per FWHM, as the instrument's own
+    declared = predictor.predict((wave, flux), resolution=20000)
+    assert "resolution_assumed" not in declared["flags"][0]
