@@ -11,6 +11,9 @@ writes into ``--out`` (``make book`` runs it before ``jupyter-book build``):
   (the run log that :func:`remap_lib.notebooks.run_all` writes beside the executed notebooks);
 - ``performance.md`` and ``figures/perf_*.png`` — the benchmarks in ``bench/results/*.json`` beside
   their baselines; a benchmark without results says so and gives its command;
+- ``robustness.md`` and ``figures/robustness_*.png`` — out-of-domain detection, noise, tilt, RV and
+  resolution, from ``results/ood.json``, ``noise_widening.json`` and ``robustness.json``
+  (:func:`remap_lib.robustness.book_page`);
 - fragments that ``book/course.md`` and ``book/limitations.md`` include (no headings of their own):
   ``course_times.md`` (measured run times per profile, from ``results/run_times/<profile>.json``),
   ``exercises.md`` (each notebook's "Try this" items) and ``limitations_numbers.md`` (from the
@@ -737,6 +740,21 @@ def headline_fragment(study_file=None) -> str:
     return headline_markdown(read_study(path), source=str(where))
 
 
+# ------------------------------------------------------------------------------------------ robustness
+def robustness_page(out_dir: Path) -> str:
+    """The robustness chapter (:func:`remap_lib.robustness.book_page`, from results/ood.json,
+    noise_widening.json and robustness.json); a report of an unexpected shape says so instead of failing."""
+    from .robustness import book_page
+
+    try:
+        return book_page(out_dir)
+    except (KeyError, TypeError, ValueError, IndexError) as err:
+        print(f"bookpages: warning: the robustness reports could not be shown: {err!r}", file=sys.stderr)
+        return ("# Robustness\n\nThe reports in `results/` (ood.json, noise_widening.json, robustness.json) could "
+                f"not be shown ({_cell(repr(err))}); rerun `python -m remap_lib.ood` and `python -m "
+                "remap_lib.robustness noise|curves`.\n")
+
+
 # ------------------------------------------------------------------------------------------------ main
 def write_pages(out_dir=OUT_DIR, profile: str = "default", run_log=None, bench_dir=BENCH_RESULTS) -> list[Path]:
     """Write every generated page and fragment into ``out_dir``; return their paths."""
@@ -750,6 +768,7 @@ def write_pages(out_dir=OUT_DIR, profile: str = "default", run_log=None, bench_d
         "exercises.md": exercises_fragment(),
         "limitations_numbers.md": limitations_fragment(profile),
         "headline.md": headline_fragment(),
+        "robustness.md": robustness_page(out_dir),
     }
     for name in list_notebooks():
         for problem in parameter_problems(name, read_parameters(name)):

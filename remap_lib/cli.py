@@ -290,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
                "rows failed (see their 'error' column); 4 the output cannot be written (another run is writing it, "
                "permission denied, disk full: finished work is kept, rerun to resume); 130 interrupted by Ctrl-C or "
                "SIGTERM (rerun the same command to resume).\n"
+               "flags column: out_of_domain (unlike the training stars, or S/N < 3), low_snr (S/N < 20), "
+               "partial_coverage, resolution_assumed (finely sampled, no --resolution), rv_unknown (no RV "
+               "estimate), at_range_edge:<label>.\n"
                "many GPUs/nodes: torchrun --nproc_per_node N -m remap_lib.cli predict ... (each rank a shard)")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="files, directories or glob patterns")
     p.add_argument("-o", "--output", required=True, help="output table: .ecsv, .fits, .csv or .h5")
@@ -315,7 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="LSF FWHM of the inputs in Å (> 0 and at most the model's)")
     p.add_argument("--rv", type=float, default=None, metavar="KM_S",
                    help=f"radial velocity of every input in km/s (|rv| <= {MAX_RV_KMS:g}): wavelengths are divided by "
-                        "1 + rv/c to reach the rest frame (default: the inputs are in the rest frame)")
+                        "1 + rv/c to reach the rest frame (default: estimated per spectrum by cross-correlation, "
+                        "reported in the rv column and applied beyond 20 km/s; --rv 0 takes the inputs at rest)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_predict)
 

@@ -8,12 +8,27 @@ Each input spectrum becomes one row of an astropy ``Table``: per label the media
 2.5/97.5 percentiles, the mean and standard deviation of the (temperature-scaled, ensemble-averaged)
 probability mass function, optionally the PMF itself, and
 
-* ``ood_distance`` / ``out_of_domain``: the distance in the embedding space from the spectrum to the
-  nearest training spectrum, and whether it exceeds the threshold fitted when the model was
-  exported (spectra unlike anything the network was trained on get confident-looking nonsense);
+* ``ood_distance``: the distance in the embedding space from the spectrum to the nearest training
+  spectrum;
+* ``ood_score`` / ``out_of_domain``: whether the spectrum is unlike the stars the network learnt
+  from (spectra unlike anything it was trained on get confident-looking nonsense). With the
+  detector saved next to the model (:mod:`remap_lib.ood`, shipped for the default model) the score
+  combines the χ² of the spectrum against what a fine-tuning star with the predicted labels looks
+  like and ``ood_distance``; the flag fires above its threshold, chosen on fine-tuning and validation
+  stars, or at S/N below 3. Without one (a model of your own), ``out_of_domain`` is ``ood_distance``
+  above the threshold fitted at export and ``ood_score`` is NaN;
+* ``snr``: S/N per pixel of the normalized flux, the lower of what ivar claims and what the pixel-to-
+  pixel scatter says (:func:`row_snr`); below the S/N the model was calibrated at the PMFs are widened
+  (:func:`noise_inflation`);
+* ``rv``: the radial velocity (km/s) given, or estimated by cross-correlation (applied beyond
+  :data:`RV_TOLERANCE`), NaN when neither;
 * ``masked_fraction``: the share of the instrument window without usable pixels, whether the data
   stop short of the window's ends or the pixels are NaN, masked or have ivar 0;
-* ``flags``: ``;``-separated warnings (``out_of_domain``, ``partial_coverage``, ``at_range_edge:<label>``);
+* ``flags``: ``;``-separated warnings: ``out_of_domain``; ``low_snr`` (S/N below :data:`LOW_SNR`,
+  where medians drift, not only scatter); ``partial_coverage``; ``resolution_assumed`` (sampled with
+  more than :data:`FINE_SAMPLING` pixels per instrument FWHM but no resolution given: probably
+  sharper than the instrument and not smoothed); ``rv_unknown`` (no RV given and none could be
+  estimated: taken at rest); ``at_range_edge:<label>``;
 * ``notes``: what was assumed or converted (medium, units, resolution, padded edges, widened PMFs);
 * ``error``: why a row failed (its numbers are then NaN); empty for rows that worked.
 

@@ -50,6 +50,8 @@ QUANTILE = 0.97
 #: Label centre and scale of the quadratic flux model's design matrix (Teff, log g, [Fe/H]).
 LABEL_CENTER = np.array([5500.0, 4.3, -0.3])
 LABEL_SCALE = np.array([500.0, 0.5, 0.5])
+#: The classes of MILES stars outside the FGK box (Teff above 7000 K or below 4000 K), hottest first.
+OUTSIDE_BOX = ("A/B (Teff > 10000 K)", "8500-10000 K", "7500-8500 K", "7000-7500 K", "M (Teff < 3700 K)", "3700-4000 K")
 _EPS_DIST = 1e-3  # embedding distances of 0 (a training spectrum itself) stay finite in log
 
 
@@ -206,9 +208,9 @@ def _classes(seed: int = 0) -> dict:
     out["FGK giants (log g < 3.5)"] = labels_by_role["giant_candidate"]
     lab, spec = labels_by_role["other"]
     teff = lab[:, 0]
-    for name, sel in (("A/B (Teff > 10000 K)", teff > 10000), ("8500-10000 K", (teff > 8500) & (teff <= 10000)),
-                      ("7500-8500 K", (teff > 7500) & (teff <= 8500)), ("7000-7500 K", (teff > 7000) & (teff <= 7500)),
-                      ("M (Teff < 3700 K)", teff < 3700), ("3700-4000 K", (teff >= 3700) & (teff < 4000))):
+    cuts = (teff > 10000, (teff > 8500) & (teff <= 10000), (teff > 7500) & (teff <= 8500),
+            (teff > 7000) & (teff <= 7500), teff < 3700, (teff >= 3700) & (teff < 4000))
+    for name, sel in zip(OUTSIDE_BOX, cuts, strict=True):
         idx = np.flatnonzero(sel)
         out[name] = (lab[idx], [spec[i] for i in idx])
     held_lab = np.concatenate([out["validation"][0], out["calibration"][0]])
@@ -305,6 +307,10 @@ def measure(model=None, seed: int = 0, classes=None, save_detector: bool = True,
         if progress:
             print(f"  {name:42s} n={entry['n']:4d} flagged {entry['flagged']:.2f} (embedding threshold alone: "
                   f"{entry['flagged_before']:.2f})" + (f" AUC {entry['auc']:.3f}" if "auc" in entry else ""))
+    outside = [report["classes"][n] for n in OUTSIDE_BOX if n in report["classes"]]
+    if outside:
+        n_out = sum(e["n"] for e in outside)
+        report["outside_box"] = {"n": n_out, "flagged": sum(e["flagged"] * e["n"] for e in outside) / n_out}
     if save_detector:
         report["detector_file"] = det.save(detector_path(predictor.path)).name
     return report

@@ -266,7 +266,7 @@ def test_main_writes_every_page(tmp_path, capsys):
     assert bookpages.main(["--out", str(tmp_path), "--profile", "smoke", "--run-log", str(tmp_path / "none")]) == 0
     names = {p.name for p in tmp_path.iterdir()}
     assert {"parameters.md", "reproducibility.md", "performance.md", "course_times.md", "exercises.md",
-            "limitations_numbers.md", "figures"} <= names
+            "limitations_numbers.md", "robustness.md", "figures"} <= names
     assert not list(tmp_path.glob(".*.part"))  # atomic writes leave no temporary files
 
 

@@ -93,3 +93,36 @@ def test_measure_curves_on_toy_stars(tmp_path):
     assert "corrected" not in report["rv"][1]  # the toy model has no detector, so no RV estimate
     for row in report["tilt"] + report["rv"][1:] + report["snr"] + report["fwhm"]:
         assert all(np.isfinite(row[n]) for n in LABEL_NAMES)
+
+
+def test_book_page_renders_the_reports(tmp_path):
+    """Every number on the page comes from the reports: a made-up set of three shows up as given."""
+    import json
+
+    from remap_lib.robustness import book_page
+
+    res = tmp_path / "results"
+    res.mkdir()
+    roc = {"fpr": [0, 0, 1], "tpr": [0, 1, 1]}
+    classes = {"calibration": {"n": 30, "flagged": 0.0, "flagged_before": 0.0},
+               "A/B (Teff > 10000 K)": {"n": 7, "flagged": 6 / 7, "flagged_before": 0.0, "auc": 0.987, "roc": roc}}
+    (res / "ood.json").write_text(json.dumps({"rule": "score > 1.234", "classes": classes, "other_library": "none",
+                                              "outside_box": {"n": 7, "flagged": 6 / 7}}))
+    level = {n: {"coverage68": 0.5, "coverage68_widened": 0.71, "median_shift": -0.25} for n in LABEL_NAMES}
+    (res / "noise_widening.json").write_text(json.dumps(
+        {"roles": {"calibration": {"levels": [{"snr": 10.0, "measured_snr": 9.5, **level}]}}}))
+    row = {n: 1.0 for n in LABEL_NAMES}
+    curves = {"n": 30, "statistic": "median", "tilt": [{"shape": s, "amplitude": 0.3, **row} for s in ("linear",
+                                                                                                       "quadratic")],
+              "rv": [{"rv": 50.0, **row, "estimate_error_max": 12.0, "corrected": {"teff": 0.5}}],
+              "snr": [{"snr": 10.0, **row}], "fwhm": [{"fwhm": 4.0, **row}], "undeclared_resolution": None}
+    (res / "robustness.json").write_text(json.dumps(curves))
+    page = book_page(tmp_path / "out", res)
+    assert "score > 1.234" in page and "| A/B (Teff > 10000 K) | 7 | 86% | 0% | 0.987 |" in page
+    assert "86% of the 7 MILES stars outside the box" in page
+    assert "| 10.0 | 9.5 | 0.50 (0.71) |" in page and "-0.25 |" in page
+    assert "within 12 km/s" in page and "within 0.5 K" in page
+    assert {p.name for p in (tmp_path / "out" / "figures").iterdir()} == {
+        "robustness_roc.png", "robustness_noise.png", "robustness_shifts.png"}
+    (res / "ood.json").unlink()
+    assert "`results/ood.json` is missing" in book_page(tmp_path / "out2", res)
