@@ -53,6 +53,7 @@ def test_wheel_holds_the_model_and_no_clone_files(installed):
     names = subprocess.run([sys.executable, "-m", "zipfile", "-l", str(installed["wheel"])], capture_output=True,
                            text=True, check=True).stdout
     assert "remap_lib/models/deep_remap_miles_default.pt" in names
+    assert "remap_lib/models/deep_remap_miles_default.ood.npz" in names  # its out-of-domain detector
     assert "data/" not in names and "notebooks/" not in names
 
 
