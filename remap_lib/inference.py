@@ -82,8 +82,8 @@ RESOLUTION_NOTE = "finely sampled but no resolution given"
 #: shifts of ±20 km/s move the calibration stars' median labels by at most 13 K, 0.02 and 0.01 dex
 #: (``python -m remap_lib.robustness curves``, results/robustness.json).
 RV_TOLERANCE = 20.0
-#: Smallest cross-correlation peak an RV estimate is believed at: the MILES FGK dwarfs reach 0.77–0.96,
-#: noise-only spectra about 0.1.
+#: Smallest cross-correlation peak an RV estimate is believed at: the MILES validation and calibration
+#: dwarfs reach 0.75–0.97 (about 0.5–0.8 at S/N 20), noise-only spectra below 0.1.
 RV_MIN_PEAK = 0.5
 RV_NOTE = "radial velocity could not be estimated"
 #: Rows with S/N per pixel below this are flagged ``low_snr``: from S/N 20 down the medians of MILES

@@ -254,7 +254,7 @@ def measure(model=None, seed: int = 0, classes=None, save_detector: bool = True,
     classes = _classes(seed) if classes is None else classes
     feats = {}
     for name, (labels, spectra) in classes.items():
-        prep = predictor.prepare(spectra, medium=predictor.instrument.medium)
+        prep = predictor.prepare(spectra, medium=predictor.instrument.medium, rv=0.0)  # MILES is at rest
         ok = np.array([not e for e in prep.errors])
         med, dist, snr = _network_features(predictor, _subset(prep, ok))
         feats[name] = {"labels": np.asarray(labels)[ok], "prep": _subset(prep, ok), "medians": med, "dist": dist,
