@@ -329,9 +329,13 @@ class Predictor:
 
         if self.detector is None:
             return np.nan
+        flux = np.array(spec.flux, dtype=np.float64)
+        companions = [np.shape(x) for x in (spec.mask, spec.ivar) if x is not None]
+        if (wave.ndim != 1 or flux.shape != wave.shape or any(c != wave.shape for c in companions)
+                or not np.all(np.diff(wave) > 0)):
+            return np.nan  # malformed: preprocessing rejects it with the reason, no estimate to make
         if self._templates is None:
             self._templates = rv_templates(self.detector)
-        flux = np.array(spec.flux, dtype=np.float64)
         if spec.mask is not None:
             flux[np.asarray(spec.mask, dtype=bool)] = np.nan
         if spec.ivar is not None:

@@ -128,7 +128,10 @@ def test_predict_estimates_the_rv_with_a_detector(tmp_path):
     wave, flux = classes["calibration"][1][0]
     moved = (wave * (1 + 300 / C_KMS), flux)
     noise = (wave, 1 + np.random.default_rng(0).normal(0, 1, wave.size))
-    table = predictor.predict([moved, (wave * (1 + 10 / C_KMS), flux), noise, (wave, flux)])
+    table = predictor.predict([moved, (wave * (1 + 10 / C_KMS), flux), noise, (wave, flux), (wave, flux[:-3]),
+                               (wave[::-1], flux)])
+    # malformed spectra fail their own rows, with the preprocessing's reason, and no RV estimate
+    assert "shape" in table["error"][4] and table["error"][5] and not any(table["error"][:4])
     assert table["rv"][0] == pytest.approx(300, abs=10) and "estimated by cross-correlation" in table["notes"][0]
     assert abs(table["rv"][1] - 10) < RV_TOLERANCE and "cross-correlation" not in table["notes"][1]
     assert np.isnan(table["rv"][2]) and "rv_unknown" in table["flags"][2]
