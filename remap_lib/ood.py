@@ -27,7 +27,7 @@ The report (``results/ood.json``) has, per class of input, the detection rate an
 in-domain calibration stars against that class, :func:`roc`): MILES stars outside the FGK box
 (A/B hotter than 10000 K, 7000–10000 K, M cooler than 3700 K, 3700–4000 K), FGK giants, noise-
 only spectra, featureless inputs (a flat line, flux in magnitudes), the wrong resolution and
-heavy masking.
+heavy masking, and synthetic FGK dwarfs from the pretraining grid's held-out nodes.
 """
 
 from __future__ import annotations
@@ -238,7 +238,28 @@ def _classes(seed: int = 0) -> dict:
             g[s:s + run] = np.nan
         masked.append((w, g))
     out["heavy masking (10 %)"] = (held_lab, masked)
+    synthetic = _synthetic_dwarfs(seed)
+    if synthetic is not None:
+        out["synthetic FGK dwarfs (training grid's test nodes)"] = synthetic
     return out
+
+
+def _synthetic_dwarfs(seed: int = 0, n: int = 60):
+    """FGK dwarfs of the shipped synthetic grid's held-out ('test') nodes at its resolution, declared:
+    spectra of the library the network was pretrained on but never fine-tuned on, the nearest thing to
+    another library until one is built. None outside a clone (no grid)."""
+    from .sources.sme_grid import load_grid
+    from .trainsets import split_rows
+
+    try:
+        grid = load_grid()
+    except (FileNotFoundError, OSError):
+        return None
+    lab = grid.labels
+    test = split_rows(len(grid), 0.1, 0.1, 0) == "test"  # the split synthetic_set makes (seed 0)
+    box = np.flatnonzero(test & (lab[:, 0] >= 4000) & (lab[:, 0] <= 7000) & (lab[:, 1] >= 3.5))
+    rows = np.sort(np.random.default_rng(seed).choice(box, min(n, box.size), replace=False))
+    return lab[rows], [(grid.wave, grid.flux[r]) for r in rows], {"resolution": float(grid.resolution)}
 
 
 def measure(model=None, seed: int = 0, classes=None, save_detector: bool = True, progress: bool = True) -> dict:
@@ -253,8 +274,9 @@ def measure(model=None, seed: int = 0, classes=None, save_detector: bool = True,
     predictor.detector = None  # features from the network alone, whatever is saved now
     classes = _classes(seed) if classes is None else classes
     feats = {}
-    for name, (labels, spectra) in classes.items():
-        prep = predictor.prepare(spectra, medium=predictor.instrument.medium, rv=0.0)  # MILES is at rest
+    for name, (labels, spectra, *options) in classes.items():
+        kw = {"medium": predictor.instrument.medium, "rv": 0.0, **(options[0] if options else {})}  # at rest
+        prep = predictor.prepare(spectra, **kw)
         ok = np.array([not e for e in prep.errors])
         med, dist, snr = _network_features(predictor, _subset(prep, ok))
         feats[name] = {"labels": np.asarray(labels)[ok], "prep": _subset(prep, ok), "medians": med, "dist": dist,
@@ -285,7 +307,8 @@ def measure(model=None, seed: int = 0, classes=None, save_detector: bool = True,
                        f"{SNR_FLOOR:g}"),
               "threshold": det.threshold, "snr_floor": SNR_FLOOR, "quantile": QUANTILE,
               "center": center.tolist(), "spread": spread.tolist(), "fitted_on": ["finetune", "validation"],
-              "other_library": "none available yet: the Kurucz test set of issue 13 part 2 is not built",
+              "other_library": ("none yet: the Kurucz test set of issue 13 part 2 is not built; the pretraining "
+                                "grid's held-out FGK dwarfs stand in"),
               "classes": {}}
     reference = det.score(raw["calibration"])
     for name, f in feats.items():
