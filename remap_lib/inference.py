@@ -506,9 +506,9 @@ class Predictor:
             ok[i] = False
         snr_all, snr_claimed = row_snr(prep.flux, prep.mask, prep.ivar)
         snr = snr_all[ok]
-        widen = missing_inflation(masked_fraction[ok])
+        missing = missing_inflation(masked_fraction[ok])
         noisy = noise_inflation(snr)
-        widen = {name: widen[name] * noisy[name] for name in LABEL_NAMES}
+        widen = {name: missing[name] * noisy[name] for name in LABEL_NAMES}
         pmfs, emb = self.network(prep.flux[ok], prep.mask[ok], widen)
         table = Table()
         table["source"] = np.asarray(prep.source, dtype=str) if n else np.zeros(0, dtype="U1")
@@ -523,7 +523,7 @@ class Predictor:
                 flags[r].append("rv_unknown")
             if masked_fraction[r] > 0:
                 flags[r].append("partial_coverage")
-                factors = ", ".join(f"×{widen[name][k]:.3f} ({name})" for name in LABEL_NAMES)
+                factors = ", ".join(f"×{missing[name][k]:.3f} ({name})" for name in LABEL_NAMES)
                 notes[r].append(f"{100 * masked_fraction[r]:.2g} % of the window has no usable data: PMF "
                                 f"temperatures {factors}")
             claimed = snr_claimed[r]
@@ -534,8 +534,8 @@ class Predictor:
                 flags[r].append("low_snr")
             if any(noisy[name][k] > 1.0 for name in LABEL_NAMES):
                 factors = ", ".join(f"×{noisy[name][k]:.3f} ({name})" for name in LABEL_NAMES)
-                notes[r].append(f"S/N {snr_all[r]:.3g}, lower than the stars the model was calibrated on: PMF "
-                                f"temperatures {factors}")
+                notes[r].append(f"S/N {snr_all[r]:.3g}, below the calibration stars' typical S/N: PMF temperatures "
+                                f"{factors} for the noise")
         for name in LABEL_NAMES:
             b = self.bins[name]
             decoded = b.decode(pmfs[name]) if len(rows) else {k: np.zeros(0) for k in ESTIMATES}

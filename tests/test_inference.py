@@ -406,3 +406,23 @@ def test_ivar_widens_and_flags_noisy_input(predictor, toy):
     assert table["snr"][1] == pytest.approx(1e-3, rel=0.01) and table["snr"][2] == table["snr"][0]
     assert "low_snr" in table["flags"][1] and "low_snr" not in table["flags"][0]
     assert "used the lower" in table["notes"][2]
+
+
+def test_noise_and_missing_widenings_multiply(predictor):
+    """A noisy spectrum missing pixels: temperatures × missing_inflation × noise_inflation, each note its own."""
+    from remap_lib.inference import missing_inflation, noise_inflation, row_snr
+
+    flux = F + np.random.default_rng(5).normal(0, 0.1, F.size)  # S/N ~ 10
+    flux[-8:] = np.nan
+    prep = predictor.prepare((W, flux, np.full(W.size, 100.0)))
+    fraction = prep.mask.mean()
+    snr, _ = row_snr(prep.flux, prep.mask, prep.ivar)
+    missing, noisy = missing_inflation([fraction]), noise_inflation(snr)
+    assert noisy["feh"][0] > 1.5  # S/N ~ 10 widens [Fe/H] well beyond the missing share's factor
+    table = predictor.predict_prepared(prep, pmf=True)
+    wide, _ = predictor.network(prep.flux, prep.mask, {n: missing[n] * noisy[n] for n in LABEL_NAMES})
+    for name in LABEL_NAMES:
+        np.testing.assert_allclose(table[f"{name}_pmf"][0], wide[name][0], rtol=1e-5)
+    assert f"no usable data: PMF temperatures ×{missing['teff'][0]:.3f} (teff)" in table["notes"][0]
+    assert f"PMF temperatures ×{noisy['teff'][0]:.3f} (teff)" in table["notes"][0]
+    assert set(table["flags"][0].split(";")) >= {"partial_coverage", "low_snr"}
