@@ -26,8 +26,8 @@ probability mass function, optionally the PMF itself, and
   stop short of the window's ends or the pixels are NaN, masked or have ivar 0;
 * ``flags``: ``;``-separated warnings: ``out_of_domain``; ``low_snr`` (S/N below :data:`LOW_SNR`,
   where medians drift, not only scatter); ``partial_coverage``; ``resolution_assumed`` (sampled with
-  more than :data:`FINE_SAMPLING` pixels per instrument FWHM but no resolution given: probably
-  sharper than the instrument and not smoothed); ``rv_unknown`` (no RV given and none could be
+  more than :data:`FINE_SAMPLING` pixels per instrument FWHM but no resolution given: taken to have
+  an LSF :data:`ASSUMED_PIXELS_PER_FWHM` pixels wide); ``rv_unknown`` (no RV given and none could be
   estimated: taken at rest); ``at_range_edge:<label>``;
 * ``notes``: what was assumed or converted (medium, units, resolution, padded edges, widened PMFs);
 * ``error``: why a row failed (its numbers are then NaN); empty for rows that worked.
@@ -74,10 +74,13 @@ MAX_MISSING = 0.10
 #: ``python -m remap_lib.coverage`` (report: results/partial_coverage.json).
 MISSING_INFLATION = {"teff": 2.71, "logg": 1.98, "feh": 3.48}
 #: An input sampled with more pixels than this per instrument FWHM, with no resolution given, is
-#: flagged ``resolution_assumed``: it is most likely sharper than the instrument (MILES itself has 2.8;
-#: a sharper spectrum read as the instrument's is not smoothed, results/robustness.json says by how much).
+#: flagged ``resolution_assumed`` and taken to have an LSF :data:`ASSUMED_PIXELS_PER_FWHM` pixels wide:
+#: it is most likely sharper than the instrument (MILES itself has 2.8 pixels per FWHM), and a sharper
+#: spectrum read as the instrument's is not smoothed (results/robustness.json says what either costs).
 FINE_SAMPLING = 5.0
-RESOLUTION_NOTE = "finely sampled but no resolution given"
+#: The LSF FWHM, in pixels, assumed for such an input: spectrographs sample their LSF with 2–3 pixels.
+ASSUMED_PIXELS_PER_FWHM = 2.5
+RESOLUTION_NOTE = "resolution not given but finely sampled"
 #: Radial velocities (km/s) within which an estimated RV is reported but not applied: uncorrected
 #: shifts of ±20 km/s move the calibration stars' median labels by at most 13 K, 0.02 and 0.01 dex
 #: (``python -m remap_lib.robustness curves``, results/robustness.json).
@@ -259,9 +262,12 @@ class Predictor:
             step = float(np.median(np.abs(np.diff(wave)))) if wave.size > 1 else np.inf
             per_fwhm = float(np.min(self.instrument.lsf_fwhm(self.wave))) / step if step > 0 else np.inf
             if per_fwhm > FINE_SAMPLING:
-                notes.append(f"{RESOLUTION_NOTE}: {per_fwhm:.3g} pixels per {self.instrument.name} FWHM, so the "
-                             "spectrum is probably sharper than that LSF and its labels biased; pass its resolution "
-                             "(--resolution R or --fwhm Å)")
+                # Far finer sampling than the instrument's means a sharper LSF, almost always: assume the
+                # spectrograph samples its own LSF as most do, which the smoothing then takes to the model's.
+                lsf = {"source_fwhm": ASSUMED_PIXELS_PER_FWHM * step}
+                notes[-1] = (f"{RESOLUTION_NOTE}: {per_fwhm:.3g} pixels per {self.instrument.name} FWHM, so "
+                             f"assumed an LSF {ASSUMED_PIXELS_PER_FWHM:g} pixels wide ({lsf['source_fwhm']:.3g} Å "
+                             "FWHM); pass its resolution (--resolution R or --fwhm Å) to be sure")
         return src_medium, lsf, notes
 
     def check_lsf(self, resolution: float | None = None, fwhm: float | None = None) -> None:

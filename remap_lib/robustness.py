@@ -315,31 +315,55 @@ def measure_curves(model=None, stars=None, seed: int = 0, progress: bool = True)
         report["fwhm"].append({"fwhm": fwhm, **shift(med)})
         if progress:
             print(f"fwhm {fwhm}: {report['fwhm'][-1]}")
-    report["undeclared_resolution"] = undeclared_resolution(predictor, seed=seed)
+    report["undeclared_resolution"] = undeclared_resolution(predictor, seed=seed, stars=stars)
     return report
 
 
-def undeclared_resolution(predictor, n: int = 30, seed: int = 0, grid=None) -> dict | None:
-    """Synthetic FGK dwarfs at the grid's own resolution (R = 11000, 0.11 Å pixels), predicted with
-    their resolution declared and without: the change of the medians, and how many rows are
-    flagged ``resolution_assumed``. None without the synthetic grid (outside a clone)."""
+def undeclared_resolution(predictor, n: int = 30, seed: int = 0, grid=None, stars=None) -> dict | None:
+    """Finely sampled spectra without a declared resolution, against the same with it declared.
+
+    ``sharp``: synthetic FGK dwarfs at the grid's own resolution (R = 11000, 0.11 Å pixels), where
+    predict's assumption (an LSF :data:`remap_lib.inference.ASSUMED_PIXELS_PER_FWHM` pixels wide) is
+    about right, and reading them as the instrument's (the old default, no smoothing) is not.
+    ``oversampled``: the calibration stars interpolated onto 0.1 Å pixels, their 2.5 Å LSF kept, where
+    the assumption is wrong (they get smoothed once more). Each: the median and largest change of the
+    medians, and the share flagged ``resolution_assumed``. ``sharp`` is None without the grid.
+    """
     from .sources.sme_grid import load_grid
 
+    def compare(spectra, declared_kw, other_kw):
+        declared, _ = _medians(predictor, spectra, **declared_kw)
+        other, table = _medians(predictor, spectra, **other_kw)
+        d = other - declared
+        return {"flagged": float(np.mean(["resolution_assumed" in f for f in table["flags"]])),
+                **{n: float(np.median(d[:, j])) for j, n in enumerate(LABEL_NAMES)},
+                **{f"{n}_max_abs": float(np.max(np.abs(d[:, j]))) for j, n in enumerate(LABEL_NAMES)}}
+
+    out = {"sharp": None}
     try:
         grid = load_grid() if grid is None else grid
     except (FileNotFoundError, OSError):
-        return None
-    lab = grid.labels
-    box = np.flatnonzero((lab[:, 0] >= 4000) & (lab[:, 0] <= 7000) & (lab[:, 1] >= 3.5))
-    rows = np.sort(np.random.default_rng(seed).choice(box, min(n, box.size), replace=False))
-    spectra = [(grid.wave, grid.flux[r]) for r in rows]
-    declared, _ = _medians(predictor, spectra, resolution=grid.resolution)
-    assumed, table = _medians(predictor, spectra)
-    d = assumed - declared
-    return {"n": int(rows.size), "resolution": float(grid.resolution),
-            "flagged": float(np.mean(["resolution_assumed" in f for f in table["flags"]])),
-            **{n: float(np.median(d[:, j])) for j, n in enumerate(LABEL_NAMES)},
-            **{f"{n}_max_abs": float(np.max(np.abs(d[:, j]))) for j, n in enumerate(LABEL_NAMES)}}
+        grid = None
+    if grid is not None:
+        lab = grid.labels
+        box = np.flatnonzero((lab[:, 0] >= 4000) & (lab[:, 0] <= 7000) & (lab[:, 1] >= 3.5))
+        rows = np.sort(np.random.default_rng(seed).choice(box, min(n, box.size), replace=False))
+        spectra = [(grid.wave, grid.flux[r]) for r in rows]
+        inst = predictor.instrument
+        as_instrument = ({"resolution": inst.resolution} if inst.resolution else {"fwhm": inst.fwhm})
+        out["sharp"] = {"n": int(rows.size), "resolution": float(grid.resolution),
+                        "assumed": compare(spectra, {"resolution": grid.resolution}, {}),
+                        "read_as_instrument": compare(spectra, {"resolution": grid.resolution}, as_instrument)}
+    if stars is None:
+        from .coverage import miles_stars as stars
+    _, spectra = stars("calibration")
+    fine = []
+    for w, f in spectra:
+        x = np.arange(w[0], w[-1], 0.1)
+        fine.append((x, np.interp(x, w, f)))
+    fwhm = float(predictor.instrument.fwhm or np.min(predictor.instrument.lsf_fwhm(predictor.wave)))
+    out["oversampled"] = {"n": len(fine), "pixel": 0.1, "assumed": compare(fine, {"fwhm": fwhm}, {})}
+    return out
 
 
 def main(argv=None) -> dict:
@@ -548,19 +572,30 @@ def _curves_section(curves: dict, figdir: Path) -> list[str]:
     for r in curves["fwhm"]:
         lines.append(f"| LSF {r['fwhm']:g} Å, undeclared | "
                      + " | ".join(f"{r[n]:+.{_UNITS[n][2]}f}" for n in LABEL_NAMES) + " |")
-    u = curves.get("undeclared_resolution")
-    if u:
-        lines.append(f"| synthetic R = {u['resolution']:g}, undeclared (largest of {u['n']}) | "
-                     + " | ".join(f"{u[n + '_max_abs']:.{_UNITS[n][2]}f}" for n in LABEL_NAMES) + " |")
+    u = curves.get("undeclared_resolution") or {}
+    sharp, over = u.get("sharp"), u.get("oversampled")
+    if sharp:
+        for key, what in (("read_as_instrument", "read as the instrument's (no smoothing)"),
+                          ("assumed", "predict's assumption from the sampling")):
+            lines.append(f"| synthetic R = {sharp['resolution']:g} undeclared, {what}: largest of {sharp['n']} | "
+                         + " | ".join(f"{sharp[key][n + '_max_abs']:.{_UNITS[n][2]}f}" for n in LABEL_NAMES) + " |")
+    if over:
+        lines.append(f"| MILES on {over['pixel']:g} Å pixels undeclared, predict's assumption: median | "
+                     + " | ".join(f"{over['assumed'][n]:+.{_UNITS[n][2]}f}" for n in LABEL_NAMES) + " |")
     lines.append("")
     if rv:
         lines += [f"Without `rv`, predict estimates it by cross-correlation: over ±{max(abs(r['rv']) for r in rv):.0f} "
                   f"km/s the estimates are within {max(r['estimate_error_max'] for r in rv):.0f} km/s of the truth "
                   f"and the corrected medians within {max(abs(r['corrected']['teff']) for r in rv):.1f} K of the "
                   "rest-frame ones."]
-    if u:
-        lines += [f"Undeclared finely sampled spectra are flagged `resolution_assumed` ({u['flagged']:.0%} of the "
-                  "synthetic ones)."]
+    if sharp and over:
+        from .inference import ASSUMED_PIXELS_PER_FWHM
+
+        lines += [f"Undeclared finely sampled spectra are flagged `resolution_assumed` "
+                  f"({sharp['assumed']['flagged']:.0%} of the synthetic ones, {over['assumed']['flagged']:.0%} of "
+                  f"the oversampled MILES ones) and taken to have an LSF {ASSUMED_PIXELS_PER_FWHM:g} pixels wide: "
+                  "right for a spectrograph's own sampling, too sharp for an interpolated spectrum, which then gets "
+                  "smoothed once more."]
     lines.append("")
     lines += _fig_md("figures/robustness_shifts.png",
                      "Median T_eff shift of the calibration stars against, left to right, a multiplicative tilt, a "

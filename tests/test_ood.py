@@ -152,5 +152,10 @@ def test_finely_sampled_input_without_resolution_is_flagged(tmp_path):
     table = predictor.predict([(wave, flux), (wave[::9], flux[::9])])
     assert "resolution_assumed" in table["flags"][0] and "pass its resolution" in table["notes"][0]
     assert "resolution_assumed" not in table["flags"][1]  # 2.8 pixels per FWHM, as the instrument's own
-    declared = predictor.predict((wave, flux), resolution=20000)
+    declared = predictor.predict([(wave, flux), (wave, flux)], resolution=20000)
     assert "resolution_assumed" not in declared["flags"][0]
+    # taken to have an LSF 2.5 pixels wide: the same as declaring FWHM 0.25 Å
+    same = predictor.predict((wave, flux), fwhm=0.25)
+    for name in ("teff", "logg", "feh"):
+        assert table[f"{name}_median"][0] == pytest.approx(same[f"{name}_median"][0], rel=1e-6)
+    assert "assumed an LSF 2.5 pixels wide (0.25 Å FWHM)" in table["notes"][0]

@@ -93,6 +93,8 @@ def test_measure_curves_on_toy_stars(tmp_path):
     assert "corrected" not in report["rv"][1]  # the toy model has no detector, so no RV estimate
     for row in report["tilt"] + report["rv"][1:] + report["snr"] + report["fwhm"]:
         assert all(np.isfinite(row[n]) for n in LABEL_NAMES)
+    over = report["undeclared_resolution"]["oversampled"]
+    assert over["n"] == 10 and over["assumed"]["flagged"] == 1.0  # 0.1 Å pixels: 25 per 2.5 Å FWHM
 
 
 def test_book_page_renders_the_reports(tmp_path):
