@@ -293,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
                "rows failed (see their 'error' column); 4 the output cannot be written (another run is writing it, "
                "permission denied, disk full: finished work is kept, rerun to resume); 130 interrupted by Ctrl-C or "
                "SIGTERM (rerun the same command to resume).\n"
+               "flags column: out_of_domain (unlike the training stars, or S/N < 3), low_snr (S/N < 20), "
+               "partial_coverage, resolution_assumed (finely sampled, no --resolution), rv_unknown (no RV "
+               "estimate), at_range_edge:<label>.\n"
                "many GPUs/nodes: torchrun --nproc_per_node N -m remap_lib.cli predict ... (each rank a shard)")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="files, directories or glob patterns")
     p.add_argument("-o", "--output", required=True, help="output table: .ecsv, .fits, .csv or .h5")
@@ -318,7 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="LSF FWHM of the inputs in Å (> 0 and at most the model's)")
     p.add_argument("--rv", type=float, default=None, metavar="KM_S",
                    help=f"radial velocity of every input in km/s (|rv| <= {MAX_RV_KMS:g}): wavelengths are divided by "
-                        "1 + rv/c to reach the rest frame (default: the inputs are in the rest frame)")
+                        "1 + rv/c to reach the rest frame (default: estimated per spectrum by cross-correlation, "
+                        "reported in the rv column and applied beyond 20 km/s; --rv 0 takes the inputs at rest)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_predict)
 
@@ -378,12 +382,13 @@ def build_parser() -> argparse.ArgumentParser:
     for action, text in (("run", "run the matrix row x seed x fold: one record per run, finished runs skipped, "
                                   "several processes may share it"),
                          ("status", "runs done, running and left, and the measured compute time of the matrix"),
-                         ("aggregate", "metrics over seeds with bootstrap intervals and paired differences")):
+                         ("aggregate", "metrics over seeds with bootstrap intervals and paired differences"),
+                         ("table", "the aggregate as Markdown: the headline, every row's tables and the effects")):
         p = actions.add_parser(action, help=text, description=text)
         p.add_argument("--out", default=None, help="records folder (default: "
                        "results/study; the aggregate goes beside it as study.json)")
         p.add_argument("--profile", default="default", help="training files and budgets (default: default)")
-        if action != "aggregate":
+        if action not in ("aggregate", "table"):
             p.add_argument("--rows", nargs="+", default=None,
                            help="row names or slugs, e.g. deep-REMAP no_swa "
                                 "(default: all; see remap_lib.evaluation.study)")
@@ -400,6 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     agg_p = actions.choices["aggregate"]
     agg_p.add_argument("--output", default=None, help="aggregate file (default: beside --out, study.json)")
     agg_p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples over stars (default 1000)")
+    actions.choices["table"].add_argument("--input", default=None,
+                                          help="aggregate to show (default: beside --out, study.json)")
 
     book = sub.add_parser("book", help="run the book's notebooks").add_subparsers(dest="action", required=True)
     p = book.add_parser("run", help="execute notebooks with a profile through papermill")

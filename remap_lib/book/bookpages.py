@@ -11,10 +11,14 @@ writes into ``--out`` (``make book`` runs it before ``jupyter-book build``):
   (the run log that :func:`remap_lib.book.notebooks.run_all` writes beside the executed notebooks);
 - ``performance.md`` and ``figures/perf_*.png`` — the benchmarks in ``bench/results/*.json`` beside
   their baselines; a benchmark without results says so and gives its command;
+- ``robustness.md`` and ``figures/robustness_*.png`` — out-of-domain detection, noise, tilt, RV and
+  resolution, from ``results/ood.json``, ``noise_widening.json`` and ``robustness.json``
+  (:func:`remap_lib.evaluation.robustness.book_page`);
 - fragments that ``book/course.md`` and ``book/limitations.md`` include (no headings of their own):
   ``course_times.md`` (measured run times per profile, from ``results/run_times/<profile>.json``),
   ``exercises.md`` (each notebook's "Try this" items) and ``limitations_numbers.md`` (from the
-  profile's ``results`` metrics).
+  profile's ``results`` metrics); ``headline.md``, which ``book/intro.md`` opens with (the study's
+  headline table, from ``results/study.json``).
 
 Links in the fragments are relative to ``book/``, where the including pages live; links in the
 pages are relative to ``--out``.
@@ -393,12 +397,71 @@ def reproducibility_page(profile: str, run_log=None, names=None, notebook_dir=NO
         mark = "" if installed == pin else " **≠ pin**"
         lines.append(f"| `{name}` | {pin} | {installed or 'not installed'}{mark} |")
 
+    lines += ["", *across_machines_section()]
     machine = machine_info()
     lines += ["", "## Machine", "", "The machine that built this page (`remap_lib/book/machine.py`):", "",
               "| | |", "|---|---|"]
     lines += [f"| {k} | {_cell(v)} |" for k, v in machine.items()]
     lines += ["", "The benchmarks name their own machine: see the chapter {doc}`performance`.", ""]
     return "\n".join(lines)
+
+
+def across_machines_section(spread_file=None) -> list[str]:
+    """What repeats bit for bit and what only within the spread, from ``results/machine_spread.json``."""
+    from remap_lib.evaluation.machinespread import SPREAD_FILE
+
+    path = Path(spread_file or SPREAD_FILE)
+    lines = ["## What reproduces exactly, and what within the spread", "",
+             "- **Bit for bit everywhere:** the shipped files (the synthetic grid, the shipped pretrained networks, "
+             "the splits; hashes above) and the downloaded archives.",
+             "- **Bit for bit on the same machine:** everything trained or predicted from a fixed seed: the same "
+             "commit, profile and seeds give the same networks, `results/metrics.json` and study records. Notebook 2 "
+             "checks its pretrained network against the shipped one, which tells whether this machine matches the "
+             "one that made them.",
+             "- **Within the spread on another machine:** another CPU may add floating-point numbers in another "
+             "order (other vector instructions in PyTorch's kernels); training turns those last-bit differences "
+             "into other weights, so the fine-tuned results move. They are to be read with the study's intervals "
+             "(chapter 8), which is what the table below checks.", ""]
+    if not path.is_file():
+        return lines + [f"`{path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path}` does not "
+                        "exist yet: compare two builds with `python -m remap_lib.evaluation.machinespread` to measure "
+                        "the spread.",
+                        ""]
+    spread = json.loads(path.read_text(encoding="utf-8"))
+    rerun = spread.get("rerun_same_machine")
+    if rerun:
+        lines += [f"Measured on one machine: {rerun['identical_predictions']} of {rerun['records']} study records "
+                  "run twice (same commit and seeds) gave identical predictions.", ""]
+    names = list(spread["builds"])
+    lines += ["| build | " + " | ".join(f"σ {lab} ({unit}), 30 stars" for _, lab, unit, _ in LABELS)
+              + " | giants called giant |", "|---|" + "---:|" * 4]
+    for name in names:
+        h = spread["builds"][name]
+        sig = h.get("calibration_sigma", {})
+        lines.append(f"| {_cell(name)} | " + " | ".join(
+            f"{sig[k]:.{d + 1}f}" if k in sig else "–" for k, _, _, d in LABELS) + " | "
+            + (f"{h['giants_called_giant']:.1%}" if "giants_called_giant" in h else "–") + " |")
+    band = spread.get("study")
+    if band:
+        lines.append(f"| study: {_cell(band['row'])}, {band['table'].replace('_', ' ')}, {band['n_seeds']} seeds, "
+                     "mean [95 % interval] | " + " | ".join(
+                         f"{band[k]['mean']:.{d + 1}f} [{band[k]['ci95'][0]:.{d + 1}f}, {band[k]['ci95'][1]:.{d + 1}f}]"
+                         for k, _, _, d in LABELS) + " | "
+                     + (f"{band['giants_called_giant']['mean']:.1%}" if "giants_called_giant" in band else "–")
+                     + " |")
+    lines.append("")
+    for key, c in spread["comparisons"].items():
+        lines.append(f"- {_cell(key)}: **{c['different']} of {c['values']}** values in `results/metrics.json` "
+                     f"differ (sections: {', '.join(c['sections_that_differ']) or 'none'}).")
+    covered = spread.get("covered", {})
+    if covered:
+        inside = [k for k, v in covered.items() if v]
+        outside = [k for k, v in covered.items() if not v]
+        lines.append(f"- The builds' range lies inside the study's 95 % interval for: {', '.join(inside) or 'none'}"
+                     + (f"; **outside** for: {', '.join(outside)}." if outside else "."))
+    lines += ["", f"From `{path.name}`, written by `python -m remap_lib.evaluation.machinespread` on "
+                  f"{spread['generated']}.", ""]
+    return lines
 
 
 # ----------------------------------------------------------------------------------------- performance
@@ -673,11 +736,40 @@ def limitations_fragment(profile: str) -> str:
         sig = [r["sigma_teff"] for r in a["retrained"] if r.get("sigma_teff") is not None]
         if sig:
             lines += [f"Retrained ablation rows: σ(T<sub>eff</sub>) from {min(sig):.0f} to {max(sig):.0f} K across "
-                      f"{len(sig)} rows, one training seed each; the spread between seeds has not been measured.", ""]
+                      f"{len(sig)} rows, one training seed each in this build; the seed-replicated differences, with "
+                      "their intervals, are the study's (notebooks 7 and 8).", ""]
     if not any((v, c, g, a)):
         lines += [f"No results for profile `{profile}` yet: run notebooks 4–7 (`remap book run --profile {profile}`).",
                   ""]
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------- intro
+def headline_fragment(study_file=None) -> str:
+    """The intro's opening table: the paper, this reproduction and the peers on the same stars (the study)."""
+    from remap_lib.evaluation.studyreport import STUDY_FILE, headline_markdown, read_study
+
+    path = Path(study_file or STUDY_FILE)
+    if not path.is_file():
+        return (f"The study's headline table appears here once `{path.name}` exists: "
+                "`remap study run` then `remap study aggregate`.\n")
+    where = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
+    return headline_markdown(read_study(path), source=str(where))
+
+
+# ------------------------------------------------------------------------------------------ robustness
+def robustness_page(out_dir: Path) -> str:
+    """The robustness chapter (:func:`remap_lib.evaluation.robustness.book_page`, from results/ood.json,
+    noise_widening.json and robustness.json); a report of an unexpected shape says so instead of failing."""
+    from remap_lib.evaluation.robustness import book_page
+
+    try:
+        return book_page(out_dir)
+    except (KeyError, TypeError, ValueError, IndexError) as err:
+        print(f"bookpages: warning: the robustness reports could not be shown: {err!r}", file=sys.stderr)
+        return ("# Robustness\n\nThe reports in `results/` (ood.json, noise_widening.json, robustness.json) could "
+                f"not be shown ({_cell(repr(err))}); rerun `python -m remap_lib.prediction.ood` and `python -m "
+                "remap_lib.evaluation.robustness noise|curves`.\n")
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -692,6 +784,8 @@ def write_pages(out_dir=OUT_DIR, profile: str = "default", run_log=None, bench_d
         "course_times.md": course_times_fragment(),
         "exercises.md": exercises_fragment(),
         "limitations_numbers.md": limitations_fragment(profile),
+        "headline.md": headline_fragment(),
+        "robustness.md": robustness_page(out_dir),
     }
     for name in list_notebooks():
         for problem in parameter_problems(name, read_parameters(name)):

@@ -124,7 +124,7 @@ def measure(model=None, fractions=CUT_FRACTIONS, progress: bool = True, stars=mi
         for f in fractions:
             for end in (("blue",) if f == 0 else ("blue", "red")):
                 cut = [cut_spectrum(w, fl, window, f, end) for w, fl in spectra]
-                prep = predictor.prepare(cut, medium=predictor.instrument.medium)
+                prep = predictor.prepare(cut, medium=predictor.instrument.medium, rv=0.0)  # at rest: no RV estimate
                 bad = [e for e in prep.errors if e]
                 if bad:
                     raise RuntimeError(f"{role} f={f} {end}: {bad[0]}")

@@ -45,6 +45,7 @@ Commands (each ``nice -n 19`` on a shared machine)::
     remap study run [--rows NAME ...] [--seeds 0-4] [--folds 5] [--device cpu|cuda] [--max-minutes M]
     remap study status        # runs done / running / left per row; measured time per run; hours left
     remap study aggregate     # results/study.json (remap_lib.evaluation.studystats)
+    remap study table         # that aggregate as Markdown tables (remap_lib.evaluation.studyreport)
 """
 
 from __future__ import annotations
@@ -688,6 +689,16 @@ def command(args) -> int:
         k = n_folds(read_folds(folds_file)) if folds_file.is_file() else args.folds
         tasks = plan(args.rows or [r.name for r in ROWS], parse_seeds(args.seeds), k)
         print_status(status(out, work_dir(args.profile) / "study" / "claims", tasks))
+        return 0
+    if args.action == "table":
+        from remap_lib.evaluation.studyreport import headline_markdown, markdown_tables, read_study
+
+        path = Path(args.input or out.parent / "study.json")
+        result = read_study(path)
+        print(headline_markdown(result, source=str(path)))
+        print(markdown_tables(result))
+        print("### effects (paired 95 % intervals that exclude zero)\n")
+        print("\n".join(f"- {line}" for line in result["effects"]) or "none")
         return 0
     budgets = Budgets.from_profiles(args.profile).describe()
     result = aggregate(out, read_folds(out / "folds.csv"), budgets, n_boot=args.bootstrap)

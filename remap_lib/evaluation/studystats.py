@@ -5,7 +5,8 @@ Per row and table (``cv_dwarfs``, ``calibration_stars``, ``giants``; see :mod:`r
 * the metrics per label: σ, bias and MAD of (median − literature) as
   :func:`remap_lib.evaluation.evaluate.scatter_metrics` defines them, and the fraction of literature values inside
   the 68 % (p16–p84) and 95 % (p2.5–p97.5) intervals (stars without a finite interval are left out);
-  for the giants also the accuracy of calling them giants (median log g below 3.5);
+  ``accuracy``, the share of stars whose giant (median log g below 3.5) or dwarf call agrees with the
+  literature: for the giants the share called giant, for the dwarfs the share that stay dwarfs;
 * per seed the metric of that seed's prediction of every star (the giants are predicted once per
   fold, and a seed's giant metric is the mean over its folds' predictions); reported as the mean
   over seeds with its standard deviation (``*_std``, ddof 1);
@@ -253,7 +254,7 @@ def aggregate(out, folds: pd.DataFrame, budgets: dict | None = None, n_boot: int
                "wall_s_per_run": _number(np.mean([r["wall_s"] for r in records])) if records else None}
         for t in TABLES:
             point, boot, s = scored[row.name][t] if entry else ({}, {}, [])
-            metrics = METRICS + (("accuracy",) if t == "giants" else ())
+            metrics = METRICS + ("accuracy",)  # giants: called giant; dwarfs: called dwarf
             obj[t] = {"n": sizes[t], "n_seeds": len(s), **_summary(point, boot, s, metrics)} if s else None
         ref = row.reference
         if entry and ref in scored and scored[ref]["cv_dwarfs"][2] and seeds:
@@ -261,7 +262,7 @@ def aggregate(out, folds: pd.DataFrame, budgets: dict | None = None, n_boot: int
             for t in TABLES:
                 if not (scored[row.name][t][2] and scored[ref][t][2]):
                     continue
-                metrics = METRICS + (("accuracy",) if t == "giants" else ())
+                metrics = METRICS + ("accuracy",)  # giants: called giant; dwarfs: called dwarf
                 obj["paired"][t] = diff = _difference(scored[row.name][t], scored[ref][t], metrics, boot_seed)
                 effects += _effects(row.name, ref, t, diff)
         rows.append(obj)
@@ -280,7 +281,26 @@ def aggregate(out, folds: pd.DataFrame, budgets: dict | None = None, n_boot: int
                       "stars_per_fold": folds["fold"].value_counts().sort_index().tolist(),
                       "n_calibration_stars": sizes["calibration_stars"], "n_giants": len(giant_ids)},
             "bootstrap": {"resamples": n_boot, "seed": boot_seed, "interval": "2.5 and 97.5 percentiles"},
-            "budgets": budgets, "rows": rows, "effects": effects, "warnings": warnings}
+            "budgets": budgets, "compute": compute(out), "rows": rows, "effects": effects, "warnings": warnings}
+
+
+def compute(out) -> dict:
+    """What the recorded runs under ``out`` cost, pretraining included: runs, CPU and wall hours, per kind.
+
+    CPU time is what one thread spent (the runs are single-threaded and niced: wall time depends on what
+    else ran); resumed runs count only their last attempt, so the totals are lower bounds.
+    """
+    files = [p for part in ("pretrain", "runs") for p in sorted((Path(out) / part).rglob("*.json"))]
+    records = [json.loads(p.read_text()) for p in files]
+    by_kind: dict[str, dict] = {}
+    for r in records:
+        k = by_kind.setdefault(r.get("kind", "?"), {"runs": 0, "cpu_hours": 0.0, "wall_hours": 0.0})
+        k["runs"] += 1
+        k["cpu_hours"] += (r.get("cpu_s") or r.get("wall_s") or 0.0) / 3600
+        k["wall_hours"] += (r.get("wall_s") or 0.0) / 3600
+    total = {key: sum(k[key] for k in by_kind.values()) for key in ("runs", "cpu_hours", "wall_hours")}
+    return {**total, "devices": sorted({r.get("device", "?") for r in records}),
+            "resumed_runs": sum(bool(r.get("resumed")) for r in records), "by_kind": by_kind}
 
 
 def _comparable(config):

@@ -8,12 +8,27 @@ Each input spectrum becomes one row of an astropy ``Table``: per label the media
 2.5/97.5 percentiles, the mean and standard deviation of the (temperature-scaled, ensemble-averaged)
 probability mass function, optionally the PMF itself, and
 
-* ``ood_distance`` / ``out_of_domain``: the distance in the embedding space from the spectrum to the
-  nearest training spectrum, and whether it exceeds the threshold fitted when the model was
-  exported (spectra unlike anything the network was trained on get confident-looking nonsense);
+* ``ood_distance``: the distance in the embedding space from the spectrum to the nearest training
+  spectrum;
+* ``ood_score`` / ``out_of_domain``: whether the spectrum is unlike the stars the network learnt
+  from (spectra unlike anything it was trained on get confident-looking nonsense). With the
+  detector saved next to the model (:mod:`remap_lib.prediction.ood`, shipped for the default model) the score
+  combines the χ² of the spectrum against what a fine-tuning star with the predicted labels looks
+  like and ``ood_distance``; the flag fires above its threshold, chosen on fine-tuning and validation
+  stars, or at S/N below 3. Without one (a model of your own), ``out_of_domain`` is ``ood_distance``
+  above the threshold fitted at export and ``ood_score`` is NaN;
+* ``snr``: S/N per pixel of the normalized flux, the lower of what ivar claims and what the pixel-to-
+  pixel scatter says (:func:`row_snr`); below the S/N the model was calibrated at the PMFs are widened
+  (:func:`noise_inflation`);
+* ``rv``: the radial velocity (km/s) given, or estimated by cross-correlation (applied beyond
+  :data:`RV_TOLERANCE`), NaN when neither;
 * ``masked_fraction``: the share of the instrument window without usable pixels, whether the data
   stop short of the window's ends or the pixels are NaN, masked or have ivar 0;
-* ``flags``: ``;``-separated warnings (``out_of_domain``, ``partial_coverage``, ``at_range_edge:<label>``);
+* ``flags``: ``;``-separated warnings: ``out_of_domain``; ``low_snr`` (S/N below :data:`LOW_SNR`,
+  where medians drift, not only scatter); ``partial_coverage``; ``resolution_assumed`` (sampled with
+  more than :data:`FINE_SAMPLING` pixels per instrument FWHM but no resolution given: taken to have
+  an LSF :data:`ASSUMED_PIXELS_PER_FWHM` pixels wide); ``rv_unknown`` (no RV given and none could be
+  estimated: taken at rest); ``at_range_edge:<label>``;
 * ``notes``: what was assumed or converted (medium, units, resolution, padded edges, widened PMFs);
 * ``error``: why a row failed (its numbers are then NaN); empty for rows that worked.
 
@@ -31,6 +46,7 @@ beyond it the row fails and its error says what would fix it.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -60,6 +76,35 @@ MAX_MISSING = 0.10
 #: (:func:`missing_inflation`), fitted for the shipped model on the MILES validation stars by
 #: ``python -m remap_lib.evaluation.coverage`` (report: results/partial_coverage.json).
 MISSING_INFLATION = {"teff": 2.71, "logg": 1.98, "feh": 3.48}
+#: An input sampled with more pixels than this per instrument FWHM, with no resolution given, is
+#: flagged ``resolution_assumed`` and taken to have an LSF :data:`ASSUMED_PIXELS_PER_FWHM` pixels wide:
+#: it is most likely sharper than the instrument (MILES itself has 2.8 pixels per FWHM), and a sharper
+#: spectrum read as the instrument's is not smoothed (results/robustness.json says what either costs).
+FINE_SAMPLING = 5.0
+#: The LSF FWHM, in pixels, assumed for such an input: spectrographs sample their LSF with 2–3 pixels.
+ASSUMED_PIXELS_PER_FWHM = 2.5
+RESOLUTION_NOTE = "resolution not given but finely sampled"
+#: Radial velocities (km/s) within which an estimated RV is reported but not applied: uncorrected
+#: shifts of ±20 km/s move the calibration stars' median labels by at most 13 K, 0.02 and 0.01 dex
+#: (``python -m remap_lib.evaluation.robustness curves``, results/robustness.json).
+RV_TOLERANCE = 20.0
+#: Smallest cross-correlation peak an RV estimate is believed at: the MILES validation and calibration
+#: dwarfs reach 0.75–0.97 (about 0.5–0.8 at S/N 20), noise-only spectra below 0.1.
+RV_MIN_PEAK = 0.5
+RV_NOTE = "radial velocity could not be estimated"
+#: Rows with S/N per pixel below this are flagged ``low_snr``: from S/N 20 down the medians of MILES
+#: stars drift (by −0.4 dex in [Fe/H] at S/N 18, results/noise_widening.json), not only scatter.
+LOW_SNR = 20.0
+#: Each head's temperature factor against the S/N per pixel (:func:`row_snr`), as [S/N, factor] nodes
+#: interpolated in log S/N (:func:`noise_inflation`): 1 at the S/N of the clean MILES validation stars
+#: the temperatures were calibrated on, then the coverage-fitted factor of those stars degraded to
+#: S/N 50, 20, 10 and 5, relative to the clean fit (``python -m remap_lib.evaluation.robustness noise``,
+#: report: results/noise_widening.json).
+NOISE_INFLATION = {
+    "teff": [[56.32, 1.0], [36.06, 1.196], [18.29, 2.15], [9.68, 2.172], [4.94, 5.341]],
+    "logg": [[56.32, 1.0], [36.06, 1.27], [18.29, 1.27], [9.68, 1.27], [4.94, 2.703]],
+    "feh": [[56.32, 1.0], [36.06, 1.728], [18.29, 4.334], [9.68, 4.334], [4.94, 4.334]],
+}
 
 
 def default_model_path() -> Path:
@@ -77,6 +122,8 @@ class Prepared:
     name: list[str]
     errors: list[str]
     notes: list[list[str]] = field(default_factory=list)
+    ivar: np.ndarray | None = None  # (n, npix) of the normalized flux; NaN rows where the input gave none
+    rv: np.ndarray | None = None  # (n,) km/s: given or estimated (and applied when beyond RV_TOLERANCE); NaN if neither
 
 
 class Predictor:
@@ -125,6 +172,8 @@ class Predictor:
         self.ood_threshold = reference.get("threshold")
         self.versions = bundle.get("versions") or self.info.get("versions", {})
         self.sha256 = sha256_file(self.path)
+        self.detector = load_detector(self.path, self.sha256)
+        self._templates = None  # RV templates, made from the detector when first needed
 
     # -- the network --------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -175,6 +224,16 @@ class Predictor:
             lsf = ({"source_resolution": self.instrument.resolution} if self.instrument.resolution
                    else {"source_fwhm": self.instrument.fwhm})
             notes.append(f"resolution not given: assumed the {self.instrument.name} LSF")
+            wave = np.asarray(spec.wave, dtype=np.float64)
+            step = float(np.median(np.abs(np.diff(wave)))) if wave.size > 1 else np.inf
+            per_fwhm = float(np.min(self.instrument.lsf_fwhm(self.wave))) / step if step > 0 else np.inf
+            if per_fwhm > FINE_SAMPLING:
+                # Far finer sampling than the instrument's means a sharper LSF, almost always: assume the
+                # spectrograph samples its own LSF as most do, which the smoothing then takes to the model's.
+                lsf = {"source_fwhm": ASSUMED_PIXELS_PER_FWHM * step}
+                notes[-1] = (f"{RESOLUTION_NOTE}: {per_fwhm:.3g} pixels per {self.instrument.name} FWHM, so "
+                             f"assumed an LSF {ASSUMED_PIXELS_PER_FWHM:g} pixels wide ({lsf['source_fwhm']:.3g} Å "
+                             "FWHM); pass its resolution (--resolution R or --fwhm Å) to be sure")
         return src_medium, lsf, notes
 
     def check_lsf(self, resolution: float | None = None, fwhm: float | None = None) -> None:
@@ -211,7 +270,10 @@ class Predictor:
                              "(a radial velocity in km/s, not m/s, not a redshift)")
 
     def _check_raw(self, spec: RawSpectrum, medium, resolution, fwhm, rv):
-        """Cheap per-spectrum checks and assumptions: ``(wave, medium, lsf keywords, notes)``."""
+        """Cheap per-spectrum checks and assumptions: ``(wave, medium, lsf keywords, notes, rv)``.
+
+        ``rv`` None: estimated by cross-correlation when the model has a detector (:meth:`_estimate_rv`).
+        """
         src_medium, lsf, notes = self._assumptions(spec, medium, resolution, fwhm)
         wave = np.asarray(spec.wave, dtype=np.float64)
         flux = np.asarray(spec.flux, dtype=np.float64)
@@ -223,10 +285,39 @@ class Predictor:
         if level <= 0:
             raise RemapDataError(spec.source, f"median flux is {level:.3g}: remap needs positive flux, "
                                  "not magnitudes or a continuum-subtracted spectrum")
-        if rv:
+        if rv is None:
+            rv = self._estimate_rv(spec, wave, src_medium, notes)
+            if np.isfinite(rv) and abs(rv) > RV_TOLERANCE:
+                wave = wave / (1.0 + rv / C_KMS)
+                notes.append(f"radial velocity {rv:+.0f} km/s estimated by cross-correlation: shifted to rest frame")
+        elif rv:
             wave = wave / (1.0 + float(rv) / C_KMS)
             notes.append(f"shifted to rest frame (rv = {float(rv):g} km/s)")
-        return wave, src_medium, lsf, notes
+        return wave, src_medium, lsf, notes, np.nan if rv is None else float(rv)
+
+    def _estimate_rv(self, spec: RawSpectrum, wave, src_medium, notes) -> float:
+        """RV (km/s) of a raw spectrum against the detector's templates; NaN, with a note, when unsure."""
+        from remap_lib.evaluation.robustness import estimate_rv, rv_templates
+
+        if self.detector is None:
+            return np.nan
+        flux = np.array(spec.flux, dtype=np.float64)
+        companions = [np.shape(x) for x in (spec.mask, spec.ivar) if x is not None]
+        if (wave.ndim != 1 or flux.shape != wave.shape or any(c != wave.shape for c in companions)
+                or not np.all(np.diff(wave) > 0)):
+            return np.nan  # malformed: preprocessing rejects it with the reason, no estimate to make
+        if self._templates is None:
+            self._templates = rv_templates(self.detector)
+        if spec.mask is not None:
+            flux[np.asarray(spec.mask, dtype=bool)] = np.nan
+        if spec.ivar is not None:
+            flux[~(np.asarray(spec.ivar, dtype=np.float64) > 0)] = np.nan
+        rv, peak = estimate_rv(convert_medium(wave, src_medium, self.instrument.medium), flux, self.wave,
+                               self._templates)
+        if np.isfinite(rv) and peak >= RV_MIN_PEAK:
+            return rv
+        notes.append(f"{RV_NOTE} (cross-correlation peak r = {peak:.2g}): assumed at rest; pass rv if it is not")
+        return np.nan
 
     def _to_grid(self, wave, specs, src_medium, lsf, source):
         """``to_instrument`` for spectra sharing one wavelength array: one sparse operator, one fit.
@@ -248,7 +339,9 @@ class Predictor:
         gaps = zip(uncovered(wave, window), ("blue", "red"), ends, strict=True)
         notes = [f"data stop {gap:.3g} Å short of the window's {side} end ({end:.2f} Å, {self.instrument.medium}): "
                  "padded and masked" for gap, side, end in gaps if gap > 0]
-        return np.atleast_2d(out.flux.astype(np.float32)), np.atleast_2d(out.mask), notes
+        ivar = (np.full(out.flux.shape, np.nan, np.float32) if out.ivar is None
+                else np.where(out.mask, 0.0, out.ivar).astype(np.float32))
+        return np.atleast_2d(out.flux.astype(np.float32)), np.atleast_2d(out.mask), notes, np.atleast_2d(ivar)
 
     def _on_grid(self, flux, mask, wave):
         """Rows already on the model's grid, ready for the network; None when ``wave`` is another grid."""
@@ -273,11 +366,13 @@ class Predictor:
         self.check_rv(rv)
         items = as_inputs(spectra)
         npix = self.wave.size
-        flux, mask, source, name, errors, notes = [], [], [], [], [], []
+        flux, mask, source, name, errors, notes, ivar, rv_out = [], [], [], [], [], [], [], []
 
         def fail(src, nm, reason, note=()):
+            rv_out.append(np.nan)
             flux.append(np.ones((1, npix), np.float32))
             mask.append(np.ones((1, npix), bool))
+            ivar.append(np.full((1, npix), np.nan, np.float32))
             source.append(src)
             name.append(nm)
             errors.append(reason)
@@ -302,6 +397,10 @@ class Predictor:
                     f, m = ready
                     flux.append(f)
                     mask.append(m)
+                    rv_out += [np.nan] * len(f)
+                    iv = getattr(item, "ivar", None)
+                    ivar.append(np.full(f.shape, np.nan, np.float32) if iv is None
+                                else np.where(m, 0.0, np.asarray(iv, dtype=np.float32)))
                     source += [f"{src}[{start + i}]" for i in range(len(f))]
                     name += ids
                     errors += [""] * len(f)
@@ -314,7 +413,7 @@ class Predictor:
                 this_rv = rv if rvs is None else (rvs[raw_index] if raw_index < len(rvs) else None)
                 raw_index += 1
                 try:
-                    wave, src_medium, lsf, nt = self._check_raw(spec, medium, resolution, fwhm, this_rv)
+                    wave, src_medium, lsf, nt, rv_row = self._check_raw(spec, medium, resolution, fwhm, this_rv)
                 except RemapDataError as err:
                     fail(spec.source, spec.name, err.problem, spec.notes)
                     continue
@@ -325,6 +424,8 @@ class Predictor:
                 groups.setdefault(key, (wave, []))[1].append((len(flux), spec))
                 flux.append(None)
                 mask.append(None)
+                ivar.append(None)
+                rv_out.append(rv_row)
                 source.append(spec.source)
                 name.append(spec.name)
                 errors.append("")
@@ -332,25 +433,28 @@ class Predictor:
         for (_, _, src_medium, lsf, *_), (wave, members) in groups.items():
             specs = [spec for _, spec in members]
             try:
-                f, m, nt = self._to_grid(wave, specs, src_medium, dict(lsf), specs[0].source)
-                done = [(slot, f[k], m[k], "", nt) for k, (slot, _) in enumerate(members)]
+                f, m, nt, iv = self._to_grid(wave, specs, src_medium, dict(lsf), specs[0].source)
+                done = [(slot, f[k], m[k], "", nt, iv[k]) for k, (slot, _) in enumerate(members)]
             except RemapDataError:
                 # one bad spectrum spoils a batch: redo them one by one so each row gets its own reason
                 done = []
                 for slot, spec in members:
                     try:
-                        f, m, nt = self._to_grid(wave, [spec], src_medium, dict(lsf), spec.source)
-                        done.append((slot, f[0], m[0], "", nt))
+                        f, m, nt, iv = self._to_grid(wave, [spec], src_medium, dict(lsf), spec.source)
+                        done.append((slot, f[0], m[0], "", nt, iv[0]))
                     except RemapDataError as err:
-                        done.append((slot, np.ones(npix, np.float32), np.ones(npix, bool), err.problem, []))
-            for slot, f, m, err, nt in done:
-                flux[slot], mask[slot], errors[slot] = f[None], m[None], err
+                        done.append((slot, np.ones(npix, np.float32), np.ones(npix, bool), err.problem, [],
+                                     np.full(npix, np.nan, np.float32)))
+            for slot, f, m, err, nt, iv in done:
+                flux[slot], mask[slot], errors[slot], ivar[slot] = f[None], m[None], err, iv[None]
                 notes[slot] = notes[slot] + nt
         if rvs is not None and raw_index != len(rvs):
             raise ValueError(f"rv has {len(rvs)} values but {raw_index} spectra were given")
         if not flux:
-            return Prepared(np.ones((0, npix), np.float32), np.ones((0, npix), bool), [], [], [], [])
-        return Prepared(np.concatenate(flux), np.concatenate(mask), source, name, errors, notes)
+            return Prepared(np.ones((0, npix), np.float32), np.ones((0, npix), bool), [], [], [], [],
+                            np.ones((0, npix), np.float32), np.zeros(0))
+        return Prepared(np.concatenate(flux), np.concatenate(mask), source, name, errors, notes, np.concatenate(ivar),
+                        np.asarray(rv_out, dtype=np.float64))
 
     # -- predictions --------------------------------------------------------------------------------
     def predict_prepared(self, prep: Prepared, pmf: bool = False):
@@ -372,7 +476,11 @@ class Predictor:
                          "missing. To fix: supply the missing part of the window, unmask pixels that are usable, or "
                          "use a model trained for the range your data cover")
             ok[i] = False
-        widen = missing_inflation(masked_fraction[ok])
+        snr_all, snr_claimed = row_snr(prep.flux, prep.mask, prep.ivar)
+        snr = snr_all[ok]
+        missing = missing_inflation(masked_fraction[ok])
+        noisy = noise_inflation(snr)
+        widen = {name: missing[name] * noisy[name] for name in LABEL_NAMES}
         pmfs, emb = self.network(prep.flux[ok], prep.mask[ok], widen)
         table = Table()
         table["source"] = np.asarray(prep.source, dtype=str) if n else np.zeros(0, dtype="U1")
@@ -381,11 +489,25 @@ class Predictor:
         notes = [list(x) for x in prep.notes]
         rows = np.flatnonzero(ok)
         for k, r in enumerate(rows):
+            if any(note.startswith(RESOLUTION_NOTE) for note in notes[r]):
+                flags[r].append("resolution_assumed")
+            if any(note.startswith(RV_NOTE) for note in notes[r]):
+                flags[r].append("rv_unknown")
             if masked_fraction[r] > 0:
                 flags[r].append("partial_coverage")
-                factors = ", ".join(f"×{widen[name][k]:.3f} ({name})" for name in LABEL_NAMES)
+                factors = ", ".join(f"×{missing[name][k]:.3f} ({name})" for name in LABEL_NAMES)
                 notes[r].append(f"{100 * masked_fraction[r]:.2g} % of the window has no usable data: PMF "
                                 f"temperatures {factors}")
+            claimed = snr_claimed[r]
+            if np.isfinite(claimed) and claimed > 2 * snr_all[r]:
+                notes[r].append(f"ivar says S/N {claimed:.3g} but the pixel-to-pixel scatter says {snr_all[r]:.3g}: "
+                                "used the lower")
+            if snr_all[r] < LOW_SNR:
+                flags[r].append("low_snr")
+            if any(noisy[name][k] > 1.0 for name in LABEL_NAMES):
+                factors = ", ".join(f"×{noisy[name][k]:.3f} ({name})" for name in LABEL_NAMES)
+                notes[r].append(f"S/N {snr_all[r]:.3g}, below the calibration stars' typical S/N: PMF temperatures "
+                                f"{factors} for the noise")
         for name in LABEL_NAMES:
             b = self.bins[name]
             decoded = b.decode(pmfs[name]) if len(rows) else {k: np.zeros(0) for k in ESTIMATES}
@@ -405,11 +527,26 @@ class Predictor:
         dist = np.full(n, np.nan, dtype=np.float32)
         dist[rows] = self.ood_distance(emb)
         table["ood_distance"] = dist
-        threshold = np.nan if self.ood_threshold is None else float(self.ood_threshold)
-        table["out_of_domain"] = dist > threshold
+        score = np.full(n, np.nan, dtype=np.float32)
+        if self.detector is not None and len(rows):
+            medians = np.column_stack([np.asarray(table[f"{name}_median"])[rows] for name in LABEL_NAMES])
+            score[rows] = self.detector.score(self.detector.features(prep.flux[ok], prep.mask[ok], snr, medians,
+                                                                     dist[rows]))
+            ood = np.zeros(n, dtype=bool)
+            ood[rows] = self.detector.flag(score[rows], snr)
+            for r in rows[snr < self.detector.snr_floor]:
+                notes[r].append(f"S/N {snr_all[r]:.3g} is below {self.detector.snr_floor:g}: mostly noise")
+        else:
+            threshold = np.nan if self.ood_threshold is None else float(self.ood_threshold)
+            ood = dist > threshold
+        table["ood_score"] = score
+        table["out_of_domain"] = ood
+        table["snr"] = snr_all.astype(np.float32)
+        table["rv"] = (np.full(n, np.nan) if prep.rv is None else prep.rv).astype(np.float32)
+        table["rv"].unit = "km / s"
         table["masked_fraction"] = masked_fraction.astype(np.float32)
         for r in rows:
-            if dist[r] > threshold:
+            if ood[r]:
                 flags[r].append("out_of_domain")
         table["flags"] = [";".join(f) for f in flags] if n else np.zeros(0, dtype="U1")
         table["notes"] = ["; ".join(x) for x in notes] if n else np.zeros(0, dtype="U1")
@@ -420,6 +557,7 @@ class Predictor:
     def table_meta(self, pmf: bool = False) -> dict:
         meta = {"model": str(self.path.name), "model_sha256": self.sha256, "members": len(self.networks),
                 "instrument": self.instrument.name, "ood_threshold": self.ood_threshold,
+                "ood_score_threshold": None if self.detector is None else self.detector.threshold,
                 "remap_version": _remap_version(), "model_versions": dict(self.versions)}
         if pmf:
             meta["bin_centers"] = {n: [float(c) for c in self.bins[n].centers] for n in LABEL_NAMES}
@@ -429,6 +567,61 @@ class Predictor:
                 fwhm: float | None = None, rv=None):
         """One table row per input spectrum (see the module docstring)."""
         return self.predict_prepared(self.prepare(spectra, medium, resolution, fwhm, rv), pmf)
+
+
+def load_detector(model_path, sha256: str):
+    """The :class:`remap_lib.prediction.ood.Detector` saved next to ``model_path`` for this very model, or None."""
+    from remap_lib.prediction.ood import Detector, detector_path
+
+    path = detector_path(model_path)
+    if not path.exists():
+        return None
+    det = Detector.load(path)
+    return det if det.model_sha256 == sha256 else None
+
+
+def row_snr(flux, mask, ivar=None) -> tuple[np.ndarray, np.ndarray]:
+    """S/N per pixel of each row of continuum-normalized flux: ``(used, claimed by ivar)``.
+
+    The pixel-to-pixel scatter (DER_SNR, Stoehr et al. 2008, on the usable pixels) bounds the S/N
+    from above: it counts unresolved line structure as noise too, so it never overstates it. Where
+    ivar was given, its median √ivar is the claim and the lower of the two is used: an ivar scaled
+    by 1e6 cannot make noise vanish, one scaled by 1e-6 makes the row as noisy as it says. NaN
+    claims where no ivar was given; S/N is inf for noise-free rows.
+    """
+    from remap_lib.training.trainsets import der_snr_noise
+
+    flux = np.atleast_2d(np.asarray(flux, dtype=np.float64))
+    mask = np.atleast_2d(np.asarray(mask, dtype=bool))
+    if flux.shape[0] == 0:
+        return np.zeros(0), np.zeros(0)
+    f = np.where(mask, np.nan, flux)
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-masked rows give NaN, handled below
+        scatter = np.nanmedian(f, axis=1) / der_snr_noise(f)
+        claimed = np.full(len(flux), np.nan)
+        if ivar is not None:
+            iv = np.where(mask, np.nan, np.atleast_2d(np.asarray(ivar, dtype=np.float64)))
+            claimed = np.nanmedian(np.sqrt(iv), axis=1)
+    scatter = np.where(np.isnan(scatter), np.inf, scatter)
+    used = np.where(np.isnan(claimed), scatter, np.fmin(scatter, claimed))
+    return used, claimed
+
+
+def noise_inflation(snr, table=None) -> dict[str, np.ndarray]:
+    """Per-label factors on the calibrated temperatures for rows of S/N ``snr`` (per pixel).
+
+    Linear in log S/N between the [S/N, factor] nodes of ``table`` (default :data:`NOISE_INFLATION`),
+    1 above the highest S/N node and the last factor below the lowest (S/N under
+    :data:`remap_lib.prediction.ood.SNR_FLOOR` is flagged out of domain anyway).
+    """
+    table = NOISE_INFLATION if table is None else table
+    x = np.log(np.clip(np.asarray(snr, dtype=np.float64), 1e-6, 1e12))
+    out = {}
+    for name in LABEL_NAMES:
+        nodes = np.asarray(sorted(table[name]), dtype=np.float64)  # ascending S/N
+        out[name] = np.interp(x, np.log(nodes[:, 0]), nodes[:, 1], left=nodes[0, 1], right=1.0)
+    return out
 
 
 def missing_inflation(fraction) -> dict[str, np.ndarray]:

@@ -437,7 +437,8 @@ def _rows(prep, a: int, b: int):
     from dataclasses import replace
 
     return replace(prep, flux=prep.flux[a:b], mask=prep.mask[a:b], source=prep.source[a:b], name=prep.name[a:b],
-                   errors=prep.errors[a:b], notes=prep.notes[a:b])
+                   errors=prep.errors[a:b], notes=prep.notes[a:b], ivar=None if prep.ivar is None else prep.ivar[a:b],
+                   rv=None if prep.rv is None else prep.rv[a:b])
 
 
 def _distributed():

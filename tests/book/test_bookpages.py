@@ -270,7 +270,7 @@ def test_main_writes_every_page(tmp_path, capsys):
     assert bookpages.main(["--out", str(tmp_path), "--profile", "smoke", "--run-log", str(tmp_path / "none")]) == 0
     names = {p.name for p in tmp_path.iterdir()}
     assert {"parameters.md", "reproducibility.md", "performance.md", "course_times.md", "exercises.md",
-            "limitations_numbers.md", "figures"} <= names
+            "limitations_numbers.md", "robustness.md", "figures"} <= names
     assert not list(tmp_path.glob(".*.part"))  # atomic writes leave no temporary files
 
 
@@ -278,3 +278,34 @@ def test_help():
     with pytest.raises(SystemExit) as exit_:
         bookpages.main(["--help"])
     assert exit_.value.code == 0
+
+
+def test_headline_fragment_reads_the_study_or_says_how_to_make_it(tmp_path):
+    missing = bookpages.headline_fragment(tmp_path / "study.json")
+    assert "`remap study run` then `remap study aggregate`" in missing
+    row = {"name": "deep-REMAP", "n_seeds": 5, "giants": {"accuracy": 0.9},
+           **{t: {n: {"sigma": s, "ci95": [s - 1, s + 1]} for n, s in (("teff", 80.0), ("logg", 0.1), ("feh", 0.05))}
+              for t in ("cv_dwarfs", "calibration_stars")}}
+    (tmp_path / "study.json").write_text(json.dumps({"folds": {"k": 5, "n_dwarfs": 355, "n_giants": 371},
+                                                     "rows": [row]}))
+    text = bookpages.headline_fragment(tmp_path / "study.json")
+    assert "| deep-REMAP | 5 | 80 [79, 81] | 0.10 [-0.90, 1.10] |" in text and "| 90% |" in text
+
+
+def test_across_machines_section_tabulates_the_builds_against_the_study(tmp_path):
+    assert "does not exist yet" in "\n".join(bookpages.across_machines_section(tmp_path / "none.json"))
+    sig = {"teff": 89.3, "logg": 0.221, "feh": 0.125}
+    spread = {"generated": "2026-11-29T00:00:00Z",
+              "builds": {"AMD": {"calibration_sigma": sig, "giants_called_giant": 0.62},
+                         "Intel": {"calibration_sigma": {**sig, "teff": 87.1}, "giants_called_giant": 0.56}},
+              "comparisons": {"Intel vs AMD": {"different": 425, "values": 730, "sections_that_differ": ["giants"]}},
+              "study": {"row": "deep-REMAP", "table": "calibration_stars", "n_seeds": 5,
+                        **{k: {"mean": v, "ci95": [v / 2, v * 2]} for k, v in sig.items()},
+                        "giants_called_giant": {"mean": 0.6, "ci95": [0.5, 0.7]}},
+              "covered": {"teff": True, "giants_called_giant": False},
+              "rerun_same_machine": {"records": 10, "identical_predictions": 10}}
+    (tmp_path / "spread.json").write_text(json.dumps(spread))
+    text = "\n".join(bookpages.across_machines_section(tmp_path / "spread.json"))
+    assert "| Intel | 87.1 | 0.221 | 0.125 | 56.0% |" in text
+    assert "**425 of 730** values" in text and "10 of 10 study records" in text
+    assert "inside the study's 95 % interval for: teff; **outside** for: giants_called_giant." in text

@@ -257,7 +257,7 @@ def tiny(tmp_path_factory):
     st = study.Study(miles, toydata.toy_set(48, seed=5), folds, splits.loc[role == "giant_candidate", "id"].tolist(),
                      budgets, start, root / "out", root / "work", progress=False)
     tasks = study.plan(["one member", "MSE regression CNN", study.REDUCED, "no SWA", "no pretraining", "The Cannon",
-                        "chi2 grid fit"], [0], st.k)
+                        "chi2 grid fit", study.REHEARSAL], [0], st.k)
     summary = study.run_study(st, tasks)
     return st, tasks, summary
 
@@ -282,6 +282,17 @@ def test_tiny_study_writes_one_record_per_run(tiny):
     assert runqueue.is_done(st.out, "pretrain/no_swa/seed0")
     assert st.pretrained_path(study.ROW_BY_NAME["no SWA"], 0).is_file()
     assert not (st.work / "runs" / "runs" / "deep_remap" / "seed0_fold1").exists()  # checkpoints cleaned up
+
+
+def test_tiny_study_fits_coverage_temperatures_and_rehearses_on_the_grid(tiny):
+    st, _, _ = tiny
+    rec = runqueue.read_record(st.out, "runs/deep_remap/seed0_fold0")
+    shared = rec["coverage_temperatures"]
+    assert set(shared) == {"teff", "logg", "feh"} and all(0 < t for t in shared.values())
+    assert rec["predictions"][study.COVERAGE]["test"]["id"] == rec["predictions"][study.FULL]["test"]["id"]
+    rehearsed = runqueue.read_record(st.out, "runs/synthetic_rehearsal/seed0_fold0")
+    assert "synthetic" in rehearsed["data"] and "synthetic" not in rec["data"]  # it read the grid
+    assert rehearsed["predictions"][study.REHEARSAL]["test"]["id"] == rec["predictions"][study.FULL]["test"]["id"]
 
 
 def test_tiny_study_rerun_skips_finished_runs_and_waits_for_claimed_ones(tiny):
@@ -340,9 +351,16 @@ def test_study_command_aggregates_and_reports_status(tiny, capsys):
     full = next(r for r in written["rows"] if r["name"] == study.FULL)
     assert full["giants"]["n"] == len(st.giants) and full["cv_dwarfs"]["n"] == len(st.folds)
     assert written["bootstrap"]["resamples"] == 20 and "reduced" in written["budgets"]
+    n_files = len(list((st.out / "runs").rglob("*.json"))) + len(list((st.out / "pretrain").rglob("*.json")))
+    assert written["compute"]["runs"] == n_files and written["compute"]["by_kind"]["pretrain"]["runs"] >= 1
+    assert written["compute"]["cpu_hours"] > 0
     assert cli.main(["study", "status", "--out", str(st.out), "--seeds", "0", "--folds", "2"]) == 0
     out = capsys.readouterr().out
     assert "deep-REMAP" in out and "measured time per run" in out and "h left" in out
+    assert cli.main(["study", "table", "--out", str(st.out)]) == 0
+    out = capsys.readouterr().out
+    assert "| the paper (MARVELS, R ≈ 11000) |" in out and "### cross-validated MILES FGK dwarfs" in out
+    assert f"| {study.FULL} | {len(st.folds)} | 1 |" in out  # the tiny study ran one seed
 
 
 def test_status_estimates_from_the_cpu_time_of_complete_runs(tmp_path):

@@ -369,3 +369,60 @@ def test_rv_at_the_limit_is_fine(predictor):
     shifted = W * (1 - 3000 / C_KMS)  # blueshifted by 3000 km/s: --rv -3000 brings it back
     row = predictor.predict((shifted, F), rv=-3000)[0]
     assert row["error"] == "" and "rv = -3000 km/s" in row["notes"]
+
+
+def test_row_snr_takes_the_lower_of_ivar_and_the_scatter():
+    from remap_lib.prediction.inference import row_snr
+
+    rng = np.random.default_rng(0)
+    flux = 1 + rng.normal(0, 0.02, (3, 4000))
+    mask = np.zeros_like(flux, dtype=bool)
+    ivar = np.stack([np.full(4000, 1e8), np.full(4000, 1 / 0.1**2), np.full(4000, np.nan)])
+    used, claimed = row_snr(flux, mask, ivar)
+    assert used[0] == pytest.approx(50, rel=0.05) and claimed[0] == pytest.approx(1e4)  # overstated: scatter wins
+    assert used[1] == pytest.approx(10) and claimed[1] == pytest.approx(10)  # noisier than it looks: believed
+    assert used[2] == pytest.approx(50, rel=0.05) and np.isnan(claimed[2])  # no ivar: the scatter
+    assert row_snr(np.ones((1, 50)), np.zeros((1, 50), bool))[0][0] == np.inf  # noise-free
+    assert row_snr(np.ones((1, 50)), np.ones((1, 50), bool))[0][0] == np.inf  # nothing usable: no claim of noise
+
+
+def test_noise_inflation_interpolates_in_log_snr():
+    from remap_lib.prediction.inference import noise_inflation
+
+    table = {name: [[50.0, 1.0], [10.0, 3.0]] for name in LABEL_NAMES}
+    out = noise_inflation(np.array([100.0, 50.0, np.sqrt(500.0), 10.0, 2.0, np.inf]), table)
+    np.testing.assert_allclose(out["teff"], [1.0, 1.0, 2.0, 3.0, 3.0, 1.0])
+
+
+def test_ivar_widens_and_flags_noisy_input(predictor, toy):
+    """ivar scaled by 1e-6 (S/N ~ 0.001) widens the PMFs and flags the row; scaled by 1e6 it cannot make
+    the spectrum cleaner than its scatter says, so the row equals the one without ivar."""
+    wave = toy.wave
+    flux = toy.flux[0] + np.random.default_rng(0).normal(0, 0.01, wave.size)  # S/N ~ 100
+    table = predictor.predict([(wave, flux), (wave, flux, np.full(wave.size, 1e-6)),
+                               (wave, flux, np.full(wave.size, 1e6))])
+    width = np.asarray(table["teff_p84"] - table["teff_p16"])
+    assert width[1] > width[0] and width[2] == width[0]
+    assert table["snr"][1] == pytest.approx(1e-3, rel=0.01) and table["snr"][2] == table["snr"][0]
+    assert "low_snr" in table["flags"][1] and "low_snr" not in table["flags"][0]
+    assert "used the lower" in table["notes"][2]
+
+
+def test_noise_and_missing_widenings_multiply(predictor):
+    """A noisy spectrum missing pixels: temperatures × missing_inflation × noise_inflation, each note its own."""
+    from remap_lib.prediction.inference import missing_inflation, noise_inflation, row_snr
+
+    flux = F + np.random.default_rng(5).normal(0, 0.1, F.size)  # S/N ~ 10
+    flux[-8:] = np.nan
+    prep = predictor.prepare((W, flux, np.full(W.size, 100.0)))
+    fraction = prep.mask.mean()
+    snr, _ = row_snr(prep.flux, prep.mask, prep.ivar)
+    missing, noisy = missing_inflation([fraction]), noise_inflation(snr)
+    assert noisy["feh"][0] > 1.5  # S/N ~ 10 widens [Fe/H] well beyond the missing share's factor
+    table = predictor.predict_prepared(prep, pmf=True)
+    wide, _ = predictor.network(prep.flux, prep.mask, {n: missing[n] * noisy[n] for n in LABEL_NAMES})
+    for name in LABEL_NAMES:
+        np.testing.assert_allclose(table[f"{name}_pmf"][0], wide[name][0], rtol=1e-5)
+    assert f"no usable data: PMF temperatures ×{missing['teff'][0]:.3f} (teff)" in table["notes"][0]
+    assert f"PMF temperatures ×{noisy['teff'][0]:.3f} (teff)" in table["notes"][0]
+    assert set(table["flags"][0].split(";")) >= {"partial_coverage", "low_snr"}

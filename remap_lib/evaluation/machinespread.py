@@ -1,0 +1,177 @@
+"""How far the same build's results move between machines, set against the study's uncertainty (issue 11).
+
+The same commit, profile and seeds give the same numbers on the same machine, bit for bit. On another
+CPU they need not: PyTorch's CPU kernels may pick other vector paths (AVX-512 or AVX2, another oneDNN
+blocking), so floating-point sums are added in another order, and training amplifies those last-bit
+differences into other weights. This module compares the ``results/metrics.json`` of two or more
+builds key by key and sets the headline figures of each beside the committed study's seed spread
+and 95 % interval, so the reproducibility page can say what reproduces exactly and what only within
+the spread::
+
+    python -m remap_lib.evaluation.machinespread "AMD EPYC @ 324330b=/tmp/amd.json" "Intel Xeon=results/metrics.json"
+
+writes ``results/machine_spread.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+from remap_lib.data.dataset import LABEL_NAMES
+from remap_lib.fileio import atomic_write
+from remap_lib.paths import REPO_ROOT
+
+SPREAD_FILE = REPO_ROOT / "results" / "machine_spread.json"
+#: The study row and table whose uncertainty the builds' calibration-star figures are set against.
+STUDY_ROW, STUDY_TABLE = "deep-REMAP", "calibration_stars"
+
+
+def flatten(value, prefix: str = "") -> dict[str, object]:
+    """Every leaf of a nested metrics dict or list, keyed by its path (``a.b.0.c``)."""
+    if isinstance(value, dict):
+        out: dict[str, object] = {}
+        for k, v in value.items():
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    if isinstance(value, list):
+        out = {}
+        for i, v in enumerate(value):
+            out.update(flatten(v, f"{prefix}.{i}" if prefix else str(i)))
+        return out
+    return {prefix: value}
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return a == b
+
+
+def compare(a: dict, b: dict) -> dict:
+    """Key-by-key comparison of two metrics files: how many values are identical, differ, or exist in one only."""
+    fa, fb = flatten(a), flatten(b)
+    common = sorted(set(fa) & set(fb))
+    differ = [k for k in common if not _same(fa[k], fb[k])]
+    numeric = [k for k in differ if isinstance(fa[k], int | float) and isinstance(fb[k], int | float)
+               and not isinstance(fa[k], bool) and fa[k] != 0]
+    rel = {k: abs(fb[k] - fa[k]) / abs(fa[k]) for k in numeric}
+    largest = sorted(rel, key=rel.get, reverse=True)[:5]
+    sections = sorted({k.split(".")[0] for k in differ})
+    return {"values": len(common), "identical": len(common) - len(differ), "different": len(differ),
+            "only_in_first": len(set(fa) - set(fb)), "only_in_second": len(set(fb) - set(fa)),
+            "sections_that_differ": sections,
+            "largest_relative_differences": {k: {"first": fa[k], "second": fb[k], "relative": rel[k]}
+                                             for k in largest}}
+
+
+def headline(metrics: dict) -> dict:
+    """The figures the book leads with: σ on the calibration stars per label and the share of giants called giant."""
+    out: dict = {}
+    stats = metrics.get("validation", {}).get("stats", {})
+    out["calibration_sigma"] = {n: stats[n]["sigma"] for n in LABEL_NAMES if n in stats}
+    giants = metrics.get("giants", {}).get("giant_candidate", {})
+    if "fraction_called_giant" in giants:
+        out["giants_called_giant"] = giants["fraction_called_giant"]
+    return out
+
+
+def study_band(study: dict, row: str = STUDY_ROW, table: str = STUDY_TABLE) -> dict | None:
+    """The study's σ for ``row`` on ``table``: mean, std over seeds and 95 % interval per label."""
+    entry = next((r for r in study.get("rows", []) if r["name"] == row), None)
+    t = (entry or {}).get(table)
+    if not t:
+        return None
+    band = {n: {"mean": t[n]["sigma"], "seed_std": t[n]["sigma_std"], "ci95": t[n]["ci95"]} for n in LABEL_NAMES}
+    g = (entry.get("giants") or {})
+    if g.get("accuracy") is not None:
+        band["giants_called_giant"] = {"mean": g["accuracy"], "seed_std": g["accuracy_std"],
+                                       "ci95": g["accuracy_ci95"]}
+    return {"row": row, "table": table, "n_seeds": t["n_seeds"], **band}
+
+
+def spread(builds: dict[str, dict], study: dict | None = None) -> dict:
+    """Headlines per build, every build compared with the first, and whether the study's interval covers them."""
+    names = list(builds)
+    if len(names) < 2:
+        raise ValueError("need at least two builds to compare")
+    heads = {n: headline(m) for n, m in builds.items()}
+    out: dict = {"generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "builds": heads,
+                 "comparisons": {f"{n} vs {names[0]}": compare(builds[names[0]], builds[n]) for n in names[1:]}}
+    sig = {n: [h["calibration_sigma"].get(n) for h in heads.values()] for n in LABEL_NAMES}
+    out["range"] = {n: {"min": min(v), "max": max(v), "difference": max(v) - min(v)}
+                    for n, v in sig.items() if all(x is not None for x in v)}
+    giants = [h.get("giants_called_giant") for h in heads.values()]
+    if all(g is not None for g in giants):
+        out["range"]["giants_called_giant"] = {"min": min(giants), "max": max(giants),
+                                               "difference": max(giants) - min(giants)}
+    band = study_band(study) if study else None
+    if band:
+        out["study"] = band
+        out["covered"] = {k: bool(band[k]["ci95"][0] <= r["min"] and r["max"] <= band[k]["ci95"][1])
+                          for k, r in out["range"].items() if k in band and None not in band[k]["ci95"]}
+    return out
+
+
+def compare_reruns(first_dir, second_dir) -> dict:
+    """Study records run twice (same commit, seeds and machine): how many give identical predictions."""
+    first_dir, second_dir = Path(first_dir), Path(second_dir)
+    pairs = [(p, second_dir / p.name) for p in sorted(first_dir.glob("*.json")) if (second_dir / p.name).is_file()]
+    same = [p.name for p, q in pairs if json.loads(p.read_text(encoding="utf-8"))["predictions"]
+            == json.loads(q.read_text(encoding="utf-8"))["predictions"]]
+    return {"records": len(pairs), "identical_predictions": len(same),
+            "different": sorted({p.name for p, _ in pairs} - set(same))}
+
+
+def _parse_build(text: str) -> tuple[str, Path]:
+    name, sep, path = text.rpartition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a build as 'NAME=path/to/metrics.json'")
+    return name, Path(path)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m remap_lib.evaluation.machinespread", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("builds", nargs="+", type=_parse_build,
+                        help="NAME=metrics.json of each build; the first is the reference")
+    parser.add_argument("--study", default=str(REPO_ROOT / "results" / "study.json"),
+                        help="study aggregate whose interval the spread is set against")
+    parser.add_argument("--out", default=str(SPREAD_FILE), help="where to write (default results/machine_spread.json)")
+    parser.add_argument("--rerun", nargs=2, metavar=("FIRST", "SECOND"), default=None,
+                        help="two folders of the same study records run twice on one machine: are they identical?")
+    args = parser.parse_args(argv)
+    builds = {}
+    for name, path in args.builds:
+        try:
+            builds[name] = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            print(f"error: {path}: cannot read the metrics file ({err})", file=sys.stderr)
+            return 2
+    study_path = Path(args.study)
+    study = json.loads(study_path.read_text(encoding="utf-8")) if study_path.is_file() else None
+    result = spread(builds, study)
+    result["sources"] = {name: str(path) for name, path in args.builds}
+    if args.rerun:
+        result["rerun_same_machine"] = compare_reruns(*args.rerun)
+        r = result["rerun_same_machine"]
+        print(f"rerun on one machine: {r['identical_predictions']} of {r['records']} records identical")
+    with atomic_write(Path(args.out), "w") as fh:
+        json.dump(result, fh, indent=1)
+        fh.write("\n")
+    for key, c in result["comparisons"].items():
+        print(f"{key}: {c['different']} of {c['values']} values differ ({', '.join(c['sections_that_differ'])})")
+    for key, r in result["range"].items():
+        cover = result.get("covered", {}).get(key)
+        print(f"  {key}: {r['min']:.4g} .. {r['max']:.4g}" + ("" if cover is None else
+                                                             f"; inside the study's 95 % interval: {cover}"))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

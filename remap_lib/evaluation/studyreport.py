@@ -1,0 +1,260 @@
+"""The committed study for readers: tables of mean ± interval, paired differences, forest plots, headline.
+
+Everything here reads the aggregate that ``remap study aggregate`` writes (``results/study.json``,
+see :mod:`remap_lib.evaluation.studystats`); nothing is computed anew, so the book, the README and a closing
+note quote the same numbers. A row's figure is its mean over complete seeds, ``± std`` the spread
+between seeds, and ``[lo, hi]`` the 95 % bootstrap interval over stars of that mean; a paired
+difference (row − its reference, same folds, stars and seeds) has its own interval, which also
+resamples the seeds. An effect is one whose interval excludes zero, nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from remap_lib.data.dataset import LABEL_NAMES
+from remap_lib.paths import REPO_ROOT
+
+STUDY_FILE = REPO_ROOT / "results" / "study.json"
+TABLE_TITLES = {"cv_dwarfs": "cross-validated MILES FGK dwarfs", "calibration_stars": "the 30 calibration stars",
+                "giants": "MILES FGK giant candidates"}
+LABEL_TEXT = {"teff": ("T<sub>eff</sub>", "K", 0), "logg": ("log g", "dex", 2), "feh": ("[Fe/H]", "dex", 2)}
+METRIC_TEXT = {"sigma": "σ", "bias": "bias", "mad": "MAD", "coverage68": "68 % coverage",
+               "coverage95": "95 % coverage"}
+#: The paper's σ on its 30 MARVELS calibration stars (Gilda 2025; R ≈ 11000, not MILES' R ≈ 2100).
+PAPER_SIGMA = {"teff": 75.0, "logg": 0.12, "feh": 0.08}
+#: Rows of the headline table, in order: the method and its peers on the same stars.
+HEADLINE_ROWS = ("deep-REMAP", "synthetic rehearsal", "MSE regression CNN", "The Cannon", "chi2 grid fit",
+                 "pretrained only")
+
+
+def read_study(path=STUDY_FILE) -> dict:
+    """The aggregate ``results/study.json`` (or another ``remap study aggregate`` output)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no study aggregate; run `remap study run` then `remap study aggregate`")
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def _rows(result: dict, names=None) -> list[dict]:
+    """The aggregate's rows named in ``names`` (all by default); a row of the study that an older
+    aggregate does not hold yet is left out, a name the study does not know is an error."""
+    from remap_lib.evaluation.study import ROW_BY_NAME
+
+    by_name = {r["name"]: r for r in result["rows"]}
+    unknown = [n for n in (names or []) if n not in by_name and n not in ROW_BY_NAME]
+    if unknown:
+        raise KeyError(f"no study row {unknown[0]!r}; rows: {', '.join(by_name)}")
+    return [by_name[n] for n in names if n in by_name] if names else list(result["rows"])
+
+
+def _decimals(label: str, metric: str) -> int:
+    return 2 if metric.startswith("coverage") else LABEL_TEXT[label][2] + (1 if label != "teff" else 0)
+
+
+def _fmt(value, decimals: int) -> str:
+    return "–" if value is None else f"{value:.{decimals}f}"
+
+
+def _interval_key(metric: str) -> str:
+    return "ci95" if metric == "sigma" else f"{metric}_ci95"
+
+
+def summary_frame(result: dict, table: str = "cv_dwarfs", metric: str = "sigma", rows=None) -> pd.DataFrame:
+    """One line per row with a complete seed: ``n_seeds`` and, per label, mean, std over seeds and 95 % interval."""
+    records = []
+    for row in _rows(result, rows):
+        t = row.get(table)
+        if not t:
+            continue
+        rec = {"row": row["name"], "n": t["n"], "n_seeds": t["n_seeds"]}
+        for label in LABEL_NAMES:
+            lo, hi = t[label][_interval_key(metric)]
+            rec.update({label: t[label][metric], f"{label}_std": t[label][f"{metric}_std"],
+                        f"{label}_lo": lo, f"{label}_hi": hi})
+        if t.get("accuracy") is not None:
+            lo, hi = t["accuracy_ci95"]
+            rec.update({"accuracy": t["accuracy"], "accuracy_std": t["accuracy_std"], "accuracy_lo": lo,
+                        "accuracy_hi": hi})
+        records.append(rec)
+    return pd.DataFrame(records).set_index("row") if records else pd.DataFrame()
+
+
+def formatted_table(result: dict, table: str = "cv_dwarfs", metrics=("sigma", "bias", "coverage68"),
+                    rows=None) -> pd.DataFrame:
+    """Strings ``mean ± std [lo, hi]`` per row, label and metric, for display in a notebook."""
+    out = {}
+    for metric in metrics:
+        frame = summary_frame(result, table, metric, rows)
+        for label in LABEL_NAMES:
+            name, unit, _ = LABEL_TEXT[label]
+            d = _decimals(label, metric)
+            col = f"{METRIC_TEXT[metric]} {name}" + ("" if metric.startswith("coverage") else f" ({unit})")
+            out[col] = {r: f"{_fmt(f[label], d)} ± {_fmt(f[f'{label}_std'], d + 1)} "
+                           f"[{_fmt(f[f'{label}_lo'], d)}, {_fmt(f[f'{label}_hi'], d)}]" for r, f in frame.iterrows()}
+        if metric == metrics[0] and "accuracy" in frame:
+            out["called giant" if table == "giants" else "called dwarf"] = {
+                r: f"{f['accuracy']:.1%} [{f['accuracy_lo']:.1%}, {f['accuracy_hi']:.1%}]" for r, f in frame.iterrows()}
+    frame = pd.DataFrame(out)
+    if len(frame):
+        seeds = summary_frame(result, table, metrics[0], rows)["n_seeds"]
+        frame.insert(0, "seeds", seeds)
+    return frame
+
+
+def paired_frame(result: dict, table: str = "cv_dwarfs", metric: str = "sigma", rows=None) -> pd.DataFrame:
+    """Paired differences row − reference: one line per row and label, with interval and ``excludes_zero``."""
+    records = []
+    for row in _rows(result, rows):
+        diff = (row.get("paired") or {}).get(table)
+        if not diff:
+            continue
+        for label in (["all"] if metric == "accuracy" else LABEL_NAMES):
+            e = diff.get(metric) if metric == "accuracy" else diff.get(label, {}).get(metric)
+            if e is None:  # not compared on this table (the giants have no per-label entry in a test aggregate)
+                continue
+            lo, hi = e["ci95"]
+            records.append({"row": row["name"], "reference": row["reference"], "label": label,
+                            "difference": e["difference"], "lo": lo, "hi": hi, "seed_std": e["std"],
+                            "seeds": len(diff["seeds"] or []), "excludes_zero": e["excludes_zero"]})
+    return pd.DataFrame(records)
+
+
+def effect_sentence(result: dict, row: str, table: str = "cv_dwarfs", metric: str = "sigma",
+                    label: str = "teff") -> str:
+    """A sentence a page can quote: the paired difference with its interval, and whether it is an effect."""
+    frame = paired_frame(result, table, metric, [row])
+    frame = frame[frame["label"] == label] if len(frame) else frame
+    if frame.empty:
+        return f"{row}: no paired {metric} on {TABLE_TITLES[table]} yet"
+    e = frame.iloc[0]
+    verdict = "an effect (the interval excludes zero)" if e["excludes_zero"] else \
+        "no detectable difference at this budget"
+    if metric == "accuracy":  # a share: in percentage points
+        what = "share called giant" if table == "giants" else "share called dwarf"
+        scale, d, unit = 100.0, 1, " points"
+    else:
+        what, scale, d = f"{METRIC_TEXT.get(metric, metric)} of {LABEL_TEXT[label][0]}", 1.0, _decimals(label, metric)
+        unit = "" if metric.startswith("coverage") else f" {LABEL_TEXT[label][1]}"
+    diff, lo, hi = (scale * e[k] for k in ("difference", "lo", "hi"))
+    return (f"{row} − {e['reference']}, {what} on {TABLE_TITLES[table]}: {diff:+.{d}f}{unit} "
+            f"[{lo:+.{d}f}, {hi:+.{d}f}] over {e['seeds']} paired seeds: {verdict}")
+
+
+def forest_plot(result: dict, table: str = "cv_dwarfs", metric: str = "sigma", rows=None, axes=None):
+    """Paired differences (row − its reference) with their 95 % intervals, one panel per label.
+
+    A filled marker is an interval that excludes zero (an effect); an open one is "no detectable
+    difference". Rows compared with another reference than the first are marked "vs <reference>".
+    """
+    import matplotlib.pyplot as plt
+
+    frame = paired_frame(result, table, metric, rows)
+    if frame.empty:
+        raise ValueError(f"no paired {metric} differences on {table} in the study: run more seeds")
+    names = list(dict.fromkeys(frame["row"]))
+    if axes is None:
+        _, axes = plt.subplots(1, 3, figsize=(13, 0.45 * len(names) + 1.6), sharey=True, constrained_layout=True)
+    first_ref = frame["reference"].iloc[0]
+    ticks = [n if r == first_ref else f"{n} (vs {r})"
+             for n, r in frame.drop_duplicates("row")[["row", "reference"]].itertuples(index=False)]
+    for ax, label in zip(axes, LABEL_NAMES, strict=True):
+        part = frame[frame["label"] == label].set_index("row").reindex(names)
+        y = np.arange(len(names))[::-1]
+        for yi, (_, e) in zip(y, part.iterrows(), strict=True):
+            if pd.isna(e["difference"]):
+                continue
+            color = "C3" if e["excludes_zero"] else "0.35"
+            ax.errorbar(e["difference"], yi, xerr=[[e["difference"] - e["lo"]], [e["hi"] - e["difference"]]],
+                        fmt="o", color=color, mfc=color if e["excludes_zero"] else "white", capsize=3)
+        ax.axvline(0, color="k", lw=0.8)
+        name, unit, _ = LABEL_TEXT[label]
+        unit = "" if metric.startswith("coverage") else f" [{unit}]"
+        ax.set_xlabel(f"Δ {METRIC_TEXT[metric]} {name.replace('<sub>', '$_{').replace('</sub>', '}$')}{unit}")
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_yticks(y, ticks)
+    axes[0].set_title(f"row − {first_ref}, {TABLE_TITLES[table]}", loc="left", fontsize=10)
+    return axes
+
+
+def headline_markdown(result: dict, rows=HEADLINE_ROWS, source: str = "results/study.json") -> str:
+    """The intro's table: the paper, this reproduction and its peers on the same stars, with intervals."""
+    def cell(t: dict | None, label: str) -> str:
+        if not t:
+            return "–"
+        d = LABEL_TEXT[label][2]
+        lo, hi = t[label]["ci95"]
+        return f"{t[label]['sigma']:.{d}f} [{_fmt(lo, d)}, {_fmt(hi, d)}]"
+
+    by_name = {r["name"]: r for r in result["rows"]}
+    lines = ["| method | seeds | " + " | ".join(f"30 stars {LABEL_TEXT[n][0]}" for n in LABEL_NAMES) + " | "
+             + " | ".join(f"CV {LABEL_TEXT[n][0]}" for n in LABEL_NAMES) + " | giants called giant |",
+             "|---|---:|" + "---:|" * 7,
+             "| the paper (MARVELS, R ≈ 11000) | – | "
+             + " | ".join(f"{PAPER_SIGMA[n]:.{LABEL_TEXT[n][2]}f}" for n in LABEL_NAMES) + " | – | – | – | – |"]
+    for name in rows:
+        row = by_name.get(name)
+        if not row or not row.get("cv_dwarfs"):
+            continue
+        g = row.get("giants") or {}
+        giants = f"{g['accuracy']:.0%}" if g.get("accuracy") is not None else "–"
+        lines.append(f"| {name} | {row['n_seeds']} | "
+                     + " | ".join(cell(row.get("calibration_stars"), n) for n in LABEL_NAMES) + " | "
+                     + " | ".join(cell(row.get("cv_dwarfs"), n) for n in LABEL_NAMES) + f" | {giants} |")
+    n = result["folds"]
+    note = (f"σ in K / dex / dex: mean over seeds with its 95 % bootstrap interval over stars [lo, hi]; "
+            f"\"30 stars\" are the paper's calibration protocol, \"CV\" all {n['n_dwarfs']} MILES FGK dwarfs, "
+            f"each predicted by a model that never saw it ({n['k']}-fold cross-validation); giants: the share of "
+            f"the {n['n_giants']} MILES FGK giants with a predicted log g below 3.5. Read from `{source}` "
+            f"(written by `remap study aggregate`). The paper's numbers are on other spectra (MARVELS), "
+            "so they are a reference, not a paired comparison.")
+    return "\n".join([*lines, "", note, ""])
+
+
+def budgets_markdown(result: dict) -> str:
+    """The budgets every row ran at and what the recorded runs cost, as Markdown."""
+    b = result.get("budgets") or {}
+    lines = ["| budget | settings |", "|---|---|"]
+    for name in ("default", "reduced"):
+        if name in b:
+            settings = ", ".join(f"{k} = {v}" for k, v in b[name].items())
+            lines.append(f"| {name} | {settings} |")
+    rows = {}
+    for r in result["rows"]:
+        rows.setdefault(r["budget"], []).append(r["name"])
+    lines += ["", "| budget | rows |", "|---|---|"] + [f"| {k} | {', '.join(v)} |" for k, v in rows.items()]
+    c = result.get("compute")
+    if c:
+        kinds = ", ".join(f"{k}: {v['runs']} runs, {v['cpu_hours']:.2f} h" for k, v in c["by_kind"].items())
+        lines += ["", f"Recorded compute: **{c['runs']} runs, {c['cpu_hours']:.1f} CPU hours** (one thread each; "
+                  f"{c['wall_hours']:.1f} h wall time as run, niced beside other work) on {', '.join(c['devices'])}. "
+                  f"Per kind of run: {kinds}." + (f" {c['resumed_runs']} runs were resumed after an interruption "
+                                                   "and count only their last attempt." if c["resumed_runs"] else "")]
+    return "\n".join(lines) + "\n"
+
+
+def markdown_tables(result: dict, tables=("cv_dwarfs", "calibration_stars", "giants"),
+                    metrics=("sigma", "bias", "mad", "coverage68", "coverage95")) -> str:
+    """Every row's full table (n, seeds, mean ± std [interval]) per table, as Markdown: a closing note's."""
+    parts = []
+    for table in tables:
+        frame = formatted_table(result, table, metrics)
+        if frame.empty:
+            continue
+        n = {r["name"]: (r.get(table) or {}).get("n") for r in result["rows"]}
+        frame.insert(0, "n", [n[i] for i in frame.index])
+        parts += [f"### {TABLE_TITLES[table]}", "", _to_markdown(frame), ""]
+    return "\n".join(parts)
+
+
+def _to_markdown(frame: pd.DataFrame) -> str:
+    # pandas' to_markdown needs `tabulate`, which the package does not otherwise need
+    cols = [frame.index.name or "row", *map(str, frame.columns)]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join([str(i), *map(str, r)]) + " |" for i, r in zip(frame.index, frame.values, strict=True)]
+    return "\n".join(lines)

@@ -1,0 +1,365 @@
+"""An out-of-domain detector, fitted on training stars and evaluated: is this a star like those the network learnt from?
+
+    python -m remap_lib.prediction.ood [--model M] [--out results/ood.json]
+
+The network's embedding distance alone (``ood_distance``) misses most stars outside the FGK box: an
+A star comes out as a hot metal-poor F dwarf close to training spectra in the embedding. The
+detector adds a check the network cannot talk itself out of: **does the spectrum look like a
+training star with the labels the network gives it?** A quadratic label → flux model (the form of
+The Cannon, Ness et al. 2015) is fitted by least squares to the fine-tuning stars, with a per-pixel
+intrinsic scatter; for each input,
+
+    χ² = mean over usable pixels of (flux − model(predicted labels))² / (σ² + scatter²),
+
+with σ = 1/(S/N) of the input. The score is the larger of two robust z-scores, of log χ² and of
+log ``ood_distance``, each centred and scaled on the in-domain stars; ``out_of_domain`` fires when
+the score exceeds the threshold, or when the input's S/N is below :data:`SNR_FLOOR` (the range of
+noise the widening was measured over: below it a spectrum is mostly noise).
+
+Fitting and threshold (:func:`measure`) use only the fine-tuning stars (scores out of fold, so
+no star is scored by a flux model fitted to it) and the validation stars; the threshold is the
+:data:`QUANTILE` quantile of their scores. The calibration stars, never fitted on, give the
+reported in-domain false-flag rate. The detector is saved next to the model
+(``<model>.ood.npz``, tied to the model's sha256) and :class:`remap_lib.prediction.inference.Predictor`
+uses it when present, else the embedding threshold alone.
+
+The report (``results/ood.json``) has, per class of input, the detection rate and the ROC (the
+in-domain calibration stars against that class, :func:`roc`): MILES stars outside the FGK box
+(A/B hotter than 10000 K, 7000–10000 K, M cooler than 3700 K, 3700–4000 K), FGK giants, noise-
+only spectra, featureless inputs (a flat line, flux in magnitudes), the wrong resolution and
+heavy masking, and synthetic FGK dwarfs from the pretraining grid's held-out nodes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from remap_lib.data.dataset import LABEL_NAMES
+from remap_lib.fileio import atomic_write
+
+#: Spectra with S/N below this are flagged ``out_of_domain`` whatever they look like (at S/N 1 any
+#: spectrum is consistent with any star, so χ² cannot tell); the noise widening was measured down to S/N 5.
+SNR_FLOOR = 3.0
+#: The share of in-domain (fine-tuning out of fold and validation) stars left below the threshold.
+QUANTILE = 0.97
+#: Label centre and scale of the quadratic flux model's design matrix (Teff, log g, [Fe/H]).
+LABEL_CENTER = np.array([5500.0, 4.3, -0.3])
+LABEL_SCALE = np.array([500.0, 0.5, 0.5])
+#: The classes of MILES stars outside the FGK box (Teff above 7000 K or below 4000 K), hottest first.
+OUTSIDE_BOX = ("A/B (Teff > 10000 K)", "8500-10000 K", "7500-8500 K", "7000-7500 K", "M (Teff < 3700 K)", "3700-4000 K")
+_EPS_DIST = 1e-3  # embedding distances of 0 (a training spectrum itself) stay finite in log
+
+
+def design(labels) -> np.ndarray:
+    """Quadratic design matrix (n, 10): 1, the three scaled labels, their squares and cross terms."""
+    x = (np.atleast_2d(np.asarray(labels, dtype=np.float64)) - LABEL_CENTER) / LABEL_SCALE
+    cols = [np.ones(len(x))] + [x[:, i] for i in range(3)] + [x[:, i] * x[:, j] for i in range(3) for j in range(i, 3)]
+    return np.column_stack(cols)
+
+
+def fit_flux_model(flux, mask, labels, snr) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel least-squares coefficients (10, npix) and intrinsic scatter² (npix,).
+
+    A pixel is fitted on the stars where it is usable (a pixel usable in fewer than 10 stars keeps a
+    flat model at 1, the continuum). The scatter² is the residual variance less the stars' median
+    noise variance, floored at 1e-6 so that a pixel the model fits perfectly does not blow χ² up.
+    """
+    flux = np.asarray(flux, dtype=np.float64)
+    mask = np.asarray(mask, dtype=bool)
+    A = design(labels)
+    clean = ~mask.any(axis=0)
+    coef = np.zeros((A.shape[1], flux.shape[1]))
+    coef[0] = 1.0
+    coef[:, clean] = np.linalg.lstsq(A, flux[:, clean], rcond=None)[0]
+    for j in np.flatnonzero(~clean):  # few pixels are masked in some stars: one small fit each
+        use = ~mask[:, j]
+        if use.sum() >= 10:
+            coef[:, j] = np.linalg.lstsq(A[use], flux[use, j], rcond=None)[0]
+    resid = np.where(mask, np.nan, flux - A @ coef)
+    noise2 = float(np.median(1.0 / np.asarray(snr, dtype=np.float64) ** 2))
+    scatter2 = np.maximum(np.nan_to_num(np.nanmean(resid**2, axis=0), nan=1.0) - noise2, 1e-6)
+    return coef, scatter2
+
+
+def chi2(flux, mask, snr, labels, coef, scatter2) -> np.ndarray:
+    """Mean χ² per row of the flux against the flux model at ``labels``, noise σ = 1/snr (see the module docstring)."""
+    flux = np.atleast_2d(np.asarray(flux, dtype=np.float64))
+    mask = np.atleast_2d(np.asarray(mask, dtype=bool))
+    model = design(labels) @ coef
+    sigma2 = 1.0 / np.square(np.asarray(snr, dtype=np.float64))[:, None]
+    r = (flux - model) ** 2 / (sigma2 + scatter2[None, :])
+    good = (~mask).sum(axis=1)
+    with np.errstate(invalid="ignore"):
+        return np.where(mask, 0.0, r).sum(axis=1) / np.maximum(good, 1)
+
+
+@dataclass
+class Detector:
+    """A fitted detector: the flux model, the z-score centres and scales, and the threshold."""
+
+    coef: np.ndarray
+    scatter2: np.ndarray
+    center: np.ndarray  # log χ², log embedding distance
+    spread: np.ndarray
+    threshold: float
+    snr_floor: float = SNR_FLOOR
+    model_sha256: str = ""
+
+    def features(self, flux, mask, snr, labels, distance) -> np.ndarray:
+        """(n, 2): log χ² and log embedding distance (NaN when the model has no embedding reference)."""
+        c = chi2(flux, mask, snr, labels, self.coef, self.scatter2)
+        d = np.asarray(distance, dtype=np.float64)
+        return np.column_stack([np.log(np.maximum(c, 1e-12)), np.log(d + _EPS_DIST)])
+
+    def score(self, features) -> np.ndarray:
+        """The larger of the two z-scores (the χ² one alone where the distance is NaN)."""
+        z = (np.atleast_2d(features) - self.center) / self.spread
+        return np.where(np.isnan(z[:, 1]), z[:, 0], np.fmax(z[:, 0], z[:, 1]))
+
+    def flag(self, score, snr) -> np.ndarray:
+        return (np.asarray(score) > self.threshold) | (np.asarray(snr) < self.snr_floor)
+
+    def save(self, path) -> Path:
+        path = Path(path)
+        with atomic_write(path, "wb") as fh:
+            np.savez(fh, coef=self.coef.astype(np.float32), scatter2=self.scatter2.astype(np.float32),
+                     center=self.center, spread=self.spread, threshold=self.threshold, snr_floor=self.snr_floor,
+                     model_sha256=self.model_sha256)
+        return path
+
+    @classmethod
+    def load(cls, path) -> Detector:
+        with np.load(path) as z:
+            return cls(z["coef"].astype(np.float64), z["scatter2"].astype(np.float64), z["center"], z["spread"],
+                       float(z["threshold"]), float(z["snr_floor"]), str(z["model_sha256"]))
+
+
+def detector_path(model_path) -> Path:
+    """Where the detector of a model file lives: ``<model>.ood.npz`` next to it."""
+    model_path = Path(model_path)
+    return model_path.with_name(model_path.stem + ".ood.npz")
+
+
+def robust_scale(features) -> tuple[np.ndarray, np.ndarray]:
+    """Median and 1.4826 × MAD per column (a normal's σ), floored so a constant column cannot divide by 0."""
+    f = np.asarray(features, dtype=np.float64)
+    center = np.nanmedian(f, axis=0)
+    spread = 1.482602 * np.nanmedian(np.abs(f - center), axis=0)
+    return center, np.maximum(np.nan_to_num(spread, nan=1.0), 1e-3)
+
+
+def roc(in_domain, outliers) -> dict:
+    """ROC of a score where larger means out of domain: false- and true-positive rates at every
+    threshold (scores of both samples, descending), and the AUC (Mann–Whitney U / n₁n₀, ties ½)."""
+    from scipy.stats import mannwhitneyu
+
+    a = np.asarray(in_domain, dtype=np.float64)
+    b = np.asarray(outliers, dtype=np.float64)
+    thresholds = np.unique(np.concatenate([a, b]))[::-1]
+    fpr = [0.0] + [float(np.mean(a >= t)) for t in thresholds]
+    tpr = [0.0] + [float(np.mean(b >= t)) for t in thresholds]
+    auc = float(mannwhitneyu(b, a).statistic / (a.size * b.size)) if a.size and b.size else float("nan")
+    return {"fpr": fpr, "tpr": tpr, "thresholds": [float("inf")] + [float(t) for t in thresholds], "auc": auc}
+
+
+# -- the measurement ---------------------------------------------------------------------------------
+def _network_features(predictor, prep):
+    """Median labels, embedding distance and S/N of prepared rows (every row must have worked)."""
+    from remap_lib.prediction.inference import row_snr
+
+    bad = [e for e in prep.errors if e]
+    if bad:
+        raise RuntimeError(f"a spectrum failed: {bad[0]}")
+    pmfs, emb = predictor.network(prep.flux, prep.mask)
+    medians = np.column_stack([predictor.bins[n].decode(pmfs[n])["median"] for n in LABEL_NAMES])
+    snr, _ = row_snr(prep.flux, prep.mask, prep.ivar)
+    return medians, predictor.ood_distance(emb), snr
+
+
+def oof_chi2(flux, mask, labels, snr, medians, folds: int = 5, seed: int = 0) -> np.ndarray:
+    """χ² of each star at its predicted labels against a flux model fitted without it (``folds``-fold)."""
+    out = np.empty(len(flux))
+    order = np.random.default_rng(seed).permutation(len(flux))
+    for part in np.array_split(order, folds):
+        train = np.setdiff1d(order, part)
+        coef, s2 = fit_flux_model(flux[train], mask[train], labels[train], snr[train])
+        out[part] = chi2(flux[part], mask[part], snr[part], medians[part], coef, s2)
+    return out
+
+
+def _classes(seed: int = 0) -> dict:
+    """``{name: (kind, spectra, kwargs)}``: the MILES stars by role and box, and the made-up inputs."""
+    from remap_lib.evaluation.coverage import miles_stars
+
+    rng = np.random.default_rng(seed)
+    out = {}
+    labels_by_role = {}
+    for role in ("finetune", "validation", "calibration", "giant_candidate", "other"):
+        labels, spectra = miles_stars(role)
+        labels_by_role[role] = (labels, spectra)
+    out["finetune"] = labels_by_role["finetune"]
+    out["validation"] = labels_by_role["validation"]
+    out["calibration"] = labels_by_role["calibration"]
+    out["FGK giants (log g < 3.5)"] = labels_by_role["giant_candidate"]
+    lab, spec = labels_by_role["other"]
+    teff = lab[:, 0]
+    cuts = (teff > 10000, (teff > 8500) & (teff <= 10000), (teff > 7500) & (teff <= 8500),
+            (teff > 7000) & (teff <= 7500), teff < 3700, (teff >= 3700) & (teff < 4000))
+    for name, sel in zip(OUTSIDE_BOX, cuts, strict=True):
+        idx = np.flatnonzero(sel)
+        out[name] = (lab[idx], [spec[i] for i in idx])
+    held_lab = np.concatenate([out["validation"][0], out["calibration"][0]])
+    held = out["validation"][1] + out["calibration"][1]
+    wave0 = held[0][0]
+    noise = []
+    for k in range(len(held)):  # noise only, S/N 1 about a positive level; half of them say so in their ivar
+        f = 1.0 + rng.normal(0.0, 1.0, wave0.size)
+        noise.append((wave0, f, np.ones(wave0.size)) if k % 2 else (wave0, f))
+    out["noise only (S/N 1)"] = (np.full((len(noise), 3), np.nan), noise)
+    feature = [(wave0, np.ones(wave0.size)), (wave0, 1.0 + rng.normal(0, 0.01, wave0.size))]
+    feature += [(w, 10.0 - 2.5 * np.log10(f / np.median(f))) for w, f in held[::4]]  # magnitudes
+    out["featureless (flat, magnitudes)"] = (np.full((len(feature), 3), np.nan), feature)
+    from scipy.ndimage import gaussian_filter1d
+
+    step = float(np.median(np.diff(wave0)))
+    sigma_px = np.sqrt(5.0**2 - 2.5**2) / 2.3548 / step  # MILES's 2.5 Å FWHM broadened to 5 Å, undeclared
+    out["wrong resolution (FWHM 5 Å, undeclared)"] = (held_lab, [(w, gaussian_filter1d(f, sigma_px)) for w, f in held])
+    masked = []
+    for w, f in held:  # 10 % of the window (the most predict accepts) masked in 8 runs
+        g = np.array(f, dtype=np.float64)
+        inwin = np.flatnonzero((w > 5000) & (w < 5700))
+        run = int(0.1 * inwin.size / 8)
+        for s in rng.choice(np.arange(inwin[0], inwin[-1] - run, run), 8, replace=False):
+            g[s:s + run] = np.nan
+        masked.append((w, g))
+    out["heavy masking (10 %)"] = (held_lab, masked)
+    synthetic = _synthetic_dwarfs(seed)
+    if synthetic is not None:
+        out["synthetic FGK dwarfs (training grid's test nodes)"] = synthetic
+    return out
+
+
+def _synthetic_dwarfs(seed: int = 0, n: int = 60):
+    """FGK dwarfs of the shipped synthetic grid's held-out ('test') nodes at its resolution, declared:
+    spectra of the library the network was pretrained on but never fine-tuned on, the nearest thing to
+    another library until one is built. None outside a clone (no grid)."""
+    from remap_lib.data.sources.sme_grid import load_grid
+    from remap_lib.training.trainsets import split_rows
+
+    try:
+        grid = load_grid()
+    except (FileNotFoundError, OSError):
+        return None
+    lab = grid.labels
+    test = split_rows(len(grid), 0.1, 0.1, 0) == "test"  # the split synthetic_set makes (seed 0)
+    box = np.flatnonzero(test & (lab[:, 0] >= 4000) & (lab[:, 0] <= 7000) & (lab[:, 1] >= 3.5))
+    rows = np.sort(np.random.default_rng(seed).choice(box, min(n, box.size), replace=False))
+    return lab[rows], [(grid.wave, grid.flux[r]) for r in rows], {"resolution": float(grid.resolution)}
+
+
+def measure(model=None, seed: int = 0, classes=None, save_detector: bool = True, progress: bool = True) -> dict:
+    """Fit the detector on the fine-tuning and validation stars, save it next to the model, evaluate every class.
+
+    ``classes``: ``{name: (labels, [spectrum...])}`` with at least "finetune", "validation" and
+    "calibration" (default: :func:`_classes`, MILES and the made-up inputs).
+    """
+    from remap_lib.prediction.inference import Predictor
+
+    predictor = Predictor(model)
+    predictor.detector = None  # features from the network alone, whatever is saved now
+    classes = _classes(seed) if classes is None else classes
+    feats = {}
+    for name, (labels, spectra, *options) in classes.items():
+        kw = {"medium": predictor.instrument.medium, "rv": 0.0, **(options[0] if options else {})}  # at rest
+        prep = predictor.prepare(spectra, **kw)
+        ok = np.array([not e for e in prep.errors])
+        med, dist, snr = _network_features(predictor, _subset(prep, ok))
+        feats[name] = {"labels": np.asarray(labels)[ok], "prep": _subset(prep, ok), "medians": med, "dist": dist,
+                       "snr": snr, "failed": int((~ok).sum())}
+        if progress:
+            print(f"{name}: {ok.sum()} spectra ({(~ok).sum()} refused by predict)")
+    ft = feats["finetune"]
+    ft_chi = oof_chi2(ft["prep"].flux, ft["prep"].mask, ft["labels"], ft["snr"], ft["medians"], seed=seed)
+    coef, scatter2 = fit_flux_model(ft["prep"].flux, ft["prep"].mask, ft["labels"], ft["snr"])
+    raw = {}
+    for name, f in feats.items():
+        c = ft_chi if name == "finetune" else chi2(f["prep"].flux, f["prep"].mask, f["snr"], f["medians"], coef,
+                                                   scatter2)
+        raw[name] = np.column_stack([np.log(np.maximum(c, 1e-12)), np.log(f["dist"] + _EPS_DIST)])
+    # Embedding distances of fine-tuning stars are 0 (they are in the reference): only validation
+    # stars give that feature's in-domain spread; χ² comes from both.
+    fitted = np.concatenate([raw["finetune"], raw["validation"]])
+    center, spread = robust_scale(fitted)
+    c1, s1 = robust_scale(raw["validation"][:, 1:])
+    center[1], spread[1] = c1[0], s1[0]
+    det = Detector(coef, scatter2, center, spread, 0.0, SNR_FLOOR, predictor.sha256)
+    chi_only = np.column_stack([raw["finetune"][:, 0], np.full(len(raw["finetune"]), np.nan)])
+    fit_scores = np.concatenate([det.score(chi_only), det.score(raw["validation"])])
+    det.threshold = float(np.quantile(fit_scores, QUANTILE))
+    report = {"model": predictor.path.name, "model_sha256": predictor.sha256, "seed": seed,
+              "rule": (f"score = max(z(log chi2), z(log ood_distance)) > {det.threshold:.3f} (the {QUANTILE:g} "
+                       f"quantile of {len(fit_scores)} fine-tuning (out of fold) and validation stars), or S/N < "
+                       f"{SNR_FLOOR:g}"),
+              "threshold": det.threshold, "snr_floor": SNR_FLOOR, "quantile": QUANTILE,
+              "center": center.tolist(), "spread": spread.tolist(), "fitted_on": ["finetune", "validation"],
+              "other_library": ("none yet: the Kurucz test set of issue 13 part 2 is not built; the pretraining "
+                                "grid's held-out FGK dwarfs stand in"),
+              "classes": {}}
+    reference = det.score(raw["calibration"])
+    for name, f in feats.items():
+        s = det.score(raw[name])
+        flagged = det.flag(s, f["snr"])
+        old = (f["dist"] > float(predictor.ood_threshold) if predictor.ood_threshold is not None
+               else np.zeros(len(s), bool))
+        entry = {"n": int(len(s)), "refused": f["failed"], "flagged": float(np.mean(flagged)) if len(s) else None,
+                 "flagged_by_score": float(np.mean(s > det.threshold)) if len(s) else None,
+                 "flagged_by_snr": float(np.mean(f["snr"] < SNR_FLOOR)) if len(s) else None,
+                 "flagged_before": float(np.mean(old)) if len(s) else None,
+                 "median_score": float(np.median(s)) if len(s) else None,
+                 "median_snr": float(np.median(f["snr"])) if len(s) else None}
+        if name not in ("finetune", "validation", "calibration") and len(s):
+            curve = roc(reference, s)
+            entry["auc"] = curve["auc"]
+            entry["roc"] = {k: curve[k] for k in ("fpr", "tpr")}
+        report["classes"][name] = entry
+        if progress:
+            print(f"  {name:42s} n={entry['n']:4d} flagged {entry['flagged']:.2f} (embedding threshold alone: "
+                  f"{entry['flagged_before']:.2f})" + (f" AUC {entry['auc']:.3f}" if "auc" in entry else ""))
+    outside = [report["classes"][n] for n in OUTSIDE_BOX if n in report["classes"]]
+    if outside:
+        n_out = sum(e["n"] for e in outside)
+        report["outside_box"] = {"n": n_out, "flagged": sum(e["flagged"] * e["n"] for e in outside) / n_out}
+    if save_detector:
+        report["detector_file"] = det.save(detector_path(predictor.path)).name
+    return report
+
+
+def _subset(prep, keep):
+    from remap_lib.prediction.inference import Prepared
+
+    idx = np.flatnonzero(keep)
+    return Prepared(prep.flux[idx], prep.mask[idx], [prep.source[i] for i in idx], [prep.name[i] for i in idx],
+                    [prep.errors[i] for i in idx], [prep.notes[i] for i in idx],
+                    None if prep.ivar is None else prep.ivar[idx], None if prep.rv is None else prep.rv[idx])
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m remap_lib.prediction.ood", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=None, help="model file (default: the shipped model)")
+    parser.add_argument("--out", default="results/ood.json", help="report (JSON)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    report = measure(args.model, seed=args.seed)
+    with atomic_write(Path(args.out), "w") as fh:
+        json.dump(report, fh, indent=1)
+    print(report["rule"])
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""The study's presentation: tables, paired differences and the headline, on a hand-written aggregate."""
+
+import json
+
+import matplotlib
+import pytest
+
+from remap_lib.evaluation import studyreport
+
+matplotlib.use("Agg")
+
+
+def _label(sigma, lo, hi, std=1.0):
+    entry = {"sigma": sigma, "sigma_std": std, "ci95": [lo, hi]}
+    for m in ("bias", "mad", "coverage68", "coverage95"):
+        entry.update({m: 0.5, f"{m}_std": 0.0, f"{m}_ci95": [0.4, 0.6]})
+    return entry
+
+
+def _table(n, n_seeds, teff, accuracy=None):
+    t = {"n": n, "n_seeds": n_seeds, "teff": _label(*teff), "logg": _label(0.2, 0.15, 0.25, 0.01),
+         "feh": _label(0.1, 0.08, 0.12, 0.001)}
+    if accuracy is not None:
+        t.update({"accuracy": accuracy, "accuracy_std": 0.01, "accuracy_ci95": [accuracy - 0.05, accuracy + 0.05]})
+    return t
+
+
+def _diff(d, lo, hi):
+    entry = {"difference": d, "ci95": [lo, hi], "std": 2.0, "excludes_zero": lo > 0 or hi < 0}
+    return {m: entry for m in ("sigma", "bias", "mad", "coverage68", "coverage95")}
+
+
+@pytest.fixture
+def result():
+    full = {"name": "deep-REMAP", "reference": None, "n_seeds": 5,
+            "cv_dwarfs": _table(355, 5, (150.0, 130.0, 170.0)), "calibration_stars": _table(30, 5, (90.0, 70.0, 110.0)),
+            "giants": _table(371, 5, (300.0, 280.0, 320.0), accuracy=0.3)}
+    mse = {"name": "MSE regression CNN", "reference": "deep-REMAP", "n_seeds": 5,
+           "cv_dwarfs": _table(355, 5, (160.0, 140.0, 180.0)), "calibration_stars": _table(30, 5, (80.0, 60.0, 100.0)),
+           "giants": _table(371, 5, (250.0, 230.0, 270.0), accuracy=0.5),
+           "paired": {"reference": "deep-REMAP",
+                      "cv_dwarfs": {"seeds": [0, 1, 2, 3, 4], "interval_resamples_seeds": True,
+                                    "teff": _diff(10.0, 2.0, 18.0), "logg": _diff(-0.01, -0.03, 0.01),
+                                    "feh": _diff(0.0, -0.01, 0.01)},
+                      "giants": {"seeds": [0, 1, 2, 3, 4], "interval_resamples_seeds": True,
+                                 "accuracy": {"difference": 0.2, "ci95": [0.1, 0.3], "std": 0.01,
+                                              "excludes_zero": True}}}}
+    empty = {"name": "no SWA", "reference": "deep-REMAP", "n_seeds": 0, "cv_dwarfs": None,
+             "calibration_stars": None, "giants": None}
+    return {"folds": {"k": 5, "n_dwarfs": 355, "n_giants": 371}, "rows": [full, mse, empty]}
+
+
+def test_summary_frame_reads_mean_std_and_interval_and_skips_rows_without_seeds(result):
+    frame = studyreport.summary_frame(result, "cv_dwarfs")
+    assert list(frame.index) == ["deep-REMAP", "MSE regression CNN"]
+    assert frame.loc["MSE regression CNN", ["teff", "teff_std", "teff_lo", "teff_hi"]].tolist() == [160, 1, 140, 180]
+    giants = studyreport.summary_frame(result, "giants")
+    assert giants.loc["deep-REMAP", "accuracy"] == 0.3
+    assert giants.loc["deep-REMAP", "accuracy_lo"] == pytest.approx(0.25)
+
+
+def test_formatted_table_writes_mean_std_and_interval(result):
+    frame = studyreport.formatted_table(result, "giants", metrics=("sigma",))
+    assert frame.loc["deep-REMAP", "σ T<sub>eff</sub> (K)"] == "300 ± 1.0 [280, 320]"
+    assert frame.loc["MSE regression CNN", "called giant"] == "50.0% [45.0%, 55.0%]"
+    assert frame.loc["deep-REMAP", "seeds"] == 5
+
+
+def test_paired_frame_and_sentence_call_an_effect_only_when_the_interval_excludes_zero(result):
+    frame = studyreport.paired_frame(result, "cv_dwarfs").set_index("label")
+    assert frame.loc["teff", "excludes_zero"] and not frame.loc["logg", "excludes_zero"]
+    assert "+10 K [+2, +18] over 5 paired seeds: an effect" in studyreport.effect_sentence(
+        result, "MSE regression CNN", label="teff")
+    assert "no detectable difference at this budget" in studyreport.effect_sentence(
+        result, "MSE regression CNN", label="logg")
+    assert "no paired" in studyreport.effect_sentence(result, "deep-REMAP")
+    assert studyreport.effect_sentence(result, "MSE regression CNN", "giants", "accuracy", "all") == (
+        "MSE regression CNN − deep-REMAP, share called giant on MILES FGK giant candidates: +20.0 points "
+        "[+10.0, +30.0] over 5 paired seeds: an effect (the interval excludes zero)")
+
+
+def test_unknown_rows_are_named(result):
+    with pytest.raises(KeyError, match="no study row 'nope'"):
+        studyreport.summary_frame(result, rows=["nope"])
+    # a row the study has but this (older) aggregate lacks is left out
+    assert list(studyreport.summary_frame(result, rows=["The Cannon", "deep-REMAP"]).index) == ["deep-REMAP"]
+
+
+def test_headline_puts_the_paper_first_and_each_row_with_its_interval(result):
+    text = studyreport.headline_markdown(result)
+    lines = [ln for ln in text.splitlines() if ln.startswith("| ")]
+    assert lines[1].startswith("| the paper") and "| 75 | 0.12 | 0.08 |" in lines[1]
+    assert lines[2] == ("| deep-REMAP | 5 | 90 [70, 110] | 0.20 [0.15, 0.25] | 0.10 [0.08, 0.12] "
+                        "| 150 [130, 170] | 0.20 [0.15, 0.25] | 0.10 [0.08, 0.12] | 30% |")
+    assert not any("no SWA" in ln for ln in lines)  # no complete seed, no line
+
+
+def test_forest_plot_draws_one_panel_per_label_and_refuses_an_empty_comparison(result):
+    axes = studyreport.forest_plot(result, "cv_dwarfs")
+    assert len(axes) == 3 and [t.get_text() for t in axes[0].get_yticklabels()] == ["MSE regression CNN"]
+    with pytest.raises(ValueError, match="no paired sigma differences on giants"):
+        studyreport.forest_plot(result, "giants")
+
+
+def test_markdown_tables_give_n_and_seeds_per_row(result):
+    text = studyreport.markdown_tables(result, tables=("calibration_stars",), metrics=("sigma",))
+    assert "### the 30 calibration stars" in text
+    assert "| deep-REMAP | 30 | 5 | 90 ± 1.0 [70, 110] |" in text
+
+
+def test_read_study_names_a_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="remap study aggregate"):
+        studyreport.read_study(tmp_path / "study.json")
+    (tmp_path / "study.json").write_text(json.dumps({"rows": []}))
+    assert studyreport.read_study(tmp_path / "study.json") == {"rows": []}
+
+
+def test_budgets_markdown_names_each_budgets_rows_and_the_compute(result):
+    result = {**result, "budgets": {"default": {"epochs": 60}, "reduced": {"pretrain_epochs": 20}},
+              "compute": {"runs": 3, "cpu_hours": 1.25, "wall_hours": 2.0, "devices": ["cpu"], "resumed_runs": 0,
+                          "by_kind": {"ensemble": {"runs": 3, "cpu_hours": 1.25, "wall_hours": 2.0}}}}
+    for row in result["rows"]:
+        row["budget"] = "default"
+    text = studyreport.budgets_markdown(result)
+    assert "| default | epochs = 60 |" in text and "| reduced | pretrain_epochs = 20 |" in text
+    assert "| default | deep-REMAP, MSE regression CNN, no SWA |" in text
+    assert "**3 runs, 1.2 CPU hours**" in text and "ensemble: 3 runs, 1.25 h" in text
