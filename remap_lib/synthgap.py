@@ -56,14 +56,17 @@ def shifted_rows(pred, truth, limits=LIMITS) -> np.ndarray:
 
 
 def goal(stats: dict, pred, truth, ood, limits=LIMITS) -> dict:
-    """The goal for one network: every |bias| within its limit; else ≥ 90 % of the shifted spectra flagged."""
+    """The goal for one network, both halves read strictly: every |bias| (over the set) within its limit,
+    and of the spectra whose own error exceeds a limit at least 90 % flagged ``out_of_domain``."""
     bias_ok = {k: stats[k]["bias"] is not None and abs(stats[k]["bias"]) <= limits[k] for k in LABEL_NAMES}
     shifted = shifted_rows(pred, truth, limits)
     ood = np.asarray(ood, dtype=bool)
     caught = float(ood[shifted].mean()) if shifted.any() else None
+    catch_met = caught is None or caught >= CATCH_GOAL
     return {"bias_within_limits": bias_ok, "n_shifted": int(shifted.sum()), "shifted_caught": caught,
             "false_flags_unshifted": float(ood[~shifted].mean()) if (~shifted).any() else None,
-            "met": all(bias_ok.values()) or (caught is not None and caught >= CATCH_GOAL)}
+            "bias_met": all(bias_ok.values()), "catch_met": catch_met,
+            "met": all(bias_ok.values()) and catch_met}
 
 
 def evaluate(pred, p16, p84, truth, ood) -> dict:
@@ -121,7 +124,8 @@ def measure(testset=None, models=None, progress: bool = True) -> dict:
             print(f"{name}: " + ", ".join(f"{k} bias {s[k]['bias']:+.3g} σ {s[k]['sigma']:.3g} cov "
                                           f"{s[k]['coverage68']:.2f}" for k in LABEL_NAMES)
                   + f"; out_of_domain {entry['ood_rate']:.0%}; shifted {entry['goal']['n_shifted']}, caught "
-                  f"{entry['goal']['shifted_caught']}; goal met: {entry['goal']['met']}")
+                  f"{entry['goal']['shifted_caught']}; bias goal met: {entry['goal']['bias_met']}, catch goal met: "
+                  f"{entry['goal']['catch_met']}")
     return report
 
 
@@ -209,18 +213,19 @@ def book_section(report: dict, figdir: Path) -> list[str]:
                              f"{_cell(s['median_offset'], d, True)} | {_cell(s['sigma'], d)} | "
                              f"{_cell(s['coverage68'], 2)} |")
     lines += ["", "| network | out_of_domain, all | dwarfs | giants | shifted spectra | of them flagged | "
-              "unshifted flagged | goal met |", "|---|---:|---:|---:|---:|---:|---:|---|"]
+              "unshifted flagged | bias goal | catch goal |", "|---|---:|---:|---:|---:|---:|---:|---|---|"]
     for name, net in report["networks"].items():
         g = net["goal"]
         caught = "–" if g["shifted_caught"] is None else f"{g['shifted_caught']:.0%}"
         false = "–" if g["false_flags_unshifted"] is None else f"{g['false_flags_unshifted']:.0%}"
         lines.append(f"| {name} | {net['ood_rate']:.0%} | {_cell(net['ood_rate_dwarfs'], 2)} | "
                      f"{_cell(net['ood_rate_giants'], 2)} | {g['n_shifted']} | {caught} | {false} | "
-                     f"{'yes' if g['met'] else '**no**'} |")
+                     f"{'met' if g['bias_met'] else '**not met**'} | {'met' if g['catch_met'] else '**not met**'} |")
     lim = report["limits"]
     lines += ["", f"Goal (issue 13): |bias| ≤ {lim['teff']:.0f} K, {lim['logg']} dex and {lim['feh']} dex; where a "
               f"spectrum is shifted by more than that in any label, `out_of_domain` should catch at least "
-              f"{report['catch_goal']:.0%} of those spectra. The pretrained network has no out-of-domain detector "
+              f"{report['catch_goal']:.0%} of those spectra (a spectrum counts as shifted when its own error exceeds a "
+              "limit: the strict reading). The pretrained network has no out-of-domain detector "
               "of its own (only the embedding threshold, if its file carries one); the shipped model's flag is "
               "the detector of `remap_lib.ood`.", ""]
     lines += ["```{figure} figures/synthetic_gap.png", ":alt: predicted minus true labels of the Kurucz test "

@@ -41,8 +41,13 @@ def test_shifted_rows_and_goal():
     g = goal(stats, PRED, TRUTH, [False, True, True])
     assert g["bias_within_limits"] == {"teff": True, "logg": True, "feh": False}  # [Fe/H] bias 0.133 > 0.10
     assert g["n_shifted"] == 1 and g["shifted_caught"] == 1.0 and g["false_flags_unshifted"] == 0.5
-    assert g["met"]  # the one shifted spectrum is flagged
-    assert not goal(stats, PRED, TRUTH, [True, True, False])["met"]
+    assert g["catch_met"] and not g["bias_met"] and not g["met"]  # the one shifted spectrum is flagged
+    missed = goal(stats, PRED, TRUTH, [True, True, False])
+    assert missed["shifted_caught"] == 0.0 and not missed["catch_met"]
+    small = PRED.copy()
+    small[2] = TRUTH[2] + [50.0, 0.0, 0.0]  # nothing shifted: the catch half holds by default
+    g = goal(label_stats(small, small, small, TRUTH), small, TRUTH, [False, False, False])
+    assert g["n_shifted"] == 0 and g["shifted_caught"] is None and g["bias_met"] and g["met"]
 
 
 def test_evaluate_splits_dwarfs_and_giants():
@@ -66,7 +71,7 @@ def test_book_page_renders_the_report(tmp_path):
     (res / "synthetic_gap.json").write_text(json.dumps(report))
     page = book_page(tmp_path / "out", res)
     assert "| pretrained | all (3) | T<sub>eff</sub> (K) | +100 | +100 | 200 | 0.67 |" in page
-    assert "| fine-tuned (shipped) | 33% | 0.00 | 1.00 | 1 | 100% | 0% | yes |" in page
+    assert "| fine-tuned (shipped) | 33% | 0.00 | 1.00 | 1 | 100% | 0% | **not met** | met |" in page
     assert "seed 7" in page and "{cite}`castelli2003`" in page
     assert (tmp_path / "out" / "figures" / "synthetic_gap.png").stat().st_size > 1000
     assert "is missing" in book_page(tmp_path / "out", tmp_path)
