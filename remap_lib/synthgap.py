@@ -218,9 +218,10 @@ def book_section(report: dict, figdir: Path) -> list[str]:
         g = net["goal"]
         caught = "–" if g["shifted_caught"] is None else f"{g['shifted_caught']:.0%}"
         false = "–" if g["false_flags_unshifted"] is None else f"{g['false_flags_unshifted']:.0%}"
-        lines.append(f"| {name} | {net['ood_rate']:.0%} | {_cell(net['ood_rate_dwarfs'], 2)} | "
-                     f"{_cell(net['ood_rate_giants'], 2)} | {g['n_shifted']} | {caught} | {false} | "
-                     f"{'met' if g['bias_met'] else '**not met**'} | {'met' if g['catch_met'] else '**not met**'} |")
+        dwarfs, giants = (("–" if net[k] is None else f"{net[k]:.0%}") for k in ("ood_rate_dwarfs", "ood_rate_giants"))
+        lines.append(f"| {name} | {net['ood_rate']:.0%} | {dwarfs} | {giants} | {g['n_shifted']} | {caught} | "
+                     f"{false} | {'met' if g['bias_met'] else '**not met**'} | "
+                     f"{'met' if g['catch_met'] else '**not met**'} |")
     lim = report["limits"]
     lines += ["", f"Goal (issue 13): |bias| ≤ {lim['teff']:.0f} K, {lim['logg']} dex and {lim['feh']} dex; where a "
               f"spectrum is shifted by more than that in any label, `out_of_domain` should catch at least "

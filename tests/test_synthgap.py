@@ -71,7 +71,7 @@ def test_book_page_renders_the_report(tmp_path):
     (res / "synthetic_gap.json").write_text(json.dumps(report))
     page = book_page(tmp_path / "out", res)
     assert "| pretrained | all (3) | T<sub>eff</sub> (K) | +100 | +100 | 200 | 0.67 |" in page
-    assert "| fine-tuned (shipped) | 33% | 0.00 | 1.00 | 1 | 100% | 0% | **not met** | met |" in page
+    assert "| fine-tuned (shipped) | 33% | 0% | 100% | 1 | 100% | 0% | **not met** | met |" in page
     assert "seed 7" in page and "{cite}`castelli2003`" in page
     assert (tmp_path / "out" / "figures" / "synthetic_gap.png").stat().st_size > 1000
     assert "is missing" in book_page(tmp_path / "out", tmp_path)
