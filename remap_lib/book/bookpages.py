@@ -772,6 +772,18 @@ def robustness_page(out_dir: Path) -> str:
                 "remap_lib.evaluation.robustness noise|curves`.\n")
 
 
+def synthetic_gap_page(out_dir: Path) -> str:
+    """The synthetic-gap chapter (:func:`remap_lib.evaluation.synthgap.book_page`, from results/synthetic_gap.json)."""
+    from remap_lib.evaluation.synthgap import book_page
+
+    try:
+        return book_page(out_dir)
+    except (KeyError, TypeError, ValueError, IndexError) as err:
+        print(f"bookpages: warning: results/synthetic_gap.json could not be shown: {err!r}", file=sys.stderr)
+        return ("# The synthetic gap: a library nobody trained on\n\n`results/synthetic_gap.json` could not be "
+                f"shown ({_cell(repr(err))}); rerun `python -m remap_lib.evaluation.synthgap`.\n")
+
+
 # ------------------------------------------------------------------------------------------------ main
 def write_pages(out_dir=OUT_DIR, profile: str = "default", run_log=None, bench_dir=BENCH_RESULTS) -> list[Path]:
     """Write every generated page and fragment into ``out_dir``; return their paths."""
@@ -786,6 +798,7 @@ def write_pages(out_dir=OUT_DIR, profile: str = "default", run_log=None, bench_d
         "limitations_numbers.md": limitations_fragment(profile),
         "headline.md": headline_fragment(),
         "robustness.md": robustness_page(out_dir),
+        "synthetic_gap.md": synthetic_gap_page(out_dir),
     }
     for name in list_notebooks():
         for problem in parameter_problems(name, read_parameters(name)):

@@ -27,7 +27,8 @@ The report (``results/ood.json``) has, per class of input, the detection rate an
 in-domain calibration stars against that class, :func:`roc`): MILES stars outside the FGK box
 (A/B hotter than 10000 K, 7000–10000 K, M cooler than 3700 K, 3700–4000 K), FGK giants, noise-
 only spectra, featureless inputs (a flat line, flux in magnitudes), the wrong resolution and
-heavy masking, and synthetic FGK dwarfs from the pretraining grid's held-out nodes.
+heavy masking, synthetic FGK dwarfs from the pretraining grid's held-out nodes, and another synthetic
+library nobody trained on (the Kurucz ATLAS9 test set of :mod:`remap_lib.data.kurucztest`).
 """
 
 from __future__ import annotations
@@ -241,7 +242,27 @@ def _classes(seed: int = 0) -> dict:
     synthetic = _synthetic_dwarfs(seed)
     if synthetic is not None:
         out["synthetic FGK dwarfs (training grid's test nodes)"] = synthetic
+    other = _other_library()
+    if other is not None:
+        out[OTHER_LIBRARY] = other
     return out
+
+
+#: The class name of the Kurucz test library (:mod:`remap_lib.data.kurucztest`) in the report.
+OTHER_LIBRARY = "other library (Kurucz ATLAS9 test set)"
+
+
+def _other_library():
+    """The Kurucz ATLAS9 test library at its resolution, declared: a synthetic library nobody trained on.
+    None where it is not built (outside a clone)."""
+    from remap_lib.data.kurucztest import load_testset
+    from remap_lib.fileio import RemapDataError
+
+    try:
+        lib = load_testset()
+    except (FileNotFoundError, OSError, RemapDataError):
+        return None
+    return lib.labels, [(lib.wave, f) for f in lib.flux], {"resolution": float(lib.resolution)}
 
 
 def _synthetic_dwarfs(seed: int = 0, n: int = 60):
@@ -307,8 +328,11 @@ def measure(model=None, seed: int = 0, classes=None, save_detector: bool = True,
                        f"{SNR_FLOOR:g}"),
               "threshold": det.threshold, "snr_floor": SNR_FLOOR, "quantile": QUANTILE,
               "center": center.tolist(), "spread": spread.tolist(), "fitted_on": ["finetune", "validation"],
-              "other_library": ("none yet: the Kurucz test set of issue 13 part 2 is not built; the pretraining "
-                                "grid's held-out FGK dwarfs stand in"),
+              "other_library": (f"'{OTHER_LIBRARY}': {len(feats[OTHER_LIBRARY]['labels'])} PySME spectra over "
+                                "Kurucz ATLAS9 atmospheres (data/kurucz_testset_r11000.h5, remap_lib.data.kurucztest)"
+                                if OTHER_LIBRARY in feats else
+                                "none: the Kurucz test set (python -m remap_lib.data.kurucztest) is not built here; "
+                                "the pretraining grid's held-out FGK dwarfs stand in"),
               "classes": {}}
     reference = det.score(raw["calibration"])
     for name, f in feats.items():

@@ -55,6 +55,9 @@ def _linelist_for(wave_min: float, wave_max: float, margin: float):
 def synthesize(model: MarcsModel, settings: SynthesisSettings = DEFAULT_SETTINGS):
     """Continuum-normalized flux of ``model`` at PySME's output sampling.
 
+    ``model`` is a :class:`MarcsModel`, or any object with the same labels and a
+    ``pysme_atmosphere()`` method (an interpolated ATLAS9 star, for the test library).
+
     Returns ``(wave_air, flux, continuum)``; flux is divided by the continuum, so it is ~1
     between lines. Abundances are solar (Asplund et al. 2009) scaled by the model's [M/H].
     """
@@ -64,9 +67,12 @@ def synthesize(model: MarcsModel, settings: SynthesisSettings = DEFAULT_SETTINGS
     from pysme.synthesize import synthesize_spectrum
 
     logging.getLogger("pysme").setLevel(logging.ERROR)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = model.write(Path(tmp) / "model.mod")
-        atmo = MarcsAtmosphere(str(path))
+    if hasattr(model, "pysme_atmosphere"):  # another library (sources/kurucz.py) builds its own
+        atmo = model.pysme_atmosphere()
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = model.write(Path(tmp) / "model.mod")
+            atmo = MarcsAtmosphere(str(path))
     atmo.method = "embedded"
     sme = SME_Structure()
     sme.atmo = atmo

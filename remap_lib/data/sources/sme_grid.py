@@ -36,6 +36,8 @@ from remap_lib.spectra.instruments import C_KMS, Instrument
 GRID_FILE = DATA_DIR / "sme_marcs_ges_r11000.h5"
 WORK_DIR = DATA_DIR / "sme_grid_work"
 MANIFEST = DATA_DIR / "MANIFEST.sha256"
+#: Provenance ``use`` of a library that must never be trained on (``load_grid`` refuses it).
+TEST_ONLY = "test only"
 
 #: How the library is stored: R = 11000 sampled at 4 pixels per resolution element over
 #: 4950–5750 Å (air), wider than the MARVELS window to leave room for RV shifts.
@@ -82,11 +84,12 @@ def pending_nodes(nodes, workdir=WORK_DIR) -> list[MarcsModel]:
 
 def build_grid(output=GRID_FILE, workdir=WORK_DIR, nodes=None, settings=DEFAULT_SETTINGS,
                workers: int | None = None, limit: int | None = None, progress: bool = True,
-               storage: Instrument = GRID_STORAGE) -> Path | None:
+               storage: Instrument = GRID_STORAGE, extra_provenance: dict | None = None) -> Path | None:
     """Synthesize every missing node, then assemble ``output`` once all are present.
 
     Returns the output path when the grid is complete, ``None`` while nodes remain (after
-    ``limit`` new nodes). Safe to kill at any moment and rerun.
+    ``limit`` new nodes). Safe to kill at any moment and rerun. ``extra_provenance`` updates the
+    recorded provenance (another atmosphere library, the test library's purpose).
     """
     nodes = select_nodes() if nodes is None else list(nodes)
     workdir = Path(workdir)
@@ -112,7 +115,7 @@ def build_grid(output=GRID_FILE, workdir=WORK_DIR, nodes=None, settings=DEFAULT_
         bar.close()
     if pending_nodes(nodes, workdir):
         return None
-    return assemble_grid(nodes, workdir, output, settings, storage)
+    return assemble_grid(nodes, workdir, output, settings, storage, extra_provenance)
 
 
 def _check_settings(workdir: Path, settings: SynthesisSettings, storage: Instrument) -> None:
@@ -146,7 +149,8 @@ def provenance(settings: SynthesisSettings, storage: Instrument = GRID_STORAGE) 
     }
 
 
-def assemble_grid(nodes, workdir, output, settings=DEFAULT_SETTINGS, storage: Instrument = GRID_STORAGE) -> Path:
+def assemble_grid(nodes, workdir, output, settings=DEFAULT_SETTINGS, storage: Instrument = GRID_STORAGE,
+                  extra_provenance: dict | None = None) -> Path:
     """Gather the per-node files into one compressed HDF5, then update the manifest."""
     nodes = list(nodes)
     workdir, output = Path(workdir), Path(output)
@@ -179,7 +183,7 @@ def assemble_grid(nodes, workdir, output, settings=DEFAULT_SETTINGS, storage: In
             # scaleoffset=4 keeps 4 decimals (≤ 5e-5 error), far below the synthesis error
             h5.attrs["flux_quantization"] = 1e-4
             h5.attrs["normalization"] = "divided by the PySME continuum"
-            h5.attrs["provenance"] = json.dumps(provenance(settings, storage))
+            h5.attrs["provenance"] = json.dumps({**provenance(settings, storage), **(extra_provenance or {})})
     write_manifest([output], output.parent / MANIFEST.name)
     return output
 
@@ -244,10 +248,14 @@ def load_grid(path=None) -> SyntheticGrid:
         raise RemapDataError(path, "synthetic grid not found: run `remap grid build` (or `make grid`)")
     try:
         with h5py.File(path, "r") as h5:
-            return SyntheticGrid(
+            grid = SyntheticGrid(
                 wave=h5["wave"][:], flux=h5["flux"][:], labels=h5["labels"][:], alpha=h5["alpha"][:],
                 vmicro=h5["vmicro"][:], model=h5["model"].asstr()[:], resolution=float(h5.attrs["resolution"]),
                 provenance=json.loads(h5.attrs["provenance"]),
             )
     except (OSError, KeyError) as err:
         raise RemapDataError(path, f"not a readable synthetic grid ({err})") from err
+    if grid.provenance.get("use") == TEST_ONLY:
+        raise RemapDataError(path, "is a held-out test library (provenance use: test only); it is never a training "
+                                   "grid: read it with remap_lib.data.kurucztest.load_testset")
+    return grid
