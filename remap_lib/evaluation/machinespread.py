@@ -118,12 +118,20 @@ def spread(builds: dict[str, dict], study: dict | None = None) -> dict:
 
 
 def compare_reruns(first_dir, second_dir) -> dict:
-    """Study records run twice (same commit, seeds and machine): how many give identical predictions."""
+    """Study records run twice (same seeds and machine): how many give identical predictions.
+
+    Only the rows both runs predicted are compared (a later version may add rows to a run).
+    """
     first_dir, second_dir = Path(first_dir), Path(second_dir)
     pairs = [(p, second_dir / p.name) for p in sorted(first_dir.glob("*.json")) if (second_dir / p.name).is_file()]
-    same = [p.name for p, q in pairs if json.loads(p.read_text(encoding="utf-8"))["predictions"]
-            == json.loads(q.read_text(encoding="utf-8"))["predictions"]]
-    return {"records": len(pairs), "identical_predictions": len(same),
+    same, rows = [], set()
+    for p, q in pairs:
+        a, b = (json.loads(f.read_text(encoding="utf-8"))["predictions"] for f in (p, q))
+        common = sorted(set(a) & set(b))
+        rows.update(common)
+        if common and all(a[r] == b[r] for r in common):
+            same.append(p.name)
+    return {"records": len(pairs), "identical_predictions": len(same), "rows_compared": sorted(rows),
             "different": sorted({p.name for p, _ in pairs} - set(same))}
 
 

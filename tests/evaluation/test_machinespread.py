@@ -63,5 +63,8 @@ def test_reruns_compare_the_predictions_of_records_with_the_same_name(tmp_path):
     (first / "seed0_fold1.json").write_text(json.dumps({"predictions": {"x": [1.0]}}))
     (second / "seed0_fold1.json").write_text(json.dumps({"predictions": {"x": [1.5]}}))
     (first / "seed1_fold0.json").write_text(json.dumps({"predictions": {}}))  # not rerun: not counted
-    assert ms.compare_reruns(first, second) == {"records": 2, "identical_predictions": 1,
+    assert ms.compare_reruns(first, second) == {"records": 2, "identical_predictions": 1, "rows_compared": ["x"],
                                                 "different": ["seed0_fold1.json"]}
+    # a row only the second run has is not compared
+    (second / "seed0_fold1.json").write_text(json.dumps({"predictions": {"x": [1.0], "y": [2.0]}}))
+    assert ms.compare_reruns(first, second)["identical_predictions"] == 2
