@@ -24,6 +24,7 @@ import numpy as np
 
 from remap_lib.data.cache import MARCS_ARCHIVE
 from remap_lib.data.sources.kurucz import KuruczStar, kurucz_star, solar_scaled_nodes
+from remap_lib.data.sources.marcs import standard_vmicro
 from remap_lib.data.sources.sme_grid import TEST_ONLY, SyntheticGrid, build_grid
 from remap_lib.paths import DATA_DIR
 
@@ -47,7 +48,7 @@ MARCS_AXES = {
 
 def synthesis_vmicro(logg: float) -> float:
     """The grid's microturbulence for these labels (MARCS's standard: 1 km/s dwarfs, 2 km/s giants)."""
-    return 1.0 if logg >= 3.5 else 2.0
+    return standard_vmicro(logg)
 
 
 def draw_labels(n: int = N_STARS, seed: int = SEED, giant_fraction: float = GIANT_FRACTION,

@@ -28,9 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from remap_lib.data.dataset import LABEL_NAMES
+from remap_lib.constants import C_KMS, FGK_TEFF, GIANT_LOGG, LABEL_NAMES
 from remap_lib.fileio import atomic_write
-from remap_lib.spectra.instruments import C_KMS
 
 #: S/N per pixel of the degraded copies (the issue's check).
 NOISE_LEVELS = (50.0, 20.0, 10.0, 5.0)
@@ -347,7 +346,7 @@ def undeclared_resolution(predictor, n: int = 30, seed: int = 0, grid=None, star
         grid = None
     if grid is not None:
         lab = grid.labels
-        box = np.flatnonzero((lab[:, 0] >= 4000) & (lab[:, 0] <= 7000) & (lab[:, 1] >= 3.5))
+        box = np.flatnonzero((lab[:, 0] >= FGK_TEFF[0]) & (lab[:, 0] <= FGK_TEFF[1]) & (lab[:, 1] >= GIANT_LOGG))
         rows = np.sort(np.random.default_rng(seed).choice(box, min(n, box.size), replace=False))
         spectra = [(grid.wave, grid.flux[r]) for r in rows]
         inst = predictor.instrument

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from remap_lib.data.dataset import LABEL_NAMES
+from remap_lib.constants import GIANT_LOGG, LABEL_NAMES
 from remap_lib.paths import REPO_ROOT
 
 STUDY_FILE = REPO_ROOT / "results" / "study.json"
@@ -210,7 +210,7 @@ def headline_markdown(result: dict, rows=HEADLINE_ROWS, source: str = "results/s
     note = (f"σ in K / dex / dex: mean over seeds with its 95 % bootstrap interval over stars [lo, hi]; "
             f"\"30 stars\" are the paper's calibration protocol, \"CV\" all {n['n_dwarfs']} MILES FGK dwarfs, "
             f"each predicted by a model that never saw it ({n['k']}-fold cross-validation); giants: the share of "
-            f"the {n['n_giants']} MILES FGK giants with a predicted log g below 3.5. Read from `{source}` "
+            f"the {n['n_giants']} MILES FGK giants with a predicted log g below {GIANT_LOGG}. Read from `{source}` "
             f"(written by `remap study aggregate`). The paper's numbers are on other spectra (MARVELS), "
             "so they are a reference, not a paired comparison.")
     return "\n".join([*lines, "", note, ""])

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from remap_lib.data.dataset import LABEL_NAMES
+from remap_lib.constants import GIANT_LOGG, LABEL_NAMES
 from remap_lib.fileio import atomic_write, sha256_file
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
@@ -29,7 +29,6 @@ REPORT = RESULTS / "synthetic_gap.json"
 #: error exceeds it in any label counts as shifted, and ``out_of_domain`` should catch 90 % of those.
 LIMITS = {"teff": 100.0, "logg": 0.15, "feh": 0.10}
 CATCH_GOAL = 0.90
-GIANT_LOGG = 3.5  # the test library's dwarfs are drawn at log g ≥ 3.8, its giants at ≤ 3.3
 
 
 def label_stats(pred, p16, p84, truth) -> dict:

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from remap_lib.data.dataset import LABEL_NAMES
+from remap_lib.constants import FGK_TEFF, GIANT_LOGG, LABEL_NAMES
 from remap_lib.fileio import atomic_write
 
 #: Spectra with S/N below this are flagged ``out_of_domain`` whatever they look like (at S/N 1 any
@@ -206,7 +206,7 @@ def _classes(seed: int = 0) -> dict:
     out["finetune"] = labels_by_role["finetune"]
     out["validation"] = labels_by_role["validation"]
     out["calibration"] = labels_by_role["calibration"]
-    out["FGK giants (log g < 3.5)"] = labels_by_role["giant_candidate"]
+    out[f"FGK giants (log g < {GIANT_LOGG})"] = labels_by_role["giant_candidate"]
     lab, spec = labels_by_role["other"]
     teff = lab[:, 0]
     cuts = (teff > 10000, (teff > 8500) & (teff <= 10000), (teff > 7500) & (teff <= 8500),
@@ -278,7 +278,7 @@ def _synthetic_dwarfs(seed: int = 0, n: int = 60):
         return None
     lab = grid.labels
     test = split_rows(len(grid), 0.1, 0.1, 0) == "test"  # the split synthetic_set makes (seed 0)
-    box = np.flatnonzero(test & (lab[:, 0] >= 4000) & (lab[:, 0] <= 7000) & (lab[:, 1] >= 3.5))
+    box = np.flatnonzero(test & (lab[:, 0] >= FGK_TEFF[0]) & (lab[:, 0] <= FGK_TEFF[1]) & (lab[:, 1] >= GIANT_LOGG))
     rows = np.sort(np.random.default_rng(seed).choice(box, min(n, box.size), replace=False))
     return lab[rows], [(grid.wave, grid.flux[r]) for r in rows], {"resolution": float(grid.resolution)}
 

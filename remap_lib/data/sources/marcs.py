@@ -98,6 +98,11 @@ def load_marcs_models(cache=None) -> tuple[MarcsModel, ...]:
                  for i, (deck, fname) in enumerate(zip(decks, index["filename"], strict=True)))
 
 
+def standard_vmicro(logg: float) -> float:
+    """MARCS's standard microturbulence (km/s): 1 for its plane-parallel dwarfs, 2 for its spherical giants."""
+    return 1.0 if logg >= _MARCS_DWARF_LOGG else 2.0
+
+
 def _preference(model: MarcsModel) -> tuple:
     """Sort key among models sharing a (Teff, log g, [M/H]) node: lower is better.
 
@@ -106,8 +111,7 @@ def _preference(model: MarcsModel) -> tuple:
     (MARCS's own standard choices).
     """
     dwarf = model.logg >= _MARCS_DWARF_LOGG
-    standard_vmicro = 1.0 if dwarf else 2.0
-    return (model.gap_filled, abs(model.alpha), abs(model.vmicro - standard_vmicro),
+    return (model.gap_filled, abs(model.alpha), abs(model.vmicro - standard_vmicro(model.logg)),
             model.spherical == dwarf, model.name)
 
 
