@@ -83,6 +83,7 @@ def run_notebook(name: str, profile: str = "default", overrides: dict | None = N
             os.replace(partial, out_dir / f".{name}.failed.ipynb")
         raise
     os.replace(partial, target)
+    (out_dir / f".{name}.failed.ipynb").unlink(missing_ok=True)  # an earlier failure is now fixed
     return target
 
 

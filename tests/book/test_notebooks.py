@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -61,3 +62,23 @@ def test_a_failed_notebook_is_not_logged(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         notebooks.run_all("smoke", tmp_path, names=["01_a"], progress=False)
     assert notebooks.read_run_log(tmp_path / "run_log.json") == {"notebooks": {}}
+
+
+def test_a_fixed_notebook_clears_its_failed_copy(tmp_path, monkeypatch):
+    import papermill
+
+    outcome = {"fail": True}
+
+    def execute(source, output, **kwargs):
+        Path(output).write_text("{}")
+        if outcome["fail"]:
+            raise RuntimeError("cell failed")
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute)
+    name = notebooks.list_notebooks()[0]
+    with pytest.raises(RuntimeError):
+        notebooks.run_notebook(name, out_dir=tmp_path, progress=False)
+    assert (tmp_path / f".{name}.failed.ipynb").exists() and not (tmp_path / f"{name}.ipynb").exists()
+    outcome["fail"] = False
+    assert notebooks.run_notebook(name, out_dir=tmp_path, progress=False) == tmp_path / f"{name}.ipynb"
+    assert not (tmp_path / f".{name}.failed.ipynb").exists()  # the book never sees a stale failure
