@@ -14,8 +14,13 @@ Rows (:data:`ROWS`)
       (:func:`~remap_lib.data.pretrained.find_pretrained`), fine-tuned as notebook 03 (03_finetune
       ``default``: 60 epochs, 3 members), per-member temperatures. Seeds are fine-tuning seeds.
       Its runs also give, with no more training, ``no temperature scaling`` (the same members,
-      T = 1), ``one member`` (member 0 with its temperatures) and ``pretrained only`` (the
-      pretrained network, temperatures fitted on the fold's temperature stars, no fine-tuning).
+      T = 1), ``one member`` (member 0 with its temperatures), ``pretrained only`` (the
+      pretrained network, temperatures fitted on the fold's temperature stars, no fine-tuning) and
+      ``coverage calibration`` (the same members, one temperature per label shared by them, fitted
+      to the interval coverage of the fold's temperature stars instead of their likelihood).
+    * ``synthetic rehearsal``: deep-REMAP fine-tuned with :data:`REHEARSAL_RATIO` synthetic
+      training spectra per observed star mixed into every epoch (issue 12), so that the giant regime
+      the dwarfs never show is not forgotten; otherwise as deep-REMAP.
     * ``MSE regression CNN``: the pretrained MSE twin fine-tuned the same way (no triplet term),
       as many members (predictions averaged); its 68/95 % intervals are ±1/±1.96 times the rms
       residual on the fold's temperature stars (a Gaussian interval calibrated inside the fold).
