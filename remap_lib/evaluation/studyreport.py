@@ -116,7 +116,7 @@ def paired_frame(result: dict, table: str = "cv_dwarfs", metric: str = "sigma", 
             continue
         for label in (["all"] if metric == "accuracy" else LABEL_NAMES):
             e = diff.get(metric) if metric == "accuracy" else diff.get(label, {}).get(metric)
-            if e is None:  # not compared on this table (the giants have no per-label entry in a test aggregate)
+            if e is None:  # this metric was not compared on this table
                 continue
             lo, hi = e["ci95"]
             records.append({"row": row["name"], "reference": row["reference"], "label": label,
