@@ -453,15 +453,51 @@ def across_machines_section(spread_file=None) -> list[str]:
     for key, c in spread["comparisons"].items():
         lines.append(f"- {_cell(key)}: **{c['different']} of {c['values']}** values in `results/metrics.json` "
                      f"differ (sections: {', '.join(c['sections_that_differ']) or 'none'}).")
-    covered = spread.get("covered", {})
+    giants = (band or {}).get("giants_called_giant") or {}
+    giant_range = spread.get("range", {}).get("giants_called_giant")
+    if giants.get("ci95") and giant_range:
+        lines.append(giants_spread_sentence(giants, giant_range["difference"]))
+    covered, inside = spread.get("covered", {}), spread.get("inside", {})
     if covered:
-        inside = [k for k, v in covered.items() if v]
-        outside = [k for k, v in covered.items() if not v]
-        lines.append(f"- The builds' range lies inside the study's 95 % interval for: {', '.join(inside) or 'none'}"
-                     + (f"; **outside** for: {', '.join(outside)}." if outside else "."))
+        by = spread.get("covered_by", {})
+        named = ", ".join(f"{k} ({by[k].replace('_', ' ')})" if by.get(k, "ci95") != "ci95" else k
+                          for k, v in covered.items() if v)
+        lines.append("- **The spread test:** the builds differ by no more than half the width of the study's 95 % "
+                     f"interval for: {named or 'none'}"
+                     + (f"; by more for: **{', '.join(k for k, v in covered.items() if not v)}**."
+                        if not all(covered.values()) else "."))
+    if inside:
+        lines.append("- **The level test:** every build lies inside the study's interval (stars and seeds) for: "
+                     f"{', '.join(k for k, v in inside.items() if v) or 'none'}"
+                     + (f"; outside for: {', '.join(k for k, v in inside.items() if not v)}."
+                        if not all(inside.values()) else "."))
     lines += ["", f"From `{path.name}`, written by `python -m remap_lib.evaluation.machinespread` on "
                   f"{spread['generated']}.", ""]
     return lines
+
+
+def giants_spread_sentence(giants: dict, machine_difference: float) -> str:
+    """The share of giants called giant: how far the machine moved it against how far seeds and training sets do."""
+    def pct(interval):
+        return f"[{interval[0]:.1%}, {interval[1]:.1%}]"
+
+    text = f"- **Giants called giant:** the builds differ by {100 * machine_difference:.1f} points"
+    if giants.get("largest_seed_range") is not None:
+        text += (f". In the study, no fold model's share moved by more than {100 * giants['largest_seed_range']:.1f} "
+                 "points between fine-tuning seeds, while the five fold models, fine-tuned on different dwarfs, "
+                 f"range from {giants['model_means'][0]:.1%} to {giants['model_means'][1]:.1%} (means over seeds): "
+                 "the share depends on which dwarfs a model is fine-tuned on far more than on its seed or machine")
+        more = machine_difference > giants["largest_seed_range"]
+        text += (". The machine moved it " + ("more than any seed did" if more else "no more than a seed did"))
+    text += f". The study's interval of the mean over its fold models is {pct(giants['ci95'])} over stars and seeds"
+    if giants.get("ci95_models"):
+        text += f", {pct(giants['ci95_models'])} when the fold models are resampled too"
+    if giants.get("single_models"):
+        text += (f"; single models (every fold and seed) give {pct(giants['single_models'])}. A build is one "
+                 "fine-tuned ensemble, not a mean over five, so the spread test below sets the builds against that "
+                 "single-model range")
+    return text + (". The book fine-tunes on its own split (the `finetune` role), not on a cross-validation fold, "
+                   "so its level is not the study's; only the spread is compared.")
 
 
 # ----------------------------------------------------------------------------------------- performance

@@ -81,6 +81,9 @@ def summary_frame(result: dict, table: str = "cv_dwarfs", metric: str = "sigma",
             lo, hi = t["accuracy_ci95"]
             rec.update({"accuracy": t["accuracy"], "accuracy_std": t["accuracy_std"], "accuracy_lo": lo,
                         "accuracy_hi": hi})
+            models = (t.get("ci95_models") or {}).get("accuracy")
+            if models:  # the interval that also resamples the fold models (studystats.models_bootstrap)
+                rec.update({"accuracy_models_lo": models[0], "accuracy_models_hi": models[1]})
         records.append(rec)
     return pd.DataFrame(records).set_index("row") if records else pd.DataFrame()
 
@@ -99,7 +102,9 @@ def formatted_table(result: dict, table: str = "cv_dwarfs", metrics=("sigma", "b
                            f"[{_fmt(f[f'{label}_lo'], d)}, {_fmt(f[f'{label}_hi'], d)}]" for r, f in frame.iterrows()}
         if metric == metrics[0] and "accuracy" in frame:
             out["called giant" if table == "giants" else "called dwarf"] = {
-                r: f"{f['accuracy']:.1%} [{f['accuracy_lo']:.1%}, {f['accuracy_hi']:.1%}]" for r, f in frame.iterrows()}
+                r: f"{f['accuracy']:.1%} [{f['accuracy_lo']:.1%}, {f['accuracy_hi']:.1%}]"
+                   + (f"; fold models [{f['accuracy_models_lo']:.1%}, {f['accuracy_models_hi']:.1%}]"
+                      if pd.notna(f.get("accuracy_models_lo")) else "") for r, f in frame.iterrows()}
     frame = pd.DataFrame(out)
     if len(frame):
         seeds = summary_frame(result, table, metrics[0], rows)["n_seeds"]

@@ -14,7 +14,12 @@ Per row and table (``cv_dwarfs``, ``calibration_stars``, ``giants``; see :mod:`r
   seed and every row. A paired difference (row − its reference, on the same folds, stars and seeds)
   takes its interval from the same star resamples, each combined with a resample of the paired
   seeds (when there are two or more), so that seed-to-seed scatter counts as well. An effect is
-  listed in ``effects`` only where the difference's interval excludes zero.
+  listed in ``effects`` only where the difference's interval excludes zero;
+* ``ci95_models`` (tables where a seed has several models: the giants, predicted by every fold's
+  model): a bootstrap that also resamples, within each resampled seed, its models, which were
+  fine-tuned on different dwarfs, so the interval holds what another training set changes. For the
+  dwarfs each star has one model, so resampling stars already spans the training sets. Rows whose
+  seeds are pretraining seeds resample pretrained networks here too; the others hold theirs fixed.
 
 Only complete seeds (every fold's run recorded) count, so a partly run matrix aggregates too.
 """
@@ -80,14 +85,45 @@ class _quiet_nan:
         return self._ctx.__exit__(*exc)
 
 
-def seed_metrics(replicates: list[np.ndarray], truth: np.ndarray, idx: np.ndarray | None = None) -> dict:
-    """One seed's metrics: the mean over its replicate predictions (n, 3, 5) of each metric.
+def replicate_metrics(replicates: list[np.ndarray], truth: np.ndarray, idx: np.ndarray | None = None) -> list[dict]:
+    """The metrics of each replicate prediction (n, 3, 5) of one seed (for the giants: one per fold model).
 
     With bootstrap indices ``idx`` (B, n) every metric gains a leading axis of length B.
     """
-    parts = [label_metrics(r if idx is None else r[idx], truth if idx is None else truth[idx])
-             for r in replicates]
+    return [label_metrics(r if idx is None else r[idx], truth if idx is None else truth[idx]) for r in replicates]
+
+
+def seed_metrics(replicates: list[np.ndarray], truth: np.ndarray, idx: np.ndarray | None = None) -> dict:
+    """One seed's metrics: the mean over its replicate predictions (n, 3, 5) of each metric."""
+    return _replicate_mean(replicate_metrics(replicates, truth, idx))
+
+
+def _replicate_mean(parts: list[dict]) -> dict:
     return {m: np.mean([p[m] for p in parts], axis=0) for m in parts[0]}
+
+
+def models_bootstrap(per_seed: dict[int, list[dict]], rng: np.random.Generator) -> dict | None:
+    """Bootstrap samples (B, ...) of the row's metric that resample seeds, each seed's models and stars.
+
+    ``per_seed``: seed -> the bootstrap metrics (each (B, ...), from the same star resamples) of each
+    of its replicate models (the giants' fold models, fine-tuned on different dwarfs). Each sample
+    draws the seeds with replacement, within each drawn seed its models with replacement, and
+    averages them on that sample's stars, so the interval holds what another training set would
+    change as well as another seed and other stars. None when no seed has two models.
+    """
+    seeds = sorted(per_seed)
+    n_models = {len(per_seed[s]) for s in seeds}
+    if not seeds or max(n_models) < 2 or len(n_models) > 1:
+        return None
+    n_seeds, k = len(seeds), n_models.pop()
+    out = {}
+    for m in per_seed[seeds[0]][0]:
+        stacked = np.stack([np.stack([p[m] for p in per_seed[s]]) for s in seeds])  # (S, K, B, ...)
+        n_boot = stacked.shape[2]
+        seed_draw = rng.integers(0, n_seeds, size=(n_boot, n_seeds, 1))
+        model_draw = rng.integers(0, k, size=(n_boot, n_seeds, k))
+        out[m] = stacked[seed_draw, model_draw, np.arange(n_boot)[:, None, None]].mean(axis=(1, 2))
+    return out
 
 
 # -------------------------------------------------------------------------------------------- records
@@ -180,6 +216,14 @@ def _summary(point: dict, boot: dict, seeds: list[int], metrics) -> dict:
     return out
 
 
+def _models_intervals(samples: dict, metrics) -> dict:
+    """The 95 % interval of each metric from :func:`models_bootstrap` samples: accuracy, and per label each metric."""
+    out: dict = {"accuracy": _interval(samples["accuracy"])} if "accuracy" in metrics else {}
+    for j, name in enumerate(LABEL_NAMES):
+        out[name] = {m: _interval(samples[m][:, j]) for m in metrics if m != "accuracy"}
+    return out
+
+
 def _difference(a: tuple, b: tuple, metrics, boot_seed: int = 0) -> dict:
     """Row ``a`` − reference ``b`` (each (point, boot, seeds)), paired on their common seeds when both have seeds.
 
@@ -235,19 +279,27 @@ def aggregate(out, folds: pd.DataFrame, budgets: dict | None = None, n_boot: int
              "giants": len(giant_ids)}
     idx = {t: rng.integers(0, n, size=(n_boot, n)) for t, n in sizes.items()}
     scored: dict[str, dict] = {}  # row -> table -> (point per seed, boot per seed, seeds)
+    models: dict[str, dict] = defaultdict(dict)  # row -> table -> samples resampling models too, or None
+    accuracy_per_model: dict[str, dict] = defaultdict(dict)  # row -> table -> per seed, each model's accuracy
     for name, entry in entries.items():
         scored[name] = {}
         for t, table in row_tables(entry, folds, giant_ids).items():
             seeds = sorted(table["seeds"])
-            point = {s: seed_metrics(table["seeds"][s], table["truth"]) for s in seeds}
-            boot = {s: seed_metrics(table["seeds"][s], table["truth"], idx[t]) for s in seeds}
+            per_model = {s: replicate_metrics(table["seeds"][s], table["truth"]) for s in seeds}
+            point = {s: _replicate_mean(per_model[s]) for s in seeds}
+            if seeds and "accuracy" in per_model[seeds[0]][0] and len(per_model[seeds[0]]) > 1:
+                accuracy_per_model[name][t] = [[_number(m["accuracy"]) for m in per_model[s]] for s in seeds]
+            replicates = {s: replicate_metrics(table["seeds"][s], table["truth"], idx[t]) for s in seeds}
+            boot = {s: _replicate_mean(replicates[s]) for s in seeds}
             scored[name][t] = (point, boot, seeds)
+            models[name][t] = models_bootstrap(replicates, np.random.default_rng(boot_seed + 2))
     rows, effects, warnings = [], [], []
     for row in ROWS:
         entry = entries.get(row.name)
         records = entry["records"] if entry else []
         seeds = scored[row.name]["cv_dwarfs"][2] if entry else []
         obj = {"name": row.name, "kind": row.kind, "budget": row.budget, "seed_meaning": row.seeds,
+               "rehearsal": row.rehearsal,
                "reference": row.reference, "n_seeds": len(seeds), "seeds": seeds, "n_records": len(records),
                "config": records[0]["config"] if records else None,
                "devices": sorted({r["device"] for r in records}),
@@ -256,6 +308,10 @@ def aggregate(out, folds: pd.DataFrame, budgets: dict | None = None, n_boot: int
             point, boot, s = scored[row.name][t] if entry else ({}, {}, [])
             metrics = METRICS + ("accuracy",)  # giants: called giant; dwarfs: called dwarf
             obj[t] = {"n": sizes[t], "n_seeds": len(s), **_summary(point, boot, s, metrics)} if s else None
+            if s and models[row.name].get(t):
+                obj[t]["ci95_models"] = _models_intervals(models[row.name][t], metrics)
+            if s and accuracy_per_model[row.name].get(t):
+                obj[t]["accuracy_per_model"] = accuracy_per_model[row.name][t]  # [seed][fold model]
         ref = row.reference
         if entry and ref in scored and scored[ref]["cv_dwarfs"][2] and seeds:
             obj["paired"] = {"reference": ref}

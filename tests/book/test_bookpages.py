@@ -301,11 +301,23 @@ def test_across_machines_section_tabulates_the_builds_against_the_study(tmp_path
               "comparisons": {"Intel vs AMD": {"different": 425, "values": 730, "sections_that_differ": ["giants"]}},
               "study": {"row": "deep-REMAP", "table": "calibration_stars", "n_seeds": 5,
                         **{k: {"mean": v, "ci95": [v / 2, v * 2]} for k, v in sig.items()},
-                        "giants_called_giant": {"mean": 0.6, "ci95": [0.5, 0.7]}},
+                        "giants_called_giant": {"mean": 0.6, "ci95": [0.5, 0.7], "ci95_models": [0.4, 0.75],
+                                                "largest_seed_range": 0.04, "model_means": [0.2, 0.45],
+                                                "single_models": [0.15, 0.48]}},
+              "range": {"giants_called_giant": {"min": 0.56, "max": 0.62, "difference": 0.06}},
+              "inside": {"teff": True, "giants_called_giant": False},
               "covered": {"teff": True, "giants_called_giant": False},
+              "covered_by": {"teff": "ci95", "giants_called_giant": "single_models"},
               "rerun_same_machine": {"records": 10, "identical_predictions": 10}}
     (tmp_path / "spread.json").write_text(json.dumps(spread))
     text = "\n".join(bookpages.across_machines_section(tmp_path / "spread.json"))
     assert "| Intel | 87.1 | 0.221 | 0.125 | 56.0% |" in text
     assert "**425 of 730** values" in text and "10 of 10 study records" in text
-    assert "inside the study's 95 % interval for: teff; **outside** for: giants_called_giant." in text
+    assert "half the width of the study's 95 % interval for: teff; by more for: **giants_called_giant**." in text
+    assert ("every build lies inside the study's interval (stars and seeds) for: teff; "
+            "outside for: giants_called_giant." in text)
+    assert ("the builds differ by 6.0 points. In the study, no fold model's share moved by more than 4.0 points "
+            "between fine-tuning seeds, while the five fold models, fine-tuned on different dwarfs, range from 20.0% "
+            "to 45.0%" in text and "The machine moved it more than any seed did" in text)
+    assert ("is [50.0%, 70.0%] over stars and seeds, [40.0%, 75.0%] when the fold models are resampled too; "
+            "single models (every fold and seed) give [15.0%, 48.0%]." in text)

@@ -33,13 +33,31 @@ def test_compare_counts_identical_and_different_values_key_by_key():
     assert ms.compare({"x": float("nan")}, {"x": float("nan")})["different"] == 0
 
 
-def test_spread_says_whether_the_study_interval_covers_the_builds():
+def test_spread_says_whether_the_builds_lie_inside_the_study_interval_and_within_its_width():
     out = ms.spread({"amd": _metrics(89.3, 0.62), "intel": _metrics(87.1, 0.56)}, STUDY)
     assert out["range"]["teff"] == pytest.approx({"min": 87.1, "max": 89.3, "difference": 2.2})
-    assert out["covered"] == {"teff": True, "logg": True, "feh": False, "giants_called_giant": False}
+    assert out["inside"] == {"teff": True, "logg": True, "feh": False, "giants_called_giant": False}
+    # half-widths 20 K, 0.05, 0.045 and 0.035: only the giants' 0.06 spread is wider
+    assert out["covered"] == {"teff": True, "logg": True, "feh": True, "giants_called_giant": False}
     assert out["study"]["n_seeds"] == 5
     with pytest.raises(ValueError, match="at least two builds"):
         ms.spread({"amd": _metrics(89.3, 0.62)})
+
+
+def test_the_giants_spread_is_set_against_the_interval_that_resamples_fold_models():
+    study = json.loads(json.dumps(STUDY))
+    study["rows"][0]["giants"].update({"ci95_models": {"accuracy": [0.5, 0.7]},
+                                       "accuracy_per_model": [[0.40, 0.20, 0.30], [0.44, 0.21, 0.30]]})
+    out = ms.spread({"amd": _metrics(89.3, 0.62), "intel": _metrics(87.1, 0.56)}, study)
+    giants = out["study"]["giants_called_giant"]
+    assert giants["largest_seed_range"] == pytest.approx(0.04)
+    assert giants["model_means"] == pytest.approx([0.205, 0.42])
+    assert giants["single_models"] == pytest.approx([0.20, 0.44])
+    assert out["covered"]["giants_called_giant"] and out["covered_by"]["giants_called_giant"] == "single_models"
+    del study["rows"][0]["giants"]["accuracy_per_model"]
+    out = ms.spread({"amd": _metrics(89.3, 0.62), "intel": _metrics(87.1, 0.56)}, study)
+    assert out["covered"]["giants_called_giant"] and out["covered_by"]["giants_called_giant"] == "ci95_models"
+    assert out["covered_by"]["teff"] == "ci95" and not out["inside"]["giants_called_giant"]
 
 
 def test_command_writes_the_spread_and_names_an_unreadable_file(tmp_path, capsys):
@@ -68,3 +86,10 @@ def test_reruns_compare_the_predictions_of_records_with_the_same_name(tmp_path):
     # a row only the second run has is not compared
     (second / "seed0_fold1.json").write_text(json.dumps({"predictions": {"x": [1.0], "y": [2.0]}}))
     assert ms.compare_reruns(first, second)["identical_predictions"] == 2
+
+
+def test_a_build_can_be_read_from_a_commit():
+    text = ms.read_build("git:HEAD:pyproject.toml")
+    assert "[project]" in text
+    with pytest.raises(Exception):  # noqa: B017 - git's own error: an unknown revision
+        ms.read_build("git:no-such-revision:pyproject.toml")

@@ -393,3 +393,26 @@ def test_paired_interval_resamples_seeds_as_well_as_stars(tmp_path):
     # star resampling alone would give [100, 100]; drawing the two seeds with replacement spans 50 ... 150
     assert bias["ci95"] == pytest.approx([50.0, 150.0])
     assert one["paired"]["cv_dwarfs"]["interval_resamples_seeds"]
+
+
+def test_models_interval_resamples_the_giants_fold_models(tmp_path):
+    folds = make_folds(splits_table(20, giants=0), k=2, seed=0)
+    truth = np.column_stack([folds.teff, np.full(20, 4.4), np.zeros(20)])
+    giant_ids = [f"g{i}" for i in range(10)]
+    giant_truth = np.column_stack([np.full(10, 4800.0), np.full(10, 2.5), np.zeros(10)])
+    records = []
+    for f, called in ((0, 4.4), (1, 2.5)):  # fold 0's model calls every giant a dwarf, fold 1's every one a giant
+        giants = record(study.FULL, 0, f, giant_ids, giant_truth,
+                        giant_truth * [1, 0, 1] + [0, called, 0])["predictions"][study.FULL]["test"]
+        rows = np.flatnonzero(folds.fold == f)
+        records.append(record(study.FULL, 0, f, folds.id.to_numpy()[rows], truth[rows], truth[rows], giants))
+    write_records(tmp_path, records)
+    full = next(r for r in studystats.aggregate(tmp_path, folds, n_boot=400)["rows"] if r["name"] == study.FULL)
+    giants = full["giants"]
+    assert giants["accuracy"] == pytest.approx(0.5)
+    # every star is called the same by each model, so resampling stars (and the one seed) cannot move it ...
+    assert giants["accuracy_ci95"] == pytest.approx([0.5, 0.5])
+    # ... but drawing the two fold models with replacement gives 0, 1/2 or 1
+    assert giants["ci95_models"]["accuracy"] == pytest.approx([0.0, 1.0])
+    assert giants["ci95_models"]["logg"]["bias"] == pytest.approx([0.0, 1.9])
+    assert "ci95_models" not in full["cv_dwarfs"]  # one model per dwarf: nothing more to resample

@@ -34,7 +34,7 @@ def _diff(d, lo, hi):
 def result():
     full = {"name": "deep-REMAP", "reference": None, "n_seeds": 5,
             "cv_dwarfs": _table(355, 5, (150.0, 130.0, 170.0)), "calibration_stars": _table(30, 5, (90.0, 70.0, 110.0)),
-            "giants": _table(371, 5, (300.0, 280.0, 320.0), accuracy=0.3)}
+            "giants": {**_table(371, 5, (300.0, 280.0, 320.0), accuracy=0.3), "ci95_models": {"accuracy": [0.2, 0.4]}}}
     mse = {"name": "MSE regression CNN", "reference": "deep-REMAP", "n_seeds": 5,
            "cv_dwarfs": _table(355, 5, (160.0, 140.0, 180.0)), "calibration_stars": _table(30, 5, (80.0, 60.0, 100.0)),
            "giants": _table(371, 5, (250.0, 230.0, 270.0), accuracy=0.5),
@@ -63,6 +63,7 @@ def test_formatted_table_writes_mean_std_and_interval(result):
     frame = studyreport.formatted_table(result, "giants", metrics=("sigma",))
     assert frame.loc["deep-REMAP", "σ T<sub>eff</sub> (K)"] == "300 ± 1.0 [280, 320]"
     assert frame.loc["MSE regression CNN", "called giant"] == "50.0% [45.0%, 55.0%]"
+    assert frame.loc["deep-REMAP", "called giant"] == "30.0% [25.0%, 35.0%]; fold models [20.0%, 40.0%]"
     assert frame.loc["deep-REMAP", "seeds"] == 5
 
 
