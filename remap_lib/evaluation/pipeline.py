@@ -74,6 +74,10 @@ def finetune(pretrained, miles_file, out_dir, profile: str = "default", splits_f
 
 def rehearsal_set(synthetic_file) -> SpectraSet:
     """The synthetic training spectra (split 'train') that fine-tuning rehearses."""
+    if not Path(synthetic_file).exists():
+        raise RemapDataError(synthetic_file, "fine-tuning rehearses the synthetic training spectra, and this file "
+                                             "does not exist: run `remap prepare` (notebook 01) to write it, "
+                                             "or fine-tune without rehearsal (`--rehearsal 0`)")
     synth = read_dataset(synthetic_file)
     return synth.select(synth.meta.get("split", np.full(len(synth), "train")) == "train")
 

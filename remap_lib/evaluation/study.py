@@ -18,9 +18,11 @@ Rows (:data:`ROWS`)
       pretrained network, temperatures fitted on the fold's temperature stars, no fine-tuning) and
       ``coverage calibration`` (the same members, one temperature per label shared by them, fitted
       to the interval coverage of the fold's temperature stars instead of their likelihood).
-    * ``synthetic rehearsal``: deep-REMAP fine-tuned with :data:`REHEARSAL_RATIO` synthetic
-      training spectra per observed star mixed into every epoch (issue 12), so that the giant regime
-      the dwarfs never show is not forgotten; otherwise as deep-REMAP.
+    * ``synthetic rehearsal``: deep-REMAP fine-tuned with
+      :data:`~remap_lib.training.transfer.REHEARSAL_RATIO` synthetic training spectra per observed
+      star mixed into every epoch (issue 12), so that the giant regime the dwarfs never show is not
+      forgotten; otherwise as deep-REMAP. It is remap's default fine-tuning (notebook 03); the
+      ``deep-REMAP`` row keeps the paper's recipe, without rehearsal.
     * ``MSE regression CNN``: the pretrained MSE twin fine-tuned the same way (no triplet term),
       as many members (predictions averaged); its 68/95 % intervals are ±1/±1.96 times the rms
       residual on the fold's temperature stars (a Gaussian interval calibrated inside the fold).
@@ -80,16 +82,13 @@ from remap_lib.paths import REPO_ROOT, work_dir
 from remap_lib.training.augment import AugmentConfig
 from remap_lib.training.profiles import resolve
 from remap_lib.training.train import TrainConfig, Trainer, build_model, data_sha256
-from remap_lib.training.transfer import LITERATURE_SIGMA, ensemble_pmfs, finetune, finetune_config
+from remap_lib.training.transfer import LITERATURE_SIGMA, REHEARSAL_RATIO, ensemble_pmfs, finetune, finetune_config
 
 DEFAULT_OUT = REPO_ROOT / "results" / "study"
 FULL = "deep-REMAP"
 REDUCED = "deep-REMAP (reduced budget)"
 REHEARSAL = "synthetic rehearsal"
 COVERAGE = "coverage calibration"
-#: The rehearsal row's ratio: the smallest of the ratios tried by hand (0.25, 0.5, 1; issue 12), fixed
-#: before the study; larger ratios kept more giants giant but cost the dwarfs more.
-REHEARSAL_RATIO = 0.25
 #: Normal quantiles of the central 68 % and 95 % intervals, for rows whose intervals are Gaussian.
 Z68, Z95 = 1.0, 1.959963984540054
 
@@ -161,7 +160,8 @@ class Budgets:
         return cls(default, reduced, {"threads": threads})
 
     def describe(self) -> dict:
-        return {"default": {**self.default, "pretrained": "the profile's shipped (or own) pretrained network"},
+        default = {k: v for k, v in self.default.items() if k != "rehearsal"}  # each row states its own
+        return {"default": {**default, "pretrained": "the profile's shipped (or own) pretrained network"},
                 "reduced": {**self.reduced, "scratch_epochs": self.scratch_epochs}, "overrides": {
                     k: (v.to_dict() if hasattr(v, "to_dict") else v) for k, v in self.overrides.items()}}
 

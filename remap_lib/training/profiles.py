@@ -33,11 +33,12 @@ def _pretrain_defaults() -> dict:
 
 
 def _finetune_defaults() -> dict:
-    from remap_lib.training.transfer import finetune_config
+    from remap_lib.training.transfer import REHEARSAL_RATIO, finetune_config
 
     c = finetune_config()
     return {"epochs": c.epochs, "batch_size": c.batch_size, "lr": c.lr, "freeze_epochs": c.freeze_epochs,
-            "backbone_lr_factor": c.backbone_lr_factor, "members": 3, "swa_start": c.swa_start, "rehearsal": 0.0}
+            "backbone_lr_factor": c.backbone_lr_factor, "members": 3, "swa_start": c.swa_start,
+            "rehearsal": REHEARSAL_RATIO}
 
 
 def _ablation_defaults() -> dict:

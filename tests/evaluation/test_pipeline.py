@@ -30,6 +30,7 @@ def setup(tmp_path_factory):
     data.labels[:, 1] = np.where(np.arange(40) < 34, 4.4, 2.5)  # last 6 are giants
     data.labels[:, 0] = np.clip(data.labels[:, 0], 4100, 6900)
     write_dataset(tmp / "miles.h5", data)
+    write_dataset(tmp / "synthetic.h5", toydata.toy_set(24, seed=3))  # what the default fine-tuning rehearses
     roles = ["finetune"] * 22 + ["validation"] * 6 + ["calibration"] * 6 + ["giant_candidate"] * 6
     splits = pd.DataFrame({c: "" for c in COLUMNS}, index=range(40))
     splits["id"], splits["role"] = list(data.ids), roles
@@ -136,3 +137,8 @@ def test_role_predictions_and_giant_dwarf_by_role_by_hand():
     assert out["validation"]["accuracy"] == 0.0
     assert out["validation"]["mean_p_giant"] == pytest.approx(0.75)  # mass of the centres 0.5 and 1.5
     assert "called_giant" not in out["validation"] and "p_giant" not in out["validation"]  # no per-star arrays
+
+
+def test_rehearsal_without_the_synthetic_file_says_what_to_run(tmp_path):
+    with pytest.raises(pipeline.RemapDataError, match=r"synthetic\.h5.*run `remap prepare`.*--rehearsal 0"):
+        pipeline.rehearsal_set(tmp_path / "synthetic.h5")
