@@ -30,6 +30,7 @@ import numpy as np
 
 from remap_lib.constants import C_KMS, FGK_TEFF, GIANT_LOGG, LABEL_NAMES
 from remap_lib.fileio import atomic_write
+from remap_lib.paths import REPO_ROOT
 
 #: S/N per pixel of the degraded copies (the issue's check).
 NOISE_LEVELS = (50.0, 20.0, 10.0, 5.0)
@@ -391,7 +392,7 @@ if __name__ == "__main__":
 
 
 # -- the book page ---------------------------------------------------------------------------------
-RESULTS = Path(__file__).resolve().parent.parent / "results"
+RESULTS = REPO_ROOT / "results"
 _UNITS = {"teff": ("T_eff", "K", 0), "logg": ("log g", "dex", 3), "feh": ("[Fe/H]", "dex", 3)}
 
 

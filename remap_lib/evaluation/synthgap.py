@@ -22,8 +22,9 @@ import numpy as np
 
 from remap_lib.constants import GIANT_LOGG, LABEL_NAMES
 from remap_lib.fileio import atomic_write, sha256_file
+from remap_lib.paths import REPO_ROOT
 
-RESULTS = Path(__file__).resolve().parent.parent / "results"
+RESULTS = REPO_ROOT / "results"
 REPORT = RESULTS / "synthetic_gap.json"
 #: Issue 13's goal: |bias| at most this per label (Teff K, log g dex, [Fe/H] dex); a spectrum whose
 #: error exceeds it in any label counts as shifted, and ``out_of_domain`` should catch 90 % of those.

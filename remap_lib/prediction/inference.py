@@ -75,7 +75,7 @@ MAX_MISSING = 0.10
 #: Growth of each head's temperature with the missing share f of the window, T → T·(1 + s·f)
 #: (:func:`missing_inflation`), fitted for the shipped model on the MILES validation stars by
 #: ``python -m remap_lib.evaluation.coverage`` (report: results/partial_coverage.json).
-MISSING_INFLATION = {"teff": 2.71, "logg": 1.98, "feh": 3.48}
+MISSING_INFLATION = {"teff": 0.0, "logg": 1.99, "feh": 0.62}
 #: An input sampled with more pixels than this per instrument FWHM, with no resolution given, is
 #: flagged ``resolution_assumed`` and taken to have an LSF :data:`ASSUMED_PIXELS_PER_FWHM` pixels wide:
 #: it is most likely sharper than the instrument (MILES itself has 2.8 pixels per FWHM), and a sharper
@@ -85,7 +85,7 @@ FINE_SAMPLING = 5.0
 ASSUMED_PIXELS_PER_FWHM = 2.5
 RESOLUTION_NOTE = "resolution not given but finely sampled"
 #: Radial velocities (km/s) within which an estimated RV is reported but not applied: uncorrected
-#: shifts of ±20 km/s move the calibration stars' median labels by at most 13 K, 0.02 and 0.01 dex
+#: shifts of ±20 km/s move the calibration stars' median labels by at most 27 K, 0.02 and 0.02 dex
 #: (``python -m remap_lib.evaluation.robustness curves``, results/robustness.json).
 RV_TOLERANCE = 20.0
 #: Smallest cross-correlation peak an RV estimate is believed at: the MILES validation and calibration
@@ -93,7 +93,7 @@ RV_TOLERANCE = 20.0
 RV_MIN_PEAK = 0.5
 RV_NOTE = "radial velocity could not be estimated"
 #: Rows with S/N per pixel below this are flagged ``low_snr``: from S/N 20 down the medians of MILES
-#: stars drift (by −0.4 dex in [Fe/H] at S/N 18, results/noise_widening.json), not only scatter.
+#: stars drift (by −0.63 dex in [Fe/H] at S/N 20, results/robustness.json), not only scatter.
 LOW_SNR = 20.0
 #: Each head's temperature factor against the S/N per pixel (:func:`row_snr`), as [S/N, factor] nodes
 #: interpolated in log S/N (:func:`noise_inflation`): 1 at the S/N of the clean MILES validation stars
@@ -101,9 +101,9 @@ LOW_SNR = 20.0
 #: S/N 50, 20, 10 and 5, relative to the clean fit (``python -m remap_lib.evaluation.robustness noise``,
 #: report: results/noise_widening.json).
 NOISE_INFLATION = {
-    "teff": [[56.32, 1.0], [36.06, 1.196], [18.29, 2.15], [9.68, 2.172], [4.94, 5.341]],
-    "logg": [[56.32, 1.0], [36.06, 1.27], [18.29, 1.27], [9.68, 1.27], [4.94, 2.703]],
-    "feh": [[56.32, 1.0], [36.06, 1.728], [18.29, 4.334], [9.68, 4.334], [4.94, 4.334]],
+    "teff": [[56.32, 1.0], [36.06, 1.196], [18.29, 2.283], [9.68, 2.283], [4.94, 4.957]],
+    "logg": [[56.32, 1.0], [36.06, 1.843], [18.29, 1.996], [9.68, 1.996], [4.94, 1.996]],
+    "feh": [[56.32, 1.0], [36.06, 1.572], [18.29, 3.107], [9.68, 3.347], [4.94, 3.347]],
 }
 
 

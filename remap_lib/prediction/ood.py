@@ -17,8 +17,11 @@ the score exceeds the threshold, or when the input's S/N is below :data:`SNR_FLO
 noise the widening was measured over: below it a spectrum is mostly noise).
 
 Fitting and threshold (:func:`measure`) use only the fine-tuning stars (scores out of fold, so
-no star is scored by a flux model fitted to it) and the validation stars; the threshold is the
-:data:`QUANTILE` quantile of their scores. The calibration stars, never fitted on, give the
+no star is scored by a flux model fitted to it), the validation stars and the MILES giant
+candidates **without their labels**: the shipped model rehearses the synthetic giants, so giants
+are in its domain, and those the network calls giant make a second flux model with the labels the
+network gives them (pseudo-labels), which every input called giant is held against. The threshold
+is the :data:`QUANTILE` quantile of their scores. The calibration stars, never fitted on, give the
 reported in-domain false-flag rate. The detector is saved next to the model
 (``<model>.ood.npz``, tied to the model's sha256) and :class:`remap_lib.prediction.inference.Predictor`
 uses it when present, else the embedding threshold alone.
@@ -110,10 +113,26 @@ class Detector:
     threshold: float
     snr_floor: float = SNR_FLOOR
     model_sha256: str = ""
+    #: The giants' own flux model (fitted on pseudo-labels), for inputs the network calls giant; None:
+    #: every input is held against the dwarfs' model.
+    coef_giant: np.ndarray | None = None
+    scatter2_giant: np.ndarray | None = None
+
+    def chi2(self, flux, mask, snr, labels) -> np.ndarray:
+        """χ² against the flux model of the class the labels fall in: giant (log g < 3.5) or dwarf."""
+        labels = np.atleast_2d(np.asarray(labels, dtype=np.float64))
+        out = chi2(flux, mask, snr, labels, self.coef, self.scatter2)
+        if self.coef_giant is not None:
+            giant = labels[:, LABEL_NAMES.index("logg")] < GIANT_LOGG
+            if giant.any():
+                out[giant] = chi2(np.atleast_2d(flux)[giant], np.atleast_2d(mask)[giant],
+                                  np.asarray(snr, dtype=np.float64)[giant], labels[giant], self.coef_giant,
+                                  self.scatter2_giant)
+        return out
 
     def features(self, flux, mask, snr, labels, distance) -> np.ndarray:
         """(n, 2): log χ² and log embedding distance (NaN when the model has no embedding reference)."""
-        c = chi2(flux, mask, snr, labels, self.coef, self.scatter2)
+        c = self.chi2(flux, mask, snr, labels)
         d = np.asarray(distance, dtype=np.float64)
         return np.column_stack([np.log(np.maximum(c, 1e-12)), np.log(d + _EPS_DIST)])
 
@@ -128,16 +147,19 @@ class Detector:
     def save(self, path) -> Path:
         path = Path(path)
         with atomic_write(path, "wb") as fh:
+            giant = {} if self.coef_giant is None else {"coef_giant": self.coef_giant.astype(np.float32),
+                                                        "scatter2_giant": self.scatter2_giant.astype(np.float32)}
             np.savez(fh, coef=self.coef.astype(np.float32), scatter2=self.scatter2.astype(np.float32),
                      center=self.center, spread=self.spread, threshold=self.threshold, snr_floor=self.snr_floor,
-                     model_sha256=self.model_sha256)
+                     model_sha256=self.model_sha256, **giant)
         return path
 
     @classmethod
     def load(cls, path) -> Detector:
         with np.load(path) as z:
+            giant = [z[k].astype(np.float64) if k in z.files else None for k in ("coef_giant", "scatter2_giant")]
             return cls(z["coef"].astype(np.float64), z["scatter2"].astype(np.float64), z["center"], z["spread"],
-                       float(z["threshold"]), float(z["snr_floor"]), str(z["model_sha256"]))
+                       float(z["threshold"]), float(z["snr_floor"]), str(z["model_sha256"]), *giant)
 
 
 def detector_path(model_path) -> Path:
@@ -206,7 +228,7 @@ def _classes(seed: int = 0) -> dict:
     out["finetune"] = labels_by_role["finetune"]
     out["validation"] = labels_by_role["validation"]
     out["calibration"] = labels_by_role["calibration"]
-    out[f"FGK giants (log g < {GIANT_LOGG})"] = labels_by_role["giant_candidate"]
+    out[GIANTS] = labels_by_role["giant_candidate"]
     lab, spec = labels_by_role["other"]
     teff = lab[:, 0]
     cuts = (teff > 10000, (teff > 8500) & (teff <= 10000), (teff > 7500) & (teff <= 8500),
@@ -248,6 +270,9 @@ def _classes(seed: int = 0) -> dict:
     return out
 
 
+#: The class of the MILES FGK giant candidates: in the domain of a model that rehearses the synthetic
+#: giants while fine-tuning, so they join the fit **without their labels** (below).
+GIANTS = f"FGK giants (log g < {GIANT_LOGG})"
 #: The class name of the Kurucz test library (:mod:`remap_lib.data.kurucztest`) in the report.
 OTHER_LIBRARY = "other library (Kurucz ATLAS9 test set)"
 
@@ -283,11 +308,16 @@ def _synthetic_dwarfs(seed: int = 0, n: int = 60):
     return lab[rows], [(grid.wave, grid.flux[r]) for r in rows], {"resolution": float(grid.resolution)}
 
 
-def measure(model=None, seed: int = 0, classes=None, save_detector: bool = True, progress: bool = True) -> dict:
+def measure(model=None, seed: int = 0, classes=None, save_detector: bool = True, progress: bool = True,
+            unlabelled=(GIANTS,)) -> dict:
     """Fit the detector on the fine-tuning and validation stars, save it next to the model, evaluate every class.
 
     ``classes``: ``{name: (labels, [spectrum...])}`` with at least "finetune", "validation" and
-    "calibration" (default: :func:`_classes`, MILES and the made-up inputs).
+    "calibration" (default: :func:`_classes`, MILES and the made-up inputs). The classes named in
+    ``unlabelled`` that are present are in the domain too: their spectra join the flux model with the
+    labels the network gives them (pseudo-labels: their literature labels are never read), their
+    χ² is out of fold, and their scores join those that set the threshold. Their reported flag rate
+    is then an in-domain false-flag rate, like the calibration stars'.
     """
     from remap_lib.prediction.inference import Predictor
 
@@ -304,13 +334,37 @@ def measure(model=None, seed: int = 0, classes=None, save_detector: bool = True,
                        "snr": snr, "failed": int((~ok).sum())}
         if progress:
             print(f"{name}: {ok.sum()} spectra ({(~ok).sum()} refused by predict)")
+    pseudo = [n for n in unlabelled if n in feats]
+    logg = LABEL_NAMES.index("logg")
     ft = feats["finetune"]
-    ft_chi = oof_chi2(ft["prep"].flux, ft["prep"].mask, ft["labels"], ft["snr"], ft["medians"], seed=seed)
     coef, scatter2 = fit_flux_model(ft["prep"].flux, ft["prep"].mask, ft["labels"], ft["snr"])
+    det = Detector(coef, scatter2, np.zeros(2), np.ones(2), 0.0, SNR_FLOOR, predictor.sha256)
+    # Out of fold: no star's χ² comes from a flux model fitted to it. The fine-tuning stars make the
+    # dwarfs' model with their literature labels; the unlabelled stars the network calls giant make
+    # the giants' own model with the network's labels. ``oof``: class -> (rows fitted, their χ²).
+    oof = {"finetune": (np.ones(len(ft["snr"]), bool),
+                        oof_chi2(ft["prep"].flux, ft["prep"].mask, ft["labels"], ft["snr"], ft["medians"], seed=seed))}
+    if pseudo:
+        called = {n: feats[n]["medians"][:, logg] < GIANT_LOGG for n in pseudo}
+        flux = np.concatenate([feats[n]["prep"].flux[called[n]] for n in pseudo])
+        mask = np.concatenate([feats[n]["prep"].mask[called[n]] for n in pseudo])
+        labels = np.concatenate([feats[n]["medians"][called[n]] for n in pseudo])
+        snr = np.concatenate([feats[n]["snr"][called[n]] for n in pseudo])
+        det.coef_giant, det.scatter2_giant = fit_flux_model(flux, mask, labels, snr)
+        parts = np.split(oof_chi2(flux, mask, labels, snr, labels, seed=seed),
+                         np.cumsum([called[n].sum() for n in pseudo])[:-1])
+        for n, part in zip(pseudo, parts, strict=True):
+            full = np.full(len(called[n]), np.nan)
+            full[called[n]] = part
+            oof[n] = (called[n], full)
+        # fine-tuning stars the network calls giant are held against the giants' model, never fitted on them
+        oof["finetune"] = (ft["medians"][:, logg] >= GIANT_LOGG, oof["finetune"][1])
     raw = {}
     for name, f in feats.items():
-        c = ft_chi if name == "finetune" else chi2(f["prep"].flux, f["prep"].mask, f["snr"], f["medians"], coef,
-                                                   scatter2)
+        c = det.chi2(f["prep"].flux, f["prep"].mask, f["snr"], f["medians"])
+        if name in oof:
+            rows, values = oof[name]
+            c[rows] = values[rows]
         raw[name] = np.column_stack([np.log(np.maximum(c, 1e-12)), np.log(f["dist"] + _EPS_DIST)])
     # Embedding distances of fine-tuning stars are 0 (they are in the reference): only validation
     # stars give that feature's in-domain spread; χ² comes from both.
@@ -318,16 +372,19 @@ def measure(model=None, seed: int = 0, classes=None, save_detector: bool = True,
     center, spread = robust_scale(fitted)
     c1, s1 = robust_scale(raw["validation"][:, 1:])
     center[1], spread[1] = c1[0], s1[0]
-    det = Detector(coef, scatter2, center, spread, 0.0, SNR_FLOOR, predictor.sha256)
+    det.center, det.spread = center, spread
     chi_only = np.column_stack([raw["finetune"][:, 0], np.full(len(raw["finetune"]), np.nan)])
-    fit_scores = np.concatenate([det.score(chi_only), det.score(raw["validation"])])
+    fit_scores = np.concatenate([det.score(chi_only), det.score(raw["validation"])]
+                                + [det.score(raw[n]) for n in pseudo])
     det.threshold = float(np.quantile(fit_scores, QUANTILE))
     report = {"model": predictor.path.name, "model_sha256": predictor.sha256, "seed": seed,
               "rule": (f"score = max(z(log chi2), z(log ood_distance)) > {det.threshold:.3f} (the {QUANTILE:g} "
-                       f"quantile of {len(fit_scores)} fine-tuning (out of fold) and validation stars), or S/N < "
-                       f"{SNR_FLOOR:g}"),
+                       f"quantile of {len(fit_scores)} fine-tuning (out of fold), validation"
+                       + "".join(f" and {n} (pseudo-labels, out of fold)" for n in pseudo)
+                       + f" stars), or S/N < {SNR_FLOOR:g}"),
               "threshold": det.threshold, "snr_floor": SNR_FLOOR, "quantile": QUANTILE,
-              "center": center.tolist(), "spread": spread.tolist(), "fitted_on": ["finetune", "validation"],
+              "center": center.tolist(), "spread": spread.tolist(), "fitted_on": ["finetune", "validation", *pseudo],
+              "unlabelled": pseudo,
               "other_library": (f"'{OTHER_LIBRARY}': {len(feats[OTHER_LIBRARY]['labels'])} PySME spectra over "
                                 "Kurucz ATLAS9 atmospheres (data/kurucz_testset_r11000.h5, remap_lib.data.kurucztest)"
                                 if OTHER_LIBRARY in feats else
@@ -346,7 +403,7 @@ def measure(model=None, seed: int = 0, classes=None, save_detector: bool = True,
                  "flagged_before": float(np.mean(old)) if len(s) else None,
                  "median_score": float(np.median(s)) if len(s) else None,
                  "median_snr": float(np.median(f["snr"])) if len(s) else None}
-        if name not in ("finetune", "validation", "calibration") and len(s):
+        if name not in ("finetune", "validation", "calibration", *pseudo) and len(s):
             curve = roc(reference, s)
             entry["auc"] = curve["auc"]
             entry["roc"] = {k: curve[k] for k in ("fpr", "tpr")}

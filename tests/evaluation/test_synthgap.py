@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from remap_lib.evaluation import synthgap
 from remap_lib.evaluation.synthgap import book_page, evaluate, goal, label_stats, shifted_rows
 
 TRUTH = np.array([[5000.0, 4.50, 0.00], [5000.0, 4.50, 0.00], [5000.0, 2.50, -1.00]])
@@ -75,3 +76,11 @@ def test_book_page_renders_the_report(tmp_path):
     assert "seed 7" in page and "{cite}`castelli2003`" in page
     assert (tmp_path / "out" / "figures" / "synthetic_gap.png").stat().st_size > 1000
     assert "is missing" in book_page(tmp_path / "out", tmp_path)
+
+
+def test_the_reports_live_in_the_repository_results_folder():
+    from remap_lib.evaluation import robustness
+    from remap_lib.paths import REPO_ROOT
+
+    assert synthgap.RESULTS == robustness.RESULTS == REPO_ROOT / "results"
+    assert (synthgap.RESULTS / "ood.json").is_file()  # a committed report, where the book pages look

@@ -69,6 +69,26 @@ def test_detector_round_trip(tmp_path):
     assert (back.threshold, back.snr_floor, back.model_sha256) == (2.75, 3.0, "abc")
 
 
+def test_inputs_called_giant_are_held_against_the_giants_flux_model(tmp_path):
+    """Two pixels; the dwarfs' model predicts flux 1, the giants' 0.5: each input is held against its class's."""
+    dwarf_coef, giant_coef = np.zeros((10, 2)), np.zeros((10, 2))
+    dwarf_coef[0], giant_coef[0] = 1.0, 0.5
+    det = Detector(dwarf_coef, np.full(2, 0.01), np.zeros(2), np.ones(2), 3.0,
+                   coef_giant=giant_coef, scatter2_giant=np.full(2, 0.01))
+    flux, mask, snr = np.array([[1.0, 1.0], [0.5, 0.5]]), np.zeros((2, 2), bool), np.array([1e6, 1e6])
+    as_dwarfs = det.chi2(flux, mask, snr, [[5000.0, 4.5, 0.0], [5000.0, 4.5, 0.0]])
+    np.testing.assert_allclose(as_dwarfs, [0.0, 0.25 / 0.01], rtol=1e-6)  # the second is no dwarf
+    as_called = det.chi2(flux, mask, snr, [[5000.0, 4.5, 0.0], [4800.0, 2.5, 0.0]])
+    np.testing.assert_allclose(as_called, [0.0, 0.0], atol=1e-9)  # ... but a giant like the giants
+    back = Detector.load(det.save(tmp_path / "d.ood.npz"))
+    np.testing.assert_allclose(back.coef_giant, giant_coef)
+    no_giants = Detector.load(Detector(dwarf_coef, np.full(2, 0.01), np.zeros(2), np.ones(2), 3.0).save(
+        tmp_path / "e.ood.npz"))
+    assert no_giants.coef_giant is None
+    np.testing.assert_allclose(no_giants.chi2(flux, mask, snr, [[5000.0, 4.5, 0.0], [4800.0, 2.5, 0.0]]),
+                               as_dwarfs, rtol=1e-6)
+
+
 def _toy_classes():
     """Toy stars on the toy instrument: one absorption line whose depth grows with Teff, a little noise."""
     wave = np.arange(4980.0, 5140.0, 0.9)
