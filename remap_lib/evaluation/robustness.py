@@ -491,12 +491,17 @@ def _ood_section(ood: dict, figdir: Path) -> list[str]:
     plot_roc(ood, fig.subplots(1, 1))
     _save(fig, figdir / "robustness_roc.png")
     cal = ood["classes"]["calibration"]
+    unlabelled = ood.get("unlabelled") or []
+    giants = (" Inputs the network calls giant are held against a second flux model, fitted on the "
+              + " and ".join(unlabelled) + " with the labels the network gives them (their literature labels are "
+              "never read), so those stars are in the domain and their row is a false-flag rate."
+              if unlabelled else "")
     lines = ["## Out-of-domain detection", "",
-             "`out_of_domain` asks whether a spectrum looks like a fine-tuning star with the labels the network "
-             "gives it (a quadratic label → flux model of those stars, χ² with the input's noise), and how far it "
-             "is from the training spectra in the network's embedding. Rule: " + ood["rule"] + ". Fitted on "
-             "the fine-tuning and validation stars only; the 30 calibration stars are never used to choose "
-             "anything.", "",
+             "`out_of_domain` asks whether a spectrum looks like a training star with the labels the network "
+             "gives it (a quadratic label → flux model of the fine-tuning stars, χ² with the input's noise), and "
+             "how far it is from the training spectra in the network's embedding." + giants + " Rule: "
+             + ood["rule"] + ". Fitted on " + ", ".join(ood.get("fitted_on", ["finetune", "validation"]))
+             + " only; the 30 calibration stars are never used to choose anything.", "",
              "| input | n | flagged | embedding threshold alone | AUC (against the calibration stars) |",
              "|---|---:|---:|---:|---:|"]
     for name, e in ood["classes"].items():
@@ -510,8 +515,7 @@ def _ood_section(ood: dict, figdir: Path) -> list[str]:
     lines += _fig_md("figures/robustness_roc.png",
                      "ROC of the detector's score: each class against the 30 calibration dwarfs. A curve hugging "
                      "the top-left corner separates that class completely. The score alone hardly separates "
-                     "noise-only spectra, whose χ² is consistent with their noise: the S/N rule flags them. The "
-                     "giants are not out of the box's temperatures, but were never fine-tuned on.",
+                     "noise-only spectra, whose χ² is consistent with their noise: the S/N rule flags them.",
                      "ROC curves of the out-of-domain score per class of input")
     lines += ["*Measured with `python -m remap_lib.prediction.ood` (report `results/ood.json`).*", ""]
     return lines

@@ -109,7 +109,9 @@ def test_book_page_renders_the_reports(tmp_path):
     classes = {"calibration": {"n": 30, "flagged": 0.0, "flagged_before": 0.0},
                "A/B (Teff > 10000 K)": {"n": 7, "flagged": 6 / 7, "flagged_before": 0.0, "auc": 0.987, "roc": roc}}
     (res / "ood.json").write_text(json.dumps({"rule": "score > 1.234", "classes": classes, "other_library": "none",
-                                              "outside_box": {"n": 7, "flagged": 6 / 7}}))
+                                              "outside_box": {"n": 7, "flagged": 6 / 7},
+                                              "fitted_on": ["finetune", "validation", "giants"],
+                                              "unlabelled": ["giants"]}))
     level = {n: {"coverage68": 0.5, "coverage68_widened": 0.71, "median_shift": -0.25} for n in LABEL_NAMES}
     (res / "noise_widening.json").write_text(json.dumps(
         {"roles": {"calibration": {"levels": [{"snr": 10.0, "measured_snr": 9.5, **level}]}}}))
@@ -122,6 +124,8 @@ def test_book_page_renders_the_reports(tmp_path):
     page = book_page(tmp_path / "out", res)
     assert "score > 1.234" in page and "| A/B (Teff > 10000 K) | 7 | 86% | 0% | 0.987 |" in page
     assert "86% of the 7 MILES stars outside the box" in page
+    assert "second flux model, fitted on the giants with the labels the network gives them" in page
+    assert "Fitted on finetune, validation, giants only" in page
     assert "| 10.0 | 9.5 | 0.50 (0.71) |" in page and "-0.25 |" in page
     assert "within 12 km/s" in page and "within 0.5 K" in page
     assert {p.name for p in (tmp_path / "out" / "figures").iterdir()} == {
