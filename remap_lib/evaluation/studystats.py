@@ -93,12 +93,8 @@ def replicate_metrics(replicates: list[np.ndarray], truth: np.ndarray, idx: np.n
     return [label_metrics(r if idx is None else r[idx], truth if idx is None else truth[idx]) for r in replicates]
 
 
-def seed_metrics(replicates: list[np.ndarray], truth: np.ndarray, idx: np.ndarray | None = None) -> dict:
-    """One seed's metrics: the mean over its replicate predictions (n, 3, 5) of each metric."""
-    return _replicate_mean(replicate_metrics(replicates, truth, idx))
-
-
 def _replicate_mean(parts: list[dict]) -> dict:
+    """One seed's metrics: the mean over its replicates' metrics (:func:`replicate_metrics`)."""
     return {m: np.mean([p[m] for p in parts], axis=0) for m in parts[0]}
 
 
@@ -287,7 +283,7 @@ def aggregate(out, folds: pd.DataFrame, budgets: dict | None = None, n_boot: int
             seeds = sorted(table["seeds"])
             per_model = {s: replicate_metrics(table["seeds"][s], table["truth"]) for s in seeds}
             point = {s: _replicate_mean(per_model[s]) for s in seeds}
-            if seeds and "accuracy" in per_model[seeds[0]][0] and len(per_model[seeds[0]]) > 1:
+            if seeds and len(per_model[seeds[0]]) > 1:  # several models per seed: the giants
                 accuracy_per_model[name][t] = [[_number(m["accuracy"]) for m in per_model[s]] for s in seeds]
             replicates = {s: replicate_metrics(table["seeds"][s], table["truth"], idx[t]) for s in seeds}
             boot = {s: _replicate_mean(replicates[s]) for s in seeds}
