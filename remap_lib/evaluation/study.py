@@ -23,7 +23,14 @@ Rows (:data:`ROWS`)
       star mixed into every epoch (issue 12), so that the giant regime the dwarfs never show is not
       forgotten; otherwise as deep-REMAP. It is remap's default fine-tuning (notebook 03); the
       ``deep-REMAP`` row keeps the paper's recipe, without rehearsal. ``synthetic rehearsal (ratio
-      0.5)`` rehearses twice as much.
+      0.5)`` rehearses twice as much. Its runs also give ``synthetic rehearsal, coverage calibration``
+      (as ``coverage calibration`` for deep-REMAP) and ``synthetic rehearsal at S/N 20`` and ``at S/N
+      10``: the same networks on copies of the held-out and giant stars degraded to that S/N, the
+      same noise per star for every row and seed (:mod:`remap_lib.evaluation.degrade`).
+    * ``noise-matched augmentation``: synthetic rehearsal fine-tuned with
+      :data:`~remap_lib.training.transfer.NOISE_MATCHED_AUGMENT` (noise down to S/N 5; issue 13),
+      paired with ``synthetic rehearsal``; its ``at S/N 20`` / ``at S/N 10`` rows are paired with
+      rehearsal's.
     * ``MSE regression CNN``: the pretrained MSE twin fine-tuned the same way (no triplet term),
       as many members (predictions averaged); its 68/95 % intervals are ±1/±1.96 times the rms
       residual on the fold's temperature stars (a Gaussian interval calibrated inside the fold).
@@ -74,6 +81,7 @@ from remap_lib.constants import LABEL_NAMES
 from remap_lib.data.dataset import SpectraSet, read_dataset
 from remap_lib.evaluation import calibrate, runqueue
 from remap_lib.evaluation.ablation import VARIANTS
+from remap_lib.evaluation.degrade import with_snr
 from remap_lib.evaluation.evaluate import predict
 from remap_lib.evaluation.folds import fold_ids, make_folds, n_folds, read_folds, write_folds
 from remap_lib.fileio import sha256_file
@@ -83,7 +91,14 @@ from remap_lib.paths import REPO_ROOT, work_dir
 from remap_lib.training.augment import AugmentConfig
 from remap_lib.training.profiles import resolve
 from remap_lib.training.train import TrainConfig, Trainer, build_model, data_sha256
-from remap_lib.training.transfer import LITERATURE_SIGMA, REHEARSAL_RATIO, ensemble_pmfs, finetune, finetune_config
+from remap_lib.training.transfer import (
+    LITERATURE_SIGMA,
+    NOISE_MATCHED_AUGMENT,
+    REHEARSAL_RATIO,
+    ensemble_pmfs,
+    finetune,
+    finetune_config,
+)
 
 DEFAULT_OUT = REPO_ROOT / "results" / "study"
 FULL = "deep-REMAP"
@@ -92,6 +107,19 @@ REHEARSAL = "synthetic rehearsal"
 #: Twice the default ratio: does more rehearsal keep more giants giant, and what does it cost the dwarfs?
 REHEARSAL_MORE = f"synthetic rehearsal (ratio {2 * REHEARSAL_RATIO:g})"
 COVERAGE = "coverage calibration"
+#: Fine-tuning with noise drawn down to the S/N users have, not only 80-400 (issue 13): the rehearsal
+#: recipe otherwise, so the row isolates the augmentation.
+NOISE = "noise-matched augmentation"
+#: S/N per pixel of the degraded copies the rehearsal and noise rows are also scored on (paired: the
+#: same noise per star, :mod:`remap_lib.evaluation.degrade`); 20 and 10 bracket where the robustness
+#: curves of the shipped model drift.
+DEGRADED_SNR = (20.0, 10.0)
+
+
+def at_snr(name: str, snr: float) -> str:
+    """The derived row of ``name`` scored at S/N ``snr``."""
+    return f"{name} at S/N {snr:g}"
+
 #: Normal quantiles of the central 68 % and 95 % intervals, for rows whose intervals are Gaussian.
 Z68, Z95 = 1.0, 1.959963984540054
 
@@ -99,12 +127,14 @@ Z68, Z95 = 1.0, 1.959963984540054
 @dataclass(frozen=True)
 class Row:
     name: str
-    kind: str  # how it is run: ensemble, mse, cannon, chi2, reduced, scratch; "derived": comes with FULL's runs
+    kind: str  # how it is run: ensemble, mse, cannon, chi2, reduced, scratch; "derived": comes with its source's runs
     reference: str | None  # the row it is compared with (paired differences)
     budget: str  # "default", "reduced" or "none" (no network training)
     seeds: str  # what a seed changes: "fine-tuning", "pretraining" or "none" (deterministic: seed 0 only)
     change: dict = field(default_factory=dict)  # TrainConfig changes, in pretraining and fine-tuning
     rehearsal: float = 0.0  # synthetic training spectra mixed into each fine-tuning epoch, per observed star
+    source: str | None = None  # a derived row: the row whose runs yield it (None: deep-REMAP)
+    snr: float | None = None  # a derived row scored on copies of the stars degraded to this S/N per pixel
 
     @property
     def slug(self) -> str:
@@ -121,6 +151,13 @@ ROWS: tuple[Row, ...] = (
     Row("MSE regression CNN", "mse", FULL, "default", "fine-tuning"),
     Row(REHEARSAL, "ensemble", FULL, "default", "fine-tuning", rehearsal=REHEARSAL_RATIO),
     Row(REHEARSAL_MORE, "ensemble", FULL, "default", "fine-tuning", rehearsal=2 * REHEARSAL_RATIO),
+    Row(NOISE, "ensemble", REHEARSAL, "default", "fine-tuning", {"augment": NOISE_MATCHED_AUGMENT},
+        rehearsal=REHEARSAL_RATIO),
+    Row(f"{REHEARSAL}, {COVERAGE}", "derived", REHEARSAL, "default", "fine-tuning", source=REHEARSAL),
+    *(Row(at_snr(REHEARSAL, snr), "derived", REHEARSAL, "default", "fine-tuning", source=REHEARSAL, snr=snr)
+      for snr in DEGRADED_SNR),
+    *(Row(at_snr(NOISE, snr), "derived", at_snr(REHEARSAL, snr), "default", "fine-tuning", source=NOISE, snr=snr)
+      for snr in DEGRADED_SNR),
     Row("no temperature scaling", "derived", FULL, "default", "fine-tuning"),
     Row(COVERAGE, "derived", FULL, "default", "fine-tuning"),
     Row("one member", "derived", FULL, "default", "fine-tuning"),
@@ -136,9 +173,12 @@ ROWS: tuple[Row, ...] = (
 )
 ROW_BY_NAME = {r.name: r for r in ROWS}
 DERIVED = tuple(r.name for r in ROWS if r.kind == "derived")
+#: Run row -> the derived rows its runs yield.
+DERIVED_FROM = {r.name: tuple(d.name for d in ROWS if d.kind == "derived" and (d.source or FULL) == r.name)
+                for r in ROWS if r.kind != "derived"}
 #: Run order within a seed, cheapest first (measured: see `remap study status`).
 RUN_ORDER = ("chi2 grid fit", "The Cannon", "no pretraining", REDUCED, "no cost matrix", "no focal term",
-             "no triplet", "no SWA", "MSE regression CNN", FULL, REHEARSAL, REHEARSAL_MORE)
+             "no triplet", "no SWA", "MSE regression CNN", FULL, REHEARSAL, REHEARSAL_MORE, NOISE)
 
 
 def member_seed(seed: int, k: int) -> int:
@@ -196,12 +236,12 @@ class Budgets:
         else:  # as notebook 07 fine-tunes its rows
             e = self.reduced["finetune_epochs"]
             cfg = finetune_config(epochs=e, freeze_epochs=min(3, e // 3), seed=member_seed(seed, 0))
-        return replace(cfg, **row.change, **self.overrides)
+        return replace(cfg, **{**row.change, **self.overrides})
 
     def pretrain(self, row: Row, seed: int) -> TrainConfig:
         p = self.reduced
         cfg = TrainConfig(epochs=p["pretrain_epochs"], batch_size=p["batch_size"], seed=seed, augment=AugmentConfig())
-        return replace(cfg, **row.change, **self.overrides)
+        return replace(cfg, **{**row.change, **self.overrides})
 
 
 # -------------------------------------------------------------------------------------------- context
@@ -350,7 +390,7 @@ def plan(rows, seeds, k: int) -> list[Task]:
     """
     by_slug = {r.slug: r.name for r in ROWS}  # "no_swa" for "no SWA": names without quoting on a command line
     wanted = {r if r in ROW_BY_NAME else by_slug.get(r) or _unknown(r) for r in rows}
-    wanted = {FULL if ROW_BY_NAME[r].kind == "derived" else r for r in wanted}
+    wanted = {(ROW_BY_NAME[r].source or FULL) if ROW_BY_NAME[r].kind == "derived" else r for r in wanted}
     tasks: list[Task] = []
     for n, seed in enumerate(seeds):
         for name in RUN_ORDER:
@@ -533,18 +573,35 @@ def _run_ensemble(study: Study, row: Row, seed: int, fold: int, scratch: Path):
     predictions = {row.name: _pmf_predictions(models, temps, sets)}
     extra = {"members": len(models), "temperatures": temps, "n_finetune": len(sets["finetune"]),
              "n_temperature": len(sets["temperature"])}
-    if row.name == FULL:  # the inference-time ablations, from the same networks
-        pre, _ = load_model(start)
-        pre_temps = _temperatures([pre], sets["temperature"])
-        predictions["no temperature scaling"] = _pmf_predictions(models, None, sets)
-        shared = _coverage_temperatures(models, sets["temperature"])
-        predictions[COVERAGE] = _pmf_predictions(models, [shared] * len(models), sets)
-        extra["coverage_temperatures"] = shared
-        predictions["one member"] = _pmf_predictions(models[:1], temps[:1], sets)
-        predictions["pretrained only"] = _pmf_predictions([pre], pre_temps, sets)
-        extra["pretrained_only_temperatures"] = pre_temps[0]
+    predictions |= _derived_predictions(row, models, temps, sets, start, extra)
     return {"finetune": cfg.to_dict(), **({"arch": study.budgets.arch} if row.budget == "reduced" else {})}, \
         predictions, extra
+
+
+def _derived_predictions(row: Row, models, temps, sets, start: Path | None, extra: dict) -> dict:
+    """The predictions of the derived rows that ``row``'s runs yield (:data:`DERIVED_FROM`), from its networks."""
+    out = {}
+    for name in DERIVED_FROM.get(row.name, ()):
+        derived = ROW_BY_NAME[name]
+        if derived.snr is not None:  # the same networks on noisier copies of the same stars
+            noisy = {**sets, **{part: with_snr(sets[part], derived.snr) for part in ("test", "giants")}}
+            out[name] = _pmf_predictions(models, temps, noisy)
+        elif name == "no temperature scaling":
+            out[name] = _pmf_predictions(models, None, sets)
+        elif name == "one member":
+            out[name] = _pmf_predictions(models[:1], temps[:1], sets)
+        elif name == "pretrained only":
+            pre, _ = load_model(start)
+            pre_temps = _temperatures([pre], sets["temperature"])
+            out[name] = _pmf_predictions([pre], pre_temps, sets)
+            extra["pretrained_only_temperatures"] = pre_temps[0]
+        elif name.endswith(COVERAGE):
+            shared = _coverage_temperatures(models, sets["temperature"])
+            out[name] = _pmf_predictions(models, [shared] * len(models), sets)
+            extra["coverage_temperatures"] = shared
+        else:
+            raise ValueError(f"no recipe for the derived row {name!r}")
+    return out
 
 
 def _gaussian(values: np.ndarray, sigma: np.ndarray) -> dict:
@@ -668,7 +725,9 @@ def print_status(report: dict) -> None:
     print(f"{'row':32s} {'done':>5s} {'running':>8s} {'left':>5s}")
     for name, r in report["rows"].items():
         print(f"{name:32s} {r['done']:5d} {r['running']:8d} {r['left']:5d}")
-    print(f"({', '.join(DERIVED)}: from {FULL}'s runs)")
+    for source, names in DERIVED_FROM.items():
+        if names:
+            print(f"({', '.join(names)}: from {source}'s runs)")
     print("\nmeasured time per run (median CPU seconds of complete runs, one thread; wall time as run, niced):")
     for kind, m in report["measured"].items():
         print(f"  {kind:32s} {m['cpu_s']:8.0f} s CPU  {m['wall_s']:8.0f} s wall  over {m['runs']} run(s)")

@@ -268,7 +268,7 @@ def test_tiny_study_writes_one_record_per_run(tiny):
     rec = runqueue.read_record(st.out, "runs/deep_remap/seed0_fold1")
     for key in ("config", "seed", "fold", "versions", "data", "device", "wall_s", "predictions"):
         assert key in rec, key
-    assert set(rec["predictions"]) == {study.FULL, *study.DERIVED}
+    assert set(rec["predictions"]) == {study.FULL, *study.DERIVED_FROM[study.FULL]}
     test = rec["predictions"][study.FULL]["test"]
     assert test["id"] == fold_ids(st.folds, 1, "test")  # the held-out fold, nothing else
     assert rec["predictions"]["pretrained only"]["giants"]["id"] == st.giants
@@ -293,6 +293,18 @@ def test_tiny_study_fits_coverage_temperatures_and_rehearses_on_the_grid(tiny):
     rehearsed = runqueue.read_record(st.out, "runs/synthetic_rehearsal/seed0_fold0")
     assert "synthetic" in rehearsed["data"] and "synthetic" not in rec["data"]  # it read the grid
     assert rehearsed["predictions"][study.REHEARSAL]["test"]["id"] == rec["predictions"][study.FULL]["test"]["id"]
+    assert set(rehearsed["predictions"]) == {study.REHEARSAL, *study.DERIVED_FROM[study.REHEARSAL]}
+
+
+def test_tiny_study_scores_the_noise_row_and_rehearsal_on_the_same_noisy_stars(tiny):
+    st, _, _ = tiny
+    noise = study.ROW_BY_NAME[study.NOISE]
+    assert st.budgets.finetune(noise, 0).augment == AugmentConfig.none()  # the tests' override wins
+    rehearsed = runqueue.read_record(st.out, "runs/synthetic_rehearsal/seed0_fold0")["predictions"]
+    clean, noisy = rehearsed[study.REHEARSAL]["test"], rehearsed[study.at_snr(study.REHEARSAL, 10)]["test"]
+    assert noisy["id"] == clean["id"] and noisy["truth"] == clean["truth"]
+    assert study.plan([study.at_snr(study.NOISE, 20)], [0], 2)[0].key == "runs/noise_matched_augmentation/seed0_fold0"
+    assert study.Budgets.from_profiles("default").finetune(noise, 1).augment.snr_range == (5.0, 400.0)
 
 
 def test_tiny_study_rerun_skips_finished_runs_and_waits_for_claimed_ones(tiny):
