@@ -65,7 +65,7 @@ def finetune(pretrained, miles_file, out_dir, profile: str = "default", splits_f
     sets = _roles(miles_file, splits_file)
     config = finetune_config(epochs=p["epochs"], batch_size=p["batch_size"], lr=p["lr"],
                              freeze_epochs=p["freeze_epochs"], backbone_lr_factor=p["backbone_lr_factor"],
-                             swa_start=p["swa_start"], seed=seed)
+                             swa_start=p["swa_start"], seed=seed, noise_snr_min=p["noise_snr_min"])
     rehearsal = rehearsal_set(synthetic_file or Path(miles_file).with_name("synthetic.h5")) if p["rehearsal"] else None
     return finetune_ensemble(pretrained, sets["finetune"], sets.get("validation"), config, out_dir,
                              members=p["members"], progress=progress, rehearsal=rehearsal,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,6 +14,7 @@ from toydata import INSTRUMENT, TINY_ARCH
 from remap_lib.data.dataset import LABEL_NAMES
 from remap_lib.nn.binning import DEFAULT_BINS
 from remap_lib.nn.modelfile import load_model, save_model
+from remap_lib.training import profiles
 from remap_lib.training.augment import AugmentConfig
 from remap_lib.training.train import build_model
 from remap_lib.training.transfer import (
@@ -74,6 +77,14 @@ def test_finetune_config_defaults_and_overrides():
     assert cfg.label_sigma == LITERATURE_SIGMA  # untouched fields keep the fine-tuning values
     with pytest.raises(TypeError):
         finetune_config(no_such_field=1)
+
+
+def test_noise_snr_min_lowers_only_the_augmentations_noise_floor():
+    cfg = finetune_config(noise_snr_min=5)
+    assert cfg.augment.snr_range == (5.0, OBSERVED_AUGMENT.snr_range[1])
+    assert replace(cfg.augment, snr_range=OBSERVED_AUGMENT.snr_range) == OBSERVED_AUGMENT
+    assert finetune_config(noise_snr_min=None).augment == OBSERVED_AUGMENT
+    assert profiles.resolve("finetune", "default")["noise_snr_min"] == OBSERVED_AUGMENT.snr_range[0]
 
 
 # ---------------------------------------------------------------- finetune
