@@ -344,8 +344,8 @@ def measure(model=None, seed: int = 0, classes=None, save_detector: bool = True,
     # the giants' own model with the network's labels. ``oof``: class -> (rows fitted, their χ²).
     oof = {"finetune": (np.ones(len(ft["snr"]), bool),
                         oof_chi2(ft["prep"].flux, ft["prep"].mask, ft["labels"], ft["snr"], ft["medians"], seed=seed))}
-    if pseudo:
-        called = {n: feats[n]["medians"][:, logg] < GIANT_LOGG for n in pseudo}
+    called = {n: feats[n]["medians"][:, logg] < GIANT_LOGG for n in pseudo}
+    if any(c.any() for c in called.values()):  # no giants' model without a star the network calls giant
         flux = np.concatenate([feats[n]["prep"].flux[called[n]] for n in pseudo])
         mask = np.concatenate([feats[n]["prep"].mask[called[n]] for n in pseudo])
         labels = np.concatenate([feats[n]["medians"][called[n]] for n in pseudo])

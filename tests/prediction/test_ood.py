@@ -131,6 +131,25 @@ def test_measure_on_toy_stars_saves_a_detector_predict_uses(tmp_path):
     assert Predictor(model).detector is None
 
 
+def test_measure_fits_unlabelled_stars_with_the_networks_labels_never_theirs(tmp_path):
+    """The giants class joins the fit without labels (NaN here: reading them would break the fit)."""
+    from toymodel import toy_ensemble
+
+    from remap_lib import Predictor
+    from remap_lib.constants import LABEL_NAMES
+    from remap_lib.prediction.ood import GIANT_LOGG, GIANTS, measure
+
+    model = toy_ensemble(tmp_path)
+    classes = _toy_classes()
+    classes[GIANTS] = (np.full((10, 3), np.nan), classes["calibration"][1])
+    report = measure(model, classes=classes, progress=False)
+    assert report["fitted_on"] == ["finetune", "validation", GIANTS] and report["unlabelled"] == [GIANTS]
+    assert "pseudo-labels" in report["rule"] and report["classes"][GIANTS]["flagged"] <= 0.2
+    assert report["classes"]["line in emission"]["flagged"] == 1.0
+    called = np.asarray(Predictor(model).predict(classes[GIANTS][1])[f"{LABEL_NAMES[1]}_median"]) < GIANT_LOGG
+    assert (Detector.load(detector_path(model)).coef_giant is not None) == bool(called.any())
+
+
 def test_predict_estimates_the_rv_with_a_detector(tmp_path):
     """With a detector, a spectrum at 300 km/s is found there and shifted back; rv=0 skips the estimate;
     one within the tolerance is reported, not applied; pure noise gets no estimate and a flag."""
