@@ -54,6 +54,7 @@ def test_wheel_holds_the_model_and_no_clone_files(installed):
                            text=True, check=True).stdout
     assert "remap_lib/models/deep_remap_miles_default.pt" in names
     assert "remap_lib/models/deep_remap_miles_default.ood.npz" in names  # its out-of-domain detector
+    assert "remap_lib/models/deep_remap_miles_default.widening.json" in names  # its widening
     # the clone's data/ and notebooks/ folders stay out (remap_lib/data/ is the package's data layer)
     files = [line.split()[0] for line in names.splitlines()[1:] if line.strip()]
     assert not [f for f in files if f.startswith(("data/", "notebooks/"))]

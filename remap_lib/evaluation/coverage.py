@@ -9,7 +9,8 @@ which pads and masks the missing part). Per label and f the report gives the med
 interval width and the median shift of the median from the uncut spectrum's, and the 68 % coverage
 of the literature labels, before and after widening.
 
-The widening (:data:`remap_lib.prediction.inference.MISSING_INFLATION`) multiplies the calibrated
+The widening (the ``missing`` part of the model's :mod:`remap_lib.prediction.widening` file, which
+this command writes) multiplies the calibrated
 temperatures by 1 + s·f. For each f the factor k that brings the interval coverage of the
 *validation* stars closest to nominal (:func:`remap_lib.evaluation.calibrate.fit_coverage_temperature`: the
 same criterion as the shipped calibration) is divided by the same fit at f = 0, and s is the least-
@@ -174,6 +175,7 @@ def main(argv=None) -> dict:
     report = measure(args.model)
     with atomic_write(Path(args.out), "w") as fh:
         json.dump(report, fh, indent=1)
+    saved = save_widening(report, args.model, args.out)
     for role, entry in report["roles"].items():
         print(f"{role} ({entry['n']} stars): f end  missing  " + "  ".join(
             f"{n}: w68 -> widened, shift, cov68 -> widened" for n in LABEL_NAMES))
@@ -182,7 +184,18 @@ def main(argv=None) -> dict:
                 f"{row[n]['width68']:.3g}->{row[n]['width68_widened']:.3g} {row[n]['median_shift']:+.3g} "
                 f"{row[n]['coverage68']:.2f}->{row[n]['coverage68_widened']:.2f}" for n in LABEL_NAMES))
     print("slopes s (T -> T·(1 + s·f)): " + ", ".join(f"{n} {v['slope']:.3f}" for n, v in report["widening"].items()))
+    print(f"wrote {saved}: what predict widens by for this model")
     return report
+
+
+def save_widening(report: dict, model, out) -> Path:
+    """Write the fitted slopes (2 decimals) into the model's widening file (:mod:`remap_lib.prediction.widening`)."""
+    from remap_lib.prediction.inference import default_model_path
+    from remap_lib.prediction.widening import update_widening
+
+    slopes = {n: round(v["slope"], 2) for n, v in report["widening"].items()}
+    return update_widening(model or default_model_path(), report["model_sha256"], "missing", slopes,
+                           f"python -m remap_lib.evaluation.coverage, report {Path(out).name}")
 
 
 if __name__ == "__main__":

@@ -6,11 +6,12 @@
 ``noise``: MILES validation and calibration dwarfs, degraded on their native pixels to S/N 50, 20,
 10 and 5 per pixel (Gaussian noise, the ivar a pipeline would give: added plus the star's own
 DER_SNR noise), two noise draws each. The S/N the model then measures (:func:`remap_lib.prediction.inference.row_snr`)
-sets the widening T → T·(1 + c·max(0, 1/S/N − 1/S/N₀)) (:data:`remap_lib.prediction.inference.NOISE_INFLATION`):
-for each S/N the coverage-fitted temperature factor of the *validation* stars
-(:func:`remap_lib.evaluation.calibrate.fit_coverage_temperature`) is divided by the same fit on the clean
-spectra, and c is the least-squares slope of that ratio − 1 on the mean of max(0, 1/S/N − 1/S/N₀),
-through the origin and floored at 0 (noise never sharpens a PMF). The calibration stars are
+sets the widening: at each S/N the coverage-fitted temperature factor of the *validation* stars
+(:func:`remap_lib.evaluation.calibrate.fit_coverage_temperature`), divided by the same fit on the clean
+spectra, never below 1 and never smaller at a lower S/N, is one [S/N, factor] node; ``predict``
+interpolates the nodes in log S/N. ``noise`` writes them into the model's widening file (the ``noise``
+part, :mod:`remap_lib.prediction.widening`). The linear form T·(1 + c·max(0, 1/S/N − 1/50)) is
+reported as tried. The calibration stars are
 reported, never fitted on: 68 % coverage before and after, per label and S/N.
 
 ``curves``: the median over the 30 calibration stars of the change of each label's median
@@ -176,7 +177,8 @@ def measure_noise(model=None, levels=NOISE_LEVELS, draws: int = 2, seed: int = 0
     """
     from remap_lib.evaluation.calibrate import fit_coverage_temperature
     from remap_lib.evaluation.coverage import WIDEN_GRID, _summary
-    from remap_lib.prediction.inference import Predictor, noise_inflation, row_snr
+    from remap_lib.prediction.inference import Predictor, row_snr
+    from remap_lib.prediction.widening import noise_inflation
 
     NOISE_REFERENCE_SNR = 50.0  # noqa: N806 - the reference of the linear form tried
 
@@ -379,6 +381,12 @@ def main(argv=None) -> dict:
     if args.what == "noise":
         report = measure_noise(args.model, seed=args.seed)
         out = args.out or "results/noise_widening.json"
+        from remap_lib.prediction.inference import default_model_path
+        from remap_lib.prediction.widening import update_widening
+
+        saved = update_widening(args.model or default_model_path(), report["model_sha256"], "noise", report["table"],
+                                f"python -m remap_lib.evaluation.robustness noise, report {Path(out).name}")
+        print(f"wrote {saved}: what predict widens by for this model")
     else:
         report = measure_curves(args.model, seed=args.seed)
         out = args.out or "results/robustness.json"

@@ -19,7 +19,8 @@ probability mass function, optionally the PMF itself, and
   above the threshold fitted at export and ``ood_score`` is NaN;
 * ``snr``: S/N per pixel of the normalized flux, the lower of what ivar claims and what the pixel-to-
   pixel scatter says (:func:`row_snr`); below the S/N the model was calibrated at the PMFs are widened
-  (:func:`noise_inflation`);
+  by the noise widening fitted for the model file (:mod:`remap_lib.prediction.widening`; none for a
+  model without one, as the table's ``widening`` meta says);
 * ``rv``: the radial velocity (km/s) given, or estimated by cross-correlation (applied beyond
   :data:`RV_TOLERANCE`), NaN when neither;
 * ``masked_fraction``: the share of the instrument window without usable pixels, whether the data
@@ -38,8 +39,9 @@ A bad spectrum never stops the others. Inputs are put on the model's instrument 
 Missing pixels, one rule: the part of the window the data do not reach is padded and masked, as
 NaN, masked and ivar-0 pixels are, and the network ignores masked pixels (they are set to the
 continuum). A row whose ``masked_fraction`` is at most :data:`MAX_MISSING` (10 %) is predicted,
-flagged ``partial_coverage``, and its PMFs are widened by :func:`missing_inflation` (a temperature
-growing with the missing share, fitted on MILES validation stars by :mod:`remap_lib.evaluation.coverage`);
+flagged ``partial_coverage``, and its PMFs are widened by the model file's missing-data widening (a
+temperature growing with the missing share, fitted on MILES validation stars by
+:mod:`remap_lib.evaluation.coverage`; :mod:`remap_lib.prediction.widening`);
 beyond it the row fails and its error says what would fix it.
 """
 
@@ -61,6 +63,7 @@ from remap_lib.evaluation.retrieval import nearest_reference_distance
 from remap_lib.fileio import RemapDataError, sha256_file
 from remap_lib.nn.model import InferenceNet, fuse_for_inference
 from remap_lib.nn.modelfile import load_members
+from remap_lib.prediction.widening import load_widening
 from remap_lib.spectra.inputs import FailedInput, as_inputs
 from remap_lib.spectra.instruments import C_KMS, MAX_RV_KMS
 from remap_lib.spectra.preprocess import convert_medium, pixel_edges, to_instrument, uncovered
@@ -70,12 +73,9 @@ from remap_lib.spectra.readers import RawSpectrum, StoreSpectra
 DEFAULT_MODEL_NAME = "deep_remap_miles_default.pt"
 ESTIMATES = ("median", "p16", "p84", "p2_5", "p97_5", "mean", "std")
 #: The largest share of the window that may lack usable pixels (beyond the data's ends, NaN, masked,
-#: ivar 0) for a row to be predicted: the range over which :data:`MISSING_INFLATION` was measured.
+#: ivar 0) for a row to be predicted: the range over which the missing-data widening is measured
+#: (:mod:`remap_lib.prediction.widening`).
 MAX_MISSING = 0.10
-#: Growth of each head's temperature with the missing share f of the window, T → T·(1 + s·f)
-#: (:func:`missing_inflation`), fitted for the shipped model on the MILES validation stars by
-#: ``python -m remap_lib.evaluation.coverage`` (report: results/partial_coverage.json).
-MISSING_INFLATION = {"teff": 0.0, "logg": 1.99, "feh": 0.62}
 #: An input sampled with more pixels than this per instrument FWHM, with no resolution given, is
 #: flagged ``resolution_assumed`` and taken to have an LSF :data:`ASSUMED_PIXELS_PER_FWHM` pixels wide:
 #: it is most likely sharper than the instrument (MILES itself has 2.8 pixels per FWHM), and a sharper
@@ -95,17 +95,6 @@ RV_NOTE = "radial velocity could not be estimated"
 #: Rows with S/N per pixel below this are flagged ``low_snr``: from S/N 20 down the medians of MILES
 #: stars drift (by −0.63 dex in [Fe/H] at S/N 20, results/robustness.json), not only scatter.
 LOW_SNR = 20.0
-#: Each head's temperature factor against the S/N per pixel (:func:`row_snr`), as [S/N, factor] nodes
-#: interpolated in log S/N (:func:`noise_inflation`): 1 at the S/N of the clean MILES validation stars
-#: the temperatures were calibrated on, then the coverage-fitted factor of those stars degraded to
-#: S/N 50, 20, 10 and 5, relative to the clean fit (``python -m remap_lib.evaluation.robustness noise``,
-#: report: results/noise_widening.json).
-NOISE_INFLATION = {
-    "teff": [[56.32, 1.0], [36.06, 1.196], [18.29, 2.283], [9.68, 2.283], [4.94, 4.957]],
-    "logg": [[56.32, 1.0], [36.06, 1.843], [18.29, 1.996], [9.68, 1.996], [4.94, 1.996]],
-    "feh": [[56.32, 1.0], [36.06, 1.572], [18.29, 3.107], [9.68, 3.347], [4.94, 3.347]],
-}
-
 
 def default_model_path() -> Path:
     """Path of the model file shipped inside the package."""
@@ -173,6 +162,7 @@ class Predictor:
         self.versions = bundle.get("versions") or self.info.get("versions", {})
         self.sha256 = sha256_file(self.path)
         self.detector = load_detector(self.path, self.sha256)
+        self.widening = load_widening(self.path, self.sha256)
         self._templates = None  # RV templates, made from the detector when first needed
 
     # -- the network --------------------------------------------------------------------------------
@@ -478,8 +468,8 @@ class Predictor:
             ok[i] = False
         snr_all, snr_claimed = row_snr(prep.flux, prep.mask, prep.ivar)
         snr = snr_all[ok]
-        missing = missing_inflation(masked_fraction[ok])
-        noisy = noise_inflation(snr)
+        missing = self.widening.missing_factors(masked_fraction[ok])
+        noisy = self.widening.noise_factors(snr)
         widen = {name: missing[name] * noisy[name] for name in LABEL_NAMES}
         pmfs, emb = self.network(prep.flux[ok], prep.mask[ok], widen)
         table = Table()
@@ -558,6 +548,7 @@ class Predictor:
         meta = {"model": str(self.path.name), "model_sha256": self.sha256, "members": len(self.networks),
                 "instrument": self.instrument.name, "ood_threshold": self.ood_threshold,
                 "ood_score_threshold": None if self.detector is None else self.detector.threshold,
+                "widening": self.widening.describe(),
                 "remap_version": _remap_version(), "model_versions": dict(self.versions)}
         if pmf:
             meta["bin_centers"] = {n: [float(c) for c in self.bins[n].centers] for n in LABEL_NAMES}
@@ -606,32 +597,6 @@ def row_snr(flux, mask, ivar=None) -> tuple[np.ndarray, np.ndarray]:
     scatter = np.where(np.isnan(scatter), np.inf, scatter)
     used = np.where(np.isnan(claimed), scatter, np.fmin(scatter, claimed))
     return used, claimed
-
-
-def noise_inflation(snr, table=None) -> dict[str, np.ndarray]:
-    """Per-label factors on the calibrated temperatures for rows of S/N ``snr`` (per pixel).
-
-    Linear in log S/N between the [S/N, factor] nodes of ``table`` (default :data:`NOISE_INFLATION`),
-    1 above the highest S/N node and the last factor below the lowest (S/N under
-    :data:`remap_lib.prediction.ood.SNR_FLOOR` is flagged out of domain anyway).
-    """
-    table = NOISE_INFLATION if table is None else table
-    x = np.log(np.clip(np.asarray(snr, dtype=np.float64), 1e-6, 1e12))
-    out = {}
-    for name in LABEL_NAMES:
-        nodes = np.asarray(sorted(table[name]), dtype=np.float64)  # ascending S/N
-        out[name] = np.interp(x, np.log(nodes[:, 0]), nodes[:, 1], left=nodes[0, 1], right=1.0)
-    return out
-
-
-def missing_inflation(fraction) -> dict[str, np.ndarray]:
-    """Per-label factors on the calibrated temperatures for rows missing ``fraction`` of the window.
-
-    T → T·(1 + s·f) with s from :data:`MISSING_INFLATION`: 1 for a complete spectrum, growing
-    linearly up to :data:`MAX_MISSING`, the range over which s was measured.
-    """
-    f = np.clip(np.asarray(fraction, dtype=np.float64), 0.0, None)
-    return {name: 1.0 + MISSING_INFLATION[name] * f for name in LABEL_NAMES}
 
 
 def _remap_version() -> str:

@@ -12,13 +12,20 @@ from toymodel import TEMPERATURES, toy_ensemble, toy_members
 
 from remap_lib import Predictor, predict
 from remap_lib.data.dataset import LABEL_NAMES
-from remap_lib.fileio import RemapDataError
+from remap_lib.fileio import RemapDataError, sha256_file
 from remap_lib.nn.modelfile import load_model
+from remap_lib.prediction.widening import Widening, widening_path
+
+#: The toy model's widening file, shaped like the shipped model's (no Teff slope, as fitted there).
+TOY_WIDENING = {"missing": {"teff": 0.0, "logg": 2.0, "feh": 0.6},
+                "noise": {name: [[50.0, 1.0], [10.0, 3.0], [5.0, 4.0]] for name in LABEL_NAMES}}
 
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory):
-    return toy_ensemble(tmp_path_factory.mktemp("model"))
+    path = toy_ensemble(tmp_path_factory.mktemp("model"))
+    Widening(**TOY_WIDENING, model_sha256=sha256_file(path)).save(widening_path(path))
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -264,8 +271,11 @@ def test_uncovered_edge_and_nan_padding_are_one_rule(predictor):
 
 
 def test_missing_pixels_widen_the_pmfs(predictor):
-    """The reported PMFs are the network's with temperatures × missing_inflation(masked fraction)."""
-    from remap_lib.prediction.inference import MISSING_INFLATION, missing_inflation
+    """The reported PMFs are the network's with temperatures × the model's missing-data factors."""
+    slopes = TOY_WIDENING["missing"]
+
+    def missing_inflation(fraction):
+        return predictor.widening.missing_factors(fraction)
 
     flux = F.copy()
     flux[-8:] = np.nan
@@ -274,10 +284,9 @@ def test_missing_pixels_widen_the_pmfs(predictor):
     plain, _ = predictor.network(prep.flux, prep.mask)
     table = predictor.predict_prepared(prep, pmf=True)
     for name in LABEL_NAMES:
-        assert missing_inflation(fraction)[name] == pytest.approx(1 + MISSING_INFLATION[name] * fraction)
-        assert MISSING_INFLATION[name] >= 0  # fitted and floored at 0: missing pixels never sharpen a PMF
+        assert missing_inflation(fraction)[name] == pytest.approx(1 + slopes[name] * fraction)
         plain_std = predictor.bins[name].decode(plain[name])["std"][0]
-        if MISSING_INFLATION[name] > 0:
+        if slopes[name] > 0:
             assert table[f"{name}_std"][0] > plain_std
         else:
             assert table[f"{name}_std"][0] == pytest.approx(plain_std, rel=1e-5)
@@ -391,11 +400,46 @@ def test_row_snr_takes_the_lower_of_ivar_and_the_scatter():
 
 
 def test_noise_inflation_interpolates_in_log_snr():
-    from remap_lib.prediction.inference import noise_inflation
+    from remap_lib.prediction.widening import noise_inflation
 
     table = {name: [[50.0, 1.0], [10.0, 3.0]] for name in LABEL_NAMES}
     out = noise_inflation(np.array([100.0, 50.0, np.sqrt(500.0), 10.0, 2.0, np.inf]), table)
     np.testing.assert_allclose(out["teff"], [1.0, 1.0, 2.0, 3.0, 3.0, 1.0])
+    np.testing.assert_allclose(noise_inflation([3.0, 80.0], {})["feh"], [1.0, 1.0])  # no nodes: no widening
+
+
+def test_a_model_without_its_own_widening_widens_nothing_and_says_so(model_file, tmp_path):
+    import shutil
+
+    other = shutil.copy(model_file, tmp_path / "mine.pt")
+    mine = Predictor(other)
+    assert mine.widening.parts == () and mine.table_meta()["widening"].startswith("none: no widening")
+    assert mine.widening.noise_factors([2.0])["feh"][0] == 1.0
+    # a widening file fitted for other weights is not used either
+    Widening(**TOY_WIDENING, model_sha256="0" * 64).save(widening_path(other))
+    assert Predictor(other).widening.parts == ()
+    shutil.copy(widening_path(model_file), widening_path(other))  # the same bytes: the same weights
+    assert Predictor(other).widening.parts == ("missing", "noise")
+    assert Predictor(model_file).table_meta()["widening"].startswith("fitted for this model file: missing")
+
+
+def test_updating_one_part_keeps_the_other_and_a_bad_file_is_named(model_file, tmp_path):
+    import shutil
+
+    from remap_lib.prediction.widening import update_widening
+
+    path = shutil.copy(model_file, tmp_path / "m.pt")
+    sha = sha256_file(path)
+    update_widening(path, sha, "missing", {"logg": 1.5}, "test")
+    update_widening(path, sha, "noise", {"feh": [[20.0, 2.0]]}, "test 2")
+    back = Widening.load(widening_path(path))
+    assert back.missing == {"logg": 1.5} and back.noise == {"feh": [[20.0, 2.0]]}
+    assert back.fitted_by == {"missing": "test", "noise": "test 2"} and back.model_sha256 == sha
+    widening_path(path).write_text("{not json")
+    with pytest.raises(ValueError, match=r"m\.widening\.json: not a widening file"):
+        Widening.load(widening_path(path))
+    with pytest.raises(ValueError, match="part must be one of"):
+        update_widening(path, sha, "tilt", {}, "test")
 
 
 def test_ivar_widens_and_flags_noisy_input(predictor, toy):
@@ -413,15 +457,15 @@ def test_ivar_widens_and_flags_noisy_input(predictor, toy):
 
 
 def test_noise_and_missing_widenings_multiply(predictor):
-    """A noisy spectrum missing pixels: temperatures × missing_inflation × noise_inflation, each note its own."""
-    from remap_lib.prediction.inference import missing_inflation, noise_inflation, row_snr
+    """A noisy spectrum missing pixels: temperatures × missing × noise factors, each note its own."""
+    from remap_lib.prediction.inference import row_snr
 
     flux = F + np.random.default_rng(5).normal(0, 0.1, F.size)  # S/N ~ 10
     flux[-8:] = np.nan
     prep = predictor.prepare((W, flux, np.full(W.size, 100.0)))
     fraction = prep.mask.mean()
     snr, _ = row_snr(prep.flux, prep.mask, prep.ivar)
-    missing, noisy = missing_inflation([fraction]), noise_inflation(snr)
+    missing, noisy = predictor.widening.missing_factors([fraction]), predictor.widening.noise_factors(snr)
     assert noisy["feh"][0] > 1.5  # S/N ~ 10 widens [Fe/H] well beyond the missing share's factor
     table = predictor.predict_prepared(prep, pmf=True)
     wide, _ = predictor.network(prep.flux, prep.mask, {n: missing[n] * noisy[n] for n in LABEL_NAMES})

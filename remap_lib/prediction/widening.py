@@ -1,0 +1,121 @@
+"""How much a model's intervals widen for missing pixels and for noise, fitted for that model file.
+
+The calibrated temperatures hold for complete spectra at the S/N of the stars they were fitted on.
+Two measurements extend them, each for one model file:
+
+* ``missing``: a slope s per label, T → T·(1 + s·f) for a missing share f of the window
+  (``python -m remap_lib.evaluation.coverage``, fitted on the MILES validation stars);
+* ``noise``: [S/N, factor] nodes per label, interpolated in log S/N
+  (``python -m remap_lib.evaluation.robustness noise``, the same stars degraded in S/N).
+
+They live in ``<model>.widening.json`` beside the model, with the model's sha256, like its
+out-of-domain detector: a model fine-tuned by a user gets no widening fitted for another network
+(its table says so) until those two commands are run for it. The file is written by the commands,
+never by hand.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from remap_lib.constants import LABEL_NAMES
+from remap_lib.fileio import atomic_write
+
+PARTS = ("missing", "noise")
+
+
+def widening_path(model_path) -> Path:
+    """``model.pt`` -> ``model.widening.json``."""
+    path = Path(model_path)
+    return path.with_name(path.stem + ".widening.json")
+
+
+def noise_inflation(snr, table: dict) -> dict[str, np.ndarray]:
+    """Per-label factors on the calibrated temperatures for rows of S/N ``snr`` (per pixel).
+
+    Linear in log S/N between the [S/N, factor] nodes of ``table`` ``{label: [[snr, factor], ...]}``,
+    1 above the highest S/N node and the last factor below the lowest (S/N under
+    :data:`remap_lib.prediction.ood.SNR_FLOOR` is flagged out of domain anyway); 1 for a label
+    without nodes.
+    """
+    snr = np.asarray(snr, dtype=np.float64)
+    x = np.log(np.clip(snr, 1e-6, 1e12))
+    out = {}
+    for name in LABEL_NAMES:
+        nodes = np.asarray(sorted(table.get(name) or []), dtype=np.float64).reshape(-1, 2)  # ascending S/N
+        out[name] = (np.interp(x, np.log(nodes[:, 0]), nodes[:, 1], left=nodes[0, 1], right=1.0) if len(nodes)
+                     else np.ones_like(x))
+    return out
+
+
+def missing_inflation(fraction, slopes: dict) -> dict[str, np.ndarray]:
+    """Per-label factors 1 + s·f on the calibrated temperatures for rows missing ``fraction`` f of the window."""
+    f = np.clip(np.asarray(fraction, dtype=np.float64), 0.0, None)
+    return {name: 1.0 + float(slopes.get(name, 0.0)) * f for name in LABEL_NAMES}
+
+
+@dataclass
+class Widening:
+    """The two widenings of one model file (empty parts widen nothing)."""
+
+    missing: dict = field(default_factory=dict)  # {label: slope s}
+    noise: dict = field(default_factory=dict)  # {label: [[snr, factor], ...]}
+    model_sha256: str | None = None
+    fitted_by: dict = field(default_factory=dict)  # part -> the command and report that fitted it
+
+    def missing_factors(self, fraction) -> dict[str, np.ndarray]:
+        return missing_inflation(fraction, self.missing)
+
+    def noise_factors(self, snr) -> dict[str, np.ndarray]:
+        return noise_inflation(snr, self.noise)
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """The parts this file holds."""
+        return tuple(p for p in PARTS if getattr(self, p))
+
+    def describe(self) -> str:
+        if not self.parts:
+            return "none: no widening was fitted for this model file (intervals hold for complete spectra at S/N ≳ 50)"
+        return "fitted for this model file: " + "; ".join(f"{p} ({self.fitted_by.get(p, '?')})" for p in self.parts)
+
+    def save(self, path) -> Path:
+        path = Path(path)
+        with atomic_write(path, "w") as fh:
+            json.dump(asdict(self), fh, indent=1)
+        return path
+
+    @classmethod
+    def load(cls, path) -> Widening:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+            unknown = set(data) - {"missing", "noise", "model_sha256", "fitted_by"}
+            if unknown:
+                raise ValueError(f"unknown keys {sorted(unknown)}")
+            return cls(**data)
+        except (OSError, ValueError, TypeError) as err:
+            raise ValueError(f"{path}: not a widening file ({err})") from err
+
+
+def load_widening(model_path, model_sha256: str) -> Widening:
+    """The widening fitted for ``model_path``; an empty one when there is none, or it was fitted for other weights."""
+    path = widening_path(model_path)
+    if not path.is_file():
+        return Widening(model_sha256=model_sha256)
+    found = Widening.load(path)
+    return found if found.model_sha256 == model_sha256 else Widening(model_sha256=model_sha256)
+
+
+def update_widening(model_path, model_sha256: str, part: str, values: dict, fitted_by: str) -> Path:
+    """Set one part of the model's widening file (the other part is kept if it was fitted for the same weights)."""
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {PARTS}, got {part!r}")
+    current = load_widening(model_path, model_sha256)
+    setattr(current, part, values)
+    current.fitted_by = {**current.fitted_by, part: fitted_by}
+    return current.save(widening_path(model_path))
