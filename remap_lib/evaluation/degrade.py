@@ -29,8 +29,8 @@ def star_rng(star_id: str, snr: float, salt: int = 0) -> np.random.Generator:
 def with_snr(data: SpectraSet, snr: float, salt: int = 0) -> SpectraSet:
     """``data`` with each spectrum's noise raised to σ = 1/``snr`` of the normalized flux.
 
-    A spectrum already noisier than that is left as it is. ``ivar`` becomes 1/σ² on the unmasked
-    pixels that had a finite positive one.
+    The flux of a spectrum already noisier than that is left as it is. ``ivar`` becomes 1/σ², σ the
+    larger of the target and the DER_SNR noise, on the unmasked pixels that had a finite positive one.
     """
     if not (np.isfinite(snr) and snr > 0):
         raise ValueError(f"the target S/N must be positive and finite, got {snr!r}")

@@ -45,8 +45,13 @@ Rows (:data:`ROWS`)
       :data:`remap_lib.evaluation.ablation.VARIANTS`, in pretraining and fine-tuning), and ``no pretraining``
       (the reduced network trained on the fold's stars from random weights for as many epochs as
       the other rows pretrain plus fine-tune). Seeds are pretraining seeds (the fine-tuning seed
-      follows). Each is paired with ``deep-REMAP (reduced budget)``; every other row with
-      ``deep-REMAP``.
+      follows). Each is paired with ``deep-REMAP (reduced budget)``.
+
+Every row names its reference (:class:`Row`): ``noise-matched augmentation`` and rehearsal's
+derived rows are paired with ``synthetic rehearsal``, the noise row's ``at S/N`` rows with
+rehearsal's at the same S/N, the rest with ``deep-REMAP``. Rows state their own rehearsal and
+noise: the profile's ``rehearsal`` and ``noise_snr_min`` (what notebook 03 ships) are not read, so
+a profile that changes them changes notebook 03 but no row of the study.
 
 Seeds: run seed s fine-tunes member k with seed ``100 s + k`` (replicates never share a member) and,
 where a row pretrains, pretrains with seed s. Results: one JSON record per run under
@@ -153,11 +158,12 @@ ROWS: tuple[Row, ...] = (
     Row(REHEARSAL_MORE, "ensemble", FULL, "default", "fine-tuning", rehearsal=2 * REHEARSAL_RATIO),
     Row(NOISE, "ensemble", REHEARSAL, "default", "fine-tuning", {"augment": NOISE_MATCHED_AUGMENT},
         rehearsal=REHEARSAL_RATIO),
-    Row(f"{REHEARSAL}, {COVERAGE}", "derived", REHEARSAL, "default", "fine-tuning", source=REHEARSAL),
-    *(Row(at_snr(REHEARSAL, snr), "derived", REHEARSAL, "default", "fine-tuning", source=REHEARSAL, snr=snr)
-      for snr in DEGRADED_SNR),
-    *(Row(at_snr(NOISE, snr), "derived", at_snr(REHEARSAL, snr), "default", "fine-tuning", source=NOISE, snr=snr)
-      for snr in DEGRADED_SNR),
+    Row(f"{REHEARSAL}, {COVERAGE}", "derived", REHEARSAL, "default", "fine-tuning", rehearsal=REHEARSAL_RATIO,
+        source=REHEARSAL),
+    *(Row(at_snr(REHEARSAL, snr), "derived", REHEARSAL, "default", "fine-tuning", rehearsal=REHEARSAL_RATIO,
+          source=REHEARSAL, snr=snr) for snr in DEGRADED_SNR),
+    *(Row(at_snr(NOISE, snr), "derived", at_snr(REHEARSAL, snr), "default", "fine-tuning", rehearsal=REHEARSAL_RATIO,
+          source=NOISE, snr=snr) for snr in DEGRADED_SNR),
     Row("no temperature scaling", "derived", FULL, "default", "fine-tuning"),
     Row(COVERAGE, "derived", FULL, "default", "fine-tuning"),
     Row("one member", "derived", FULL, "default", "fine-tuning"),
@@ -172,7 +178,6 @@ ROWS: tuple[Row, ...] = (
     Row("no pretraining", "scratch", REDUCED, "reduced", "pretraining"),
 )
 ROW_BY_NAME = {r.name: r for r in ROWS}
-DERIVED = tuple(r.name for r in ROWS if r.kind == "derived")
 #: Run row -> the derived rows its runs yield.
 DERIVED_FROM = {r.name: tuple(d.name for d in ROWS if d.kind == "derived" and (d.source or FULL) == r.name)
                 for r in ROWS if r.kind != "derived"}
@@ -387,7 +392,7 @@ def run_key(row: Row, seed: int, fold: int) -> str:
 def plan(rows, seeds, k: int) -> list[Task]:
     """The tasks of ``rows`` × ``seeds`` × folds, seed by seed, cheapest rows first.
 
-    Derived rows come with deep-REMAP's runs; deterministic rows run once, as seed 0.
+    Derived rows come with their source row's runs; deterministic rows run once, as seed 0.
     """
     by_slug = {r.slug: r.name for r in ROWS}  # "no_swa" for "no SWA": names without quoting on a command line
     wanted = {r if r in ROW_BY_NAME else by_slug.get(r) or _unknown(r) for r in rows}

@@ -59,6 +59,11 @@ OUTSIDE_BOX = ("A/B (Teff > 10000 K)", "8500-10000 K", "7500-8500 K", "7000-7500
 _EPS_DIST = 1e-3  # embedding distances of 0 (a training spectrum itself) stay finite in log
 
 
+#: Fewest stars called giant that make the giants' own flux model: twice its 10 coefficients, so that
+#: every out-of-fold fit is determined; with fewer, inputs called giant are held against the dwarfs'.
+MIN_PSEUDO_LABELLED = 20
+
+
 def design(labels) -> np.ndarray:
     """Quadratic design matrix (n, 10): 1, the three scaled labels, their squares and cross terms."""
     x = (np.atleast_2d(np.asarray(labels, dtype=np.float64)) - LABEL_CENTER) / LABEL_SCALE
@@ -345,7 +350,7 @@ def measure(model=None, seed: int = 0, classes=None, save_detector: bool = True,
     oof = {"finetune": (np.ones(len(ft["snr"]), bool),
                         oof_chi2(ft["prep"].flux, ft["prep"].mask, ft["labels"], ft["snr"], ft["medians"], seed=seed))}
     called = {n: feats[n]["medians"][:, logg] < GIANT_LOGG for n in pseudo}
-    if any(c.any() for c in called.values()):  # no giants' model without a star the network calls giant
+    if sum(int(c.sum()) for c in called.values()) >= MIN_PSEUDO_LABELLED:
         flux = np.concatenate([feats[n]["prep"].flux[called[n]] for n in pseudo])
         mask = np.concatenate([feats[n]["prep"].mask[called[n]] for n in pseudo])
         labels = np.concatenate([feats[n]["medians"][called[n]] for n in pseudo])

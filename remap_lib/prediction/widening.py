@@ -112,7 +112,10 @@ def load_widening(model_path, model_sha256: str) -> Widening:
 
 
 def update_widening(model_path, model_sha256: str, part: str, values: dict, fitted_by: str) -> Path:
-    """Set one part of the model's widening file (the other part is kept if it was fitted for the same weights)."""
+    """Set one part of the model's widening file (the other part is kept if it was fitted for the same weights).
+
+    Read, change, write: run the two fitting commands one after the other, not at once, or one part is lost.
+    """
     if part not in PARTS:
         raise ValueError(f"part must be one of {PARTS}, got {part!r}")
     current = load_widening(model_path, model_sha256)

@@ -362,6 +362,8 @@ def test_shipped_model_loads_and_predicts_a_miles_star():
     p = Predictor()
     assert p.instrument.name.lower() == "miles" and len(p.networks) == 3
     assert p.ood_threshold is not None and p.reference is not None
+    # its widening and detector were fitted for these very weights (a re-shipped model must refit them)
+    assert p.widening.parts == ("missing", "noise") and p.detector is not None
     wave = p.wave
     flux = 1.0 - 0.3 * np.exp(-0.5 * ((wave - 5175.0) / 2.0) ** 2)
     row = p.predict((wave, flux))[0]
