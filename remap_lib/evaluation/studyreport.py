@@ -132,7 +132,11 @@ def paired_frame(result: dict, table: str = "cv_dwarfs", metric: str = "sigma", 
 
 def effect_sentence(result: dict, row: str, table: str = "cv_dwarfs", metric: str = "sigma",
                     label: str = "teff") -> str:
-    """A sentence a page can quote: the paired difference with its interval, and whether it is an effect."""
+    """A sentence a page can quote: the paired difference with its interval, and whether it is an effect.
+
+    ``label`` is ignored for ``accuracy`` (the share called dwarf or giant is one number per star).
+    """
+    label = "all" if metric == "accuracy" else label
     frame = paired_frame(result, table, metric, [row])
     frame = frame[frame["label"] == label] if len(frame) else frame
     if frame.empty:

@@ -78,6 +78,9 @@ def test_paired_frame_and_sentence_call_an_effect_only_when_the_interval_exclude
     assert studyreport.effect_sentence(result, "MSE regression CNN", "giants", "accuracy", "all") == (
         "MSE regression CNN − deep-REMAP, share called giant on MILES FGK giant candidates: +20.0 points "
         "[+10.0, +30.0] over 5 paired seeds: an effect (the interval excludes zero)")
+    # the share called giant has no label: the default label must not hide it (notebook 6 asks so)
+    assert studyreport.effect_sentence(result, "MSE regression CNN", "giants", "accuracy") == \
+        studyreport.effect_sentence(result, "MSE regression CNN", "giants", "accuracy", "all")
 
 
 def test_unknown_rows_are_named(result):
