@@ -30,6 +30,7 @@ from scipy.special import softmax
 from remap_lib.constants import LABEL_NAMES
 from remap_lib.evaluation.calibrate import fit_coverage_temperature
 from remap_lib.fileio import atomic_write
+from remap_lib.prediction.widening import update_widening
 from remap_lib.spectra.preprocess import pixel_edges
 
 #: Shares of the window cut away in the measurement; the largest is :data:`remap_lib.prediction.inference.MAX_MISSING`.
@@ -175,7 +176,10 @@ def main(argv=None) -> dict:
     report = measure(args.model)
     with atomic_write(Path(args.out), "w") as fh:
         json.dump(report, fh, indent=1)
-    saved = save_widening(report, args.model, args.out)
+    # 2 decimals: below the fit's precision
+    slopes = {n: round(v["slope"], 2) for n, v in report["widening"].items()}
+    saved = update_widening(args.model, report["model_sha256"], "missing", slopes,
+                            f"python -m remap_lib.evaluation.coverage, report {Path(args.out).name}")
     for role, entry in report["roles"].items():
         print(f"{role} ({entry['n']} stars): f end  missing  " + "  ".join(
             f"{n}: w68 -> widened, shift, cov68 -> widened" for n in LABEL_NAMES))
@@ -186,16 +190,6 @@ def main(argv=None) -> dict:
     print("slopes s (T -> T·(1 + s·f)): " + ", ".join(f"{n} {v['slope']:.3f}" for n, v in report["widening"].items()))
     print(f"wrote {saved}: what predict widens by for this model")
     return report
-
-
-def save_widening(report: dict, model, out) -> Path:
-    """Write the fitted slopes (2 decimals) into the model's widening file (:mod:`remap_lib.prediction.widening`)."""
-    from remap_lib.prediction.inference import default_model_path
-    from remap_lib.prediction.widening import update_widening
-
-    slopes = {n: round(v["slope"], 2) for n, v in report["widening"].items()}
-    return update_widening(model or default_model_path(), report["model_sha256"], "missing", slopes,
-                           f"python -m remap_lib.evaluation.coverage, report {Path(out).name}")
 
 
 if __name__ == "__main__":

@@ -381,10 +381,9 @@ def main(argv=None) -> dict:
     if args.what == "noise":
         report = measure_noise(args.model, seed=args.seed)
         out = args.out or "results/noise_widening.json"
-        from remap_lib.prediction.inference import default_model_path
         from remap_lib.prediction.widening import update_widening
 
-        saved = update_widening(args.model or default_model_path(), report["model_sha256"], "noise", report["table"],
+        saved = update_widening(args.model, report["model_sha256"], "noise", report["table"],
                                 f"python -m remap_lib.evaluation.robustness noise, report {Path(out).name}")
         print(f"wrote {saved}: what predict widens by for this model")
     else:

@@ -140,6 +140,7 @@ class Row:
     rehearsal: float = 0.0  # synthetic training spectra mixed into each fine-tuning epoch, per observed star
     source: str | None = None  # a derived row: the row whose runs yield it (None: deep-REMAP)
     snr: float | None = None  # a derived row scored on copies of the stars degraded to this S/N per pixel
+    recipe: str | None = None  # a derived row: how its source's networks give it (:data:`RECIPES`)
 
     @property
     def slug(self) -> str:
@@ -159,15 +160,15 @@ ROWS: tuple[Row, ...] = (
     Row(NOISE, "ensemble", REHEARSAL, "default", "fine-tuning", {"augment": NOISE_MATCHED_AUGMENT},
         rehearsal=REHEARSAL_RATIO),
     Row(f"{REHEARSAL}, {COVERAGE}", "derived", REHEARSAL, "default", "fine-tuning", rehearsal=REHEARSAL_RATIO,
-        source=REHEARSAL),
+        source=REHEARSAL, recipe="coverage temperatures"),
     *(Row(at_snr(REHEARSAL, snr), "derived", REHEARSAL, "default", "fine-tuning", rehearsal=REHEARSAL_RATIO,
-          source=REHEARSAL, snr=snr) for snr in DEGRADED_SNR),
+          source=REHEARSAL, snr=snr, recipe="degraded") for snr in DEGRADED_SNR),
     *(Row(at_snr(NOISE, snr), "derived", at_snr(REHEARSAL, snr), "default", "fine-tuning", rehearsal=REHEARSAL_RATIO,
-          source=NOISE, snr=snr) for snr in DEGRADED_SNR),
-    Row("no temperature scaling", "derived", FULL, "default", "fine-tuning"),
-    Row(COVERAGE, "derived", FULL, "default", "fine-tuning"),
-    Row("one member", "derived", FULL, "default", "fine-tuning"),
-    Row("pretrained only", "derived", FULL, "default", "fine-tuning"),
+          source=NOISE, snr=snr, recipe="degraded") for snr in DEGRADED_SNR),
+    Row("no temperature scaling", "derived", FULL, "default", "fine-tuning", recipe="no temperatures"),
+    Row(COVERAGE, "derived", FULL, "default", "fine-tuning", recipe="coverage temperatures"),
+    Row("one member", "derived", FULL, "default", "fine-tuning", recipe="first member"),
+    Row("pretrained only", "derived", FULL, "default", "fine-tuning", recipe="pretrained network"),
     Row("The Cannon", "cannon", FULL, "none", "none"),
     Row("chi2 grid fit", "chi2", FULL, "none", "none"),
     Row(REDUCED, "reduced", FULL, "reduced", "pretraining"),
@@ -178,6 +179,9 @@ ROWS: tuple[Row, ...] = (
     Row("no pretraining", "scratch", REDUCED, "reduced", "pretraining"),
 )
 ROW_BY_NAME = {r.name: r for r in ROWS}
+#: How a derived row comes from its source's networks: degraded copies of the stars, T = 1, member 0
+#: alone, the start network with its own temperatures, one coverage-fitted temperature per label.
+RECIPES = ("degraded", "no temperatures", "first member", "pretrained network", "coverage temperatures")
 #: Run row -> the derived rows its runs yield.
 DERIVED_FROM = {r.name: tuple(d.name for d in ROWS if d.kind == "derived" and (d.source or FULL) == r.name)
                 for r in ROWS if r.kind != "derived"}
@@ -589,24 +593,24 @@ def _derived_predictions(row: Row, models, temps, sets, start: Path | None, extr
     out = {}
     for name in DERIVED_FROM.get(row.name, ()):
         derived = ROW_BY_NAME[name]
-        if derived.snr is not None:  # the same networks on noisier copies of the same stars
+        if derived.recipe == "degraded":  # the same networks on noisier copies of the same stars
             noisy = {**sets, **{part: with_snr(sets[part], derived.snr) for part in ("test", "giants")}}
             out[name] = _pmf_predictions(models, temps, noisy)
-        elif name == "no temperature scaling":
+        elif derived.recipe == "no temperatures":
             out[name] = _pmf_predictions(models, None, sets)
-        elif name == "one member":
+        elif derived.recipe == "first member":
             out[name] = _pmf_predictions(models[:1], temps[:1], sets)
-        elif name == "pretrained only":
+        elif derived.recipe == "pretrained network":
             pre, _ = load_model(start)
             pre_temps = _temperatures([pre], sets["temperature"])
             out[name] = _pmf_predictions([pre], pre_temps, sets)
             extra["pretrained_only_temperatures"] = pre_temps[0]
-        elif name.endswith(COVERAGE):
+        elif derived.recipe == "coverage temperatures":
             shared = _coverage_temperatures(models, sets["temperature"])
             out[name] = _pmf_predictions(models, [shared] * len(models), sets)
             extra["coverage_temperatures"] = shared
         else:
-            raise ValueError(f"no recipe for the derived row {name!r}")
+            raise ValueError(f"derived row {name!r}: unknown recipe {derived.recipe!r}; known: {RECIPES}")
     return out
 
 

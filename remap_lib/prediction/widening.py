@@ -114,10 +114,16 @@ def load_widening(model_path, model_sha256: str) -> Widening:
 def update_widening(model_path, model_sha256: str, part: str, values: dict, fitted_by: str) -> Path:
     """Set one part of the model's widening file (the other part is kept if it was fitted for the same weights).
 
+    ``model_path`` None: the shipped model (the fitting commands' default).
+
     Read, change, write: run the two fitting commands one after the other, not at once, or one part is lost.
     """
     if part not in PARTS:
         raise ValueError(f"part must be one of {PARTS}, got {part!r}")
+    if model_path is None:
+        from remap_lib.prediction.inference import default_model_path  # inference imports this module
+
+        model_path = default_model_path()
     current = load_widening(model_path, model_sha256)
     setattr(current, part, values)
     current.fitted_by = {**current.fitted_by, part: fitted_by}

@@ -230,6 +230,8 @@ def test_every_row_names_a_known_reference_and_the_reduced_rows_change_one_setti
     reduced = [r for r in study.ROWS if r.kind == "reduced" and r.name != study.REDUCED]
     assert all(len(r.change) == 1 and r.reference == study.REDUCED for r in reduced)
     assert set(study.RUN_ORDER) == {r.name for r in study.ROWS if r.kind != "derived"}
+    derived = [r for r in study.ROWS if r.kind == "derived"]
+    assert all(r.recipe in study.RECIPES and (r.recipe == "degraded") == (r.snr is not None) for r in derived)
 
 
 # -------------------------------------------------------------------------------------------- a tiny study
