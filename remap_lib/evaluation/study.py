@@ -27,6 +27,12 @@ Rows (:data:`ROWS`)
       (as ``coverage calibration`` for deep-REMAP) and ``synthetic rehearsal at S/N 20`` and ``at S/N
       10``: the same networks on copies of the held-out and giant stars degraded to that S/N, the
       same noise per star for every row and seed (:mod:`remap_lib.evaluation.degrade`).
+    * ``giant distillation``: synthetic rehearsal plus
+      :data:`~remap_lib.training.transfer.DISTILL_RATIO` unlabelled giant-candidate spectra per
+      observed star in every epoch, taught the start network's own PMFs (learning without
+      forgetting; the giants' labels are never read), paired with ``synthetic rehearsal``, as are
+      its ``at S/N`` rows with rehearsal's. The giants it is scored on are the spectra it distils
+      (transductive, as the issue allows: their spectra, not their labels).
     * ``noise-matched augmentation``: synthetic rehearsal fine-tuned with
       :data:`~remap_lib.training.transfer.NOISE_MATCHED_AUGMENT` (noise down to S/N 5; issue 13),
       paired with ``synthetic rehearsal``; its ``at S/N 20`` / ``at S/N 10`` rows are paired with
@@ -99,6 +105,7 @@ from remap_lib.training.train import TrainConfig, Trainer, build_model, data_sha
 from remap_lib.training.transfer import (
     LITERATURE_SIGMA,
     NOISE_MATCHED_AUGMENT,
+    DISTILL_RATIO,
     REHEARSAL_RATIO,
     ensemble_pmfs,
     finetune,
@@ -115,6 +122,9 @@ COVERAGE = "coverage calibration"
 #: Fine-tuning with noise drawn down to the S/N users have, not only 80-400 (issue 13): the rehearsal
 #: recipe otherwise, so the row isolates the augmentation.
 NOISE = "noise-matched augmentation"
+#: Rehearsal plus learning without forgetting on the giant candidates' unlabelled spectra (issue 12):
+#: their targets are the pretrained network's PMFs, which call 94 % of them giant before fine-tuning.
+DISTILL = "giant distillation"
 #: S/N per pixel of the degraded copies the rehearsal and noise rows are also scored on (paired: the
 #: same noise per star, :mod:`remap_lib.evaluation.degrade`); 20 and 10 bracket where the robustness
 #: curves of the shipped model drift.
@@ -138,6 +148,7 @@ class Row:
     seeds: str  # what a seed changes: "fine-tuning", "pretraining" or "none" (deterministic: seed 0 only)
     change: dict = field(default_factory=dict)  # TrainConfig changes, in pretraining and fine-tuning
     rehearsal: float = 0.0  # synthetic training spectra mixed into each fine-tuning epoch, per observed star
+    distill: float = 0.0  # unlabelled giant-candidate spectra distilled into each fine-tuning epoch, per observed star
     source: str | None = None  # a derived row: the row whose runs yield it (None: deep-REMAP)
     snr: float | None = None  # a derived row scored on copies of the stars degraded to this S/N per pixel
     recipe: str | None = None  # a derived row: how its source's networks give it (:data:`RECIPES`)
@@ -159,12 +170,16 @@ ROWS: tuple[Row, ...] = (
     Row(REHEARSAL_MORE, "ensemble", FULL, "default", "fine-tuning", rehearsal=2 * REHEARSAL_RATIO),
     Row(NOISE, "ensemble", REHEARSAL, "default", "fine-tuning", {"augment": NOISE_MATCHED_AUGMENT},
         rehearsal=REHEARSAL_RATIO),
+    Row(DISTILL, "ensemble", REHEARSAL, "default", "fine-tuning", rehearsal=REHEARSAL_RATIO, distill=DISTILL_RATIO),
     Row(f"{REHEARSAL}, {COVERAGE}", "derived", REHEARSAL, "default", "fine-tuning", rehearsal=REHEARSAL_RATIO,
         source=REHEARSAL, recipe="coverage temperatures"),
     *(Row(at_snr(REHEARSAL, snr), "derived", REHEARSAL, "default", "fine-tuning", rehearsal=REHEARSAL_RATIO,
           source=REHEARSAL, snr=snr, recipe="degraded") for snr in DEGRADED_SNR),
     *(Row(at_snr(NOISE, snr), "derived", at_snr(REHEARSAL, snr), "default", "fine-tuning", rehearsal=REHEARSAL_RATIO,
           source=NOISE, snr=snr, recipe="degraded") for snr in DEGRADED_SNR),
+    *(Row(at_snr(DISTILL, snr), "derived", at_snr(REHEARSAL, snr), "default", "fine-tuning",
+          rehearsal=REHEARSAL_RATIO, distill=DISTILL_RATIO, source=DISTILL, snr=snr, recipe="degraded")
+      for snr in DEGRADED_SNR),
     Row("no temperature scaling", "derived", FULL, "default", "fine-tuning", recipe="no temperatures"),
     Row(COVERAGE, "derived", FULL, "default", "fine-tuning", recipe="coverage temperatures"),
     Row("one member", "derived", FULL, "default", "fine-tuning", recipe="first member"),
@@ -187,7 +202,7 @@ DERIVED_FROM = {r.name: tuple(d.name for d in ROWS if d.kind == "derived" and (d
                 for r in ROWS if r.kind != "derived"}
 #: Run order within a seed, cheapest first (measured: see `remap study status`).
 RUN_ORDER = ("chi2 grid fit", "The Cannon", "no pretraining", REDUCED, "no cost matrix", "no focal term",
-             "no triplet", "no SWA", "MSE regression CNN", FULL, REHEARSAL, REHEARSAL_MORE, NOISE)
+             "no triplet", "no SWA", "MSE regression CNN", FULL, REHEARSAL, REHEARSAL_MORE, NOISE, DISTILL)
 
 
 def member_seed(seed: int, k: int) -> int:
@@ -285,7 +300,7 @@ class Study:
         if not self.hashes:
             self.hashes = {"miles": data_sha256(self.miles), "synthetic": data_sha256(self.synthetic),
                            "folds": _frame_sha256(self.folds),
-                           **{f"pretrained_{k}": sha256_file(p) for k, p in self.pretrained.items()}}
+                           **{h: v for k, p in self.pretrained.items() for h, v in _network_hashes(k, p).items()}}
 
     def start_network(self, kind: str) -> Path:
         """The default budget's pretrained ``kind`` network ('deep-remap' or 'mse').
@@ -299,7 +314,7 @@ class Study:
             found = find_pretrained(self.profile, kind, required=False)
             if found is not None:
                 self.pretrained[kind] = found.path
-                self.hashes[f"pretrained_{kind}"] = sha256_file(found.path)
+                self.hashes |= _network_hashes(kind, found.path)
         if kind not in self.pretrained:
             raise MissingNetwork(f"no pretrained {kind} network for the default budget: run notebook 02 "
                                  "(`remap book run 02_pretrain`) or wait for the shipped one")
@@ -307,8 +322,9 @@ class Study:
 
     def hashes_for(self, row: Row) -> dict:
         """The inputs a row's runs read, by sha256: MILES and the folds always, and the start network or grid."""
-        keys = ["miles", "folds"] + {"ensemble": ["pretrained_deep-remap"], "mse": ["pretrained_mse"],
-                                     "chi2": ["synthetic"], "reduced": ["synthetic"]}.get(row.kind, [])
+        start = {"ensemble": "pretrained_deep-remap", "mse": "pretrained_mse"}.get(row.kind)
+        keys = ["miles", "folds"] + ([start, f"{start}_weights"] if start else []) \
+            + {"chi2": ["synthetic"], "reduced": ["synthetic"]}.get(row.kind, [])
         if row.rehearsal:
             keys.append("synthetic")
         return {k: self.hashes.get(k) for k in keys}
@@ -335,6 +351,12 @@ class Study:
 
     def pretrained_path(self, row: Row, seed: int) -> Path:
         return self.work / "pretrain" / row.slug / f"seed{seed}.pt"
+
+
+def _network_hashes(kind: str, path: Path) -> dict[str, str]:
+    """The start network's file and its weights, by sha256: two copies of one network (the shipped
+    file and one a notebook wrote) differ in the file's creation stamp but share their weights."""
+    return {f"pretrained_{kind}": sha256_file(path), f"pretrained_{kind}_weights": load_model(path)[1]["weights_sha256"]}
 
 
 def _frame_sha256(frame: pd.DataFrame) -> str:
@@ -544,8 +566,11 @@ def _train_members(study: Study, row: Row, start: Path | None, sets, cfg: TrainC
             result = trainer.fit(progress=study.progress)
         else:
             rehearse = study.synthetic_train() if row.rehearsal else None
+            # the giants' targets are the start network's PMFs; their labels are blanked, never read
+            distill = replace(sets["giants"], labels=np.full_like(sets["giants"].labels, np.nan)) \
+                if row.distill else None
             result, trainer = finetune(start, sets["finetune"], sets["temperature"], member_cfg, out_dir,
-                                       study.progress, study.device, rehearse, row.rehearsal)
+                                       study.progress, study.device, rehearse, row.rehearsal, distill, row.distill)
         models.append((result.model.cpu().eval(), trainer.label_stats))
     return models
 

@@ -295,7 +295,7 @@ def aggregate(out, folds: pd.DataFrame, budgets: dict | None = None, n_boot: int
         records = entry["records"] if entry else []
         seeds = scored[row.name]["cv_dwarfs"][2] if entry else []
         obj = {"name": row.name, "kind": row.kind, "budget": row.budget, "seed_meaning": row.seeds,
-               "rehearsal": row.rehearsal, "source": row.source if row.kind == "derived" else None,
+               "rehearsal": row.rehearsal, "distill": row.distill, "source": row.source if row.kind == "derived" else None,
                "snr": row.snr,
                "reference": row.reference, "n_seeds": len(seeds), "seeds": seeds, "n_records": len(records),
                "config": records[0]["config"] if records else None,
@@ -319,8 +319,8 @@ def aggregate(out, folds: pd.DataFrame, budgets: dict | None = None, n_boot: int
                 obj["paired"][t] = diff = _difference(scored[row.name][t], scored[ref][t], metrics, boot_seed)
                 effects += _effects(row.name, ref, t, diff)
         rows.append(obj)
-        for key in ("miles", "synthetic", "folds", "pretrained_deep-remap", "pretrained_mse"):
-            seen = {r["data"].get(key) for r in records}
+        for key in ("miles", "synthetic", "folds", "pretrained_deep-remap_weights", "pretrained_mse_weights"):
+            seen = {r["data"].get(key) for r in records} - {None}  # records before weights were hashed lack it
             if len(seen) > 1:
                 warnings.append(f"{row.name}: runs read {len(seen)} different {key} inputs")
         settings = {json.dumps(_comparable(r["config"]), sort_keys=True) for r in records}

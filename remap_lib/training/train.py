@@ -153,10 +153,16 @@ class Trainer:
 
     def __init__(self, model: DeepREMAP, train: SpectraSet, config: TrainConfig, bins=None,
                  val: SpectraSet | None = None, out_dir=None, device=None, label_stats=None,
-                 rehearsal: SpectraSet | None = None, rehearsal_ratio: float = 0.0):
+                 rehearsal: SpectraSet | None = None, rehearsal_ratio: float = 0.0,
+                 distill: SpectraSet | None = None, distill_targets: dict | None = None, distill_ratio: float = 0.0):
         """``rehearsal``: synthetic spectra mixed into every epoch while fine-tuning, ``rehearsal_ratio``
         of them per ``train`` spectrum (drawn anew each epoch), with soft targets of the synthetic
-        width, so that what pretraining learnt outside ``train``'s label range is not forgotten."""
+        width, so that what pretraining learnt outside ``train``'s label range is not forgotten.
+
+        ``distill``: unlabelled spectra mixed in the same way, ``distill_ratio`` per ``train``
+        spectrum, whose targets are the PMFs ``distill_targets`` (per label, (n, nbins): the start
+        network's own, learning without forgetting); their labels are unknown, so the triplet term
+        skips them."""
         self.config = config
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         torch.set_num_threads(config.threads)
@@ -170,22 +176,29 @@ class Trainer:
         self.ivar = torch.as_tensor(np.nan_to_num(train.ivar, posinf=np.inf), dtype=torch.float32)
         self.mask = torch.as_tensor(train.mask, dtype=torch.bool)
         self.labels = torch.as_tensor(train.labels, dtype=torch.float32)
-        self.n_main = len(train)  # rows of `train`; rehearsal rows, if any, follow them
+        self.n_main = len(train)  # rows of `train`; rehearsal rows, then distillation rows, follow them
         self.rehearsal_ratio = float(rehearsal_ratio) if rehearsal is not None and len(rehearsal) else 0.0
+        self.distill_ratio = float(distill_ratio) if distill is not None and len(distill) else 0.0
+        for name, ratio in (("rehearsal_ratio", rehearsal_ratio), ("distill_ratio", distill_ratio)):
+            if ratio < 0:
+                raise ValueError(f"{name} must be >= 0, got {ratio}")
         self.row_sigma = None
-        if self.rehearsal_ratio < 0:
-            raise ValueError(f"rehearsal_ratio must be >= 0, got {rehearsal_ratio}")
+        self.n_rehearsal = len(rehearsal) if self.rehearsal_ratio > 0 else 0
+        self.teacher: dict[str, torch.Tensor] | None = None  # distillation targets, zero on the other rows
         if self.rehearsal_ratio > 0:
-            if rehearsal.flux.shape[1] != train.flux.shape[1]:
-                raise ValueError(f"rehearsal spectra have {rehearsal.flux.shape[1]} pixels, training spectra "
-                                 f"{train.flux.shape[1]}: put both on one instrument")
-            self.flux = torch.cat([self.flux, torch.as_tensor(rehearsal.flux, dtype=torch.float32)])
-            self.ivar = torch.cat([self.ivar, torch.as_tensor(np.nan_to_num(rehearsal.ivar, posinf=np.inf),
-                                                              dtype=torch.float32)])
-            self.mask = torch.cat([self.mask, torch.as_tensor(rehearsal.mask, dtype=torch.bool)])
-            self.labels = torch.cat([self.labels, torch.as_tensor(rehearsal.labels, dtype=torch.float32)])
+            self._append_rows(rehearsal, "rehearsal", rehearsal.labels)
+        if self.distill_ratio > 0:
+            if distill_targets is None or any(len(distill_targets[n]) != len(distill) for n in self.bins):
+                raise ValueError(f"distillation needs one target PMF per label for each of its {len(distill)} spectra")
+            self._append_rows(distill, "distillation", np.full((len(distill), 3), np.nan))
+            n_before = len(self.flux) - len(distill)
+            self.teacher = {n: torch.cat([torch.zeros((n_before, self.bins[n].nbins)),
+                                          torch.as_tensor(np.asarray(distill_targets[n]), dtype=torch.float32)])
+                            for n in self.bins}
+        if len(self.flux) > self.n_main:
+            extra = len(self.flux) - self.n_main  # distillation rows have no labels, so no width either
             self.row_sigma = np.concatenate([np.broadcast_to(np.asarray(config.label_sigma, float), (self.n_main, 3)),
-                                             np.broadcast_to(np.asarray(SYNTHETIC_LABEL_SIGMA), (len(rehearsal), 3))])
+                                             np.broadcast_to(np.asarray(SYNTHETIC_LABEL_SIGMA), (extra, 3))])
         # Standardization for the regression baseline: fixed from the training labels
         mean = np.nanmean(train.labels, axis=0) if label_stats is None else np.asarray(label_stats[0])
         std = np.nanstd(train.labels, axis=0) if label_stats is None else np.asarray(label_stats[1])
@@ -211,7 +224,21 @@ class Trainer:
         if self.rehearsal_ratio > 0:  # absent otherwise, so runs without rehearsal keep their fingerprints
             self.fingerprint["rehearsal"] = _sha256(data_sha256(rehearsal).encode(),
                                                     f"{self.rehearsal_ratio!r}".encode())
+        if self.distill_ratio > 0:
+            self.fingerprint["distillation"] = _sha256(
+                data_sha256(distill).encode(), f"{self.distill_ratio!r}".encode(),
+                *(np.ascontiguousarray(distill_targets[n], dtype=np.float32).tobytes() for n in self.bins))
         self.resume_note = ""  # why the last fit() resumed or started afresh (also printed)
+
+    def _append_rows(self, extra: SpectraSet, what: str, labels) -> None:
+        if extra.flux.shape[1] != self.flux.shape[1]:
+            raise ValueError(f"{what} spectra have {extra.flux.shape[1]} pixels, training spectra "
+                             f"{self.flux.shape[1]}: put both on one instrument")
+        self.flux = torch.cat([self.flux, torch.as_tensor(extra.flux, dtype=torch.float32)])
+        self.ivar = torch.cat([self.ivar, torch.as_tensor(np.nan_to_num(extra.ivar, posinf=np.inf),
+                                                          dtype=torch.float32)])
+        self.mask = torch.cat([self.mask, torch.as_tensor(extra.mask, dtype=torch.bool)])
+        self.labels = torch.cat([self.labels, torch.as_tensor(labels, dtype=torch.float32)])
 
     # ------------------------------------------------------------------ checkpoints
     @property
@@ -276,7 +303,8 @@ class Trainer:
             writer.writerows(self.history)
 
     # ------------------------------------------------------------------ one epoch
-    def _loss(self, out: dict, labels: torch.Tensor, sigma=None) -> tuple[torch.Tensor, dict]:
+    def _loss(self, out: dict, labels: torch.Tensor, sigma=None, rows=None) -> tuple[torch.Tensor, dict]:
+        """The training loss of a batch; ``rows``: its row numbers (for the distillation targets)."""
         if self.regression:
             mean = torch.tensor(self.label_stats[0], device=labels.device)
             std = torch.tensor(self.label_stats[1], device=labels.device)
@@ -289,18 +317,27 @@ class Trainer:
                 total = total + parts[name]
             return total, {k: float(v.detach()) for k, v in {**parts, "total": total}.items()}
         sigma = self.config.label_sigma if sigma is None else sigma
-        targets = {k: v.to(self.device) for k, v in _targets(labels.cpu(), self.bins, sigma).items()}
+        targets = _targets(labels.cpu(), self.bins, sigma)
+        if self.teacher is not None and rows is not None:  # unlabelled rows have all-zero targets so far
+            targets = {k: v + self.teacher[k][rows] for k, v in targets.items()}
+        targets = {k: v.to(self.device) for k, v in targets.items()}
         return self.loss_fn(out["logits"], targets, out["embedding"], labels)
 
     def _epoch_order(self, epoch: int) -> torch.Tensor:
-        """This epoch's rows: every training spectrum and, with rehearsal, a fresh draw of rehearsal ones."""
+        """This epoch's rows: every training spectrum and fresh draws of rehearsal and distillation ones."""
         cfg = self.config
-        if self.rehearsal_ratio == 0:
+        if self.rehearsal_ratio == 0 and self.distill_ratio == 0:
             return torch.randperm(self.n_main, generator=_generator(cfg.seed, epoch, 0))
-        pool = len(self.flux) - self.n_main
-        count = min(round(self.rehearsal_ratio * self.n_main), pool)
-        drawn = self.n_main + torch.randperm(pool, generator=_generator(cfg.seed, epoch, 3))[:count]
-        rows = torch.cat([torch.arange(self.n_main), drawn])
+        parts = [torch.arange(self.n_main)]
+        start = self.n_main
+        # one random stream per pool, so adding distillation leaves the rehearsal draws as they were
+        for ratio, pool, stream in ((self.rehearsal_ratio, self.n_rehearsal, 3),
+                                    (self.distill_ratio, len(self.flux) - self.n_main - self.n_rehearsal, 4)):
+            count = min(round(ratio * self.n_main), pool)
+            if count:
+                parts.append(start + torch.randperm(pool, generator=_generator(cfg.seed, epoch, stream))[:count])
+            start += pool
+        rows = torch.cat(parts)
         return rows[torch.randperm(len(rows), generator=_generator(cfg.seed, epoch, 0))]
 
     def run_epoch(self, progress: bool = True) -> dict:
@@ -332,7 +369,7 @@ class Trainer:
             flux, mask, labels = flux[mine].to(self.device), mask[mine].to(self.device), self.labels[idx][mine]
             out = self.ddp_model(flux, mask)
             sigma = None if self.row_sigma is None else self.row_sigma[idx.numpy()][mine]
-            loss, parts = self._loss(out, labels.to(self.device), sigma)
+            loss, parts = self._loss(out, labels.to(self.device), sigma, idx[mine])
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:

@@ -52,6 +52,11 @@ LITERATURE_SIGMA = (70.0, 0.15, 0.08)
 #: smallest of the ratios tried by hand (0.25, 0.5, 1) before the study measured it ("synthetic
 #: rehearsal" row): larger ratios kept more giants giant but cost the dwarfs more.
 REHEARSAL_RATIO = 0.25
+#: Unlabelled giant-candidate spectra distilled per observed star in every fine-tuning epoch, their
+#: targets the pretrained network's own PMFs (learning without forgetting, Li & Hoiem 2017). The same
+#: share as :data:`REHEARSAL_RATIO`, fixed before the study measured it ("giant distillation" row),
+#: since the giants it would be tuned on are the stars it is scored on.
+DISTILL_RATIO = REHEARSAL_RATIO
 
 
 def finetune_config(epochs: int = 40, batch_size: int = 32, lr: float = 1e-3, freeze_epochs: int = 5,
@@ -75,23 +80,37 @@ def by_role(data: SpectraSet, splits: pd.DataFrame) -> dict[str, SpectraSet]:
 
 
 def finetune(pretrained, train: SpectraSet, val: SpectraSet | None, config: TrainConfig, out_dir,
-             progress: bool = True, device=None, rehearsal: SpectraSet | None = None, rehearsal_ratio: float = 0.0):
+             progress: bool = True, device=None, rehearsal: SpectraSet | None = None, rehearsal_ratio: float = 0.0,
+             distill: SpectraSet | None = None, distill_ratio: float = 0.0):
     """Fine-tune the model in file ``pretrained``; returns ``(FitResult, Trainer)``.
 
     Checkpoints go to ``out_dir`` (resumable like pretraining). The regression baseline's label
     standardization is carried over from its pretraining so its outputs keep their meaning.
     ``rehearsal`` / ``rehearsal_ratio``: synthetic spectra mixed into each epoch (see :class:`Trainer`).
+    ``distill`` / ``distill_ratio``: unlabelled spectra mixed in likewise, taught the pretrained
+    network's own PMFs for them (:func:`teacher_pmfs`), so that fine-tuning on dwarfs does not
+    move what it says about stars unlike them.
     """
     model, info = load_model(pretrained, device=device or "cpu")
+    targets = teacher_pmfs(model, distill) if distill is not None and distill_ratio > 0 else None
     torch.manual_seed(config.seed)
     trainer = Trainer(model, train, config, info["bins"], val=val, out_dir=out_dir, device=device,
-                      label_stats=info.get("label_stats"), rehearsal=rehearsal, rehearsal_ratio=rehearsal_ratio)
+                      label_stats=info.get("label_stats"), rehearsal=rehearsal, rehearsal_ratio=rehearsal_ratio,
+                      distill=distill, distill_targets=targets, distill_ratio=distill_ratio)
     return trainer.fit(progress=progress), trainer
+
+
+def teacher_pmfs(model, spectra: SpectraSet) -> dict[str, np.ndarray]:
+    """``model``'s PMFs (T = 1, eval mode, no augmentation) for ``spectra``: the distillation targets."""
+    if getattr(model.config, "head", "classification") != "classification":
+        raise ValueError("distillation needs a classification network: a regression head has no PMF to teach")
+    return ensemble_pmfs([model], spectra.flux, spectra.mask)
 
 
 def finetune_ensemble(pretrained, train: SpectraSet, val: SpectraSet | None, config: TrainConfig, out_dir,
                       members: int = 3, progress: bool = True, device=None, rehearsal: SpectraSet | None = None,
-                      rehearsal_ratio: float = 0.0) -> list[Path]:
+                      rehearsal_ratio: float = 0.0, distill: SpectraSet | None = None,
+                      distill_ratio: float = 0.0) -> list[Path]:
     """K fine-tunings from seeds ``config.seed + k``; each saved as ``out_dir/member_k.pt``.
 
     Leaves no stale ensemble behind for the later steps: a member's calibrated file from earlier
@@ -104,10 +123,11 @@ def finetune_ensemble(pretrained, train: SpectraSet, val: SpectraSet | None, con
     for k in range(members):
         cfg = replace(config, seed=config.seed + k)
         result, trainer = finetune(pretrained, train, val, cfg, out_dir / f"member_{k}", progress, device,
-                                   rehearsal, rehearsal_ratio)
+                                   rehearsal, rehearsal_ratio, distill, distill_ratio)
         paths.append(save_model(out_dir / f"member_{k}.pt", result.model, trainer.bins, info["instrument"],
                                 cfg.to_dict(), trainer.label_stats,
-                                extra={"pretrained": str(pretrained), "rehearsal_ratio": trainer.rehearsal_ratio}))
+                                extra={"pretrained": str(pretrained), "rehearsal_ratio": trainer.rehearsal_ratio,
+                                       **({"distill_ratio": trainer.distill_ratio} if trainer.distill_ratio else {})}))
         calibrated = out_dir / f"member_{k}_calibrated.pt"
         if calibrated.exists() and _weights_differ(calibrated, paths[-1]):
             calibrated.unlink()

@@ -21,7 +21,7 @@ from remap_lib.evaluation import runqueue, study, studystats
 from remap_lib.evaluation.evaluate import scatter_metrics
 from remap_lib.evaluation.folds import fold_ids, make_folds, read_folds, write_folds
 from remap_lib.nn.binning import DEFAULT_BINS
-from remap_lib.nn.modelfile import save_model
+from remap_lib.nn.modelfile import load_model, save_model
 from remap_lib.training.augment import AugmentConfig
 from remap_lib.training.train import build_model
 
@@ -259,7 +259,7 @@ def tiny(tmp_path_factory):
     st = study.Study(miles, toydata.toy_set(48, seed=5), folds, splits.loc[role == "giant_candidate", "id"].tolist(),
                      budgets, start, root / "out", root / "work", progress=False)
     tasks = study.plan(["one member", "MSE regression CNN", study.REDUCED, "no SWA", "no pretraining", "The Cannon",
-                        "chi2 grid fit", study.REHEARSAL], [0], st.k)
+                        "chi2 grid fit", study.REHEARSAL, study.DISTILL], [0], st.k)
     summary = study.run_study(st, tasks)
     return st, tasks, summary
 
@@ -307,6 +307,27 @@ def test_tiny_study_scores_the_noise_row_and_rehearsal_on_the_same_noisy_stars(t
     assert noisy["id"] == clean["id"] and noisy["truth"] == clean["truth"]
     assert study.plan([study.at_snr(study.NOISE, 20)], [0], 2)[0].key == "runs/noise_matched_augmentation/seed0_fold0"
     assert study.Budgets.from_profiles("default").finetune(noise, 1).augment.snr_range == (5.0, 400.0)
+
+
+def test_tiny_study_distils_the_giants_without_their_labels(tiny, monkeypatch):
+    st, _, _ = tiny
+    rec = runqueue.read_record(st.out, "runs/giant_distillation/seed0_fold1")
+    assert set(rec["predictions"]) == {study.DISTILL, *study.DERIVED_FROM[study.DISTILL]}
+    assert rec["predictions"][study.DISTILL]["giants"]["id"] == st.giants
+    assert rec["data"]["pretrained_deep-remap_weights"] == load_model(st.pretrained["deep-remap"])[1]["weights_sha256"]
+    assert study.ROW_BY_NAME[study.at_snr(study.DISTILL, 10)].reference == study.at_snr(study.REHEARSAL, 10)
+    seen = {}
+
+    def spy(*args):
+        seen["distill"], seen["ratio"] = args[-2], args[-1]
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(study, "finetune", spy)
+    with pytest.raises(RuntimeError, match="stop"):
+        study._train_members(st, study.ROW_BY_NAME[study.DISTILL], st.pretrained["deep-remap"], st.fold_sets(0),
+                             st.budgets.finetune(study.ROW_BY_NAME[study.DISTILL], 0), 1, st.work / "spy")
+    assert list(seen["distill"].ids) == st.giants and np.isnan(seen["distill"].labels).all()
+    assert seen["ratio"] == study.DISTILL_RATIO > 0
 
 
 def test_tiny_study_rerun_skips_finished_runs_and_waits_for_claimed_ones(tiny):

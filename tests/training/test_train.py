@@ -9,6 +9,7 @@ from toydata import TINY_ARCH, toy_set
 
 from remap_lib.data.dataset import read_dataset, write_dataset
 from remap_lib.evaluation.evaluate import predict
+from remap_lib.nn.binning import DEFAULT_BINS
 from remap_lib.nn.modelfile import load_model
 from remap_lib.training.augment import AugmentConfig
 from remap_lib.training.train import TrainConfig, Trainer, build_model, learning_rate
@@ -197,6 +198,40 @@ def test_rehearsal_mixes_a_fresh_draw_each_epoch_and_keeps_bn_on_the_target(tmp_
     torch.manual_seed(0)
     plain = Trainer(build_model(data.flux.shape[1], **TINY_ARCH), train, config(), out_dir=tmp_path)
     assert not plain.load_checkpoint() and "rehearsal changed" in plain.resume_note
+
+
+def test_distillation_rows_learn_the_teacher_pmfs_and_leave_the_rehearsal_draws_alone(tmp_path):
+    data = toy_set()
+    train = data.select(data.meta["split"] == "train")  # 40 rows
+    synth = toy_set(n=30, seed=5, id_prefix="g", n_val=0)
+    giants = toy_set(n=12, seed=6, id_prefix="u", n_val=0)
+    teacher = {name: np.eye(b.nbins, dtype=np.float32)[np.arange(12) % b.nbins] for name, b in DEFAULT_BINS.items()}
+
+    def trainer(**distill):
+        torch.manual_seed(0)
+        return Trainer(build_model(data.flux.shape[1], **TINY_ARCH), train, config(), out_dir=tmp_path,
+                       rehearsal=synth, rehearsal_ratio=0.5, **distill)
+
+    plain, distilled = trainer(), trainer(distill=giants, distill_targets=teacher, distill_ratio=0.25)
+    order = distilled._epoch_order(2)
+    assert sorted(order[order < 40].tolist()) == list(range(40))
+    assert ((order >= 40) & (order < 70)).sum() == 20 and (order >= 70).sum() == 10  # 0.25 x 40 of the 12
+    rehearsed = plain._epoch_order(2)
+    assert set(rehearsed[rehearsed >= 40].tolist()) == set(order[(order >= 40) & (order < 70)].tolist())
+    assert np.isnan(distilled.labels[70:].numpy()).all()  # giants' labels are never targets
+    # a distillation row's target is its teacher PMF; a labelled row's is unchanged
+    rows = torch.tensor([3, 72])
+    out = {"logits": {n: torch.zeros(2, b.nbins) for n, b in DEFAULT_BINS.items()}, "embedding": torch.zeros(2, 4)}
+    seen = {}
+    distilled.loss_fn.forward = lambda logits, targets, *rest: (seen.update(targets), (torch.zeros(()), {}))[1]
+    distilled._loss(out, distilled.labels[rows], distilled.row_sigma[rows.numpy()], rows)
+    for name, b in DEFAULT_BINS.items():
+        assert torch.equal(seen[name][1], torch.as_tensor(teacher[name][2]))
+        assert seen[name][0].sum().item() == pytest.approx(1.0) and seen[name][0].argmax() == b.bin_index(
+            train.labels[3:4, list(DEFAULT_BINS).index(name)])[0]
+    assert "distillation" in distilled.fingerprint and "distillation" not in plain.fingerprint
+    with pytest.raises(ValueError, match="one target PMF per label for each of its 12"):
+        trainer(distill=giants, distill_targets={n: t[:5] for n, t in teacher.items()}, distill_ratio=0.25)
 
 
 def test_no_rehearsal_is_the_plain_run():
