@@ -103,9 +103,9 @@ from remap_lib.training.augment import AugmentConfig
 from remap_lib.training.profiles import resolve
 from remap_lib.training.train import TrainConfig, Trainer, build_model, data_sha256
 from remap_lib.training.transfer import (
+    DISTILL_RATIO,
     LITERATURE_SIGMA,
     NOISE_MATCHED_AUGMENT,
-    DISTILL_RATIO,
     REHEARSAL_RATIO,
     ensemble_pmfs,
     finetune,
@@ -356,7 +356,8 @@ class Study:
 def _network_hashes(kind: str, path: Path) -> dict[str, str]:
     """The start network's file and its weights, by sha256: two copies of one network (the shipped
     file and one a notebook wrote) differ in the file's creation stamp but share their weights."""
-    return {f"pretrained_{kind}": sha256_file(path), f"pretrained_{kind}_weights": load_model(path)[1]["weights_sha256"]}
+    return {f"pretrained_{kind}": sha256_file(path),
+            f"pretrained_{kind}_weights": load_model(path)[1]["weights_sha256"]}
 
 
 def _frame_sha256(frame: pd.DataFrame) -> str:

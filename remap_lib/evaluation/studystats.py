@@ -295,8 +295,8 @@ def aggregate(out, folds: pd.DataFrame, budgets: dict | None = None, n_boot: int
         records = entry["records"] if entry else []
         seeds = scored[row.name]["cv_dwarfs"][2] if entry else []
         obj = {"name": row.name, "kind": row.kind, "budget": row.budget, "seed_meaning": row.seeds,
-               "rehearsal": row.rehearsal, "distill": row.distill, "source": row.source if row.kind == "derived" else None,
-               "snr": row.snr,
+               "rehearsal": row.rehearsal, "distill": row.distill,
+               "source": row.source if row.kind == "derived" else None, "snr": row.snr,
                "reference": row.reference, "n_seeds": len(seeds), "seeds": seeds, "n_records": len(records),
                "config": records[0]["config"] if records else None,
                "devices": sorted({r["device"] for r in records}),
