@@ -119,6 +119,9 @@ REHEARSAL = "synthetic rehearsal"
 #: Twice the default ratio: does more rehearsal keep more giants giant, and what does it cost the dwarfs?
 REHEARSAL_MORE = f"synthetic rehearsal (ratio {2 * REHEARSAL_RATIO:g})"
 COVERAGE = "coverage calibration"
+#: Each level's intervals scaled about the median to cover as stated, fold k's factors fitted on the
+#: other folds' held-out dwarfs (:mod:`remap_lib.evaluation.conformal`; computed by the aggregate).
+CONFORMAL = "conformal intervals"
 #: Fine-tuning with noise drawn down to the S/N users have, not only 80-400 (issue 13): the rehearsal
 #: recipe otherwise, so the row isolates the augmentation.
 NOISE = "noise-matched augmentation"
@@ -173,6 +176,9 @@ ROWS: tuple[Row, ...] = (
     Row(DISTILL, "ensemble", REHEARSAL, "default", "fine-tuning", rehearsal=REHEARSAL_RATIO, distill=DISTILL_RATIO),
     Row(f"{REHEARSAL}, {COVERAGE}", "derived", REHEARSAL, "default", "fine-tuning", rehearsal=REHEARSAL_RATIO,
         source=REHEARSAL, recipe="coverage temperatures"),
+    *(Row(f"{name}, {CONFORMAL}", "derived", name, "default", "fine-tuning", rehearsal=REHEARSAL_RATIO,
+          distill=distill, source=name, recipe="cross-fold conformal")
+      for name, distill in ((REHEARSAL, 0.0), (DISTILL, DISTILL_RATIO))),
     *(Row(at_snr(REHEARSAL, snr), "derived", REHEARSAL, "default", "fine-tuning", rehearsal=REHEARSAL_RATIO,
           source=REHEARSAL, snr=snr, recipe="degraded") for snr in DEGRADED_SNR),
     *(Row(at_snr(NOISE, snr), "derived", at_snr(REHEARSAL, snr), "default", "fine-tuning", rehearsal=REHEARSAL_RATIO,
@@ -196,9 +202,14 @@ ROWS: tuple[Row, ...] = (
 ROW_BY_NAME = {r.name: r for r in ROWS}
 #: How a derived row comes from its source's networks: degraded copies of the stars, T = 1, member 0
 #: alone, the start network with its own temperatures, one coverage-fitted temperature per label.
-RECIPES = ("degraded", "no temperatures", "first member", "pretrained network", "coverage temperatures")
+RECIPES = ("degraded", "no temperatures", "first member", "pretrained network", "coverage temperatures",
+           "cross-fold conformal")
+#: Recipes the aggregate applies to the source's records (:mod:`remap_lib.evaluation.studystats`): the runs
+#: record nothing for them.
+AGGREGATE_RECIPES = ("cross-fold conformal",)
 #: Run row -> the derived rows its runs yield.
-DERIVED_FROM = {r.name: tuple(d.name for d in ROWS if d.kind == "derived" and (d.source or FULL) == r.name)
+DERIVED_FROM = {r.name: tuple(d.name for d in ROWS if d.kind == "derived" and (d.source or FULL) == r.name
+                              and d.recipe not in AGGREGATE_RECIPES)
                 for r in ROWS if r.kind != "derived"}
 #: Run order within a seed, cheapest first (measured: see `remap study status`).
 RUN_ORDER = ("chi2 grid fit", "The Cannon", "no pretraining", REDUCED, "no cost matrix", "no focal term",

@@ -150,6 +150,53 @@ def collect(records: list[dict]) -> dict[str, dict]:
     return rows
 
 
+def _as_part(ids: list[str], truth: np.ndarray, pred: np.ndarray) -> dict:
+    """The record part (:func:`_part_array`'s inverse) of ``ids``, ``truth`` (n, 3), ``pred`` (n, 3, 5)."""
+    def col(values):
+        return [None if not np.isfinite(v) else float(v) for v in values]
+
+    return {"id": list(ids), "truth": {n: col(truth[:, j]) for j, n in enumerate(LABEL_NAMES)},
+            **{n: {q: col(pred[:, j, k]) for k, q in enumerate(QUANTITY)} for j, n in enumerate(LABEL_NAMES)}}
+
+
+def conformal_entry(entry: dict, k: int) -> dict:
+    """A row's entry with cross-fold conformal intervals (:mod:`remap_lib.evaluation.conformal`), per complete seed.
+
+    Fold f's held-out dwarfs and its giants get the factors fitted on the other folds' held-out
+    dwarfs; the medians are the row's own. ``factors``: seed -> fold -> level -> (3,) factors.
+    """
+    from remap_lib.evaluation.conformal import cross_fold_predictions
+
+    out = {"records": entry["records"], "seeds": defaultdict(lambda: {"test": {}, "giants": {}}), "factors": {}}
+    for seed, parts in sorted(entry["seeds"].items()):
+        if set(parts["test"]) != set(range(k)):
+            continue
+        folds = sorted(parts["test"])
+        arrays = [_part_array(parts["test"][f]) for f in folds]
+        fold_of = np.concatenate([np.full(len(ids), f) for f, (ids, _, _) in zip(folds, arrays, strict=True)])
+        truth = np.concatenate([t for _, t, _ in arrays])
+        pred = np.concatenate([p for _, _, p in arrays])
+        giants = {f: _part_array(part) for f, part in parts["giants"].items()}
+        scaled, giants_scaled, factors = cross_fold_predictions(fold_of, pred, truth,
+                                                                {f: g[2] for f, g in giants.items()})
+        for f, (ids, t, _) in zip(folds, arrays, strict=True):
+            out["seeds"][seed]["test"][f] = _as_part(ids, t, scaled[fold_of == f])
+        for f, (ids, t, _) in giants.items():
+            out["seeds"][seed]["giants"][f] = _as_part(ids, t, giants_scaled[f])
+        out["factors"][seed] = factors
+    return out
+
+
+def _mean_factors(factors: dict) -> dict:
+    """Per level and label, the mean and range of the conformal factors over seeds and folds."""
+    out = {}
+    for level in ("68", "95"):
+        stacked = np.array([f[level] for per_fold in factors.values() for f in per_fold.values()])
+        out[level] = {n: {"mean": _number(stacked[:, j].mean()), "min": _number(stacked[:, j].min()),
+                          "max": _number(stacked[:, j].max())} for j, n in enumerate(LABEL_NAMES)}
+    return out
+
+
 def _aligned(parts: list[dict], ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Truth (n, 3) and predictions (n, 3, 5) of ``ids`` gathered from record parts (NaN where absent)."""
     where = {i: n for n, i in enumerate(ids)}
@@ -265,9 +312,13 @@ def aggregate(out, folds: pd.DataFrame, budgets: dict | None = None, n_boot: int
 
     The dwarfs are the fold table's; the giants every star of the records' ``giants`` parts.
     """
-    from remap_lib.evaluation.study import ROW_BY_NAME, ROWS
+    from remap_lib.evaluation.study import AGGREGATE_RECIPES, ROW_BY_NAME, ROWS
 
     entries = collect(load_records(out))
+    k = int(folds["fold"].max()) + 1
+    for row in ROWS:  # rows computed here from their source's records, not by the runs
+        if row.recipe in AGGREGATE_RECIPES and row.source in entries:
+            entries[row.name] = conformal_entry(entries[row.source], k)
     giant_ids = sorted({i for e in entries.values() for parts in e["seeds"].values()
                         for part in parts["giants"].values() for i in part["id"]})
     rng = np.random.default_rng(boot_seed)
@@ -301,6 +352,8 @@ def aggregate(out, folds: pd.DataFrame, budgets: dict | None = None, n_boot: int
                "config": records[0]["config"] if records else None,
                "devices": sorted({r["device"] for r in records}),
                "wall_s_per_run": _number(np.mean([r["wall_s"] for r in records])) if records else None}
+        if entry and entry.get("factors"):
+            obj["interval_factors"] = _mean_factors(entry["factors"])
         for t in TABLES:
             point, boot, s = scored[row.name][t] if entry else ({}, {}, [])
             metrics = METRICS + ("accuracy",)  # giants: called giant; dwarfs: called dwarf

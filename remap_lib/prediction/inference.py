@@ -8,6 +8,10 @@ Each input spectrum becomes one row of an astropy ``Table``: per label the media
 2.5/97.5 percentiles, the mean and standard deviation of the (temperature-scaled, ensemble-averaged)
 probability mass function, optionally the PMF itself, and
 
+* the intervals' half-widths about the median scaled by the model file's conformal factors where they
+  were fitted (:mod:`remap_lib.prediction.widening`, ``intervals``), so that the 68 % and 95 %
+  intervals cover as stated; the mean, standard deviation and PMF stay the network's;
+
 * ``ood_distance``: the distance in the embedding space from the spectrum to the nearest training
   spectrum;
 * ``ood_score`` / ``out_of_domain``: whether the spectrum is unlike the stars the network learnt
@@ -501,6 +505,7 @@ class Predictor:
         for name in LABEL_NAMES:
             b = self.bins[name]
             decoded = b.decode(pmfs[name]) if len(rows) else {k: np.zeros(0) for k in ESTIMATES}
+            decoded = self.widening.scale_intervals(name, decoded)  # conformal factors, where fitted
             for key in ESTIMATES:
                 col = np.full(n, np.nan, dtype=np.float32)
                 col[rows] = decoded[key]

@@ -8,6 +8,13 @@ Two measurements extend them, each for one model file:
 * ``noise``: [S/N, factor] nodes per label, interpolated in log S/N
   (``python -m remap_lib.evaluation.robustness noise``, the same stars degraded in S/N).
 
+A third part does not widen the PMFs but the intervals read from them:
+
+* ``intervals``: per level ("68", "95") and label a factor on the interval's two half-widths about
+  the median, fitted to coverage by cross-fold conformal scaling on the cross-validated predictions
+  of this model's recipe (``python -m remap_lib.evaluation.conformal``;
+  :mod:`remap_lib.evaluation.conformal`).
+
 They live in ``<model>.widening.json`` beside the model, with the model's sha256, like its
 out-of-domain detector: a model fine-tuned by a user gets no widening fitted for another network
 (its table says so) until those two commands are run for it. The file is written by the commands,
@@ -25,7 +32,7 @@ import numpy as np
 from remap_lib.constants import LABEL_NAMES
 from remap_lib.fileio import atomic_write
 
-PARTS = ("missing", "noise")
+PARTS = ("missing", "noise", "intervals")
 
 
 def widening_path(model_path) -> Path:
@@ -60,10 +67,11 @@ def missing_inflation(fraction, slopes: dict) -> dict[str, np.ndarray]:
 
 @dataclass
 class Widening:
-    """The two widenings of one model file (empty parts widen nothing)."""
+    """The widenings of one model file (empty parts widen nothing)."""
 
     missing: dict = field(default_factory=dict)  # {label: slope s}
     noise: dict = field(default_factory=dict)  # {label: [[snr, factor], ...]}
+    intervals: dict = field(default_factory=dict)  # {"68" | "95": {label: factor on the half-widths}}
     model_sha256: str | None = None
     fitted_by: dict = field(default_factory=dict)  # part -> the command and report that fitted it
 
@@ -72,6 +80,19 @@ class Widening:
 
     def noise_factors(self, snr) -> dict[str, np.ndarray]:
         return noise_inflation(snr, self.noise)
+
+    def scale_intervals(self, name: str, decoded: dict) -> dict:
+        """``decoded`` estimates of label ``name`` with each interval scaled about the median by its factor."""
+        from remap_lib.evaluation.conformal import LEVELS
+
+        out = dict(decoded)
+        med = np.asarray(decoded["median"], dtype=np.float64)
+        for level, (lo, hi, _) in LEVELS.items():
+            factor = self.intervals.get(level, {}).get(name)
+            if factor is not None:
+                out[lo] = (med - factor * (med - np.asarray(decoded[lo], dtype=np.float64))).astype(np.float32)
+                out[hi] = (med + factor * (np.asarray(decoded[hi], dtype=np.float64) - med)).astype(np.float32)
+        return out
 
     @property
     def parts(self) -> tuple[str, ...]:
@@ -94,7 +115,7 @@ class Widening:
         path = Path(path)
         try:
             data = json.loads(path.read_text())
-            unknown = set(data) - {"missing", "noise", "model_sha256", "fitted_by"}
+            unknown = set(data) - {*PARTS, "model_sha256", "fitted_by"}
             if unknown:
                 raise ValueError(f"unknown keys {sorted(unknown)}")
             return cls(**data)

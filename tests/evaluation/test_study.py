@@ -192,6 +192,29 @@ def test_aggregate_pairs_rows_on_the_same_stars_and_seeds(tmp_path):
     assert result["warnings"] == []
 
 
+def test_aggregate_adds_conformal_intervals_fitted_on_the_other_folds(tmp_path):
+    folds = make_folds(splits_table(20, giants=0), k=2, seed=0)
+    truth = np.column_stack([folds.teff, np.full(20, 4.4), np.zeros(20)])
+    records = []
+    for f, miss in ((0, 3.0), (1, 0.5)):  # fold 0 misses by 3 half-widths, fold 1 by half of one
+        rows = np.flatnonzero(folds.fold == f)
+        giant_truth = np.array([[4800.0, 2.5, 0.0]])
+        giants = record("x", 0, f, ["g1"], giant_truth, giant_truth)["predictions"]["x"]["test"]
+        records.append(record(study.REHEARSAL, 0, f, folds.id.to_numpy()[rows], truth[rows], truth[rows] + miss,
+                              giants))
+    write_records(tmp_path, records)
+    rows = {r["name"]: r for r in studystats.aggregate(tmp_path, folds, n_boot=20)["rows"]}
+    source, conformal = rows[study.REHEARSAL], rows[f"{study.REHEARSAL}, {study.CONFORMAL}"]
+    assert source["cv_dwarfs"]["teff"]["coverage68"] == pytest.approx(0.5)  # fold 1 inside ±1, fold 0 not
+    # fold 0 is scaled by fold 1's factor (0.5) and fold 1 by fold 0's (3): neither covers its own misses
+    assert conformal["cv_dwarfs"]["teff"]["coverage68"] == pytest.approx(0.5)
+    assert conformal["cv_dwarfs"]["teff"]["sigma"] == source["cv_dwarfs"]["teff"]["sigma"]  # medians unchanged
+    assert conformal["interval_factors"]["68"]["teff"] == {"mean": 1.75, "min": 0.5, "max": 3.0}
+    assert conformal["paired"]["reference"] == study.REHEARSAL and conformal["giants"]["n"] == 1
+    records = studystats.collect(studystats.load_records(tmp_path))
+    assert f"{study.REHEARSAL}, {study.CONFORMAL}" not in records  # never written by a run
+
+
 def test_aggregate_warns_when_a_rows_runs_used_other_settings(tmp_path):
     folds = make_folds(splits_table(20, giants=0), k=2, seed=0)
     truth = np.column_stack([folds.teff, np.full(20, 4.4), np.zeros(20)])

@@ -363,7 +363,7 @@ def test_shipped_model_loads_and_predicts_a_miles_star():
     assert p.instrument.name.lower() == "miles" and len(p.networks) == 3
     assert p.ood_threshold is not None and p.reference is not None
     # its widening and detector were fitted for these very weights (a re-shipped model must refit them)
-    assert p.widening.parts == ("missing", "noise") and p.detector is not None
+    assert p.widening.parts == ("missing", "noise", "intervals") and p.detector is not None
     wave = p.wave
     flux = 1.0 - 0.3 * np.exp(-0.5 * ((wave - 5175.0) / 2.0) ** 2)
     row = p.predict((wave, flux))[0]
@@ -442,6 +442,26 @@ def test_updating_one_part_keeps_the_other_and_a_bad_file_is_named(model_file, t
         Widening.load(widening_path(path))
     with pytest.raises(ValueError, match="part must be one of"):
         update_widening(path, sha, "tilt", {}, "test")
+
+
+def test_interval_factors_scale_the_half_widths_about_the_median_only(model_file, tmp_path):
+    import shutil
+
+    path = shutil.copy(model_file, tmp_path / "m.pt")
+    plain = Predictor(path).predict((W, F), pmf=True)
+    Widening(intervals={"68": {"teff": 2.0, "feh": 0.5}, "95": {"logg": 0.25}},
+             model_sha256=sha256_file(path)).save(widening_path(path))
+    scaled = Predictor(path).predict((W, F), pmf=True)
+    for name, level, factor in (("teff", "68", 2.0), ("feh", "68", 0.5), ("logg", "95", 0.25),
+                                ("teff", "95", 1.0), ("logg", "68", 1.0)):
+        lo, hi = ("p16", "p84") if level == "68" else ("p2_5", "p97_5")
+        med = float(plain[f"{name}_median"][0])
+        assert float(scaled[f"{name}_median"][0]) == med
+        for end in (lo, hi):
+            want = med + factor * (float(plain[f"{name}_{end}"][0]) - med)
+            assert float(scaled[f"{name}_{end}"][0]) == pytest.approx(want, rel=1e-6, abs=1e-4), (name, end)
+    for col in ("teff_mean", "teff_std", "teff_pmf"):  # the PMF and its moments stay the network's
+        np.testing.assert_array_equal(np.asarray(scaled[col]), np.asarray(plain[col]))
 
 
 def test_ivar_widens_and_flags_noisy_input(predictor, toy):

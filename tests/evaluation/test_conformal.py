@@ -1,0 +1,92 @@
+import numpy as np
+import pytest
+
+from remap_lib.evaluation.conformal import cross_fold_predictions, fit_factors, interval_scores, scale_intervals
+
+
+def preds(med, p16, p84, p2_5, p97_5):
+    """(n, 3, 5) predictions with the same numbers for every label (order: median, p16, p84, p2_5, p97_5)."""
+    one = np.column_stack([med, p16, p84, p2_5, p97_5]).astype(float)
+    return np.repeat(one[:, None, :], 3, axis=1)
+
+
+def test_scores_are_distances_in_half_widths_on_the_side_of_the_truth():
+    pred = preds([0, 0, 0, 0], [-1, -1, -2, -1], [1, 1, 1, 1], [-2, -2, -4, -2], [2, 2, 2, 2])
+    truth = np.repeat(np.array([[0.5], [-1.5], [3.0], [np.nan]]), 3, axis=1)
+    s68 = interval_scores(pred, truth, "68")[:, 0]
+    assert s68[:3].tolist() == [0.5, 1.5, 3.0] and np.isnan(s68[3])
+    assert interval_scores(pred, truth, "95")[:3, 0].tolist() == [0.25, 0.75, 1.5]
+    # a zero half-width: the truth on the median scores 0, beyond it inf
+    flat = preds([1, 1], [1, 1], [1, 1], [1, 1], [1, 1])
+    assert interval_scores(flat, np.array([[1.0] * 3, [2.0] * 3]), "68")[:, 0].tolist() == [0.0, np.inf]
+
+
+def test_factor_is_the_conformal_rank_of_the_scores():
+    pred = preds([0] * 4, [-1] * 4, [1] * 4, [-2] * 4, [2] * 4)
+    truth = np.repeat(np.array([[0.5], [-1.5], [3.0], [0.2]]), 3, axis=1)
+    f = fit_factors(pred, truth)
+    # 68 %: rank ceil(5 x 0.68) = 4 of the sorted 0.2, 0.5, 1.5, 3 -> 3; 95 %: rank 5 > 4 -> the largest, 1.5
+    assert f["68"].tolist() == [3.0] * 3 and f["95"].tolist() == [1.5] * 3
+    nine = preds([0] * 9, [-1] * 9, [1] * 9, [-2] * 9, [2] * 9)
+    scores = np.arange(1, 10) / 10  # 0.1 ... 0.9
+    f = fit_factors(nine, np.repeat(scores[:, None], 3, axis=1))
+    assert f["68"][0] == pytest.approx(0.7)  # ceil(10 x 0.68) = 7th
+    assert np.isnan(fit_factors(nine, np.full((9, 3), np.nan))["68"]).all()
+
+
+def test_scaling_keeps_the_median_and_the_asymmetry():
+    pred = preds([10], [8], [11], [6], [13])
+    out = scale_intervals(pred, {"68": np.full(3, 2.0), "95": np.full(3, 0.5)})
+    assert out[0, 0].tolist() == [10, 6, 12, 8, 11.5]
+    assert pred[0, 0].tolist() == [10, 8, 11, 6, 13]  # input untouched
+
+
+def test_cross_fold_factors_never_see_their_own_fold():
+    # fold 0 stars all miss badly, fold 1 stars sit on their medians
+    pred = preds([0] * 6, [-1] * 6, [1] * 6, [-2] * 6, [2] * 6)
+    truth = np.repeat(np.array([[5.0], [5.0], [5.0], [0.0], [0.0], [0.0]]), 3, axis=1)
+    fold_of = np.array([0, 0, 0, 1, 1, 1])
+    giant = preds([3], [2], [4], [1], [5])
+    scaled, others, factors = cross_fold_predictions(fold_of, pred, truth, {0: giant, 1: giant})
+    assert factors[0]["68"].tolist() == [0.0] * 3  # fitted on fold 1: the truths on the medians
+    assert factors[1]["68"].tolist() == [5.0] * 3  # fitted on fold 0: five half-widths off
+    assert scaled[0, 0].tolist() == [0, 0, 0, 0, 0] and scaled[3, 0, 1] == -5.0
+    assert others[0][0, 0, :3].tolist() == [3, 3, 3] and others[1][0, 0, :3].tolist() == [3, -2, 8]
+
+
+def test_the_command_fits_the_models_factors_from_the_study_records_without_the_calibration_stars(tmp_path):
+    import pandas as pd
+    from toymodel import toy_ensemble
+
+    from remap_lib.constants import LABEL_NAMES
+    from remap_lib.evaluation import conformal, runqueue
+    from remap_lib.evaluation.folds import make_folds, write_folds
+    from remap_lib.prediction.widening import Widening, widening_path
+
+    n = 20
+    role = ["finetune"] * 14 + ["calibration"] * 3 + ["validation"] * 3
+    splits = pd.DataFrame({"id": [f"m{i:04d}" for i in range(n)], "teff": np.linspace(4000, 7000, n), "role": role})
+    folds = make_folds(splits, k=2, seed=0)
+    write_folds(folds, tmp_path / "folds.csv")
+    # every star misses by 0.5 half-widths, except the calibration stars, which miss by 10
+    miss = np.where(folds["role"] == "calibration", 10.0, 0.5)
+    for f in (0, 1):
+        rows = np.flatnonzero(folds["fold"] == f)
+        truth = np.column_stack([folds["teff"].to_numpy()[rows], np.full(len(rows), 4.4), np.zeros(len(rows))])
+        part = {"id": folds["id"].to_numpy()[rows].tolist(),
+                "truth": {name: truth[:, j].tolist() for j, name in enumerate(LABEL_NAMES)}}
+        for j, name in enumerate(LABEL_NAMES):
+            med = truth[:, j] + miss[rows]  # half-widths 1 (68 %) and 2 (95 %)
+            part[name] = {"median": med.tolist(), "p16": (med - 1).tolist(), "p84": (med + 1).tolist(),
+                          "p2_5": (med - 2).tolist(), "p97_5": (med + 2).tolist()}
+        runqueue.write_record(tmp_path, f"runs/synthetic_rehearsal/seed0_fold{f}",
+                              {"key": f"runs/synthetic_rehearsal/seed0_fold{f}", "row": "synthetic rehearsal",
+                               "seed": 0, "fold": f, "predictions": {"synthetic rehearsal": {"test": part}}})
+    model = toy_ensemble(tmp_path / "model")
+    fit = conformal.main(["--model", str(model), "--records", str(tmp_path)])
+    assert fit["n_stars"] == 17 and fit["n_seeds"] == 1
+    saved = Widening.load(widening_path(model))
+    assert saved.intervals["68"] == {"teff": 0.5, "logg": 0.5, "feh": 0.5}  # the 10-half-width misses left out
+    assert saved.intervals["95"]["feh"] == 0.25 and "calibration stars left out" in saved.fitted_by["intervals"]
+    with pytest.raises(ValueError, match="no study records of row 'deep-REMAP'"):
+        conformal.study_factors(tmp_path, "deep-REMAP", folds)
