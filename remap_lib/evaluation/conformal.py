@@ -12,6 +12,11 @@ and the level's factor is the ⌈(n + 1) c⌉-th smallest score of n calibration
 0.95): scaling every interval's two half-widths by it covers a fraction ≥ c of exchangeable new
 stars. The intervals keep their shape and their star-to-star width (a noisy spectrum's stays wider).
 
+The factors are fitted on dwarfs and hold for stars like them (conformal coverage needs the new
+stars to be exchangeable with the calibration stars): they are fitted on, and applied to, only the
+stars the network calls dwarfs (median log g ≥ :data:`~remap_lib.constants.GIANT_LOGG`). A star called
+a giant keeps the PMF's own intervals, since no labelled giant was there to calibrate them.
+
 In the study (:func:`cross_fold_predictions`), fold k's factors are fitted on the held-out
 predictions of the other folds' dwarfs, never on fold k's own, so every reported interval is
 calibrated out of sample (the cross-fold variant of split conformal; Barber et al. 2021, Ann.
@@ -22,11 +27,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from remap_lib.constants import GIANT_LOGG, LABEL_NAMES
 from remap_lib.nn.binning import QUANTILES
 
 #: Each central interval: its ends among the quantiles and its nominal coverage.
 LEVELS = {"68": ("p16", "p84", 0.68), "95": ("p2_5", "p97_5", 0.95)}
 _Q = tuple(QUANTILES)
+
+
+def called_dwarf(pred: np.ndarray) -> np.ndarray:
+    """(n,) whether each star of ``pred`` (n, 3, 5) is called a dwarf: the stars the factors are for."""
+    with np.errstate(invalid="ignore"):
+        return pred[:, LABEL_NAMES.index("logg"), _Q.index("median")] >= GIANT_LOGG
 
 
 def interval_scores(pred: np.ndarray, truth: np.ndarray, level: str) -> np.ndarray:
@@ -46,11 +58,12 @@ def interval_scores(pred: np.ndarray, truth: np.ndarray, level: str) -> np.ndarr
 
 
 def fit_factors(pred: np.ndarray, truth: np.ndarray) -> dict[str, np.ndarray]:
-    """Per level, the factor per label (3,) that makes the scaled intervals of these stars cover as stated.
-
-    NaN for a label with no usable star.
+    """Per level, the factor per label (3,) that makes the scaled intervals of the stars called dwarfs
+    (:func:`called_dwarf`) cover as stated. NaN for a label with no usable star.
     """
     out = {}
+    dwarf = called_dwarf(pred)
+    pred, truth = pred[dwarf], truth[dwarf]
     for level, (_, _, coverage) in LEVELS.items():
         scores = interval_scores(pred, truth, level)
         factors = []
@@ -64,11 +77,13 @@ def fit_factors(pred: np.ndarray, truth: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def scale_intervals(pred: np.ndarray, factors: dict[str, np.ndarray]) -> np.ndarray:
-    """``pred`` (n, 3, 5) with each level's half-widths multiplied by its factor (3,); medians unchanged."""
+    """``pred`` (n, 3, 5) with each level's half-widths multiplied by its factor (3,) for the stars
+    called dwarfs; medians, and the stars called giants, unchanged."""
     out = np.array(pred, dtype=np.float64, copy=True)
+    dwarf = called_dwarf(out)[:, None]
     med = out[..., _Q.index("median")]
     for level, (lo_name, hi_name, _) in LEVELS.items():
-        f = np.asarray(factors[level], dtype=np.float64)
+        f = np.where(dwarf, np.asarray(factors[level], dtype=np.float64), 1.0)
         lo, hi = _Q.index(lo_name), _Q.index(hi_name)
         out[..., lo] = med - f * (med - out[..., lo])
         out[..., hi] = med + f * (out[..., hi] - med)

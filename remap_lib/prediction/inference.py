@@ -10,7 +10,8 @@ probability mass function, optionally the PMF itself, and
 
 * the intervals' half-widths about the median scaled by the model file's conformal factors where they
   were fitted (:mod:`remap_lib.prediction.widening`, ``intervals``), so that the 68 % and 95 %
-  intervals cover as stated; the mean, standard deviation and PMF stay the network's;
+  intervals of stars called dwarfs cover as stated; the mean, standard deviation and PMF stay the
+  network's, and so do the intervals of stars called giants;
 
 * ``ood_distance``: the distance in the embedding space from the spectrum to the nearest training
   spectrum;
@@ -502,10 +503,12 @@ class Predictor:
                 factors = ", ".join(f"×{noisy[name][k]:.3f} ({name})" for name in LABEL_NAMES)
                 notes[r].append(f"S/N {snr_all[r]:.3g}, below the calibration stars' typical S/N: PMF temperatures "
                                 f"{factors} for the noise")
+        estimates = self.widening.scale_intervals(  # conformal factors, where fitted
+            {name: self.bins[name].decode(pmfs[name]) if len(rows) else {k: np.zeros(0) for k in ESTIMATES}
+             for name in LABEL_NAMES})
         for name in LABEL_NAMES:
             b = self.bins[name]
-            decoded = b.decode(pmfs[name]) if len(rows) else {k: np.zeros(0) for k in ESTIMATES}
-            decoded = self.widening.scale_intervals(name, decoded)  # conformal factors, where fitted
+            decoded = estimates[name]
             for key in ESTIMATES:
                 col = np.full(n, np.nan, dtype=np.float32)
                 col[rows] = decoded[key]

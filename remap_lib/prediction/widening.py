@@ -11,13 +11,13 @@ Two measurements extend them, each for one model file:
 A third part does not widen the PMFs but the intervals read from them:
 
 * ``intervals``: per level ("68", "95") and label a factor on the interval's two half-widths about
-  the median, fitted to coverage by cross-fold conformal scaling on the cross-validated predictions
-  of this model's recipe (``python -m remap_lib.evaluation.conformal``;
-  :mod:`remap_lib.evaluation.conformal`).
+  the median, for the stars called dwarfs (log g ≥ 3.5: the stars it is fitted on), fitted to
+  coverage by cross-fold conformal scaling on the cross-validated predictions of this model's
+  recipe (``python -m remap_lib.evaluation.conformal``; :mod:`remap_lib.evaluation.conformal`).
 
 They live in ``<model>.widening.json`` beside the model, with the model's sha256, like its
 out-of-domain detector: a model fine-tuned by a user gets no widening fitted for another network
-(its table says so) until those two commands are run for it. The file is written by the commands,
+(its table says so) until those commands are run for it. The file is written by the commands,
 never by hand.
 """
 
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from remap_lib.constants import LABEL_NAMES
+from remap_lib.constants import GIANT_LOGG, LABEL_NAMES
 from remap_lib.fileio import atomic_write
 
 PARTS = ("missing", "noise", "intervals")
@@ -81,17 +81,22 @@ class Widening:
     def noise_factors(self, snr) -> dict[str, np.ndarray]:
         return noise_inflation(snr, self.noise)
 
-    def scale_intervals(self, name: str, decoded: dict) -> dict:
-        """``decoded`` estimates of label ``name`` with each interval scaled about the median by its factor."""
+    def scale_intervals(self, decoded: dict) -> dict:
+        """``decoded`` estimates ``{label: {estimate: (n,)}}`` with each interval scaled about the median by
+        its factor, for the rows called dwarfs (:mod:`remap_lib.evaluation.conformal`: what the factors hold for)."""
         from remap_lib.evaluation.conformal import LEVELS
 
-        out = dict(decoded)
-        med = np.asarray(decoded["median"], dtype=np.float64)
-        for level, (lo, hi, _) in LEVELS.items():
-            factor = self.intervals.get(level, {}).get(name)
-            if factor is not None:
-                out[lo] = (med - factor * (med - np.asarray(decoded[lo], dtype=np.float64))).astype(np.float32)
-                out[hi] = (med + factor * (np.asarray(decoded[hi], dtype=np.float64) - med)).astype(np.float32)
+        out = {name: dict(d) for name, d in decoded.items()}
+        with np.errstate(invalid="ignore"):
+            dwarf = np.asarray(decoded["logg"]["median"], dtype=np.float64) >= GIANT_LOGG
+        for name, d in decoded.items():
+            med = np.asarray(d["median"], dtype=np.float64)
+            for level, (lo, hi, _) in LEVELS.items():
+                factor = self.intervals.get(level, {}).get(name)
+                if factor is not None:
+                    f = np.where(dwarf, factor, 1.0)
+                    out[name][lo] = (med - f * (med - np.asarray(d[lo], dtype=np.float64))).astype(np.float32)
+                    out[name][hi] = (med + f * (np.asarray(d[hi], dtype=np.float64) - med)).astype(np.float32)
         return out
 
     @property

@@ -3,39 +3,52 @@ import pytest
 
 from remap_lib.evaluation.conformal import cross_fold_predictions, fit_factors, interval_scores, scale_intervals
 
+DWARF = np.array([0.0, 10.0, 0.0])  # added to every number of a label: log g 10 and up, a star called dwarf
 
-def preds(med, p16, p84, p2_5, p97_5):
-    """(n, 3, 5) predictions with the same numbers for every label (order: median, p16, p84, p2_5, p97_5)."""
+
+def preds(med, p16, p84, p2_5, p97_5, offset=DWARF):
+    """(n, 3, 5) predictions with the same numbers for every label (order: median, p16, p84, p2_5, p97_5),
+    plus ``offset`` per label."""
     one = np.column_stack([med, p16, p84, p2_5, p97_5]).astype(float)
-    return np.repeat(one[:, None, :], 3, axis=1)
+    return np.repeat(one[:, None, :], 3, axis=1) + offset[None, :, None]
+
+
+def truths(values, offset=DWARF):
+    return np.repeat(np.asarray(values, dtype=float)[:, None], 3, axis=1) + offset
 
 
 def test_scores_are_distances_in_half_widths_on_the_side_of_the_truth():
     pred = preds([0, 0, 0, 0], [-1, -1, -2, -1], [1, 1, 1, 1], [-2, -2, -4, -2], [2, 2, 2, 2])
-    truth = np.repeat(np.array([[0.5], [-1.5], [3.0], [np.nan]]), 3, axis=1)
+    truth = truths([0.5, -1.5, 3.0, np.nan])
     s68 = interval_scores(pred, truth, "68")[:, 0]
     assert s68[:3].tolist() == [0.5, 1.5, 3.0] and np.isnan(s68[3])
     assert interval_scores(pred, truth, "95")[:3, 0].tolist() == [0.25, 0.75, 1.5]
     # a zero half-width: the truth on the median scores 0, beyond it inf
     flat = preds([1, 1], [1, 1], [1, 1], [1, 1], [1, 1])
-    assert interval_scores(flat, np.array([[1.0] * 3, [2.0] * 3]), "68")[:, 0].tolist() == [0.0, np.inf]
+    assert interval_scores(flat, truths([1.0, 2.0]), "68")[:, 0].tolist() == [0.0, np.inf]
 
 
 def test_factor_is_the_conformal_rank_of_the_scores():
     pred = preds([0] * 4, [-1] * 4, [1] * 4, [-2] * 4, [2] * 4)
-    truth = np.repeat(np.array([[0.5], [-1.5], [3.0], [0.2]]), 3, axis=1)
+    truth = truths([0.5, -1.5, 3.0, 0.2])
     f = fit_factors(pred, truth)
     # 68 %: rank ceil(5 x 0.68) = 4 of the sorted 0.2, 0.5, 1.5, 3 -> 3; 95 %: rank 5 > 4 -> the largest, 1.5
     assert f["68"].tolist() == [3.0] * 3 and f["95"].tolist() == [1.5] * 3
     nine = preds([0] * 9, [-1] * 9, [1] * 9, [-2] * 9, [2] * 9)
     scores = np.arange(1, 10) / 10  # 0.1 ... 0.9
-    f = fit_factors(nine, np.repeat(scores[:, None], 3, axis=1))
+    f = fit_factors(nine, truths(scores))
     assert f["68"][0] == pytest.approx(0.7)  # ceil(10 x 0.68) = 7th
+    # stars called giants are neither fitted on nor scaled
+    giants = preds([0] * 9, [-1] * 9, [1] * 9, [-2] * 9, [2] * 9, offset=np.zeros(3))
+    both = fit_factors(np.concatenate([nine, giants]),
+                       np.concatenate([truths(scores), truths(scores * 30, np.zeros(3))]))
+    assert both["68"][0] == pytest.approx(0.7)
+    assert scale_intervals(giants, both)[0, 0].tolist() == [0, -1, 1, -2, 2]
     assert np.isnan(fit_factors(nine, np.full((9, 3), np.nan))["68"]).all()
 
 
 def test_scaling_keeps_the_median_and_the_asymmetry():
-    pred = preds([10], [8], [11], [6], [13])
+    pred = preds([10], [8], [11], [6], [13], offset=np.zeros(3))  # log g 10: called dwarf
     out = scale_intervals(pred, {"68": np.full(3, 2.0), "95": np.full(3, 0.5)})
     assert out[0, 0].tolist() == [10, 6, 12, 8, 11.5]
     assert pred[0, 0].tolist() == [10, 8, 11, 6, 13]  # input untouched
@@ -44,9 +57,9 @@ def test_scaling_keeps_the_median_and_the_asymmetry():
 def test_cross_fold_factors_never_see_their_own_fold():
     # fold 0 stars all miss badly, fold 1 stars sit on their medians
     pred = preds([0] * 6, [-1] * 6, [1] * 6, [-2] * 6, [2] * 6)
-    truth = np.repeat(np.array([[5.0], [5.0], [5.0], [0.0], [0.0], [0.0]]), 3, axis=1)
+    truth = truths([5.0, 5.0, 5.0, 0.0, 0.0, 0.0])
     fold_of = np.array([0, 0, 0, 1, 1, 1])
-    giant = preds([3], [2], [4], [1], [5])
+    giant = preds([3], [2], [4], [1], [5])  # called dwarf too, so it is scaled
     scaled, others, factors = cross_fold_predictions(fold_of, pred, truth, {0: giant, 1: giant})
     assert factors[0]["68"].tolist() == [0.0] * 3  # fitted on fold 1: the truths on the medians
     assert factors[1]["68"].tolist() == [5.0] * 3  # fitted on fold 0: five half-widths off

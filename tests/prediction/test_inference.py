@@ -452,8 +452,10 @@ def test_interval_factors_scale_the_half_widths_about_the_median_only(model_file
     Widening(intervals={"68": {"teff": 2.0, "feh": 0.5}, "95": {"logg": 0.25}},
              model_sha256=sha256_file(path)).save(widening_path(path))
     scaled = Predictor(path).predict((W, F), pmf=True)
+    dwarf = float(plain["logg_median"][0]) >= 3.5  # the factors are for stars called dwarfs only
     for name, level, factor in (("teff", "68", 2.0), ("feh", "68", 0.5), ("logg", "95", 0.25),
                                 ("teff", "95", 1.0), ("logg", "68", 1.0)):
+        factor = factor if dwarf else 1.0
         lo, hi = ("p16", "p84") if level == "68" else ("p2_5", "p97_5")
         med = float(plain[f"{name}_median"][0])
         assert float(scaled[f"{name}_median"][0]) == med
@@ -462,6 +464,20 @@ def test_interval_factors_scale_the_half_widths_about_the_median_only(model_file
             assert float(scaled[f"{name}_{end}"][0]) == pytest.approx(want, rel=1e-6, abs=1e-4), (name, end)
     for col in ("teff_mean", "teff_std", "teff_pmf"):  # the PMF and its moments stay the network's
         np.testing.assert_array_equal(np.asarray(scaled[col]), np.asarray(plain[col]))
+
+
+def test_interval_factors_leave_the_stars_called_giants_alone():
+    widening = Widening(intervals={"68": {"teff": 2.0}, "95": {"teff": 3.0}})
+    decoded = {name: {"median": np.array([5000.0, 5000.0]), "p16": np.array([4900.0, 4900.0]),
+                      "p84": np.array([5050.0, 5050.0]), "p2_5": np.array([4800.0, 4800.0]),
+                      "p97_5": np.array([5100.0, 5100.0])} for name in ("teff", "feh")}
+    decoded["logg"] = {"median": np.array([4.4, 2.4]), "p16": np.array([4.3, 2.3]), "p84": np.array([4.5, 2.5]),
+                       "p2_5": np.array([4.2, 2.2]), "p97_5": np.array([4.6, 2.6])}
+    out = widening.scale_intervals(decoded)
+    assert out["teff"]["p16"].tolist() == [4800.0, 4900.0] and out["teff"]["p84"].tolist() == [5100.0, 5050.0]
+    assert out["teff"]["p2_5"].tolist() == [4400.0, 4800.0] and out["teff"]["p97_5"].tolist() == [5300.0, 5100.0]
+    assert out["feh"]["p16"].tolist() == [4900.0, 4900.0]  # no factor for it
+    assert decoded["teff"]["p16"].tolist() == [4900.0, 4900.0]  # input untouched
 
 
 def test_ivar_widens_and_flags_noisy_input(predictor, toy):
