@@ -143,14 +143,50 @@ def study_factors(records_dir, row: str, folds) -> dict:
             "coverage_before": coverage(pred), "coverage_after": coverage(scaled)}
 
 
+def table_coverage(table, labels: np.ndarray) -> dict:
+    """Per level and label, the share of ``labels`` (n, 3) inside a prediction table's intervals."""
+    out = {}
+    for level, (lo, hi, _) in LEVELS.items():
+        out[level] = {}
+        for j, name in enumerate(LABEL_NAMES):
+            y, known = labels[:, j], np.isfinite(labels[:, j])
+            inside = (y >= np.asarray(table[f"{name}_{lo}"])) & (y <= np.asarray(table[f"{name}_{hi}"]))
+            out[level][name] = float(np.mean(inside[known]))
+    return out
+
+
+def measure_model(model=None, roles=("calibration", "giant_candidate"), stars=None) -> dict:
+    """Coverage of a model's intervals with and without its interval factors, on MILES stars of ``roles``
+    read from their files as a user's would be (``stars``: role -> (labels, spectra); default MILES)."""
+    from dataclasses import replace
+
+    from remap_lib.prediction.inference import Predictor
+
+    if stars is None:
+        from remap_lib.evaluation.coverage import miles_stars as stars
+    predictor = Predictor(model)
+    fitted = predictor.widening
+    out = {"model": predictor.path.name, "model_sha256": predictor.sha256, "factors": fitted.intervals, "roles": {}}
+    for role in roles:
+        labels, spectra = stars(role)
+        scaled = predictor.predict(spectra)
+        predictor.widening = replace(fitted, intervals={})
+        plain = predictor.predict(spectra)
+        predictor.widening = fitted
+        called_dwarf = np.asarray(plain["logg_median"]) >= GIANT_LOGG
+        out["roles"][role] = {"n": len(labels), "called_dwarf": float(np.mean(called_dwarf)),
+                              "before": table_coverage(plain, labels), "after": table_coverage(scaled, labels)}
+    return out
+
+
 def main(argv=None) -> dict:
     """Fit the shipped (or a given) model's interval factors from the study records of its recipe."""
     import argparse
+    import json
     from pathlib import Path
 
-    from remap_lib.constants import LABEL_NAMES
     from remap_lib.evaluation.folds import read_folds
-    from remap_lib.fileio import sha256_file
+    from remap_lib.fileio import atomic_write, sha256_file
     from remap_lib.paths import REPO_ROOT
     from remap_lib.prediction.inference import default_model_path
     from remap_lib.prediction.widening import update_widening
@@ -162,6 +198,9 @@ def main(argv=None) -> dict:
                         help="the study's records (with folds.csv)")
     parser.add_argument("--row", default="synthetic rehearsal",
                         help="the study row whose recipe built the model (default: remap's fine-tuning)")
+    parser.add_argument("--out", default=str(REPO_ROOT / "results" / "conformal.json"), help="report (JSON)")
+    parser.add_argument("--no-measure", action="store_true",
+                        help="only fit and write the factors (skip predicting the MILES calibration stars and giants)")
     args = parser.parse_args(argv)
     records = Path(args.records)
     fit = study_factors(records, args.row, read_folds(records / "folds.csv"))
@@ -177,7 +216,17 @@ def main(argv=None) -> dict:
               + "; coverage " + ", ".join(f"{a:.3f} -> {b:.3f}" for a, b in
                                          zip(fit["coverage_before"][level], fit["coverage_after"][level], strict=True)))
     print(f"wrote {saved}")
-    return fit
+    report = {"fit": {**fit, "factors": values}}
+    if not args.no_measure:
+        report["measured"] = measure_model(model)
+        for role, entry in report["measured"]["roles"].items():
+            for level in LEVELS:
+                print(f"{role} ({entry['n']} stars), {level} % coverage without -> with the factors: " + ", ".join(
+                    f"{n} {entry['before'][level][n]:.2f} -> {entry['after'][level][n]:.2f}" for n in LABEL_NAMES))
+    with atomic_write(Path(args.out), "w") as fh:
+        json.dump(report, fh, indent=1)
+    print(f"wrote {args.out}")
+    return report
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
+import json
+
 import numpy as np
 import pytest
 
+from remap_lib.constants import LABEL_NAMES
 from remap_lib.evaluation.conformal import cross_fold_predictions, fit_factors, interval_scores, scale_intervals
 
 DWARF = np.array([0.0, 10.0, 0.0])  # added to every number of a label: log g 10 and up, a star called dwarf
@@ -96,10 +99,38 @@ def test_the_command_fits_the_models_factors_from_the_study_records_without_the_
                               {"key": f"runs/synthetic_rehearsal/seed0_fold{f}", "row": "synthetic rehearsal",
                                "seed": 0, "fold": f, "predictions": {"synthetic rehearsal": {"test": part}}})
     model = toy_ensemble(tmp_path / "model")
-    fit = conformal.main(["--model", str(model), "--records", str(tmp_path)])
-    assert fit["n_stars"] == 17 and fit["n_seeds"] == 1
+    report = conformal.main(["--model", str(model), "--records", str(tmp_path), "--no-measure",
+                             "--out", str(tmp_path / "conformal.json")])
+    fit = report["fit"]
+    assert fit["n_stars"] == 17 and fit["n_seeds"] == 1 and "measured" not in report
+    assert json.loads((tmp_path / "conformal.json").read_text())["fit"]["factors"]["68"]["teff"] == 0.5
     saved = Widening.load(widening_path(model))
     assert saved.intervals["68"] == {"teff": 0.5, "logg": 0.5, "feh": 0.5}  # the 10-half-width misses left out
     assert saved.intervals["95"]["feh"] == 0.25 and "calibration stars left out" in saved.fitted_by["intervals"]
     with pytest.raises(ValueError, match="no study records of row 'deep-REMAP'"):
         conformal.study_factors(tmp_path, "deep-REMAP", folds)
+
+
+def test_measure_model_reports_coverage_with_and_without_the_factors(tmp_path):
+    from toydata import INSTRUMENT
+    from toymodel import toy_ensemble
+
+    from remap_lib.evaluation import conformal
+    from remap_lib.fileio import sha256_file
+    from remap_lib.prediction.inference import Predictor
+    from remap_lib.prediction.widening import Widening, widening_path
+
+    model = toy_ensemble(tmp_path)
+    wave = INSTRUMENT.wavelength_grid()
+    spectra = [(wave, 1.0 - a * np.exp(-0.5 * ((wave - 5050.0) / 1.5) ** 2)) for a in (0.2, 0.4, 0.6)]
+    plain = Predictor(model).predict(spectra)
+    # truths on the 68 % interval's upper ends: inside as they are, outside once the factor narrows them
+    labels = np.column_stack([np.asarray(plain[f"{n}_p84"], dtype=np.float64) for n in LABEL_NAMES])
+    Widening(intervals={"68": {n: 0.5 for n in LABEL_NAMES}}, model_sha256=sha256_file(model)).save(
+        widening_path(model))
+    report = conformal.measure_model(model, roles=("calibration",), stars=lambda role: (labels, spectra))
+    entry = report["roles"]["calibration"]
+    assert entry["n"] == 3 and report["factors"] == {"68": {n: 0.5 for n in LABEL_NAMES}}
+    assert entry["before"]["68"]["teff"] == 1.0
+    dwarfs = entry["called_dwarf"]
+    assert entry["after"]["68"]["teff"] == pytest.approx(1.0 - dwarfs)  # only stars called dwarfs are narrowed
