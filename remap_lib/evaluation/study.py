@@ -33,6 +33,11 @@ Rows (:data:`ROWS`)
       forgetting; the giants' labels are never read), paired with ``synthetic rehearsal``, as are
       its ``at S/N`` rows with rehearsal's. The giants it is scored on are the spectra it distils
       (transductive, as the issue allows: their spectra, not their labels).
+    * ``synthetic rehearsal, conformal intervals`` and ``giant distillation, conformal intervals``:
+      the source row's predictions with each level's intervals scaled about the median for the stars
+      called dwarfs, fold k by factors fitted on the other folds' held-out dwarfs
+      (:mod:`remap_lib.evaluation.conformal`). The aggregate computes them from the source's records;
+      no run records them.
     * ``noise-matched augmentation``: synthetic rehearsal fine-tuned with
       :data:`~remap_lib.training.transfer.NOISE_MATCHED_AUGMENT` (noise down to S/N 5; issue 13),
       paired with ``synthetic rehearsal``; its ``at S/N 20`` / ``at S/N 10`` rows are paired with
