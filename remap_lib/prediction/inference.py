@@ -68,7 +68,7 @@ from remap_lib.evaluation.retrieval import nearest_reference_distance
 from remap_lib.fileio import RemapDataError, sha256_file
 from remap_lib.nn.model import InferenceNet, fuse_for_inference
 from remap_lib.nn.modelfile import load_members
-from remap_lib.prediction.widening import load_widening
+from remap_lib.prediction.widening import load_widening, widening_path
 from remap_lib.spectra.inputs import FailedInput, as_inputs
 from remap_lib.spectra.instruments import C_KMS, MAX_RV_KMS
 from remap_lib.spectra.preprocess import convert_medium, pixel_edges, to_instrument, uncovered
@@ -619,15 +619,32 @@ def _remap_version() -> str:
 _CACHE: dict = {}
 
 
+def _file_stamps(model) -> tuple:
+    """(size, mtime) of the model file and of the widening and detector files beside it (None: absent)."""
+    from remap_lib.prediction.ood import detector_path  # ood imports this module
+
+    path = Path(model) if model is not None else default_model_path()
+
+    def stamp(p: Path):
+        try:
+            st = p.stat()
+        except OSError:
+            return None
+        return st.st_size, st.st_mtime_ns
+
+    return tuple(stamp(p) for p in (path, widening_path(path), detector_path(path)))
+
+
 def predict(spectra, model=None, pmf: bool = False, medium: str | None = None, resolution: float | None = None,
             fwhm: float | None = None, rv=None, device="cpu", batch_size: int = 256, members: int | None = None):
     """Predict labels for ``spectra`` with ``model`` (a path; None = the shipped model) as an astropy Table.
 
     ``spectra``: arrays ``(wave, flux[, ivar])`` in Å or as Quantities, an astropy Table, a specutils
     spectrum, a file/directory/glob, or a list of these. See :class:`Predictor` for the options
-    and the module docstring for the columns. The loaded model is cached between calls.
+    and the module docstring for the columns. The loaded model is cached between calls, until the model
+    file or the widening or detector beside it changes (a refit in the same session is used at once).
     """
-    key = (str(model), str(device), int(batch_size), members)
+    key = (str(model), str(device), int(batch_size), members, _file_stamps(model))
     if key not in _CACHE:
         _CACHE.clear()
         _CACHE[key] = Predictor(model, device=device, batch_size=batch_size, members=members)

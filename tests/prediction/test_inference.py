@@ -466,6 +466,23 @@ def test_interval_factors_scale_the_half_widths_about_the_median_only(model_file
         np.testing.assert_array_equal(np.asarray(scaled[col]), np.asarray(plain[col]))
 
 
+def test_predict_reloads_the_model_when_its_widening_is_refitted(model_file, tmp_path):
+    import os
+    import shutil
+
+    from remap_lib.prediction import inference
+
+    path = shutil.copy(model_file, tmp_path / "m.pt")
+    first = inference.predict((W, F), model=path)
+    assert inference.predict((W, F), model=path)["teff_p16"][0] == first["teff_p16"][0]
+    cached = next(iter(inference._CACHE.values()))
+    Widening(intervals={"68": {"teff": 3.0}}, model_sha256=sha256_file(path)).save(widening_path(path))
+    os.utime(widening_path(path), ns=(1, 1))  # a distinct stamp even on a coarse clock
+    again = inference.predict((W, F), model=path)
+    assert next(iter(inference._CACHE.values())) is not cached  # reloaded, not the stale predictor
+    assert again.meta["widening"].startswith("fitted for this model file: intervals")
+
+
 def test_interval_factors_leave_the_stars_called_giants_alone():
     widening = Widening(intervals={"68": {"teff": 2.0}, "95": {"teff": 3.0}})
     decoded = {name: {"median": np.array([5000.0, 5000.0]), "p16": np.array([4900.0, 4900.0]),
