@@ -191,6 +191,46 @@ def forest_plot(result: dict, table: str = "cv_dwarfs", metric: str = "sigma", r
     return axes
 
 
+#: Coverage goals of issue 12: nominal level and tolerance per interval.
+COVERAGE_GOALS = {"coverage68": (0.68, 0.05), "coverage95": (0.95, 0.03)}
+
+
+def coverage_plot(result: dict, rows, tables=("cv_dwarfs", "giants"), axes=None):
+    """Coverage of the 68 % and 95 % intervals per label, row and table, with 95 % intervals and the goal's band.
+
+    One panel per table and level (rows of panels: tables; columns: 68 %, 95 %); within a panel each
+    label is a group of markers, one per row.
+    """
+    import matplotlib.pyplot as plt
+
+    if axes is None:
+        _, axes = plt.subplots(len(tables), 2, figsize=(11, 3.4 * len(tables)), squeeze=False,
+                               constrained_layout=True)
+    axes = np.atleast_2d(axes)
+    names = [r["name"] for r in _rows(result, rows)]
+    offsets = np.linspace(-0.25, 0.25, max(len(names), 1)) if len(names) > 1 else [0.0]
+    for ax_row, table in zip(axes, tables, strict=True):
+        for ax, metric in zip(ax_row, COVERAGE_GOALS, strict=True):
+            nominal, tol = COVERAGE_GOALS[metric]
+            ax.axhspan(nominal - tol, nominal + tol, color="0.88", zorder=0, label="goal")
+            ax.axhline(nominal, color="0.5", lw=0.8, zorder=1)
+            frame = summary_frame(result, table, metric, names)
+            for k, name in enumerate(names):
+                if name not in frame.index:
+                    continue
+                f = frame.loc[name]
+                x = np.arange(len(LABEL_NAMES)) + offsets[k]
+                y = np.array([f[n] for n in LABEL_NAMES], dtype=float)
+                err = np.array([[y[j] - f[f"{n}_lo"], f[f"{n}_hi"] - y[j]] for j, n in enumerate(LABEL_NAMES)]).T
+                ax.errorbar(x, y, yerr=err, fmt="os^D"[k % 4], capsize=3, label=name)
+            ax.set_xticks(range(len(LABEL_NAMES)), [LABEL_TEXT[n][0].replace("<sub>", "$_{").replace(
+                "</sub>", "}$") for n in LABEL_NAMES])
+            ax.set_title(f"{METRIC_TEXT[metric]}, {TABLE_TITLES[table]}", fontsize=10)
+            ax.set_ylabel("share of literature values inside")
+    axes[0][0].legend(fontsize=8, loc="best")
+    return axes
+
+
 def headline_markdown(result: dict, rows=HEADLINE_ROWS, source: str = "results/study.json") -> str:
     """The intro's table: the paper, this reproduction and its peers on the same stars, with intervals."""
     def cell(t: dict | None, label: str) -> str:

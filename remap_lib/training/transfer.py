@@ -53,9 +53,9 @@ LITERATURE_SIGMA = (70.0, 0.15, 0.08)
 #: rehearsal" row): larger ratios kept more giants giant but cost the dwarfs more.
 REHEARSAL_RATIO = 0.25
 #: Unlabelled giant-candidate spectra distilled per observed star in every fine-tuning epoch, their
-#: targets the pretrained network's own PMFs (learning without forgetting, Li & Hoiem 2017). The same
-#: share as :data:`REHEARSAL_RATIO`, fixed before the study measured it ("giant distillation" row),
-#: since the giants it would be tuned on are the stars it is scored on.
+#: targets the pretrained network's own PMFs (learning without forgetting: Li & Hoiem 2018, IEEE
+#: TPAMI 40, 2935). The same share as :data:`REHEARSAL_RATIO`, fixed before the study measured it
+#: ("giant distillation" row), since the giants it would be tuned on are the stars it is scored on.
 DISTILL_RATIO = REHEARSAL_RATIO
 
 

@@ -106,6 +106,20 @@ def test_forest_plot_draws_one_panel_per_label_and_refuses_an_empty_comparison(r
         studyreport.forest_plot(result, "giants")
 
 
+def test_coverage_plot_draws_each_rows_coverage_with_its_interval_and_the_goal(result):
+    axes = studyreport.coverage_plot(result, ["deep-REMAP", "MSE regression CNN", "no SWA"])
+    assert axes.shape == (2, 2)
+    ax = axes[0][0]
+    bars = [c for c in ax.containers]
+    assert len(bars) == 2  # the row without seeds draws nothing
+    y = bars[0].lines[0].get_ydata()
+    assert list(y) == [0.5, 0.5, 0.5]  # the three labels' 68 % coverage
+    band = ax.patches[0].get_window_extent()  # the goal, 0.68 ± 0.05, in data coordinates below
+    low, high = ax.transData.inverted().transform([[0, band.y0], [0, band.y1]])[:, 1]
+    assert (low, high) == (pytest.approx(0.63), pytest.approx(0.73)) and "68 % coverage" in ax.get_title()
+    assert axes[1][1].get_title().startswith("95 % coverage, MILES FGK giant")
+
+
 def test_markdown_tables_give_n_and_seeds_per_row(result):
     text = studyreport.markdown_tables(result, tables=("calibration_stars",), metrics=("sigma",))
     assert "### the 30 calibration stars" in text
