@@ -148,8 +148,8 @@ def _finetune(args) -> int:
     from remap_lib.evaluation import pipeline
 
     work = _work(args)
-    overrides = {k: getattr(args, k) for k in ("epochs", "members", "batch_size", "lr", "rehearsal", "noise_snr_min")
-                 if getattr(args, k) is not None}
+    overrides = {k: getattr(args, k) for k in ("epochs", "members", "batch_size", "lr", "rehearsal", "noise_snr_min",
+                                               "distill") if getattr(args, k) is not None}
     pretrained = args.pretrained
     if pretrained is None:
         start = find_pretrained(args.profile, work=work)
@@ -348,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="synthetic spectra mixed into each epoch per fine-tuning star (default: the profile's)")
     p.add_argument("--noise-snr-min", type=float, default=None,
                    help="lowest S/N of the noise added in augmentation (default: the profile's)")
+    p.add_argument("--distill", type=float, default=None,
+                   help="unlabelled giant-candidate spectra distilled into each epoch per fine-tuning star, taught "
+                        "the pretrained network's own PMFs (default: the profile's)")
     p.add_argument("--synthetic", default=None, help="synthetic training file to rehearse (default: WORK/synthetic.h5)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")

@@ -36,6 +36,7 @@ from remap_lib.training.transfer import (
     finetune_ensemble,
     load_ensemble,
     summarize,
+    unlabelled,
 )
 
 
@@ -59,7 +60,8 @@ def finetune(pretrained, miles_file, out_dir, profile: str = "default", splits_f
     """Fine-tune ``pretrained`` on the splits' fine-tuning stars as notebook 03 does (resumable).
 
     With a ``rehearsal`` ratio above 0, the training spectra of ``synthetic_file`` (default:
-    ``synthetic.h5`` beside ``miles_file``) are mixed into every epoch.
+    ``synthetic.h5`` beside ``miles_file``) are mixed into every epoch; with ``distill`` above 0, the
+    giant candidates' spectra, without their labels, taught the pretrained network's own PMFs.
     """
     p = resolve("finetune", profile, **overrides)
     sets = _roles(miles_file, splits_file)
@@ -67,9 +69,10 @@ def finetune(pretrained, miles_file, out_dir, profile: str = "default", splits_f
                              freeze_epochs=p["freeze_epochs"], backbone_lr_factor=p["backbone_lr_factor"],
                              swa_start=p["swa_start"], seed=seed, noise_snr_min=p["noise_snr_min"])
     rehearsal = rehearsal_set(synthetic_file or Path(miles_file).with_name("synthetic.h5")) if p["rehearsal"] else None
+    distill = unlabelled(sets["giant_candidate"]) if p["distill"] and "giant_candidate" in sets else None
     return finetune_ensemble(pretrained, sets["finetune"], sets.get("validation"), config, out_dir,
                              members=p["members"], progress=progress, rehearsal=rehearsal,
-                             rehearsal_ratio=p["rehearsal"])
+                             rehearsal_ratio=p["rehearsal"], distill=distill, distill_ratio=p["distill"])
 
 
 def rehearsal_set(synthetic_file) -> SpectraSet:

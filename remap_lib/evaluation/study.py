@@ -61,8 +61,8 @@ Rows (:data:`ROWS`)
 Every row names its reference (:class:`Row`): ``noise-matched augmentation`` and rehearsal's
 derived rows are paired with ``synthetic rehearsal``, the noise row's ``at S/N`` rows with
 rehearsal's at the same S/N, the rest with ``deep-REMAP``. Rows state their own rehearsal and
-noise: the profile's ``rehearsal`` and ``noise_snr_min`` (what notebook 03 ships) are not read, so
-a profile that changes them changes notebook 03 but no row of the study.
+noise: the profile's ``rehearsal``, ``noise_snr_min`` and ``distill`` (what notebook 03 ships) are not
+read, so a profile that changes them changes notebook 03 but no row of the study.
 
 Seeds: run seed s fine-tunes member k with seed ``100 s + k`` (replicates never share a member) and,
 where a row pretrains, pretrains with seed s. Results: one JSON record per run under
@@ -115,6 +115,7 @@ from remap_lib.training.transfer import (
     ensemble_pmfs,
     finetune,
     finetune_config,
+    unlabelled,
 )
 
 DEFAULT_OUT = REPO_ROOT / "results" / "study"
@@ -245,7 +246,7 @@ class Budgets:
 
     def describe(self) -> dict:
         # each row states its own rehearsal and noise (the profile's are what notebook 03 ships)
-        default = {k: v for k, v in self.default.items() if k not in ("rehearsal", "noise_snr_min")}
+        default = {k: v for k, v in self.default.items() if k not in ("rehearsal", "noise_snr_min", "distill")}
         return {"default": {**default, "pretrained": "the profile's shipped (or own) pretrained network"},
                 "reduced": {**self.reduced, "scratch_epochs": self.scratch_epochs}, "overrides": {
                     k: (v.to_dict() if hasattr(v, "to_dict") else v) for k, v in self.overrides.items()}}
@@ -584,8 +585,7 @@ def _train_members(study: Study, row: Row, start: Path | None, sets, cfg: TrainC
         else:
             rehearse = study.synthetic_train() if row.rehearsal else None
             # the giants' targets are the start network's PMFs; their labels are blanked, never read
-            distill = replace(sets["giants"], labels=np.full_like(sets["giants"].labels, np.nan)) \
-                if row.distill else None
+            distill = unlabelled(sets["giants"]) if row.distill else None
             result, trainer = finetune(start, sets["finetune"], sets["temperature"], member_cfg, out_dir,
                                        study.progress, study.device, rehearse, row.rehearsal, distill, row.distill)
         models.append((result.model.cpu().eval(), trainer.label_stats))

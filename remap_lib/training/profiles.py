@@ -38,7 +38,7 @@ def _finetune_defaults() -> dict:
     c = finetune_config()
     return {"epochs": c.epochs, "batch_size": c.batch_size, "lr": c.lr, "freeze_epochs": c.freeze_epochs,
             "backbone_lr_factor": c.backbone_lr_factor, "members": 3, "swa_start": c.swa_start,
-            "rehearsal": REHEARSAL_RATIO, "noise_snr_min": c.augment.snr_range[0]}
+            "rehearsal": REHEARSAL_RATIO, "noise_snr_min": c.augment.snr_range[0], "distill": 0.0}
 
 
 def _ablation_defaults() -> dict:

@@ -100,6 +100,11 @@ def finetune(pretrained, train: SpectraSet, val: SpectraSet | None, config: Trai
     return trainer.fit(progress=progress), trainer
 
 
+def unlabelled(spectra: SpectraSet) -> SpectraSet:
+    """``spectra`` with every label NaN: what distillation may read of the giant candidates."""
+    return replace(spectra, labels=np.full_like(spectra.labels, np.nan))
+
+
 def teacher_pmfs(model, spectra: SpectraSet) -> dict[str, np.ndarray]:
     """``model``'s PMFs (T = 1, eval mode, no augmentation) for ``spectra``: the distillation targets."""
     if getattr(model.config, "head", "classification") != "classification":

@@ -84,6 +84,25 @@ def test_finetune_calibrate_validate_export(setup):
     assert flags.sum() <= 1
 
 
+def test_finetune_distils_the_giant_candidates_without_their_labels(setup, tmp_path, monkeypatch):
+    tmp, pre = setup
+    members = pipeline.finetune(pre, tmp / "miles.h5", tmp_path / "ft", "smoke", tmp / "splits.csv", progress=False,
+                                members=1, epochs=1, batch_size=8, distill=0.25)
+    _, info = load_model(members[0])
+    assert info["extra"]["distill_ratio"] == 0.25
+    seen = {}
+    real = pipeline.finetune_ensemble
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "finetune_ensemble", spy)
+    pipeline.finetune(pre, tmp / "miles.h5", tmp_path / "ft", "smoke", tmp / "splits.csv", progress=False,
+                      members=1, epochs=1, batch_size=8, distill=0.25)  # resumes nothing: the same files, done
+    assert len(seen["distill"]) == 6 and np.isnan(seen["distill"].labels).all()  # the six giant candidates
+
+
 def test_member_files_says_which_command_to_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="remap calibrate"):
         pipeline.member_files(tmp_path, calibrated=True)
