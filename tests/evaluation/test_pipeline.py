@@ -99,7 +99,7 @@ def test_finetune_distils_the_giant_candidates_without_their_labels(setup, tmp_p
 
     monkeypatch.setattr(pipeline, "finetune_ensemble", spy)
     pipeline.finetune(pre, tmp / "miles.h5", tmp_path / "ft", "smoke", tmp / "splits.csv", progress=False,
-                      members=1, epochs=1, batch_size=8, distill=0.25)  # resumes nothing: the same files, done
+                      members=1, epochs=1, batch_size=8, distill=0.25)  # resumes the finished checkpoint
     assert len(seen["distill"]) == 6 and np.isnan(seen["distill"].labels).all()  # the six giant candidates
 
 
