@@ -33,6 +33,9 @@ Rows (:data:`ROWS`)
       forgetting; the giants' labels are never read), paired with ``synthetic rehearsal``, as are
       its ``at S/N`` rows with rehearsal's. The giants it is scored on are the spectra it distils
       (transductive, as the issue allows: their spectra, not their labels).
+    * ``giant distillation + noise-matched augmentation``: giant distillation fine-tuned with the
+      noise-matched augmentation, which noises the distilled giants' spectra too; paired with ``giant
+      distillation``, its ``at S/N`` rows with distillation's.
     * ``synthetic rehearsal, conformal intervals`` and ``giant distillation, conformal intervals``:
       the source row's predictions with each level's intervals scaled about the median for the stars
       called dwarfs, fold k by factors fitted on the other folds' held-out dwarfs
@@ -134,6 +137,10 @@ NOISE = "noise-matched augmentation"
 #: Rehearsal plus learning without forgetting on the giant candidates' unlabelled spectra (issue 12):
 #: their targets are the pretrained network's PMFs, which call 94 % of them giant before fine-tuning.
 DISTILL = "giant distillation"
+#: Distillation with the noise-matched augmentation (issues 12 and 13): the giants' spectra are
+#: augmented too, so the network also sees noisy giants, taught the pretrained network's PMFs for the
+#: clean spectrum; does that remove the cost noise-matched fine-tuning has on the giants?
+NOISE_DISTILL = f"{DISTILL} + {NOISE}"
 #: S/N per pixel of the degraded copies the rehearsal and noise rows are also scored on (paired: the
 #: same noise per star, :mod:`remap_lib.evaluation.degrade`); 20 and 10 bracket where the robustness
 #: curves of the shipped model drift.
@@ -192,6 +199,11 @@ ROWS: tuple[Row, ...] = (
     *(Row(at_snr(DISTILL, snr), "derived", at_snr(REHEARSAL, snr), "default", "fine-tuning",
           rehearsal=REHEARSAL_RATIO, distill=DISTILL_RATIO, source=DISTILL, snr=snr, recipe="degraded")
       for snr in DEGRADED_SNR),
+    Row(NOISE_DISTILL, "ensemble", DISTILL, "default", "fine-tuning", {"augment": NOISE_MATCHED_AUGMENT},
+        rehearsal=REHEARSAL_RATIO, distill=DISTILL_RATIO),
+    *(Row(at_snr(NOISE_DISTILL, snr), "derived", at_snr(DISTILL, snr), "default", "fine-tuning",
+          rehearsal=REHEARSAL_RATIO, distill=DISTILL_RATIO, source=NOISE_DISTILL, snr=snr, recipe="degraded")
+      for snr in DEGRADED_SNR),
     Row("no temperature scaling", "derived", FULL, "default", "fine-tuning", recipe="no temperatures"),
     Row(COVERAGE, "derived", FULL, "default", "fine-tuning", recipe="coverage temperatures"),
     Row("one member", "derived", FULL, "default", "fine-tuning", recipe="first member"),
@@ -219,7 +231,8 @@ DERIVED_FROM = {r.name: tuple(d.name for d in ROWS if d.kind == "derived" and (d
                 for r in ROWS if r.kind != "derived"}
 #: Run order within a seed, cheapest first (measured: see `remap study status`).
 RUN_ORDER = ("chi2 grid fit", "The Cannon", "no pretraining", REDUCED, "no cost matrix", "no focal term",
-             "no triplet", "no SWA", "MSE regression CNN", FULL, REHEARSAL, REHEARSAL_MORE, NOISE, DISTILL)
+             "no triplet", "no SWA", "MSE regression CNN", FULL, REHEARSAL, REHEARSAL_MORE, NOISE, DISTILL,
+             NOISE_DISTILL)
 
 
 def member_seed(seed: int, k: int) -> int:
