@@ -56,6 +56,25 @@ def atomic_path(path):
         raise
 
 
+@contextlib.contextmanager
+def locked(path):
+    """Hold an exclusive lock on ``path`` + ``.lock`` for a read-change-write of ``path``, so that two
+    processes updating one file in turn do not lose each other's change (POSIX; elsewhere no lock)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    lock = Path(path).with_name(Path(path).name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def _publish(tmp: str, path: Path) -> None:
     # mkstemp makes 0600 files; give the result the permissions a plain open() would
     umask = os.umask(0)

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from remap_lib.constants import GIANT_LOGG, LABEL_NAMES
-from remap_lib.fileio import atomic_write
+from remap_lib.fileio import atomic_write, locked
 
 PARTS = ("missing", "noise", "intervals")
 
@@ -142,7 +142,7 @@ def update_widening(model_path, model_sha256: str, part: str, values: dict, fitt
 
     ``model_path`` None: the shipped model (the fitting commands' default).
 
-    Read, change, write: run the two fitting commands one after the other, not at once, or one part is lost.
+    Read, change, write under a lock on the file, so fitting commands run at once keep each other's parts.
     """
     if part not in PARTS:
         raise ValueError(f"part must be one of {PARTS}, got {part!r}")
@@ -150,7 +150,8 @@ def update_widening(model_path, model_sha256: str, part: str, values: dict, fitt
         from remap_lib.prediction.inference import default_model_path  # inference imports this module
 
         model_path = default_model_path()
-    current = load_widening(model_path, model_sha256)
-    setattr(current, part, values)
-    current.fitted_by = {**current.fitted_by, part: fitted_by}
-    return current.save(widening_path(model_path))
+    with locked(widening_path(model_path)):  # the fitting commands may run at once
+        current = load_widening(model_path, model_sha256)
+        setattr(current, part, values)
+        current.fitted_by = {**current.fitted_by, part: fitted_by}
+        return current.save(widening_path(model_path))

@@ -497,6 +497,32 @@ def test_interval_factors_leave_the_stars_called_giants_alone():
     assert decoded["teff"]["p16"].tolist() == [4900.0, 4900.0]  # input untouched
 
 
+def test_two_fitting_commands_at_once_keep_both_parts(model_file, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    from remap_lib.fileio import locked
+    from remap_lib.prediction.widening import update_widening
+
+    path = shutil.copy(model_file, tmp_path / "m.pt")
+    sha = sha256_file(path)
+    other = ("from remap_lib.prediction.widening import update_widening; "
+             f"update_widening({str(path)!r}, {sha!r}, 'noise', {{'feh': [[20.0, 2.0]]}}, 'second')")
+    with locked(widening_path(path)):  # the first command is between its read and its write
+        proc = subprocess.Popen([sys.executable, "-c", other])
+        time.sleep(1.0)
+        assert proc.poll() is None  # the second waits for the lock
+        current = Widening(missing={"logg": 1.5}, model_sha256=sha, fitted_by={"missing": "first"})
+        current.save(widening_path(path))
+    assert proc.wait(timeout=60) == 0
+    back = Widening.load(widening_path(path))
+    assert back.missing == {"logg": 1.5} and back.noise == {"feh": [[20.0, 2.0]]}
+    update_widening(path, sha, "intervals", {"68": {"teff": 0.6}}, "third")  # not deadlocked by our own lock
+    assert Widening.load(widening_path(path)).parts == ("missing", "noise", "intervals")
+
+
 def test_ivar_widens_and_flags_noisy_input(predictor, toy):
     """ivar scaled by 1e-6 (S/N ~ 0.001) widens the PMFs and flags the row; scaled by 1e6 it cannot make
     the spectrum cleaner than its scatter says, so the row equals the one without ivar."""
