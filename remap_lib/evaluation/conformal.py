@@ -155,27 +155,43 @@ def table_coverage(table, labels: np.ndarray) -> dict:
     return out
 
 
-def measure_model(model=None, roles=("calibration", "giant_candidate"), stars=None) -> dict:
+#: S/N per pixel of the noisy copies :func:`measure_model` also scores (the study's degraded S/N).
+MEASURED_SNR = (20.0, 10.0)
+
+
+def measure_model(model=None, roles=("calibration", "giant_candidate"), stars=None, snrs=MEASURED_SNR,
+                  seed: int = 0) -> dict:
     """Coverage of a model's intervals with and without its interval factors, on MILES stars of ``roles``
-    read from their files as a user's would be (``stars``: role -> (labels, spectra); default MILES)."""
+    read from their files as a user's would be (``stars``: role -> (labels, spectra); default MILES),
+    as they are and degraded to each S/N of ``snrs`` (:func:`remap_lib.evaluation.robustness.add_noise`,
+    one draw per star; ``predict`` then also widens the PMFs for the noise)."""
     from dataclasses import replace
 
+    from remap_lib.evaluation.robustness import add_noise
     from remap_lib.prediction.inference import Predictor
 
     if stars is None:
         from remap_lib.evaluation.coverage import miles_stars as stars
     predictor = Predictor(model)
     fitted = predictor.widening
-    out = {"model": predictor.path.name, "model_sha256": predictor.sha256, "factors": fitted.intervals, "roles": {}}
-    for role in roles:
-        labels, spectra = stars(role)
+    out = {"model": predictor.path.name, "model_sha256": predictor.sha256, "factors": fitted.intervals,
+           "noise": {"snr": list(snrs), "seed": seed, "draws_per_star": 1}, "roles": {}}
+
+    def both(spectra, labels):
         scaled = predictor.predict(spectra)
         predictor.widening = replace(fitted, intervals={})
         plain = predictor.predict(spectra)
         predictor.widening = fitted
-        called_dwarf = np.asarray(plain["logg_median"]) >= GIANT_LOGG
-        out["roles"][role] = {"n": len(labels), "called_dwarf": float(np.mean(called_dwarf)),
-                              "before": table_coverage(plain, labels), "after": table_coverage(scaled, labels)}
+        return {"called_dwarf": float(np.mean(np.asarray(plain["logg_median"]) >= GIANT_LOGG)),
+                "before": table_coverage(plain, labels), "after": table_coverage(scaled, labels)}
+
+    for role in roles:
+        labels, spectra = stars(role)
+        out["roles"][role] = {"n": len(labels), **both(spectra, labels), "at_snr": {}}
+        for snr in snrs:
+            rng = np.random.default_rng([seed, int(snr)])
+            noisy = [add_noise(s[0], s[1], snr, rng) for s in spectra]
+            out["roles"][role]["at_snr"][f"{snr:g}"] = both(noisy, labels)
     return out
 
 
@@ -220,9 +236,11 @@ def main(argv=None) -> dict:
     if not args.no_measure:
         report["measured"] = measure_model(model)
         for role, entry in report["measured"]["roles"].items():
-            for level in LEVELS:
-                print(f"{role} ({entry['n']} stars), {level} % coverage without -> with the factors: " + ", ".join(
-                    f"{n} {entry['before'][level][n]:.2f} -> {entry['after'][level][n]:.2f}" for n in LABEL_NAMES))
+            for where, e in (("own S/N", entry), *((f"S/N {k}", v) for k, v in entry["at_snr"].items())):
+                for level in LEVELS:
+                    print(f"{role} ({entry['n']} stars, {where}), {level} % coverage without -> with the factors: "
+                          + ", ".join(f"{n} {e['before'][level][n]:.2f} -> {e['after'][level][n]:.2f}"
+                                      for n in LABEL_NAMES))
     with atomic_write(Path(args.out), "w") as fh:
         json.dump(report, fh, indent=1)
     print(f"wrote {args.out}")

@@ -128,9 +128,12 @@ def test_measure_model_reports_coverage_with_and_without_the_factors(tmp_path):
     labels = np.column_stack([np.asarray(plain[f"{n}_p84"], dtype=np.float64) for n in LABEL_NAMES])
     Widening(intervals={"68": {n: 0.5 for n in LABEL_NAMES}}, model_sha256=sha256_file(model)).save(
         widening_path(model))
-    report = conformal.measure_model(model, roles=("calibration",), stars=lambda role: (labels, spectra))
+    report = conformal.measure_model(model, roles=("calibration",), stars=lambda role: (labels, spectra),
+                                     snrs=(20.0,))
     entry = report["roles"]["calibration"]
     assert entry["n"] == 3 and report["factors"] == {"68": {n: 0.5 for n in LABEL_NAMES}}
     assert entry["before"]["68"]["teff"] == 1.0
     dwarfs = entry["called_dwarf"]
     assert entry["after"]["68"]["teff"] == pytest.approx(1.0 - dwarfs)  # only stars called dwarfs are narrowed
+    noisy = entry["at_snr"]["20"]
+    assert set(noisy) == {"called_dwarf", "before", "after"} and report["noise"]["snr"] == [20.0]
