@@ -40,7 +40,8 @@ Rows (:data:`ROWS`)
       the source row's predictions with each level's intervals scaled about the median for the stars
       called dwarfs, fold k by factors fitted on the other folds' held-out dwarfs
       (:mod:`remap_lib.evaluation.conformal`). The aggregate computes them from the source's records;
-      no run records them.
+      no run records them. ``synthetic rehearsal at S/N 20, conformal intervals`` (and 10) do the
+      same on the noisy copies, so their factors are what a star of that S/N needs.
     * ``noise-matched augmentation``: synthetic rehearsal fine-tuned with
       :data:`~remap_lib.training.transfer.NOISE_MATCHED_AUGMENT` (noise down to S/N 5; issue 13),
       paired with ``synthetic rehearsal``; its ``at S/N 20`` / ``at S/N 10`` rows are paired with
@@ -192,6 +193,10 @@ ROWS: tuple[Row, ...] = (
     *(Row(f"{name}, {CONFORMAL}", "derived", name, "default", "fine-tuning", rehearsal=REHEARSAL_RATIO,
           distill=distill, source=name, recipe="cross-fold conformal")
       for name, distill in ((REHEARSAL, 0.0), (DISTILL, DISTILL_RATIO))),
+    # the factors a faint star's intervals need, fitted on noisy copies of the other folds' dwarfs
+    *(Row(f"{at_snr(REHEARSAL, snr)}, {CONFORMAL}", "derived", at_snr(REHEARSAL, snr), "default", "fine-tuning",
+          rehearsal=REHEARSAL_RATIO, source=at_snr(REHEARSAL, snr), snr=snr, recipe="cross-fold conformal")
+      for snr in DEGRADED_SNR),
     *(Row(at_snr(REHEARSAL, snr), "derived", REHEARSAL, "default", "fine-tuning", rehearsal=REHEARSAL_RATIO,
           source=REHEARSAL, snr=snr, recipe="degraded") for snr in DEGRADED_SNR),
     *(Row(at_snr(NOISE, snr), "derived", at_snr(REHEARSAL, snr), "default", "fine-tuning", rehearsal=REHEARSAL_RATIO,
@@ -453,7 +458,7 @@ def plan(rows, seeds, k: int) -> list[Task]:
     """
     by_slug = {r.slug: r.name for r in ROWS}  # "no_swa" for "no SWA": names without quoting on a command line
     wanted = {r if r in ROW_BY_NAME else by_slug.get(r) or _unknown(r) for r in rows}
-    wanted = {(ROW_BY_NAME[r].source or FULL) if ROW_BY_NAME[r].kind == "derived" else r for r in wanted}
+    wanted = {run_row(r) for r in wanted}
     tasks: list[Task] = []
     for n, seed in enumerate(seeds):
         for name in RUN_ORDER:
@@ -467,6 +472,14 @@ def plan(rows, seeds, k: int) -> list[Task]:
                 needs = (tasks[-1].key,)
             tasks += [Task(run_key(row, s, f), row, s, f, needs) for f in range(k)]
     return tasks
+
+
+def run_row(name: str) -> str:
+    """The row whose runs yield ``name``: itself, or its derived rows' source, followed to a run row."""
+    row = ROW_BY_NAME[name]
+    while row.kind == "derived":
+        row = ROW_BY_NAME[row.source or FULL]
+    return row.name
 
 
 def _unknown(name: str):

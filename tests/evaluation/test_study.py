@@ -213,6 +213,11 @@ def test_aggregate_adds_conformal_intervals_fitted_on_the_other_folds(tmp_path):
     assert conformal["paired"]["reference"] == study.REHEARSAL and conformal["giants"]["n"] == 1
     records = studystats.collect(studystats.load_records(tmp_path))
     assert f"{study.REHEARSAL}, {study.CONFORMAL}" not in records  # never written by a run
+    # the noisy copies' conformal rows come from rehearsal's runs, through their own derived source
+    noisy = f"{study.at_snr(study.REHEARSAL, 20)}, {study.CONFORMAL}"
+    assert study.ROW_BY_NAME[noisy].source == study.at_snr(study.REHEARSAL, 20)
+    assert study.run_row(noisy) == study.REHEARSAL
+    assert study.plan([noisy], [0], 2)[0].key == "runs/synthetic_rehearsal/seed0_fold0"
 
 
 def test_aggregate_warns_when_a_rows_runs_used_other_settings(tmp_path):
