@@ -44,7 +44,7 @@ def read_study(path=STUDY_FILE) -> dict:
 def _rows(result: dict, names=None) -> list[dict]:
     """The aggregate's rows named in ``names`` (all by default); a row of the study that an older
     aggregate does not hold yet is left out, a name the study does not know is an error."""
-    from remap_lib.evaluation.study import ROW_BY_NAME
+    from remap_lib.evaluation.studyrows import ROW_BY_NAME
 
     by_name = {r["name"]: r for r in result["rows"]}
     unknown = [n for n in (names or []) if n not in by_name and n not in ROW_BY_NAME]

@@ -312,7 +312,7 @@ def aggregate(out, folds: pd.DataFrame, budgets: dict | None = None, n_boot: int
 
     The dwarfs are the fold table's; the giants every star of the records' ``giants`` parts.
     """
-    from remap_lib.evaluation.study import AGGREGATE_RECIPES, ROW_BY_NAME, ROWS
+    from remap_lib.evaluation.studyrows import AGGREGATE_RECIPES, ROW_BY_NAME, ROWS
 
     entries = collect(load_records(out))
     k = int(folds["fold"].max()) + 1

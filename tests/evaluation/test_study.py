@@ -18,12 +18,14 @@ from toydata import INSTRUMENT, TINY_ARCH
 
 from remap_lib.data.dataset import LABEL_NAMES
 from remap_lib.evaluation import runqueue, study, studystats
+from remap_lib.evaluation import studyrows as sr
 from remap_lib.evaluation.evaluate import scatter_metrics
 from remap_lib.evaluation.folds import fold_ids, make_folds, read_folds, write_folds
 from remap_lib.nn.binning import DEFAULT_BINS
 from remap_lib.nn.modelfile import load_model, save_model
 from remap_lib.training.augment import AugmentConfig
 from remap_lib.training.train import build_model
+from remap_lib.training.transfer import DISTILL_RATIO
 
 
 def splits_table(n=40, seed=0, giants=5):
@@ -164,7 +166,7 @@ def test_aggregate_pairs_rows_on_the_same_stars_and_seeds(tmp_path):
             rows = np.flatnonzero(folds.fold == f)
             ids = folds.id.to_numpy()[rows]
             base = truth[rows] + np.column_stack([noise[seed][rows], np.zeros((len(rows), 2))])
-            records.append(record(study.FULL, seed, f, ids, truth[rows], base))
+            records.append(record(sr.FULL, seed, f, ids, truth[rows], base))
             # the variant is the full method plus 100 K for every star: a difference of exactly +100 K bias
             records.append(record("one member", seed, f, ids, truth[rows], base + [100.0, 0.0, 0.0]))
     records.append(record("MSE regression CNN", 0, 0, folds.id[folds.fold == 0], truth[folds.fold == 0],
@@ -172,7 +174,7 @@ def test_aggregate_pairs_rows_on_the_same_stars_and_seeds(tmp_path):
     write_records(tmp_path, records)
     result = studystats.aggregate(tmp_path, folds, n_boot=200)
     rows = {r["name"]: r for r in result["rows"]}
-    full, one = rows[study.FULL], rows["one member"]
+    full, one = rows[sr.FULL], rows["one member"]
     assert full["n_seeds"] == 2 and rows["MSE regression CNN"]["n_seeds"] == 0
     assert rows["MSE regression CNN"]["cv_dwarfs"] is None
     expect = np.mean([np.std(noise[s]) for s in (0, 1)])
@@ -200,23 +202,23 @@ def test_aggregate_adds_conformal_intervals_fitted_on_the_other_folds(tmp_path):
         rows = np.flatnonzero(folds.fold == f)
         giant_truth = np.array([[4800.0, 2.5, 0.0]])
         giants = record("x", 0, f, ["g1"], giant_truth, giant_truth)["predictions"]["x"]["test"]
-        records.append(record(study.REHEARSAL, 0, f, folds.id.to_numpy()[rows], truth[rows], truth[rows] + miss,
+        records.append(record(sr.REHEARSAL, 0, f, folds.id.to_numpy()[rows], truth[rows], truth[rows] + miss,
                               giants))
     write_records(tmp_path, records)
     rows = {r["name"]: r for r in studystats.aggregate(tmp_path, folds, n_boot=20)["rows"]}
-    source, conformal = rows[study.REHEARSAL], rows[f"{study.REHEARSAL}, {study.CONFORMAL}"]
+    source, conformal = rows[sr.REHEARSAL], rows[f"{sr.REHEARSAL}, {sr.CONFORMAL}"]
     assert source["cv_dwarfs"]["teff"]["coverage68"] == pytest.approx(0.5)  # fold 1 inside ±1, fold 0 not
     # fold 0 is scaled by fold 1's factor (0.5) and fold 1 by fold 0's (3): neither covers its own misses
     assert conformal["cv_dwarfs"]["teff"]["coverage68"] == pytest.approx(0.5)
     assert conformal["cv_dwarfs"]["teff"]["sigma"] == source["cv_dwarfs"]["teff"]["sigma"]  # medians unchanged
     assert conformal["interval_factors"]["68"]["teff"] == {"mean": 1.75, "min": 0.5, "max": 3.0}
-    assert conformal["paired"]["reference"] == study.REHEARSAL and conformal["giants"]["n"] == 1
+    assert conformal["paired"]["reference"] == sr.REHEARSAL and conformal["giants"]["n"] == 1
     records = studystats.collect(studystats.load_records(tmp_path))
-    assert f"{study.REHEARSAL}, {study.CONFORMAL}" not in records  # never written by a run
+    assert f"{sr.REHEARSAL}, {sr.CONFORMAL}" not in records  # never written by a run
     # the noisy copies' conformal rows come from rehearsal's runs, through their own derived source
-    noisy = f"{study.at_snr(study.REHEARSAL, 20)}, {study.CONFORMAL}"
-    assert study.ROW_BY_NAME[noisy].source == study.at_snr(study.REHEARSAL, 20)
-    assert study.run_row(noisy) == study.REHEARSAL
+    noisy = f"{sr.at_snr(sr.REHEARSAL, 20)}, {sr.CONFORMAL}"
+    assert sr.ROW_BY_NAME[noisy].source == sr.at_snr(sr.REHEARSAL, 20)
+    assert sr.run_row(noisy) == sr.REHEARSAL
     assert study.plan([noisy], [0], 2)[0].key == "runs/synthetic_rehearsal/seed0_fold0"
 
 
@@ -226,7 +228,7 @@ def test_aggregate_warns_when_a_rows_runs_used_other_settings(tmp_path):
     records = []
     for f, epochs in ((0, 60), (1, 20)):
         rows = np.flatnonzero(folds.fold == f)
-        rec = record(study.FULL, 0, f, folds.id.to_numpy()[rows], truth[rows], truth[rows])
+        rec = record(sr.FULL, 0, f, folds.id.to_numpy()[rows], truth[rows], truth[rows])
         rec["config"] = {"finetune": {"epochs": epochs, "seed": f}}
         records.append(rec)
     write_records(tmp_path, records)
@@ -253,13 +255,16 @@ def test_plan_runs_deterministic_rows_once_and_pretrains_before_its_folds():
 
 
 def test_every_row_names_a_known_reference_and_the_reduced_rows_change_one_setting():
-    names = {r.name for r in study.ROWS}
-    assert all(r.reference in names for r in study.ROWS if r.reference)
-    reduced = [r for r in study.ROWS if r.kind == "reduced" and r.name != study.REDUCED]
-    assert all(len(r.change) == 1 and r.reference == study.REDUCED for r in reduced)
-    assert set(study.RUN_ORDER) == {r.name for r in study.ROWS if r.kind != "derived"}
-    derived = [r for r in study.ROWS if r.kind == "derived"]
-    assert all(r.recipe in study.RECIPES and (r.recipe == "degraded") == (r.snr is not None) for r in derived)
+    names = {r.name for r in sr.ROWS}
+    assert all(r.reference in names for r in sr.ROWS if r.reference)
+    reduced = [r for r in sr.ROWS if r.kind == "reduced" and r.name != sr.REDUCED]
+    assert all(len(r.change) == 1 and r.reference == sr.REDUCED for r in reduced)
+    assert set(sr.RUN_ORDER) == {r.name for r in sr.ROWS if r.kind != "derived"}
+    derived = [r for r in sr.ROWS if r.kind == "derived"]
+    assert all(r.recipe in sr.RECIPES for r in derived)
+    # a row is at an S/N when it degrades the stars, or scales the predictions of a row that does
+    assert all((r.snr is not None) == (r.recipe == "degraded" or sr.ROW_BY_NAME[r.source or sr.FULL].snr is not None)
+               for r in derived)
 
 
 # -------------------------------------------------------------------------------------------- a tiny study
@@ -286,8 +291,8 @@ def tiny(tmp_path_factory):
         overrides={"threads": 1, "augment": AugmentConfig.none()})
     st = study.Study(miles, toydata.toy_set(48, seed=5), folds, splits.loc[role == "giant_candidate", "id"].tolist(),
                      budgets, start, root / "out", root / "work", progress=False)
-    tasks = study.plan(["one member", "MSE regression CNN", study.REDUCED, "no SWA", "no pretraining", "The Cannon",
-                        "chi2 grid fit", study.REHEARSAL, study.DISTILL], [0], st.k)
+    tasks = study.plan(["one member", "MSE regression CNN", sr.REDUCED, "no SWA", "no pretraining", "The Cannon",
+                        "chi2 grid fit", sr.REHEARSAL, sr.DISTILL], [0], st.k)
     summary = study.run_study(st, tasks)
     return st, tasks, summary
 
@@ -298,8 +303,8 @@ def test_tiny_study_writes_one_record_per_run(tiny):
     rec = runqueue.read_record(st.out, "runs/deep_remap/seed0_fold1")
     for key in ("config", "seed", "fold", "versions", "data", "device", "wall_s", "predictions"):
         assert key in rec, key
-    assert set(rec["predictions"]) == {study.FULL, *study.DERIVED_FROM[study.FULL]}
-    test = rec["predictions"][study.FULL]["test"]
+    assert set(rec["predictions"]) == {sr.FULL, *sr.DERIVED_FROM[sr.FULL]}
+    test = rec["predictions"][sr.FULL]["test"]
     assert test["id"] == fold_ids(st.folds, 1, "test")  # the held-out fold, nothing else
     assert rec["predictions"]["pretrained only"]["giants"]["id"] == st.giants
     assert rec["config"]["finetune"]["seed"] == study.member_seed(0, 0) and rec["members"] == 2
@@ -310,7 +315,7 @@ def test_tiny_study_writes_one_record_per_run(tiny):
             for f in (0, 1)]
     assert "giants" in chi2[0] and "giants" not in chi2[1]
     assert runqueue.is_done(st.out, "pretrain/no_swa/seed0")
-    assert st.pretrained_path(study.ROW_BY_NAME["no SWA"], 0).is_file()
+    assert st.pretrained_path(sr.ROW_BY_NAME["no SWA"], 0).is_file()
     assert not (st.work / "runs" / "runs" / "deep_remap" / "seed0_fold1").exists()  # checkpoints cleaned up
 
 
@@ -319,31 +324,31 @@ def test_tiny_study_fits_coverage_temperatures_and_rehearses_on_the_grid(tiny):
     rec = runqueue.read_record(st.out, "runs/deep_remap/seed0_fold0")
     shared = rec["coverage_temperatures"]
     assert set(shared) == {"teff", "logg", "feh"} and all(0 < t for t in shared.values())
-    assert rec["predictions"][study.COVERAGE]["test"]["id"] == rec["predictions"][study.FULL]["test"]["id"]
+    assert rec["predictions"][sr.COVERAGE]["test"]["id"] == rec["predictions"][sr.FULL]["test"]["id"]
     rehearsed = runqueue.read_record(st.out, "runs/synthetic_rehearsal/seed0_fold0")
     assert "synthetic" in rehearsed["data"] and "synthetic" not in rec["data"]  # it read the grid
-    assert rehearsed["predictions"][study.REHEARSAL]["test"]["id"] == rec["predictions"][study.FULL]["test"]["id"]
-    assert set(rehearsed["predictions"]) == {study.REHEARSAL, *study.DERIVED_FROM[study.REHEARSAL]}
+    assert rehearsed["predictions"][sr.REHEARSAL]["test"]["id"] == rec["predictions"][sr.FULL]["test"]["id"]
+    assert set(rehearsed["predictions"]) == {sr.REHEARSAL, *sr.DERIVED_FROM[sr.REHEARSAL]}
 
 
 def test_tiny_study_scores_the_noise_row_and_rehearsal_on_the_same_noisy_stars(tiny):
     st, _, _ = tiny
-    noise = study.ROW_BY_NAME[study.NOISE]
+    noise = sr.ROW_BY_NAME[sr.NOISE]
     assert st.budgets.finetune(noise, 0).augment == AugmentConfig.none()  # the tests' override wins
     rehearsed = runqueue.read_record(st.out, "runs/synthetic_rehearsal/seed0_fold0")["predictions"]
-    clean, noisy = rehearsed[study.REHEARSAL]["test"], rehearsed[study.at_snr(study.REHEARSAL, 10)]["test"]
+    clean, noisy = rehearsed[sr.REHEARSAL]["test"], rehearsed[sr.at_snr(sr.REHEARSAL, 10)]["test"]
     assert noisy["id"] == clean["id"] and noisy["truth"] == clean["truth"]
-    assert study.plan([study.at_snr(study.NOISE, 20)], [0], 2)[0].key == "runs/noise_matched_augmentation/seed0_fold0"
+    assert study.plan([sr.at_snr(sr.NOISE, 20)], [0], 2)[0].key == "runs/noise_matched_augmentation/seed0_fold0"
     assert study.Budgets.from_profiles("default").finetune(noise, 1).augment.snr_range == (5.0, 400.0)
 
 
 def test_tiny_study_distils_the_giants_without_their_labels(tiny, monkeypatch):
     st, _, _ = tiny
     rec = runqueue.read_record(st.out, "runs/giant_distillation/seed0_fold1")
-    assert set(rec["predictions"]) == {study.DISTILL, *study.DERIVED_FROM[study.DISTILL]}
-    assert rec["predictions"][study.DISTILL]["giants"]["id"] == st.giants
+    assert set(rec["predictions"]) == {sr.DISTILL, *sr.DERIVED_FROM[sr.DISTILL]}
+    assert rec["predictions"][sr.DISTILL]["giants"]["id"] == st.giants
     assert rec["data"]["pretrained_deep-remap_weights"] == load_model(st.pretrained["deep-remap"])[1]["weights_sha256"]
-    assert study.ROW_BY_NAME[study.at_snr(study.DISTILL, 10)].reference == study.at_snr(study.REHEARSAL, 10)
+    assert sr.ROW_BY_NAME[sr.at_snr(sr.DISTILL, 10)].reference == sr.at_snr(sr.REHEARSAL, 10)
     seen = {}
 
     def spy(*args):
@@ -352,10 +357,10 @@ def test_tiny_study_distils_the_giants_without_their_labels(tiny, monkeypatch):
 
     monkeypatch.setattr(study, "finetune", spy)
     with pytest.raises(RuntimeError, match="stop"):
-        study._train_members(st, study.ROW_BY_NAME[study.DISTILL], st.pretrained["deep-remap"], st.fold_sets(0),
-                             st.budgets.finetune(study.ROW_BY_NAME[study.DISTILL], 0), 1, st.work / "spy")
+        study._train_members(st, sr.ROW_BY_NAME[sr.DISTILL], st.pretrained["deep-remap"], st.fold_sets(0),
+                             st.budgets.finetune(sr.ROW_BY_NAME[sr.DISTILL], 0), 1, st.work / "spy")
     assert list(seen["distill"].ids) == st.giants and np.isnan(seen["distill"].labels).all()
-    assert seen["ratio"] == study.DISTILL_RATIO > 0
+    assert seen["ratio"] == DISTILL_RATIO > 0
 
 
 def test_tiny_study_rerun_skips_finished_runs_and_waits_for_claimed_ones(tiny):
@@ -378,9 +383,9 @@ def test_tiny_study_aggregates_into_the_table_schema(tiny):
     st, _, _ = tiny
     result = studystats.aggregate(st.out, st.folds, n_boot=50)
     rows = {r["name"]: r for r in result["rows"]}
-    assert [r["name"] for r in result["rows"]] == [r.name for r in study.ROWS]
-    full = rows[study.FULL]
-    assert full["n_seeds"] == 1 and rows["no SWA"]["paired"]["reference"] == study.REDUCED
+    assert [r["name"] for r in result["rows"]] == [r.name for r in sr.ROWS]
+    full = rows[sr.FULL]
+    assert full["n_seeds"] == 1 and rows["no SWA"]["paired"]["reference"] == sr.REDUCED
     for table in studystats.TABLES:
         assert full[table]["n"] > 0
         for label in LABEL_NAMES:
@@ -389,8 +394,8 @@ def test_tiny_study_aggregates_into_the_table_schema(tiny):
             assert len(entry["ci95"]) == 2
     assert 0.0 <= full["giants"]["accuracy"] <= 1.0
     assert rows["chi2 grid fit"]["giants"]["n_seeds"] == 1
-    status = study.status(st.out, st.claims, study.plan([r.name for r in study.ROWS], [0], st.k))
-    assert status["rows"][study.FULL] == {"done": 2, "running": 0, "left": 0}
+    status = study.status(st.out, st.claims, study.plan([r.name for r in sr.ROWS], [0], st.k))
+    assert status["rows"][sr.FULL] == {"done": 2, "running": 0, "left": 0}
     assert "pretrain (reduced budget)" in status["measured"] and status["hours"]["left"] > 0
 
 
@@ -411,7 +416,7 @@ def test_study_command_aggregates_and_reports_status(tiny, capsys):
     st, _, _ = tiny
     assert cli.main(["study", "aggregate", "--out", str(st.out), "--bootstrap", "20"]) == 0
     written = json.loads((st.out.parent / "study.json").read_text())
-    full = next(r for r in written["rows"] if r["name"] == study.FULL)
+    full = next(r for r in written["rows"] if r["name"] == sr.FULL)
     assert full["giants"]["n"] == len(st.giants) and full["cv_dwarfs"]["n"] == len(st.folds)
     assert written["bootstrap"]["resamples"] == 20 and "reduced" in written["budgets"]
     n_files = len(list((st.out / "runs").rglob("*.json"))) + len(list((st.out / "pretrain").rglob("*.json")))
@@ -423,7 +428,7 @@ def test_study_command_aggregates_and_reports_status(tiny, capsys):
     assert cli.main(["study", "table", "--out", str(st.out)]) == 0
     out = capsys.readouterr().out
     assert "| the paper (MARVELS, R ≈ 11000) |" in out and "### cross-validated MILES FGK dwarfs" in out
-    assert f"| {study.FULL} | {len(st.folds)} | 1 |" in out  # the tiny study ran one seed
+    assert f"| {sr.FULL} | {len(st.folds)} | 1 |" in out  # the tiny study ran one seed
 
 
 def test_status_estimates_from_the_cpu_time_of_complete_runs(tmp_path):
@@ -446,7 +451,7 @@ def test_paired_interval_resamples_seeds_as_well_as_stars(tmp_path):
         for f in (0, 1):
             rows = np.flatnonzero(folds.fold == f)
             ids = folds.id.to_numpy()[rows]
-            records.append(record(study.FULL, seed, f, ids, truth[rows], truth[rows]))
+            records.append(record(sr.FULL, seed, f, ids, truth[rows], truth[rows]))
             records.append(record("one member", seed, f, ids, truth[rows], truth[rows] + [offset, 0.0, 0.0]))
     write_records(tmp_path, records)
     one = next(r for r in studystats.aggregate(tmp_path, folds, n_boot=400)["rows"] if r["name"] == "one member")
@@ -465,12 +470,12 @@ def test_models_interval_resamples_the_giants_fold_models(tmp_path):
     giant_truth = np.column_stack([np.full(10, 4800.0), np.full(10, 2.5), np.zeros(10)])
     records = []
     for f, called in ((0, 4.4), (1, 2.5)):  # fold 0's model calls every giant a dwarf, fold 1's every one a giant
-        giants = record(study.FULL, 0, f, giant_ids, giant_truth,
-                        giant_truth * [1, 0, 1] + [0, called, 0])["predictions"][study.FULL]["test"]
+        giants = record(sr.FULL, 0, f, giant_ids, giant_truth,
+                        giant_truth * [1, 0, 1] + [0, called, 0])["predictions"][sr.FULL]["test"]
         rows = np.flatnonzero(folds.fold == f)
-        records.append(record(study.FULL, 0, f, folds.id.to_numpy()[rows], truth[rows], truth[rows], giants))
+        records.append(record(sr.FULL, 0, f, folds.id.to_numpy()[rows], truth[rows], truth[rows], giants))
     write_records(tmp_path, records)
-    full = next(r for r in studystats.aggregate(tmp_path, folds, n_boot=400)["rows"] if r["name"] == study.FULL)
+    full = next(r for r in studystats.aggregate(tmp_path, folds, n_boot=400)["rows"] if r["name"] == sr.FULL)
     giants = full["giants"]
     assert giants["accuracy"] == pytest.approx(0.5)
     # every star is called the same by each model, so resampling stars (and the one seed) cannot move it ...

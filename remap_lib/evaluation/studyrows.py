@@ -1,0 +1,197 @@
+"""The study's rows: what each compares, how it is run, and which row it is paired with.
+
+:mod:`remap_lib.evaluation.study` runs them, :mod:`remap_lib.evaluation.studystats` aggregates them.
+
+Rows (:data:`ROWS`)
+    * ``deep-REMAP``: the full method at the ``default`` budget: the profile's pretrained network
+      (:func:`~remap_lib.data.pretrained.find_pretrained`), fine-tuned as notebook 03 (03_finetune
+      ``default``: 60 epochs, 3 members), per-member temperatures. Seeds are fine-tuning seeds.
+      Its runs also give, with no more training, ``no temperature scaling`` (the same members,
+      T = 1), ``one member`` (member 0 with its temperatures), ``pretrained only`` (the
+      pretrained network, temperatures fitted on the fold's temperature stars, no fine-tuning) and
+      ``coverage calibration`` (the same members, one temperature per label shared by them, fitted
+      to the interval coverage of the fold's temperature stars instead of their likelihood).
+    * ``synthetic rehearsal``: deep-REMAP fine-tuned with
+      :data:`~remap_lib.training.transfer.REHEARSAL_RATIO` synthetic training spectra per observed
+      star mixed into every epoch (issue 12), so that the giant regime the dwarfs never show is not
+      forgotten; otherwise as deep-REMAP. It is remap's default fine-tuning (notebook 03); the
+      ``deep-REMAP`` row keeps the paper's recipe, without rehearsal. ``synthetic rehearsal (ratio
+      0.5)`` rehearses twice as much. Its runs also give ``synthetic rehearsal, coverage calibration``
+      (as ``coverage calibration`` for deep-REMAP) and ``synthetic rehearsal at S/N 20`` and ``at S/N
+      10``: the same networks on copies of the held-out and giant stars degraded to that S/N, the
+      same noise per star for every row and seed (:mod:`remap_lib.evaluation.degrade`).
+    * ``giant distillation``: synthetic rehearsal plus
+      :data:`~remap_lib.training.transfer.DISTILL_RATIO` unlabelled giant-candidate spectra per
+      observed star in every epoch, taught the start network's own PMFs (learning without
+      forgetting; the giants' labels are never read), paired with ``synthetic rehearsal``, as are
+      its ``at S/N`` rows with rehearsal's. The giants it is scored on are the spectra it distils
+      (transductive, as the issue allows: their spectra, not their labels).
+    * ``giant distillation + noise-matched augmentation``: giant distillation fine-tuned with the
+      noise-matched augmentation, which noises the distilled giants' spectra too; paired with ``giant
+      distillation``, its ``at S/N`` rows with distillation's.
+    * ``synthetic rehearsal, conformal intervals`` and ``giant distillation, conformal intervals``:
+      the source row's predictions with each level's intervals scaled about the median for the stars
+      called dwarfs, fold k by factors fitted on the other folds' held-out dwarfs
+      (:mod:`remap_lib.evaluation.conformal`). The aggregate computes them from the source's records;
+      no run records them. ``synthetic rehearsal at S/N 20, conformal intervals`` (and 10) do the
+      same on the noisy copies, so their factors are what a star of that S/N needs.
+    * ``noise-matched augmentation``: synthetic rehearsal fine-tuned with
+      :data:`~remap_lib.training.transfer.NOISE_MATCHED_AUGMENT` (noise down to S/N 5; issue 13),
+      paired with ``synthetic rehearsal``; its ``at S/N 20`` / ``at S/N 10`` rows are paired with
+      rehearsal's.
+    * ``MSE regression CNN``: the pretrained MSE twin fine-tuned the same way (no triplet term),
+      as many members (predictions averaged); its 68/95 % intervals are ±1/±1.96 times the rms
+      residual on the fold's temperature stars (a Gaussian interval calibrated inside the fold).
+    * ``The Cannon`` (trained on all the fold's training stars) and ``chi2 grid fit`` (no training
+      on MILES; it predicts the giants once, in fold 0, since it does not depend on the fold):
+      deterministic, one seed; intervals from their own σ estimates (rows without one are left out
+      of the coverage).
+    * Reduced budget (07_ablations ``default``: 20 pretraining and 20 fine-tuning epochs of a
+      smaller network): ``deep-REMAP (reduced budget)`` and the ablations that change pretraining
+      as well, ``no cost matrix`` (the issue's "cross-entropy without the cost matrix"),
+      ``no focal term``, ``no triplet``, ``no SWA`` (each one change from
+      :data:`remap_lib.evaluation.ablation.VARIANTS`, in pretraining and fine-tuning), and ``no pretraining``
+      (the reduced network trained on the fold's stars from random weights for as many epochs as
+      the other rows pretrain plus fine-tune). Seeds are pretraining seeds (the fine-tuning seed
+      follows). Each is paired with ``deep-REMAP (reduced budget)``.
+
+Every row names its reference (:class:`Row`): ``noise-matched augmentation`` and rehearsal's
+derived rows are paired with ``synthetic rehearsal``, the noise row's ``at S/N`` rows with
+rehearsal's at the same S/N, the rest with ``deep-REMAP``. Rows state their own rehearsal and
+noise: the profile's ``rehearsal``, ``noise_snr_min`` and ``distill`` (what notebook 03 ships) are not
+read, so a profile that changes them changes notebook 03 but no row of the study.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from remap_lib.evaluation.ablation import VARIANTS
+from remap_lib.training.transfer import DISTILL_RATIO, NOISE_MATCHED_AUGMENT, REHEARSAL_RATIO
+
+FULL = "deep-REMAP"
+REDUCED = "deep-REMAP (reduced budget)"
+REHEARSAL = "synthetic rehearsal"
+#: Twice the default ratio: does more rehearsal keep more giants giant, and what does it cost the dwarfs?
+REHEARSAL_MORE = f"synthetic rehearsal (ratio {2 * REHEARSAL_RATIO:g})"
+COVERAGE = "coverage calibration"
+#: Each level's intervals scaled about the median to cover as stated, fold k's factors fitted on the
+#: other folds' held-out dwarfs (:mod:`remap_lib.evaluation.conformal`; computed by the aggregate).
+CONFORMAL = "conformal intervals"
+#: Fine-tuning with noise drawn down to the S/N users have, not only 80-400 (issue 13): the rehearsal
+#: recipe otherwise, so the row isolates the augmentation.
+NOISE = "noise-matched augmentation"
+#: Rehearsal plus learning without forgetting on the giant candidates' unlabelled spectra (issue 12):
+#: their targets are the pretrained network's PMFs, which call 94 % of them giant before fine-tuning.
+DISTILL = "giant distillation"
+#: Distillation with the noise-matched augmentation (issues 12 and 13): the giants' spectra are
+#: augmented too, so the network also sees noisy giants, taught the pretrained network's PMFs for the
+#: clean spectrum; does that remove the cost noise-matched fine-tuning has on the giants?
+NOISE_DISTILL = f"{DISTILL} + {NOISE}"
+#: S/N per pixel of the degraded copies the rehearsal and noise rows are also scored on (paired: the
+#: same noise per star, :mod:`remap_lib.evaluation.degrade`); 20 and 10 bracket where the robustness
+#: curves of the shipped model drift.
+DEGRADED_SNR = (20.0, 10.0)
+
+
+def at_snr(name: str, snr: float) -> str:
+    """The derived row of ``name`` scored at S/N ``snr``."""
+    return f"{name} at S/N {snr:g}"
+
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    kind: str  # how it is run: ensemble, mse, cannon, chi2, reduced, scratch; "derived": comes with its source's runs
+    reference: str | None  # the row it is compared with (paired differences)
+    budget: str  # "default", "reduced" or "none" (no network training)
+    seeds: str  # what a seed changes: "fine-tuning", "pretraining" or "none" (deterministic: seed 0 only)
+    change: dict = field(default_factory=dict)  # TrainConfig changes, in pretraining and fine-tuning
+    rehearsal: float = 0.0  # synthetic training spectra mixed into each fine-tuning epoch, per observed star
+    distill: float = 0.0  # unlabelled giant-candidate spectra distilled into each fine-tuning epoch, per observed star
+    source: str | None = None  # a derived row: the row whose runs yield it (None: deep-REMAP)
+    snr: float | None = None  # a derived row scored on copies of the stars degraded to this S/N per pixel
+    recipe: str | None = None  # a derived row: how its source's networks give it (:data:`RECIPES`)
+
+    @property
+    def slug(self) -> str:
+        return "".join(c if c.isalnum() else "_" for c in self.name).strip("_").lower()
+
+    @property
+    def pretrains(self) -> bool:
+        return self.kind == "reduced"
+
+
+#: Every row in the order of the tables; the cheapest rows run first (:data:`RUN_ORDER`).
+ROWS: tuple[Row, ...] = (
+    Row(FULL, "ensemble", None, "default", "fine-tuning"),
+    Row("MSE regression CNN", "mse", FULL, "default", "fine-tuning"),
+    Row(REHEARSAL, "ensemble", FULL, "default", "fine-tuning", rehearsal=REHEARSAL_RATIO),
+    Row(REHEARSAL_MORE, "ensemble", FULL, "default", "fine-tuning", rehearsal=2 * REHEARSAL_RATIO),
+    Row(NOISE, "ensemble", REHEARSAL, "default", "fine-tuning", {"augment": NOISE_MATCHED_AUGMENT},
+        rehearsal=REHEARSAL_RATIO),
+    Row(DISTILL, "ensemble", REHEARSAL, "default", "fine-tuning", rehearsal=REHEARSAL_RATIO, distill=DISTILL_RATIO),
+    Row(f"{REHEARSAL}, {COVERAGE}", "derived", REHEARSAL, "default", "fine-tuning", rehearsal=REHEARSAL_RATIO,
+        source=REHEARSAL, recipe="coverage temperatures"),
+    *(Row(f"{name}, {CONFORMAL}", "derived", name, "default", "fine-tuning", rehearsal=REHEARSAL_RATIO,
+          distill=distill, source=name, recipe="cross-fold conformal")
+      for name, distill in ((REHEARSAL, 0.0), (DISTILL, DISTILL_RATIO))),
+    # the factors a faint star's intervals need, fitted on noisy copies of the other folds' dwarfs
+    *(Row(f"{at_snr(REHEARSAL, snr)}, {CONFORMAL}", "derived", at_snr(REHEARSAL, snr), "default", "fine-tuning",
+          rehearsal=REHEARSAL_RATIO, source=at_snr(REHEARSAL, snr), snr=snr, recipe="cross-fold conformal")
+      for snr in DEGRADED_SNR),
+    *(Row(at_snr(REHEARSAL, snr), "derived", REHEARSAL, "default", "fine-tuning", rehearsal=REHEARSAL_RATIO,
+          source=REHEARSAL, snr=snr, recipe="degraded") for snr in DEGRADED_SNR),
+    *(Row(at_snr(NOISE, snr), "derived", at_snr(REHEARSAL, snr), "default", "fine-tuning", rehearsal=REHEARSAL_RATIO,
+          source=NOISE, snr=snr, recipe="degraded") for snr in DEGRADED_SNR),
+    *(Row(at_snr(DISTILL, snr), "derived", at_snr(REHEARSAL, snr), "default", "fine-tuning",
+          rehearsal=REHEARSAL_RATIO, distill=DISTILL_RATIO, source=DISTILL, snr=snr, recipe="degraded")
+      for snr in DEGRADED_SNR),
+    Row(NOISE_DISTILL, "ensemble", DISTILL, "default", "fine-tuning", {"augment": NOISE_MATCHED_AUGMENT},
+        rehearsal=REHEARSAL_RATIO, distill=DISTILL_RATIO),
+    *(Row(at_snr(NOISE_DISTILL, snr), "derived", at_snr(DISTILL, snr), "default", "fine-tuning",
+          rehearsal=REHEARSAL_RATIO, distill=DISTILL_RATIO, source=NOISE_DISTILL, snr=snr, recipe="degraded")
+      for snr in DEGRADED_SNR),
+    Row("no temperature scaling", "derived", FULL, "default", "fine-tuning", recipe="no temperatures"),
+    Row(COVERAGE, "derived", FULL, "default", "fine-tuning", recipe="coverage temperatures"),
+    Row("one member", "derived", FULL, "default", "fine-tuning", recipe="first member"),
+    Row("pretrained only", "derived", FULL, "default", "fine-tuning", recipe="pretrained network"),
+    Row("The Cannon", "cannon", FULL, "none", "none"),
+    Row("chi2 grid fit", "chi2", FULL, "none", "none"),
+    Row(REDUCED, "reduced", FULL, "reduced", "pretraining"),
+    Row("no cost matrix", "reduced", REDUCED, "reduced", "pretraining", VARIANTS["no cost matrix"]),
+    Row("no focal term", "reduced", REDUCED, "reduced", "pretraining", VARIANTS["focal loss -> cross-entropy"]),
+    Row("no triplet", "reduced", REDUCED, "reduced", "pretraining", VARIANTS["no triplet loss"]),
+    Row("no SWA", "reduced", REDUCED, "reduced", "pretraining", VARIANTS["no SWA"]),
+    Row("no pretraining", "scratch", REDUCED, "reduced", "pretraining"),
+)
+ROW_BY_NAME = {r.name: r for r in ROWS}
+#: How a derived row comes from its source's networks: degraded copies of the stars, T = 1, member 0
+#: alone, the start network with its own temperatures, one coverage-fitted temperature per label.
+RECIPES = ("degraded", "no temperatures", "first member", "pretrained network", "coverage temperatures",
+           "cross-fold conformal")
+#: Recipes the aggregate applies to the source's records (:mod:`remap_lib.evaluation.studystats`): the runs
+#: record nothing for them.
+AGGREGATE_RECIPES = ("cross-fold conformal",)
+#: Run row -> the derived rows its runs yield.
+DERIVED_FROM = {r.name: tuple(d.name for d in ROWS if d.kind == "derived" and (d.source or FULL) == r.name
+                              and d.recipe not in AGGREGATE_RECIPES)
+                for r in ROWS if r.kind != "derived"}
+#: Run order within a seed, cheapest first (measured: see `remap study status`).
+RUN_ORDER = ("chi2 grid fit", "The Cannon", "no pretraining", REDUCED, "no cost matrix", "no focal term",
+             "no triplet", "no SWA", "MSE regression CNN", FULL, REHEARSAL, REHEARSAL_MORE, NOISE, DISTILL,
+             NOISE_DISTILL)
+
+
+def run_row(name: str) -> str:
+    """The row whose runs yield ``name``: itself, or its derived rows' source, followed to a run row."""
+    row = ROW_BY_NAME[name]
+    while row.kind == "derived":
+        row = ROW_BY_NAME[row.source or FULL]
+    return row.name
+
+
+def unknown_row(name: str):
+    raise ValueError(f"unknown study row {name!r}; rows (or their slugs): "
+                     + ", ".join(f"{r.name!r} ({r.slug})" for r in ROWS))
