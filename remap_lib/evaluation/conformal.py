@@ -117,7 +117,7 @@ def study_factors(records_dir, row: str, folds) -> dict:
     stars the shipped model is reported on). Returns the factors per level and label, the numbers
     of stars and seeds, and the coverage of the pooled intervals before and after.
     """
-    from remap_lib.evaluation.studystats import collect, load_records, row_tables
+    from remap_lib.evaluation.studystats import collect, label_metrics, load_records, row_tables
 
     entries = collect([r for r in load_records(records_dir) if row in r["predictions"]])
     if row not in entries:
@@ -132,13 +132,12 @@ def study_factors(records_dir, row: str, folds) -> dict:
     pred = np.concatenate([table["seeds"][s][0][keep] for s in seeds])
     truth = np.concatenate([table["truth"][keep]] * len(seeds))
     factors = fit_factors(pred, truth)
+
+    def coverage(p):  # the study's own metric, per level
+        metrics = label_metrics(p, truth)
+        return {level: metrics[f"coverage{level}"].tolist() for level in LEVELS}
+
     scaled = scale_intervals(pred, factors)
-
-    def coverage(p):
-        return {level: [float(np.nanmean(np.where(np.isfinite(truth[:, j]), (truth[:, j] >= p[:, j, _Q.index(lo)])
-                                                  & (truth[:, j] <= p[:, j, _Q.index(hi)]), np.nan)))
-                        for j in range(3)] for level, (lo, hi, _) in LEVELS.items()}
-
     return {"row": row, "n_stars": int(keep.sum()), "n_seeds": len(seeds), "factors": factors,
             "coverage_before": coverage(pred), "coverage_after": coverage(scaled)}
 

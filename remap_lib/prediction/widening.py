@@ -29,8 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from remap_lib.constants import GIANT_LOGG, LABEL_NAMES
+from remap_lib.constants import LABEL_NAMES
 from remap_lib.fileio import atomic_write, locked
+from remap_lib.nn.binning import QUANTILES
 
 PARTS = ("missing", "noise", "intervals")
 
@@ -83,20 +84,20 @@ class Widening:
 
     def scale_intervals(self, decoded: dict) -> dict:
         """``decoded`` estimates ``{label: {estimate: (n,)}}`` with each interval scaled about the median by
-        its factor, for the rows called dwarfs (:mod:`remap_lib.evaluation.conformal`: what the factors hold for)."""
-        from remap_lib.evaluation.conformal import LEVELS
+        its factor, for the rows called dwarfs (:func:`remap_lib.evaluation.conformal.scale_intervals`)."""
+        from remap_lib.evaluation.conformal import LEVELS, scale_intervals
 
+        quantiles = tuple(QUANTILES)
+        pred = np.stack([np.column_stack([np.asarray(decoded[n][q], dtype=np.float64) for q in quantiles])
+                         for n in LABEL_NAMES], axis=1).reshape(-1, len(LABEL_NAMES), len(quantiles))
+        factors = {level: np.array([self.intervals.get(level, {}).get(n, 1.0) for n in LABEL_NAMES])
+                   for level in LEVELS}
+        scaled = scale_intervals(pred, factors)
         out = {name: dict(d) for name, d in decoded.items()}
-        with np.errstate(invalid="ignore"):
-            dwarf = np.asarray(decoded["logg"]["median"], dtype=np.float64) >= GIANT_LOGG
-        for name, d in decoded.items():
-            med = np.asarray(d["median"], dtype=np.float64)
-            for level, (lo, hi, _) in LEVELS.items():
-                factor = self.intervals.get(level, {}).get(name)
-                if factor is not None:
-                    f = np.where(dwarf, factor, 1.0)
-                    out[name][lo] = (med - f * (med - np.asarray(d[lo], dtype=np.float64))).astype(np.float32)
-                    out[name][hi] = (med + f * (np.asarray(d[hi], dtype=np.float64) - med)).astype(np.float32)
+        for j, name in enumerate(LABEL_NAMES):
+            for k, q in enumerate(quantiles):
+                if q != "median":
+                    out[name][q] = scaled[:, j, k].astype(np.float32)
         return out
 
     @property
