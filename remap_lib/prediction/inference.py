@@ -534,6 +534,13 @@ class Predictor:
             ood[rows] = self.detector.flag(score[rows], snr)
             for r in rows[snr < self.detector.snr_floor]:
                 notes[r].append(f"S/N {snr_all[r]:.3g} is below {self.detector.snr_floor:g}: mostly noise")
+            outside = self.detector.mass_outside(pmfs["teff"], self.bins["teff"].centers)
+            for k in np.flatnonzero(self.detector.outside_range(outside)):
+                lo, hi = self.detector.teff_range
+                flags[rows[k]].append("teff_outside_range")
+                notes[rows[k]].append(f"{outside[k]:.2f} of the Teff PMF lies outside {lo:g}-{hi:g} K, the range "
+                                      "the model was fine-tuned on: the star is likely hotter or cooler than that, "
+                                      "and its labels are an extrapolation")
         else:
             threshold = np.nan if self.ood_threshold is None else float(self.ood_threshold)
             ood = dist > threshold

@@ -59,6 +59,15 @@ OUTSIDE_BOX = ("A/B (Teff > 10000 K)", "8500-10000 K", "7500-8500 K", "7000-7500
 _EPS_DIST = 1e-3  # embedding distances of 0 (a training spectrum itself) stay finite in log
 
 
+#: An input gets the flag ``teff_outside_range`` when its Teff PMF puts more than this share of its mass
+#: outside the Teff range the model was fine-tuned over (:data:`~remap_lib.constants.FGK_TEFF`): the
+#: network's bins reach a few hundred K beyond it, and a star just cooler than the range (3700–4000 K)
+#: piles its mass up there while χ² finds it a fine K star. 0.5: the network's own posterior says "more
+#: likely outside than inside" (a decision rule, not a fitted threshold). A flag of its own, apart from
+#: ``out_of_domain``: those stars' labels are often about right, and the in-domain stars it also catches
+#: lie at the range's edges, where literature temperatures scatter across the edge.
+OUTSIDE_MASS = 0.5
+
 #: Fewest stars called giant that make the giants' own flux model: twice its 10 coefficients, so that
 #: every out-of-fold fit is determined; with fewer, inputs called giant are held against the dwarfs'.
 MIN_PSEUDO_LABELLED = 20
@@ -122,6 +131,9 @@ class Detector:
     #: every input is held against the dwarfs' model.
     coef_giant: np.ndarray | None = None
     scatter2_giant: np.ndarray | None = None
+    #: The Teff range (K) of the stars the model was fine-tuned on; None: no range rule (older detectors).
+    teff_range: tuple[float, float] | None = None
+    outside_mass: float = OUTSIDE_MASS
 
     def chi2(self, flux, mask, snr, labels) -> np.ndarray:
         """χ² against the flux model of the class the labels fall in: giant (log g < 3.5) or dwarf."""
@@ -146,7 +158,21 @@ class Detector:
         z = (np.atleast_2d(features) - self.center) / self.spread
         return np.where(np.isnan(z[:, 1]), z[:, 0], np.fmax(z[:, 0], z[:, 1]))
 
+    def mass_outside(self, teff_pmf, teff_centers) -> np.ndarray:
+        """(n,) the share of each Teff PMF outside :attr:`teff_range` (zeros where there is no range)."""
+        pmf = np.atleast_2d(np.asarray(teff_pmf, dtype=np.float64))
+        if self.teff_range is None:
+            return np.zeros(len(pmf))
+        centers = np.asarray(teff_centers, dtype=np.float64)
+        outside = (centers < self.teff_range[0]) | (centers > self.teff_range[1])
+        return pmf[:, outside].sum(axis=1) / np.maximum(pmf.sum(axis=1), 1e-300)
+
+    def outside_range(self, mass_outside) -> np.ndarray:
+        """``teff_outside_range``: the Teff PMF mostly outside the fine-tuning range (see :data:`OUTSIDE_MASS`)."""
+        return np.asarray(mass_outside) > self.outside_mass
+
     def flag(self, score, snr) -> np.ndarray:
+        """``out_of_domain``: the score over the threshold or the S/N under the floor."""
         return (np.asarray(score) > self.threshold) | (np.asarray(snr) < self.snr_floor)
 
     def save(self, path) -> Path:
@@ -156,15 +182,19 @@ class Detector:
                                                         "scatter2_giant": self.scatter2_giant.astype(np.float32)}
             np.savez(fh, coef=self.coef.astype(np.float32), scatter2=self.scatter2.astype(np.float32),
                      center=self.center, spread=self.spread, threshold=self.threshold, snr_floor=self.snr_floor,
-                     model_sha256=self.model_sha256, **giant)
+                     model_sha256=self.model_sha256, **giant,
+                     **({} if self.teff_range is None else {"teff_range": np.asarray(self.teff_range, np.float64),
+                                                            "outside_mass": self.outside_mass}))
         return path
 
     @classmethod
     def load(cls, path) -> Detector:
         with np.load(path) as z:
             giant = [z[k].astype(np.float64) if k in z.files else None for k in ("coef_giant", "scatter2_giant")]
+            box = ({"teff_range": tuple(float(t) for t in z["teff_range"]), "outside_mass": float(z["outside_mass"])}
+                   if "teff_range" in z.files else {})
             return cls(z["coef"].astype(np.float64), z["scatter2"].astype(np.float64), z["center"], z["spread"],
-                       float(z["threshold"]), float(z["snr_floor"]), str(z["model_sha256"]), *giant)
+                       float(z["threshold"]), float(z["snr_floor"]), str(z["model_sha256"]), *giant, **box)
 
 
 def detector_path(model_path) -> Path:
@@ -197,16 +227,19 @@ def roc(in_domain, outliers) -> dict:
 
 # -- the measurement ---------------------------------------------------------------------------------
 def _network_features(predictor, prep):
-    """Median labels, embedding distance and S/N of prepared rows (every row must have worked)."""
+    """Median labels, embedding distance, S/N and Teff PMF of prepared rows (every row must have worked)."""
     from remap_lib.prediction.inference import row_snr
 
     bad = [e for e in prep.errors if e]
     if bad:
         raise RuntimeError(f"a spectrum failed: {bad[0]}")
-    pmfs, emb = predictor.network(prep.flux, prep.mask)
-    medians = np.column_stack([predictor.bins[n].decode(pmfs[n])["median"] for n in LABEL_NAMES])
     snr, _ = row_snr(prep.flux, prep.mask, prep.ivar)
-    return medians, predictor.ood_distance(emb), snr
+    # the PMFs widened for missing data and noise as Predictor.predict_prepared widens them
+    missing = predictor.widening.missing_factors(prep.mask.mean(axis=1))
+    noisy = predictor.widening.noise_factors(snr)
+    pmfs, emb = predictor.network(prep.flux, prep.mask, {n: missing[n] * noisy[n] for n in LABEL_NAMES})
+    medians = np.column_stack([predictor.bins[n].decode(pmfs[n])["median"] for n in LABEL_NAMES])
+    return medians, predictor.ood_distance(emb), snr, pmfs["teff"]
 
 
 def oof_chi2(flux, mask, labels, snr, medians, folds: int = 5, seed: int = 0) -> np.ndarray:
@@ -334,16 +367,16 @@ def measure(model=None, seed: int = 0, classes=None, save_detector: bool = True,
         kw = {"medium": predictor.instrument.medium, "rv": 0.0, **(options[0] if options else {})}  # at rest
         prep = predictor.prepare(spectra, **kw)
         ok = np.array([not e for e in prep.errors])
-        med, dist, snr = _network_features(predictor, _subset(prep, ok))
+        med, dist, snr, teff_pmf = _network_features(predictor, _subset(prep, ok))
         feats[name] = {"labels": np.asarray(labels)[ok], "prep": _subset(prep, ok), "medians": med, "dist": dist,
-                       "snr": snr, "failed": int((~ok).sum())}
+                       "snr": snr, "teff_pmf": teff_pmf, "failed": int((~ok).sum())}
         if progress:
             print(f"{name}: {ok.sum()} spectra ({(~ok).sum()} refused by predict)")
     pseudo = [n for n in unlabelled if n in feats]
     logg = LABEL_NAMES.index("logg")
     ft = feats["finetune"]
     coef, scatter2 = fit_flux_model(ft["prep"].flux, ft["prep"].mask, ft["labels"], ft["snr"])
-    det = Detector(coef, scatter2, np.zeros(2), np.ones(2), 0.0, SNR_FLOOR, predictor.sha256)
+    det = Detector(coef, scatter2, np.zeros(2), np.ones(2), 0.0, SNR_FLOOR, predictor.sha256, teff_range=FGK_TEFF)
     # Out of fold: no star's χ² comes from a flux model fitted to it. The fine-tuning stars make the
     # dwarfs' model with their literature labels; the unlabelled stars the network calls giant make
     # the giants' own model with the network's labels. ``oof``: class -> (rows fitted, their χ²).
@@ -386,7 +419,9 @@ def measure(model=None, seed: int = 0, classes=None, save_detector: bool = True,
               "rule": (f"score = max(z(log chi2), z(log ood_distance)) > {det.threshold:.3f} (the {QUANTILE:g} "
                        f"quantile of {len(fit_scores)} fine-tuning (out of fold), validation"
                        + "".join(f" and {n} (pseudo-labels, out of fold)" for n in pseudo)
-                       + f" stars), or S/N < {SNR_FLOOR:g}"),
+                       + f" stars), or S/N < {SNR_FLOOR:g}; flag teff_outside_range: more than "
+                       f"{det.outside_mass:g} of the Teff PMF outside {det.teff_range[0]:g}-{det.teff_range[1]:g} K"),
+              "teff_range": list(det.teff_range), "outside_mass": det.outside_mass,
               "threshold": det.threshold, "snr_floor": SNR_FLOOR, "quantile": QUANTILE,
               "center": center.tolist(), "spread": spread.tolist(), "fitted_on": ["finetune", "validation", *pseudo],
               "unlabelled": pseudo,
@@ -399,12 +434,17 @@ def measure(model=None, seed: int = 0, classes=None, save_detector: bool = True,
     reference = det.score(raw["calibration"])
     for name, f in feats.items():
         s = det.score(raw[name])
+        in_range = ~det.outside_range(det.mass_outside(f["teff_pmf"], predictor.bins["teff"].centers))
         flagged = det.flag(s, f["snr"])
         old = (f["dist"] > float(predictor.ood_threshold) if predictor.ood_threshold is not None
                else np.zeros(len(s), bool))
         entry = {"n": int(len(s)), "refused": f["failed"], "flagged": float(np.mean(flagged)) if len(s) else None,
                  "flagged_by_score": float(np.mean(s > det.threshold)) if len(s) else None,
                  "flagged_by_snr": float(np.mean(f["snr"] < SNR_FLOOR)) if len(s) else None,
+                 "teff_outside_range": float(np.mean(~in_range)) if len(s) else None,
+                 "flagged_or_outside_range": float(np.mean(flagged | ~in_range)) if len(s) else None,
+                 # literature Teff of the stars the range rule flags (evaluation only: never fitted on)
+                 "teff_of_outside_range": sorted(float(t) for t in f["labels"][~in_range, 0] if np.isfinite(t)),
                  "flagged_before": float(np.mean(old)) if len(s) else None,
                  "median_score": float(np.median(s)) if len(s) else None,
                  "median_snr": float(np.median(f["snr"])) if len(s) else None}
@@ -416,10 +456,14 @@ def measure(model=None, seed: int = 0, classes=None, save_detector: bool = True,
         if progress:
             print(f"  {name:42s} n={entry['n']:4d} flagged {entry['flagged']:.2f} (embedding threshold alone: "
                   f"{entry['flagged_before']:.2f})" + (f" AUC {entry['auc']:.3f}" if "auc" in entry else ""))
-    outside = [report["classes"][n] for n in OUTSIDE_BOX if n in report["classes"]]
-    if outside:
-        n_out = sum(e["n"] for e in outside)
-        report["outside_box"] = {"n": n_out, "flagged": sum(e["flagged"] * e["n"] for e in outside) / n_out}
+    for key, names in (("outside_box", OUTSIDE_BOX), ("in_domain_held_out", ("validation", "calibration", *pseudo))):
+        entries = [report["classes"][n] for n in names if n in report["classes"] and report["classes"][n]["n"]]
+        if entries:
+            total = sum(e["n"] for e in entries)
+            report[key] = {"n": total, "classes": [n for n in names if n in report["classes"]],
+                           "flagged": sum(e["flagged"] * e["n"] for e in entries) / total,
+                           "flagged_or_outside_range": sum(e["flagged_or_outside_range"] * e["n"]
+                                                           for e in entries) / total}
     if save_detector:
         report["detector_file"] = det.save(detector_path(predictor.path)).name
     return report

@@ -107,9 +107,16 @@ def test_book_page_renders_the_reports(tmp_path):
     res.mkdir()
     roc = {"fpr": [0, 0, 1], "tpr": [0, 1, 1]}
     classes = {"calibration": {"n": 30, "flagged": 0.0, "flagged_before": 0.0},
-               "A/B (Teff > 10000 K)": {"n": 7, "flagged": 6 / 7, "flagged_before": 0.0, "auc": 0.987, "roc": roc}}
+               "A/B (Teff > 10000 K)": {"n": 7, "flagged": 6 / 7, "flagged_before": 0.0, "auc": 0.987, "roc": roc,
+                                        "teff_outside_range": 1 / 7, "flagged_or_outside_range": 1.0},
+               "giants": {"n": 10, "flagged": 0.0, "flagged_before": 0.0, "teff_outside_range": 0.2,
+                          "teff_of_outside_range": [4050.0, 5000.0]}}
     (res / "ood.json").write_text(json.dumps({"rule": "score > 1.234", "classes": classes, "other_library": "none",
-                                              "outside_box": {"n": 7, "flagged": 6 / 7},
+                                              "outside_box": {"n": 7, "flagged": 6 / 7,
+                                                              "flagged_or_outside_range": 1.0},
+                                              "in_domain_held_out": {"n": 40, "classes": ["calibration", "giants"],
+                                                                     "flagged": 0.0, "flagged_or_outside_range": 0.05},
+                                              "teff_range": [4000.0, 7000.0], "outside_mass": 0.5,
                                               "fitted_on": ["finetune", "validation", "giants"],
                                               "unlabelled": ["giants"]}))
     level = {n: {"coverage68": 0.5, "coverage68_widened": 0.71, "median_shift": -0.25} for n in LABEL_NAMES}
@@ -122,8 +129,10 @@ def test_book_page_renders_the_reports(tmp_path):
               "snr": [{"snr": 10.0, **row}], "fwhm": [{"fwhm": 4.0, **row}], "undeclared_resolution": None}
     (res / "robustness.json").write_text(json.dumps(curves))
     page = book_page(tmp_path / "out", res)
-    assert "score > 1.234" in page and "| A/B (Teff > 10000 K) | 7 | 86% | 0% | 0.987 |" in page
+    assert "score > 1.234" in page and "| A/B (Teff > 10000 K) | 7 | 86% | 0% | 14% | 0.987 |" in page
     assert "86% of the 7 MILES stars outside the box" in page
+    assert "Counting either flag, 100% of the stars outside the box" in page and "5% of the 40 held-out" in page
+    assert "Of the 2 in-domain stars with `teff_outside_range`, 50% lie within 300 K" in page
     assert "second flux model, fitted on the giants with the labels the network gives them" in page
     assert "Fitted on finetune, validation, giants only" in page
     assert "| 10.0 | 9.5 | 0.50 (0.71) |" in page and "-0.25 |" in page

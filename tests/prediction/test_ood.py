@@ -59,6 +59,24 @@ def test_score_and_flag():
     assert list(det.flag([1.0, 1.0], [50.0, 3.0])) == [False, False]
 
 
+def test_teff_range_rule_by_hand(tmp_path):
+    """Four bins centred at 3900, 4500, 6500 and 7100 K; the range is 4000–7000 K: the first and last are outside."""
+    centers = np.array([3900.0, 4500.0, 6500.0, 7100.0])
+    pmf = np.array([[0.6, 0.4, 0.0, 0.0], [0.2, 0.3, 0.2, 0.3], [0.0, 0.0, 0.4, 0.6], [0.0, 0.5, 0.5, 0.0]])
+    det = Detector(np.zeros((10, 2)), np.ones(2), np.zeros(2), np.ones(2), 3.0, teff_range=(4000.0, 7000.0))
+    outside = det.mass_outside(pmf, centers)
+    np.testing.assert_allclose(outside, [0.6, 0.5, 0.6, 0.0])
+    # "more likely outside than inside": 0.5 exactly is not flagged; out_of_domain is another flag
+    assert list(det.outside_range(outside)) == [True, False, True, False]
+    assert list(det.flag([0.0] * 4, [50.0] * 4)) == [False] * 4
+    back = Detector.load(det.save(tmp_path / "r.ood.npz"))
+    assert back.teff_range == (4000.0, 7000.0) and back.outside_mass == 0.5
+    # a detector saved without a range (an older file) has no range rule
+    old = Detector.load(Detector(np.zeros((10, 2)), np.ones(2), np.zeros(2), np.ones(2), 3.0).save(tmp_path / "o.npz"))
+    assert old.teff_range is None
+    np.testing.assert_allclose(old.mass_outside(pmf, centers), np.zeros(4))
+
+
 def test_detector_round_trip(tmp_path):
     det = Detector(np.arange(20.0).reshape(10, 2), np.array([0.1, 0.2]), np.array([0.5, -1.0]),
                    np.array([1.5, 0.5]), 2.75, 3.0, "abc")
@@ -129,6 +147,29 @@ def test_measure_on_toy_stars_saves_a_detector_predict_uses(tmp_path):
     det.model_sha256 = "0" * 64
     det.save(detector_path(model))
     assert Predictor(model).detector is None
+
+
+def test_predict_flags_a_teff_pmf_outside_the_range(tmp_path):
+    """The toy network's Teff PMFs lie inside its bins: a range that holds them all flags nothing, a range
+    that holds none of them flags every row ``teff_outside_range`` (and says why), not ``out_of_domain``."""
+    from toymodel import toy_ensemble
+
+    from remap_lib import Predictor
+    from remap_lib.prediction.ood import measure
+
+    model = toy_ensemble(tmp_path)
+    classes = _toy_classes()
+    report = measure(model, classes=classes, progress=False)
+    assert report["teff_range"] == [4000.0, 7000.0] and "teff_outside_range" in report["rule"]
+    spectra = classes["calibration"][1][:3]
+    det = Detector.load(detector_path(model))
+    for teff_range, expected in (((0.0, 1e5), False), ((1e5, 2e5), True)):
+        det.teff_range = teff_range
+        det.save(detector_path(model))
+        table = Predictor(model).predict(spectra)
+        assert [("teff_outside_range" in f) for f in table["flags"]] == [expected] * 3
+        assert all(("of the Teff PMF lies outside" in n) == expected for n in table["notes"])
+        assert not any(table["out_of_domain"])
 
 
 def test_measure_fits_unlabelled_stars_with_the_networks_labels_never_theirs(tmp_path, monkeypatch):
