@@ -16,6 +16,9 @@ predicted by a model, or calibrated by temperatures, that saw it.
 The study writes the table beside its records (``results/study/folds.csv``) with columns ``id``,
 ``teff``, ``role`` (in the splits), ``fold`` and one column ``fold<k>`` per fold whose value says what
 the star is when fold k is held out: ``test``, ``finetune`` or ``temperature``.
+
+Rows that learn from the giant candidates' spectra (without their labels) can hold giants out too:
+:func:`giant_folds` deals them into K folds by id.
 """
 
 from __future__ import annotations
@@ -64,6 +67,21 @@ def make_folds(splits: pd.DataFrame, k: int = 5, seed: int = 0, inner_fraction: 
         use[[int(g[inner_rng.integers(len(g))]) for g in groups]] = "temperature"
         table[f"fold{f}"] = use
     return table.sort_values("id", kind="stable").reset_index(drop=True)
+
+
+def giant_folds(ids, k: int, seed: int = 0) -> dict[str, int]:
+    """One of ``k`` folds for each giant candidate, by id alone (their labels are never read).
+
+    For rows that learn from the giants' spectra without labels: fold k's network learns from the
+    other folds' giants and is scored on fold k's, so no giant is scored by a network that saw its
+    spectrum. Rule: sort the ids, permute them with ``default_rng(seed)``, deal the folds out in turn
+    (sizes differ by at most one).
+    """
+    ordered = sorted(str(i) for i in ids)
+    if len(ordered) < k:
+        raise ValueError(f"{len(ordered)} giants cannot fill {k} folds")
+    perm = np.random.default_rng(seed).permutation(len(ordered))
+    return {ordered[j]: int(n % k) for n, j in enumerate(perm)}
 
 
 def n_folds(table: pd.DataFrame) -> int:

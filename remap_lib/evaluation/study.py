@@ -45,7 +45,7 @@ from remap_lib.data.dataset import SpectraSet, read_dataset
 from remap_lib.evaluation import calibrate, runqueue
 from remap_lib.evaluation.degrade import with_snr
 from remap_lib.evaluation.evaluate import predict
-from remap_lib.evaluation.folds import fold_ids, make_folds, n_folds, read_folds, write_folds
+from remap_lib.evaluation.folds import fold_ids, giant_folds, make_folds, n_folds, read_folds, write_folds
 from remap_lib.evaluation.studyrows import (
     DERIVED_FROM,
     RECIPES,
@@ -209,9 +209,17 @@ class Study:
     def stars(self, ids) -> SpectraSet:
         return self.miles.select(np.array([self._index[str(i)] for i in ids], dtype=int))
 
-    def fold_sets(self, fold: int) -> dict[str, SpectraSet]:
+    def fold_sets(self, fold: int, giants_held_out: bool = False) -> dict[str, SpectraSet]:
+        """Fold ``fold``'s stars by use; ``giants``: every giant candidate, or with ``giants_held_out``
+        only fold ``fold``'s (:func:`~remap_lib.evaluation.folds.giant_folds`), the others then in
+        ``distill`` (their spectra, for rows that learn from them without labels)."""
         sets = {use: self.stars(fold_ids(self.folds, fold, use)) for use in ("finetune", "temperature", "test")}
-        sets["giants"] = self.stars(self.giants)
+        if not giants_held_out:
+            sets["giants"] = self.stars(self.giants)
+            return sets
+        of = giant_folds(self.giants, self.k)
+        sets["giants"] = self.stars([g for g in self.giants if of[str(g)] == fold])
+        sets["distill"] = self.stars([g for g in self.giants if of[str(g)] != fold])
         return sets
 
     def synthetic_train(self) -> SpectraSet:
@@ -432,7 +440,7 @@ def _train_members(study: Study, row: Row, start: Path | None, sets, cfg: TrainC
         else:
             rehearse = study.synthetic_train() if row.rehearsal else None
             # the giants' targets are the start network's PMFs; their labels are blanked, never read
-            distill = unlabelled(sets["giants"]) if row.distill else None
+            distill = unlabelled(sets.get("distill", sets["giants"])) if row.distill else None
             result, trainer = finetune(start, sets["finetune"], sets["temperature"], member_cfg, out_dir,
                                        study.progress, study.device, rehearse, row.rehearsal, distill, row.distill)
         models.append((result.model.cpu().eval(), trainer.label_stats))
@@ -460,7 +468,7 @@ def _pmf_predictions(models, temps, sets) -> dict:
 
 def _run_ensemble(study: Study, row: Row, seed: int, fold: int, scratch: Path):
     """deep-REMAP, its reduced-budget rows and no-pretraining: members, temperatures, PMF ensemble."""
-    sets = study.fold_sets(fold)
+    sets = study.fold_sets(fold, row.giants_held_out)
     cfg = study.budgets.finetune(row, seed)
     if row.kind == "ensemble":
         start = study.start_network("deep-remap")
@@ -471,7 +479,9 @@ def _run_ensemble(study: Study, row: Row, seed: int, fold: int, scratch: Path):
     temps = _temperatures(models, sets["temperature"])
     predictions = {row.name: _pmf_predictions(models, temps, sets)}
     extra = {"members": len(models), "temperatures": temps, "n_finetune": len(sets["finetune"]),
-             "n_temperature": len(sets["temperature"])}
+             "n_temperature": len(sets["temperature"]),
+             **({"n_distill": len(sets["distill"]), "n_giants_scored": len(sets["giants"])} if "distill" in sets
+                else {})}
     predictions |= _derived_predictions(row, models, temps, sets, start, extra)
     return {"finetune": cfg.to_dict(), **({"arch": study.budgets.arch} if row.budget == "reduced" else {})}, \
         predictions, extra

@@ -29,7 +29,8 @@ Rows (:data:`ROWS`)
     * ``giant distillation + noise-matched augmentation``: giant distillation fine-tuned with the
       noise-matched augmentation, which noises the distilled giants' spectra too; paired with ``giant
       distillation``, its ``at S/N`` rows with distillation's.
-    * ``synthetic rehearsal, conformal intervals`` and ``giant distillation, conformal intervals``:
+    * ``synthetic rehearsal, conformal intervals``, ``giant distillation, conformal intervals`` and
+      ``giant distillation + noise-matched augmentation, conformal intervals``:
       the source row's predictions with each level's intervals scaled about the median for the stars
       called dwarfs, fold k by factors fitted on the other folds' held-out dwarfs
       (:mod:`remap_lib.evaluation.conformal`). The aggregate computes them from the source's records;
@@ -113,6 +114,9 @@ class Row:
     source: str | None = None  # a derived row: the row whose runs yield it (None: deep-REMAP)
     snr: float | None = None  # a derived row scored on copies of the stars degraded to this S/N per pixel
     recipe: str | None = None  # a derived row: how its source's networks give it (:data:`RECIPES`)
+    #: Fold k distils only the other folds' giants and is scored on its own (giants no network saw; the
+    #: other distillation rows score the very spectra they distil): :func:`remap_lib.evaluation.folds.giant_folds`.
+    giants_held_out: bool = False
 
     @property
     def slug(self) -> str:
@@ -136,7 +140,7 @@ ROWS: tuple[Row, ...] = (
         source=REHEARSAL, recipe="coverage temperatures"),
     *(Row(f"{name}, {CONFORMAL}", "derived", name, "default", "fine-tuning", rehearsal=REHEARSAL_RATIO,
           distill=distill, source=name, recipe="cross-fold conformal")
-      for name, distill in ((REHEARSAL, 0.0), (DISTILL, DISTILL_RATIO))),
+      for name, distill in ((REHEARSAL, 0.0), (DISTILL, DISTILL_RATIO), (NOISE_DISTILL, DISTILL_RATIO))),
     # the factors a faint star's intervals need, fitted on noisy copies of the other folds' dwarfs
     *(Row(f"{at_snr(REHEARSAL, snr)}, {CONFORMAL}", "derived", at_snr(REHEARSAL, snr), "default", "fine-tuning",
           rehearsal=REHEARSAL_RATIO, source=at_snr(REHEARSAL, snr), snr=snr, recipe="cross-fold conformal")

@@ -226,8 +226,14 @@ def row_tables(entry: dict, folds: pd.DataFrame, giant_ids: list[str]) -> dict[s
         out["calibration_stars"]["seeds"][seed] = [pred[calibration]]
         out["calibration_stars"]["truth"] = truth[calibration]
         if parts["giants"]:
-            giants = [_aligned([parts["giants"][f]], giant_ids) for f in sorted(parts["giants"])]
-            out["giants"]["seeds"][seed], out["giants"]["truth"] = [p for _, p in giants], giants[0][0]
+            id_sets = [set(part["id"]) for part in parts["giants"].values()]
+            if len(id_sets) > 1 and sum(map(len, id_sets)) == len(set().union(*id_sets)):
+                # each fold scored its own giants (a held-out row): one prediction per giant, as for the dwarfs
+                truth, pred = _aligned(list(parts["giants"].values()), giant_ids)
+                out["giants"]["seeds"][seed], out["giants"]["truth"] = [pred], truth
+            else:  # every fold's model scored every giant: one replicate per fold
+                giants = [_aligned([parts["giants"][f]], giant_ids) for f in sorted(parts["giants"])]
+                out["giants"]["seeds"][seed], out["giants"]["truth"] = [p for _, p in giants], giants[0][0]
     return out
 
 

@@ -222,6 +222,46 @@ def test_aggregate_adds_conformal_intervals_fitted_on_the_other_folds(tmp_path):
     assert study.plan([noisy], [0], 2)[0].key == "runs/synthetic_rehearsal/seed0_fold0"
 
 
+def test_giant_folds_deal_the_ids_out_evenly_by_id_alone():
+    from remap_lib.evaluation.folds import giant_folds
+
+    ids = [f"g{i:03d}" for i in range(11)]
+    of = giant_folds(ids, 3, seed=0)
+    assert sorted(of) == ids and sorted(np.bincount(list(of.values()))) == [3, 4, 4]
+    assert giant_folds(list(reversed(ids)), 3, seed=0) == of  # the order given does not matter
+    assert giant_folds(ids, 3, seed=1) != of
+    with pytest.raises(ValueError, match="cannot fill"):
+        giant_folds(ids[:2], 3)
+
+
+def test_aggregate_scores_held_out_giants_once_each(tmp_path):
+    """A row whose folds each score their own giants gives one prediction per giant and seed, like the dwarfs;
+    a row whose folds all score every giant keeps one replicate per fold."""
+    folds = make_folds(splits_table(20, giants=0), k=2, seed=0)
+    truth = np.column_stack([folds.teff, np.full(20, 4.4), np.zeros(20)])
+    giant_truth = np.array([[4800.0, 2.5, 0.0], [4900.0, 2.0, -0.5], [5000.0, 3.0, 0.1]])
+    gids = ["g1", "g2", "g3"]
+
+    def giants(ids, rows, offset):
+        return record("x", 0, 0, ids, giant_truth[rows], giant_truth[rows] + offset)["predictions"]["x"]["test"]
+
+    records = []
+    for f in (0, 1):
+        rows = np.flatnonzero(folds.fold == f)
+        dwarfs = (folds.id.to_numpy()[rows], truth[rows], truth[rows])
+        held = [0, 1] if f == 0 else [2]  # fold 0 scores g1 and g2, fold 1 g3; log g 1.5 too high
+        records.append(record(sr.DISTILL, 0, f, *dwarfs, giants([gids[i] for i in held], held, [0.0, 1.5, 0.0])))
+        records.append(record(sr.REHEARSAL, 0, f, *dwarfs, giants(gids, [0, 1, 2], [0.0, 0.6 * f, 0.0])))
+    write_records(tmp_path, records)
+    result = studystats.aggregate(tmp_path, folds, n_boot=20)
+    rows = {r["name"]: r for r in result["rows"]}
+    held_out, every = rows[sr.DISTILL]["giants"], rows[sr.REHEARSAL]["giants"]
+    assert held_out["n"] == 3 and held_out["logg"]["bias"] == pytest.approx(1.5)
+    assert held_out["accuracy"] == pytest.approx(0.0)  # 4.0, 3.5 and 4.5: none below 3.5
+    # every fold scored every giant: fold 0 exact (all giant), fold 1 +0.6 (2.5+.6, 2.6, 3.6: two giant)
+    assert every["accuracy"] == pytest.approx((1.0 + 2 / 3) / 2) and every["logg"]["bias"] == pytest.approx(0.3)
+
+
 def test_aggregate_warns_when_a_rows_runs_used_other_settings(tmp_path):
     folds = make_folds(splits_table(20, giants=0), k=2, seed=0)
     truth = np.column_stack([folds.teff, np.full(20, 4.4), np.zeros(20)])
@@ -361,6 +401,16 @@ def test_tiny_study_distils_the_giants_without_their_labels(tiny, monkeypatch):
                              st.budgets.finetune(sr.ROW_BY_NAME[sr.DISTILL], 0), 1, st.work / "spy")
     assert list(seen["distill"].ids) == st.giants and np.isnan(seen["distill"].labels).all()
     assert seen["ratio"] == DISTILL_RATIO > 0
+    # held out: fold 0 distils the other fold's giants and is scored on its own
+    sets = st.fold_sets(0, giants_held_out=True)
+    scored, distilled = list(sets["giants"].ids), list(sets["distill"].ids)
+    assert scored and distilled and not set(scored) & set(distilled)
+    assert sorted(scored + distilled) == sorted(st.giants)
+    held_row = dataclasses.replace(sr.ROW_BY_NAME[sr.DISTILL], giants_held_out=True)
+    with pytest.raises(RuntimeError, match="stop"):
+        study._train_members(st, held_row, st.pretrained["deep-remap"], sets,
+                             st.budgets.finetune(held_row, 0), 1, st.work / "spy")
+    assert list(seen["distill"].ids) == distilled and np.isnan(seen["distill"].labels).all()
 
 
 def test_tiny_study_rerun_skips_finished_runs_and_waits_for_claimed_ones(tiny):
