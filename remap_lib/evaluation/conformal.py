@@ -201,6 +201,7 @@ def main(argv=None) -> dict:
     from pathlib import Path
 
     from remap_lib.evaluation.folds import read_folds
+    from remap_lib.evaluation.studyrows import SHIPPED_ROW
     from remap_lib.fileio import atomic_write, sha256_file
     from remap_lib.paths import REPO_ROOT
     from remap_lib.prediction.inference import default_model_path
@@ -211,8 +212,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--model", default=None, help="model file (default: the shipped model)")
     parser.add_argument("--records", default=str(REPO_ROOT / "results" / "study"),
                         help="the study's records (with folds.csv)")
-    parser.add_argument("--row", default="synthetic rehearsal",
-                        help="the study row whose recipe built the model (default: remap's fine-tuning)")
+    parser.add_argument("--row", default=SHIPPED_ROW,
+                        help=f"the study row whose recipe built the model (default: remap's, {SHIPPED_ROW!r})")
     parser.add_argument("--out", default=str(REPO_ROOT / "results" / "conformal.json"), help="report (JSON)")
     parser.add_argument("--no-measure", action="store_true",
                         help="only fit and write the factors (skip predicting the MILES calibration stars and giants)")

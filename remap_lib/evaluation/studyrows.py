@@ -97,6 +97,9 @@ NOISE_DISTILL = f"{DISTILL} + {NOISE}"
 #: giants only (:func:`~remap_lib.evaluation.folds.giant_folds`). Paired with the row that distils them all,
 #: it measures how much of distillation's gain on the giants is owed to having seen their spectra.
 NOISE_DISTILL_HELD_OUT = f"{NOISE_DISTILL}, giants held out"
+#: The row whose recipe builds the shipped model (notebook 3's defaults in the ``default`` profile): the
+#: conformal factors the model ships are fitted on its cross-validated predictions.
+SHIPPED_ROW = NOISE_DISTILL
 #: S/N per pixel of the degraded copies the rehearsal and noise rows are also scored on (paired: the
 #: same noise per star, :mod:`remap_lib.evaluation.degrade`); 20 and 10 bracket where the robustness
 #: curves of the shipped model drift.

@@ -77,6 +77,7 @@ def test_the_command_fits_the_models_factors_from_the_study_records_without_the_
     from remap_lib.constants import LABEL_NAMES
     from remap_lib.evaluation import conformal, runqueue
     from remap_lib.evaluation.folds import make_folds, write_folds
+    from remap_lib.evaluation.studyrows import SHIPPED_ROW
     from remap_lib.prediction.widening import Widening, widening_path
 
     n = 20
@@ -95,9 +96,9 @@ def test_the_command_fits_the_models_factors_from_the_study_records_without_the_
             med = truth[:, j] + miss[rows]  # half-widths 1 (68 %) and 2 (95 %)
             part[name] = {"median": med.tolist(), "p16": (med - 1).tolist(), "p84": (med + 1).tolist(),
                           "p2_5": (med - 2).tolist(), "p97_5": (med + 2).tolist()}
-        runqueue.write_record(tmp_path, f"runs/synthetic_rehearsal/seed0_fold{f}",
-                              {"key": f"runs/synthetic_rehearsal/seed0_fold{f}", "row": "synthetic rehearsal",
-                               "seed": 0, "fold": f, "predictions": {"synthetic rehearsal": {"test": part}}})
+        runqueue.write_record(tmp_path, f"runs/shipped/seed0_fold{f}",  # the shipped recipe's row, by default
+                              {"key": f"runs/shipped/seed0_fold{f}", "row": SHIPPED_ROW,
+                               "seed": 0, "fold": f, "predictions": {SHIPPED_ROW: {"test": part}}})
     model = toy_ensemble(tmp_path / "model")
     report = conformal.main(["--model", str(model), "--records", str(tmp_path), "--no-measure",
                              "--out", str(tmp_path / "conformal.json")])

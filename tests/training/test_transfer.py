@@ -18,8 +18,11 @@ from remap_lib.training import profiles
 from remap_lib.training.augment import AugmentConfig
 from remap_lib.training.train import build_model
 from remap_lib.training.transfer import (
+    DISTILL_RATIO,
     LITERATURE_SIGMA,
+    NOISE_MATCHED_SNR_MIN,
     OBSERVED_AUGMENT,
+    REHEARSAL_RATIO,
     by_role,
     ensemble_pmfs,
     finetune,
@@ -84,7 +87,10 @@ def test_noise_snr_min_lowers_only_the_augmentations_noise_floor():
     assert cfg.augment.snr_range == (5.0, OBSERVED_AUGMENT.snr_range[1])
     assert replace(cfg.augment, snr_range=OBSERVED_AUGMENT.snr_range) == OBSERVED_AUGMENT
     assert finetune_config(noise_snr_min=None).augment == OBSERVED_AUGMENT
-    assert profiles.resolve("finetune", "default")["noise_snr_min"] == OBSERVED_AUGMENT.snr_range[0]
+    # remap's recipe (the profiles) lowers it; the bare config keeps the milder augmentation
+    shipped = profiles.resolve("finetune", "default")
+    assert shipped["noise_snr_min"] == NOISE_MATCHED_SNR_MIN < OBSERVED_AUGMENT.snr_range[0]
+    assert shipped["distill"] == DISTILL_RATIO > 0 and shipped["rehearsal"] == REHEARSAL_RATIO > 0
 
 
 # ---------------------------------------------------------------- finetune
