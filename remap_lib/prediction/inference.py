@@ -98,7 +98,8 @@ RV_TOLERANCE = 20.0
 RV_MIN_PEAK = 0.5
 RV_NOTE = "radial velocity could not be estimated"
 #: Rows with S/N per pixel below this are flagged ``low_snr``: from S/N 20 down the medians of MILES
-#: stars drift (by −0.63 dex in [Fe/H] at S/N 20, results/robustness.json), not only scatter.
+#: stars drift, not only scatter (results/robustness.json: −97 K, −0.33 and −0.11 dex at S/N 20 for
+#: the shipped model).
 LOW_SNR = 20.0
 
 def default_model_path() -> Path:
