@@ -293,7 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
                "rows failed (see their 'error' column); 4 the output cannot be written (another run is writing it, "
                "permission denied, disk full: finished work is kept, rerun to resume); 130 interrupted by Ctrl-C or "
                "SIGTERM (rerun the same command to resume).\n"
-               "flags column: out_of_domain (unlike the training stars, or S/N < 3), low_snr (S/N < 20), "
+               "flags column: out_of_domain (unlike the training stars, or S/N < 3), teff_outside_range (Teff "
+               "PMF mostly outside the fine-tuning range), low_snr (S/N < 20), "
                "partial_coverage, resolution_assumed (finely sampled, no --resolution), rv_unknown (no RV "
                "estimate), at_range_edge:<label>.\n"
                "many GPUs/nodes: torchrun --nproc_per_node N -m remap_lib.cli predict ... (each rank a shard)")

@@ -137,7 +137,8 @@ COVERAGE_GRID = np.geomspace(T_MIN, T_MAX, 603)
 
 
 def fit_coverage_temperature(member_logits: Sequence, truth, bins: LabelBins,
-                             levels: Sequence[float] = DEFAULT_LEVELS, grid=COVERAGE_GRID) -> float:
+                             levels: Sequence[float] = DEFAULT_LEVELS, grid=COVERAGE_GRID,
+                             recentre: bool = False) -> float:
     """The T, shared by an ensemble's members, whose central intervals cover ``truth`` at their nominal rate.
 
     Fits what the book reports rather than a likelihood: the ensemble PMF is
@@ -146,6 +147,9 @@ def fit_coverage_temperature(member_logits: Sequence, truth, bins: LabelBins,
     they are (literature values) avoids counting their noise twice, as NLL on soft targets does.
     Coverage is a step function of T, so the search is exhaustive over ``grid``; of the tied
     minimizers the geometric middle is returned (the same answer on every machine).
+
+    ``recentre``: score the intervals as ``predict`` reads a widened PMF, moved onto the median of the
+    unwidened (T = 1) PMF (:func:`remap_lib.prediction.widening.recentre`).
     """
     zs = [_numpy(z) for z in member_logits]
     if not zs:
@@ -154,8 +158,11 @@ def fit_coverage_temperature(member_logits: Sequence, truth, bins: LabelBins,
     known = np.isfinite(truth)
     if not known.any():
         raise ValueError(f"{bins.name}: no known label: nothing to fit a temperature on")
+    centre = None
+    if recentre:
+        centre = bins.quantiles(np.mean([softmax(z[known], axis=1) for z in zs], axis=0), [0.5])[:, 0]
     eces = np.array([interval_ece(np.mean([softmax(z[known] / t, axis=1) for z in zs], axis=0), truth[known], bins,
-                                  levels) for t in grid])
+                                  levels, centre) for t in grid])
     best = np.flatnonzero(eces <= eces.min() + 1e-12)
     return float(np.sqrt(grid[best[0]] * grid[best[-1]]))
 
@@ -216,8 +223,9 @@ class TemperatureScaledModel(torch.nn.Module):
 
 
 # -- calibration metrics -------------------------------------------------------------------------
-def _clean(pmf, truth, bins: LabelBins):
-    """Normalized PMFs and clipped truths of the informative rows (mass > 0, finite truth)."""
+def _clean(pmf, truth, bins: LabelBins, centre=None):
+    """Normalized PMFs and clipped truths of the informative rows (mass > 0, finite truth), and the
+    rows' ``centre`` (None stays None)."""
     p = np.atleast_2d(_numpy(pmf))
     if p.shape[1] != bins.nbins:
         raise ValueError(f"{bins.name}: pmf has {p.shape[1]} bins, expected {bins.nbins}")
@@ -227,7 +235,8 @@ def _clean(pmf, truth, bins: LabelBins):
     tot = p.sum(axis=1)
     keep = (tot > 0) & np.isfinite(tot) & np.isfinite(v)
     c = bins.centers
-    return p[keep] / tot[keep, None], np.clip(v[keep], c[0], c[-1])
+    kept_centre = None if centre is None else np.atleast_1d(_numpy(centre))[keep]
+    return p[keep] / tot[keep, None], np.clip(v[keep], c[0], c[-1]), kept_centre
 
 
 def central_interval(pmf, bins: LabelBins, level: float) -> tuple[np.ndarray, np.ndarray]:
@@ -243,27 +252,33 @@ def coverage(pmf, truth, bins: LabelBins, level: float) -> float:
     return float(reliability(pmf, truth, bins, levels=(level,))["coverage"][0])
 
 
-def reliability(pmf, truth, bins: LabelBins, levels: Sequence[float] = DEFAULT_LEVELS) -> dict:
-    """Nominal ``levels`` vs empirical ``coverage`` of central intervals; ``n`` rows used."""
-    p, v = _clean(pmf, truth, bins)
+def reliability(pmf, truth, bins: LabelBins, levels: Sequence[float] = DEFAULT_LEVELS, centre=None) -> dict:
+    """Nominal ``levels`` vs empirical ``coverage`` of central intervals; ``n`` rows used.
+
+    ``centre`` (n,): each row's intervals moved so that its median sits there (a widened PMF read
+    about the unwidened median, :func:`remap_lib.prediction.widening.recentre`).
+    """
+    p, v, centre = _clean(pmf, truth, bins, centre)
     lv = np.asarray(levels, dtype=np.float64)
     if len(p) == 0:
         return {"levels": lv, "coverage": np.full(lv.shape, np.nan), "n": 0}
     q = bins.quantiles(p, np.concatenate([(1 - lv) / 2, (1 + lv) / 2]))
+    if centre is not None:
+        q = q + (centre - bins.quantiles(p, [0.5])[:, 0])[:, None]
     lo, hi = q[:, :lv.size], q[:, lv.size:]
     inside = (v[:, None] >= lo) & (v[:, None] <= hi)
     return {"levels": lv, "coverage": inside.mean(axis=0), "n": int(len(p))}
 
 
-def interval_ece(pmf, truth, bins: LabelBins, levels: Sequence[float] = DEFAULT_LEVELS) -> float:
-    """mean_q |coverage(q) − q| over central credible intervals at ``levels``."""
-    r = reliability(pmf, truth, bins, levels)
+def interval_ece(pmf, truth, bins: LabelBins, levels: Sequence[float] = DEFAULT_LEVELS, centre=None) -> float:
+    """mean_q |coverage(q) − q| over central credible intervals at ``levels`` (``centre``: :func:`reliability`)."""
+    r = reliability(pmf, truth, bins, levels, centre)
     return float(np.mean(np.abs(r["coverage"] - r["levels"])))
 
 
 def reliability_top_label(pmf, truth, bins: LabelBins, n_bins: int = 10) -> dict:
     """Per confidence interval ((b-1)/B, b/B]: mean confidence, accuracy and count (NaN if empty)."""
-    p, v = _clean(pmf, truth, bins)
+    p, v, _ = _clean(pmf, truth, bins)
     conf = p.max(axis=1)
     correct = np.argmax(p, axis=1) == bins.bin_index(v)
     b = np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)

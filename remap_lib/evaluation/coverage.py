@@ -30,7 +30,7 @@ from scipy.special import softmax
 from remap_lib.constants import LABEL_NAMES
 from remap_lib.evaluation.calibrate import fit_coverage_temperature
 from remap_lib.fileio import atomic_write
-from remap_lib.prediction.widening import update_widening
+from remap_lib.prediction.widening import recentre, update_widening
 from remap_lib.spectra.preprocess import pixel_edges
 
 #: Shares of the window cut away in the measurement; the largest is :data:`remap_lib.prediction.inference.MAX_MISSING`.
@@ -73,7 +73,8 @@ def fit_widening(logits_by_fraction: dict, missing: dict, labels: dict, bins, gr
     """
     out = {}
     for j, name in enumerate(LABEL_NAMES):
-        factors = {f: fit_coverage_temperature([z[name] for z in zs], labels[f][:, j], bins[name], grid=grid)
+        factors = {f: fit_coverage_temperature([z[name] for z in zs], labels[f][:, j], bins[name], grid=grid,
+                                               recentre=True)  # as predict reads a widened PMF
                    for f, zs in logits_by_fraction.items()}
         base = factors.get(0.0, 1.0)
         x = np.array([float(np.mean(missing[f])) for f in factors if f > 0])
@@ -96,10 +97,12 @@ def miles_stars(role: str):
 
 
 def _summary(member_logits, labels, bins, widen=None) -> dict:
+    """Median, 68 % width and coverage per label, widened by ``widen`` as predict widens (recentred)."""
     out = {}
     for j, name in enumerate(LABEL_NAMES):
-        factor = 1.0 if widen is None else widen[name]
-        d = bins[name].decode(ensemble_pmf(member_logits, name, factor))
+        d = bins[name].decode(ensemble_pmf(member_logits, name))
+        if widen is not None:
+            d = recentre(bins[name].decode(ensemble_pmf(member_logits, name, widen[name])), d)
         inside = (labels[:, j] >= d["p16"]) & (labels[:, j] <= d["p84"])
         known = np.isfinite(labels[:, j])
         out[name] = {"median": d["median"], "width68": d["p84"] - d["p16"],

@@ -14,7 +14,7 @@ Rows (:data:`ROWS`)
     * ``synthetic rehearsal``: deep-REMAP fine-tuned with
       :data:`~remap_lib.training.transfer.REHEARSAL_RATIO` synthetic training spectra per observed
       star mixed into every epoch (issue 12), so that the giant regime the dwarfs never show is not
-      forgotten; otherwise as deep-REMAP. It is remap's default fine-tuning (notebook 03); the
+      forgotten; otherwise as deep-REMAP. It is part of remap's recipe (:data:`SHIPPED_ROW`); the
       ``deep-REMAP`` row keeps the paper's recipe, without rehearsal. ``synthetic rehearsal (ratio
       0.5)`` rehearses twice as much. Its runs also give ``synthetic rehearsal, coverage calibration``
       (as ``coverage calibration`` for deep-REMAP) and ``synthetic rehearsal at S/N 20`` and ``at S/N

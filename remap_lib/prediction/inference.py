@@ -25,12 +25,16 @@ probability mass function, optionally the PMF itself, and
 * ``snr``: S/N per pixel of the normalized flux, the lower of what ivar claims and what the pixel-to-
   pixel scatter says (:func:`row_snr`); below the S/N the model was calibrated at the PMFs are widened
   by the noise widening fitted for the model file (:mod:`remap_lib.prediction.widening`; none for a
-  model without one, as the table's ``widening`` meta says);
+  model without one, as the table's ``widening`` meta says). Widening spreads the intervals about the
+  unwidened median (:func:`~remap_lib.prediction.widening.recentre`): median, mean and mode are the
+  unwidened PMF's, the intervals, ``std`` and the ``pmf`` column the widened one's;
 * ``rv``: the radial velocity (km/s) given, or estimated by cross-correlation (applied beyond
   :data:`RV_TOLERANCE`), NaN when neither;
 * ``masked_fraction``: the share of the instrument window without usable pixels, whether the data
   stop short of the window's ends or the pixels are NaN, masked or have ivar 0;
-* ``flags``: ``;``-separated warnings: ``out_of_domain``; ``low_snr`` (S/N below :data:`LOW_SNR`,
+* ``flags``: ``;``-separated warnings: ``out_of_domain``; ``teff_outside_range`` (the Teff PMF
+  mostly outside the range the model was fine-tuned on, :data:`remap_lib.prediction.ood.OUTSIDE_MASS`);
+  ``low_snr`` (S/N below :data:`LOW_SNR`,
   where medians drift, not only scatter); ``partial_coverage``; ``resolution_assumed`` (sampled with
   more than :data:`FINE_SAMPLING` pixels per instrument FWHM but no resolution given: taken to have
   an LSF :data:`ASSUMED_PIXELS_PER_FWHM` pixels wide); ``rv_unknown`` (no RV given and none could be
@@ -68,7 +72,7 @@ from remap_lib.evaluation.retrieval import nearest_reference_distance
 from remap_lib.fileio import RemapDataError, sha256_file
 from remap_lib.nn.model import InferenceNet, fuse_for_inference
 from remap_lib.nn.modelfile import load_members
-from remap_lib.prediction.widening import load_widening, widening_path
+from remap_lib.prediction.widening import load_widening, recentre, widening_path
 from remap_lib.spectra.inputs import FailedInput, as_inputs
 from remap_lib.spectra.instruments import C_KMS, MAX_RV_KMS
 from remap_lib.spectra.preprocess import convert_medium, pixel_edges, to_instrument, uncovered
@@ -98,8 +102,8 @@ RV_TOLERANCE = 20.0
 RV_MIN_PEAK = 0.5
 RV_NOTE = "radial velocity could not be estimated"
 #: Rows with S/N per pixel below this are flagged ``low_snr``: from S/N 20 down the medians of MILES
-#: stars drift, not only scatter (results/robustness.json: −97 K, −0.33 and −0.11 dex at S/N 20 for
-#: the shipped model).
+#: stars drift, not only scatter (results/robustness.json: −53 K, −0.04 and −0.07 dex at S/N 20, −256 K,
+#: −0.37 and −0.27 dex at S/N 10 for the shipped model).
 LOW_SNR = 20.0
 
 def default_model_path() -> Path:
@@ -181,6 +185,16 @@ class Predictor:
         outs = [forward(net, flux, mask, self.batch_size, self.device) for net in self.networks]
         pmfs = ensemble_mean([o["logits"] for o in outs], self.temperatures, widen)
         return {n: pmfs[n] for n in LABEL_NAMES}, outs[0]["embedding"].numpy()
+
+    @torch.inference_mode()
+    def network_widened(self, flux, mask, widen) -> tuple[dict, dict, np.ndarray]:
+        """One pass for both PMFs: ``(raw, widened, embedding)``, ``widened`` with each row's temperatures
+        multiplied by ``widen`` ``{label: (n,)}`` (:meth:`network`)."""
+        outs = [forward(net, flux, mask, self.batch_size, self.device) for net in self.networks]
+        logits = [o["logits"] for o in outs]
+        raw, widened = (ensemble_mean(logits, self.temperatures, w) for w in (None, widen))
+        return ({n: raw[n] for n in LABEL_NAMES}, {n: widened[n] for n in LABEL_NAMES},
+                outs[0]["embedding"].numpy())
 
     @torch.inference_mode()
     def member_logits(self, flux, mask) -> list[dict[str, np.ndarray]]:
@@ -477,7 +491,7 @@ class Predictor:
         missing = self.widening.missing_factors(masked_fraction[ok])
         noisy = self.widening.noise_factors(snr)
         widen = {name: missing[name] * noisy[name] for name in LABEL_NAMES}
-        pmfs, emb = self.network(prep.flux[ok], prep.mask[ok], widen)
+        raw, pmfs, emb = self.network_widened(prep.flux[ok], prep.mask[ok], widen)
         table = Table()
         table["source"] = np.asarray(prep.source, dtype=str) if n else np.zeros(0, dtype="U1")
         table["name"] = np.asarray(prep.name, dtype=str) if n else np.zeros(0, dtype="U1")
@@ -504,9 +518,10 @@ class Predictor:
                 factors = ", ".join(f"×{noisy[name][k]:.3f} ({name})" for name in LABEL_NAMES)
                 notes[r].append(f"S/N {snr_all[r]:.3g}, below the calibration stars' typical S/N: PMF temperatures "
                                 f"{factors} for the noise")
-        estimates = self.widening.scale_intervals(  # conformal factors, where fitted
-            {name: self.bins[name].decode(pmfs[name]) if len(rows) else {k: np.zeros(0) for k in ESTIMATES}
-             for name in LABEL_NAMES})
+        # the widening spreads the intervals about the unwidened median; then the conformal factors, where fitted
+        estimates = self.widening.scale_intervals(
+            {name: recentre(self.bins[name].decode(pmfs[name]), self.bins[name].decode(raw[name])) if len(rows)
+             else {k: np.zeros(0) for k in ESTIMATES} for name in LABEL_NAMES})
         for name in LABEL_NAMES:
             b = self.bins[name]
             decoded = estimates[name]
@@ -535,7 +550,7 @@ class Predictor:
             ood[rows] = self.detector.flag(score[rows], snr)
             for r in rows[snr < self.detector.snr_floor]:
                 notes[r].append(f"S/N {snr_all[r]:.3g} is below {self.detector.snr_floor:g}: mostly noise")
-            outside = self.detector.mass_outside(pmfs["teff"], self.bins["teff"].centers)
+            outside = self.detector.mass_outside(raw["teff"], self.bins["teff"].centers)
             for k in np.flatnonzero(self.detector.outside_range(outside)):
                 lo, hi = self.detector.teff_range
                 flags[rows[k]].append("teff_outside_range")

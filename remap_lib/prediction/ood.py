@@ -61,11 +61,12 @@ _EPS_DIST = 1e-3  # embedding distances of 0 (a training spectrum itself) stay f
 
 #: An input gets the flag ``teff_outside_range`` when its Teff PMF puts more than this share of its mass
 #: outside the Teff range the model was fine-tuned over (:data:`~remap_lib.constants.FGK_TEFF`): the
-#: network's bins reach a few hundred K beyond it, and a star just cooler than the range (3700–4000 K)
-#: piles its mass up there while χ² finds it a fine K star. 0.5: the network's own posterior says "more
-#: likely outside than inside" (a decision rule, not a fitted threshold). A flag of its own, apart from
-#: ``out_of_domain``: those stars' labels are often about right, and the in-domain stars it also catches
-#: lie at the range's edges, where literature temperatures scatter across the edge.
+#: network's bins reach 300 K below it (100 K above), and a star just cooler than the range (3700–4000 K)
+#: piles its mass up there while χ² finds it a fine K star; the hot side has too few bins to tell.
+#: 0.5: the network's own posterior says "more likely outside than inside" (a decision rule, not a
+#: fitted threshold). A flag of its own, apart from ``out_of_domain``: those stars' labels are often
+#: about right, and the in-domain stars it also catches lie at the range's edges, where literature
+#: temperatures scatter across the edge.
 OUTSIDE_MASS = 0.5
 
 #: Fewest stars called giant that make the giants' own flux model: twice its 10 coefficients, so that
@@ -234,10 +235,8 @@ def _network_features(predictor, prep):
     if bad:
         raise RuntimeError(f"a spectrum failed: {bad[0]}")
     snr, _ = row_snr(prep.flux, prep.mask, prep.ivar)
-    # the PMFs widened for missing data and noise as Predictor.predict_prepared widens them
-    missing = predictor.widening.missing_factors(prep.mask.mean(axis=1))
-    noisy = predictor.widening.noise_factors(snr)
-    pmfs, emb = predictor.network(prep.flux, prep.mask, {n: missing[n] * noisy[n] for n in LABEL_NAMES})
+    # the unwidened PMFs: predict's medians and its Teff range test read them (widening moves neither)
+    pmfs, emb = predictor.network(prep.flux, prep.mask)
     medians = np.column_stack([predictor.bins[n].decode(pmfs[n])["median"] for n in LABEL_NAMES])
     return medians, predictor.ood_distance(emb), snr, pmfs["teff"]
 
@@ -456,7 +455,7 @@ def measure(model=None, seed: int = 0, classes=None, save_detector: bool = True,
         if progress:
             print(f"  {name:42s} n={entry['n']:4d} flagged {entry['flagged']:.2f} (embedding threshold alone: "
                   f"{entry['flagged_before']:.2f})" + (f" AUC {entry['auc']:.3f}" if "auc" in entry else ""))
-    for key, names in (("outside_box", OUTSIDE_BOX), ("in_domain_held_out", ("validation", "calibration", *pseudo))):
+    for key, names in (("outside_box", OUTSIDE_BOX), ("in_domain", ("validation", "calibration", *pseudo))):
         entries = [report["classes"][n] for n in names if n in report["classes"] and report["classes"][n]["n"]]
         if entries:
             total = sum(e["n"] for e in entries)

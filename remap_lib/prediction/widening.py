@@ -15,6 +15,10 @@ A third part does not widen the PMFs but the intervals read from them:
   coverage by cross-fold conformal scaling on the cross-validated predictions of this model's
   recipe (``python -m remap_lib.evaluation.conformal``; :mod:`remap_lib.evaluation.conformal`).
 
+The two temperature parts widen a PMF's intervals, not its point estimates: the quantiles of the
+widened PMF are moved back onto the unwidened median (:func:`recentre`), and the fits measure the
+coverage of intervals made that way.
+
 They live in ``<model>.widening.json`` beside the model, with the model's sha256, like its
 out-of-domain detector: a model fine-tuned by a user gets no widening fitted for another network
 (its table says so) until those commands are run for it. The file is written by the commands,
@@ -58,6 +62,22 @@ def noise_inflation(snr, table: dict) -> dict[str, np.ndarray]:
         out[name] = (np.interp(x, np.log(nodes[:, 0]), nodes[:, 1], left=nodes[0, 1], right=1.0) if len(nodes)
                      else np.ones_like(x))
     return out
+
+
+def recentre(widened: dict, raw: dict) -> dict:
+    """Decoded estimates of a widened PMF moved back onto the unwidened PMF's median.
+
+    Raising the temperature of a PMF on a bounded grid also moves its median towards the grid's
+    middle (a dwarf's log g at S/N 10 would drop by 0.3 dex from the widening alone), so the widening
+    is kept for the spread and not for the point estimates: ``median``, ``mean`` and ``mode`` are
+    ``raw``'s, and every other quantile is ``widened``'s shifted by (raw median − widened median);
+    ``std`` is the widened PMF's. Both are ``{estimate: (n,)}``, as
+    :meth:`~remap_lib.nn.binning.LabelBins.decode` gives them.
+    """
+    shift = np.asarray(raw["median"]) - np.asarray(widened["median"])
+    out = {k: np.asarray(v) + shift for k, v in widened.items() if k in QUANTILES}
+    out.update({k: np.asarray(raw[k]) for k in ("median", "mean", "mode") if k in raw})
+    return {**widened, **out}
 
 
 def missing_inflation(fraction, slopes: dict) -> dict[str, np.ndarray]:

@@ -270,6 +270,35 @@ def test_coverage_temperature_undoes_a_known_overconfidence():
     assert interval_ece(pmf, truth, WIDE) < interval_ece(apply_temperature(gaussian_logits(mu, 1.0), 1.0), truth, WIDE)
 
 
+def test_reliability_reads_each_interval_about_a_given_centre():
+    # a narrow PMF at 10 (68 % interval about 9-11): a truth of 12 is outside, unless the interval is
+    # moved onto a centre of 12
+    z = gaussian_logits([10.0, 10.0], 1.0)
+    pmf = apply_temperature(z, 1.0)
+    truth = np.array([12.0, 10.2])
+    assert reliability(pmf, truth, WIDE, (0.68,))["coverage"][0] == pytest.approx(0.5)
+    assert reliability(pmf, truth, WIDE, (0.68,), centre=[12.0, 10.0])["coverage"][0] == pytest.approx(1.0)
+    # rows without a truth are dropped together with their centre
+    kept = reliability(pmf, [np.nan, 12.0], WIDE, (0.68,), centre=[10.0, 12.0])
+    assert kept["n"] == 1 and kept["coverage"][0] == pytest.approx(1.0)
+
+
+def test_recentred_coverage_fit_scores_intervals_about_the_unwidened_median():
+    # PMFs pressed against the top of a short grid: a higher temperature drags their median down, so
+    # the plain fit pays for that move; read about the T = 1 median, the intervals need less widening
+    short = LabelBins.uniform("x", 0.0, 10.0, 0.25)
+    rng = np.random.default_rng(4)
+    mu = rng.uniform(8.5, 9.5, 800)
+    truth = mu + 0.5 * rng.standard_normal(800)
+    z = [gaussian_logits(mu, 0.25, short)]
+    plain = fit_coverage_temperature(z, truth, short, grid=GRID)
+    moved = fit_coverage_temperature(z, truth, short, grid=GRID, recentre=True)
+    assert moved != plain
+    centre = short.quantiles(apply_temperature(z[0], 1.0), [0.5])[:, 0]
+    assert reliability(apply_temperature(z[0], moved), truth, short, (0.68,), centre)["coverage"][0] == \
+        pytest.approx(0.68, abs=0.05)
+
+
 def test_calibrated_pmfs_keep_a_temperature_near_one():
     mu, truth = overconfident_sample(seed=1)
     assert fit_coverage_temperature([gaussian_logits(mu, 2.0)], truth, WIDE, grid=GRID) == pytest.approx(1.0, rel=0.12)

@@ -114,7 +114,7 @@ def test_book_page_renders_the_reports(tmp_path):
     (res / "ood.json").write_text(json.dumps({"rule": "score > 1.234", "classes": classes, "other_library": "none",
                                               "outside_box": {"n": 7, "flagged": 6 / 7,
                                                               "flagged_or_outside_range": 1.0},
-                                              "in_domain_held_out": {"n": 40, "classes": ["calibration", "giants"],
+                                              "in_domain": {"n": 40, "classes": ["calibration", "giants"],
                                                                      "flagged": 0.0, "flagged_or_outside_range": 0.05},
                                               "teff_range": [4000.0, 7000.0], "outside_mass": 0.5,
                                               "fitted_on": ["finetune", "validation", "giants"],
@@ -131,7 +131,8 @@ def test_book_page_renders_the_reports(tmp_path):
     page = book_page(tmp_path / "out", res)
     assert "score > 1.234" in page and "| A/B (Teff > 10000 K) | 7 | 86% | 0% | 14% | 0.987 |" in page
     assert "86% of the 7 MILES stars outside the box" in page
-    assert "Counting either flag, 100% of the stars outside the box" in page and "5% of the 40 held-out" in page
+    assert "Counting either flag, 100% of the stars outside the box" in page
+    assert "5% of the 40 in-domain stars not fine-tuned on" in page
     assert "Of the 2 in-domain stars with `teff_outside_range`, 50% lie within 300 K" in page
     assert "second flux model, fitted on the giants with the labels the network gives them" in page
     assert "Fitted on finetune, validation, giants only" in page

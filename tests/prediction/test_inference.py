@@ -552,6 +552,16 @@ def test_noise_and_missing_widenings_multiply(predictor):
     wide, _ = predictor.network(prep.flux, prep.mask, {n: missing[n] * noisy[n] for n in LABEL_NAMES})
     for name in LABEL_NAMES:
         np.testing.assert_allclose(table[f"{name}_pmf"][0], wide[name][0], rtol=1e-5)
+    # the widening spreads the intervals about the unwidened median: median, mean and mode are the network's
+    plain, _ = predictor.network(prep.flux, prep.mask)
+    for name in LABEL_NAMES:
+        raw, widened = predictor.bins[name].decode(plain[name]), predictor.bins[name].decode(wide[name])
+        for key in ("median", "mean"):  # the table has no mode column
+            assert table[f"{name}_{key}"][0] == pytest.approx(raw[key][0], rel=1e-5)
+        shift = raw["median"][0] - widened["median"][0]
+        assert table[f"{name}_std"][0] == pytest.approx(widened["std"][0], rel=1e-5)
+        for key in ("p16", "p84", "p2_5", "p97_5"):  # the toy widening has no conformal factors
+            assert table[f"{name}_{key}"][0] == pytest.approx(widened[key][0] + shift, rel=1e-5)
     assert f"no usable data: PMF temperatures ×{missing['teff'][0]:.3f} (teff)" in table["notes"][0]
     assert f"PMF temperatures ×{noisy['teff'][0]:.3f} (teff)" in table["notes"][0]
     assert set(table["flags"][0].split(";")) >= {"partial_coverage", "low_snr"}
