@@ -172,6 +172,29 @@ def test_predict_flags_a_teff_pmf_outside_the_range(tmp_path):
         assert not any(table["out_of_domain"])
 
 
+def test_measure_reads_the_medians_predict_reports_whatever_the_widening(tmp_path):
+    """The detector's χ² is taken at the labels predict gives; a noise widening (which spreads the
+    intervals, never the medians) must not make the two disagree for a noisy spectrum."""
+    from toymodel import toy_ensemble
+
+    from remap_lib import Predictor
+    from remap_lib.fileio import sha256_file
+    from remap_lib.prediction.ood import _network_features
+    from remap_lib.prediction.widening import Widening, widening_path
+
+    model = toy_ensemble(tmp_path)
+    Widening(noise={n: [[50.0, 1.0], [5.0, 4.0]] for n in ("teff", "logg", "feh")},
+             model_sha256=sha256_file(model)).save(widening_path(model))
+    predictor = Predictor(model)
+    wave, flux = _toy_classes()["calibration"][1][0]
+    noisy = (wave, flux + np.random.default_rng(1).normal(0, 0.1, wave.size))  # S/N ~ 10: widened
+    prep = predictor.prepare([noisy], rv=0.0)
+    medians, _, snr, _ = _network_features(predictor, prep)
+    assert predictor.widening.noise_factors(snr)["teff"][0] > 1.5
+    table = predictor.predict_prepared(prep)
+    np.testing.assert_allclose(medians[0], [table[f"{n}_median"][0] for n in ("teff", "logg", "feh")], rtol=1e-5)
+
+
 def test_measure_fits_unlabelled_stars_with_the_networks_labels_never_theirs(tmp_path, monkeypatch):
     """The giants class joins the fit without labels (NaN here: reading them would break the fit); the toy
     network calls every toy star giant, so all 40 make the giants' model, and none when the boundary is 0."""
