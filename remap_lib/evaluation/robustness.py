@@ -511,10 +511,13 @@ def _ood_section(ood: dict, figdir: Path) -> list[str]:
              + " only; the 30 calibration stars are never used to choose anything.", "",
              "| input | n | flagged | embedding threshold alone | `teff_outside_range` | AUC (against the "
              "calibration stars) |", "|---|---:|---:|---:|---:|---:|"]
+    def share(e, key):  # a class with no spectra has no rates
+        return "–" if e.get(key) is None else f"{e[key]:.0%}"
+
     for name, e in ood["classes"].items():
         auc = f"{e['auc']:.3f}" if "auc" in e else "–"
-        outside = f"{e['teff_outside_range']:.0%}" if "teff_outside_range" in e else "–"
-        lines.append(f"| {name} | {e['n']} | {e['flagged']:.0%} | {e['flagged_before']:.0%} | {outside} | {auc} |")
+        lines.append(f"| {name} | {e['n']} | {share(e, 'flagged')} | {share(e, 'flagged_before')} | "
+                     f"{share(e, 'teff_outside_range')} | {auc} |")
     out = ood.get("outside_box", {"n": 0, "flagged": float("nan")})
     lines += ["", f"Goal (issue 13): at least 95 % of the MILES stars outside the FGK box and of noise-only spectra "
               f"flagged, at most 5 % of in-domain FGK dwarfs. Here {cal['flagged']:.0%} of the calibration stars "

@@ -110,7 +110,8 @@ def test_book_page_renders_the_reports(tmp_path):
                "A/B (Teff > 10000 K)": {"n": 7, "flagged": 6 / 7, "flagged_before": 0.0, "auc": 0.987, "roc": roc,
                                         "teff_outside_range": 1 / 7, "flagged_or_outside_range": 1.0},
                "giants": {"n": 10, "flagged": 0.0, "flagged_before": 0.0, "teff_outside_range": 0.2,
-                          "teff_of_outside_range": [4050.0, 5000.0]}}
+                          "teff_of_outside_range": [4050.0, 5000.0]},
+               "nothing given": {"n": 0, "flagged": None, "flagged_before": None, "teff_outside_range": None}}
     (res / "ood.json").write_text(json.dumps({"rule": "score > 1.234", "classes": classes, "other_library": "none",
                                               "outside_box": {"n": 7, "flagged": 6 / 7,
                                                               "flagged_or_outside_range": 1.0},
@@ -130,6 +131,7 @@ def test_book_page_renders_the_reports(tmp_path):
     (res / "robustness.json").write_text(json.dumps(curves))
     page = book_page(tmp_path / "out", res)
     assert "score > 1.234" in page and "| A/B (Teff > 10000 K) | 7 | 86% | 0% | 14% | 0.987 |" in page
+    assert "| nothing given | 0 | – | – | – | – |" in page  # an empty class has no rates
     assert "86% of the 7 MILES stars outside the box" in page
     assert "Counting either flag, 100% of the stars outside the box" in page
     assert "5% of the 40 in-domain stars not fine-tuned on" in page
