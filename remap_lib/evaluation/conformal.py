@@ -77,8 +77,8 @@ def fit_factors(pred: np.ndarray, truth: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def scale_intervals(pred: np.ndarray, factors: dict[str, np.ndarray]) -> np.ndarray:
-    """``pred`` (n, 3, 5) with each level's half-widths multiplied by its factor (3,) for the stars
-    called dwarfs; medians, and the stars called giants, unchanged."""
+    """``pred`` (n, 3, 5) with each level's half-widths multiplied by its factors, (3,) or one row per
+    star (n, 3), for the stars called dwarfs; medians, and the stars called giants, unchanged."""
     out = np.array(pred, dtype=np.float64, copy=True)
     dwarf = called_dwarf(out)[:, None]
     med = out[..., _Q.index("median")]
@@ -142,6 +142,19 @@ def study_factors(records_dir, row: str, folds) -> dict:
             "coverage_before": coverage(pred), "coverage_after": coverage(scaled)}
 
 
+def clean_dwarf_snr(folds, profile: str = "default") -> float:
+    """Median S/N per pixel (DER_SNR, as ``predict`` measures it) of the study's dwarfs as they are: the
+    S/N the clean factors were fitted at, the highest node of the per-S/N factors."""
+    from remap_lib.data.dataset import read_dataset
+    from remap_lib.training.trainsets import der_snr_noise, prepared
+
+    data = read_dataset(prepared(profile, progress=False)["miles"])
+    ids = set(folds["id"].astype(str))
+    rows = np.array([str(i) in ids for i in data.ids])
+    noise = der_snr_noise(np.where(data.mask[rows], 1.0, data.flux[rows]))
+    return float(np.median(1.0 / noise[np.isfinite(noise) & (noise > 0)]))
+
+
 def table_coverage(table, labels: np.ndarray) -> dict:
     """Per level and label, the share of ``labels`` (n, 3) inside a prediction table's intervals."""
     out = {}
@@ -201,7 +214,7 @@ def main(argv=None) -> dict:
     from pathlib import Path
 
     from remap_lib.evaluation.folds import read_folds
-    from remap_lib.evaluation.studyrows import SHIPPED_ROW
+    from remap_lib.evaluation.studyrows import DEGRADED_SNR, SHIPPED_ROW, at_snr
     from remap_lib.fileio import atomic_write, sha256_file
     from remap_lib.paths import REPO_ROOT
     from remap_lib.prediction.inference import default_model_path
@@ -219,20 +232,40 @@ def main(argv=None) -> dict:
                         help="only fit and write the factors (skip predicting the MILES calibration stars and giants)")
     args = parser.parse_args(argv)
     records = Path(args.records)
-    fit = study_factors(records, args.row, read_folds(records / "folds.csv"))
+    folds = read_folds(records / "folds.csv")
+    fit = study_factors(records, args.row, folds)
     model = Path(args.model) if args.model else default_model_path()
-    # 3 decimals: below what a few hundred stars pin a quantile to
-    values = {level: {n: round(float(f[j]), 3) for j, n in enumerate(LABEL_NAMES)}
-              for level, f in fit["factors"].items()}
-    saved = update_widening(model, sha256_file(model), "intervals", values,
-                            f"python -m remap_lib.evaluation.conformal, study row {args.row!r}: {fit['n_stars']} "
-                            f"cross-validated dwarfs x {fit['n_seeds']} seeds, calibration stars left out")
+
+    def rounded(factors):  # 3 decimals: below what a few hundred stars pin a quantile to
+        return {level: {n: round(float(f[j]), 3) for j, n in enumerate(LABEL_NAMES)} for level, f in factors.items()}
+
+    values = rounded(fit["factors"])
+    noisy = {}
+    for snr in DEGRADED_SNR:  # the same recipe's networks on the study's noisier copies, where recorded
+        try:
+            noisy[snr] = study_factors(records, at_snr(args.row, snr), folds)
+        except (KeyError, ValueError):
+            continue
+    how = (f"python -m remap_lib.evaluation.conformal, study row {args.row!r}: {fit['n_stars']} cross-validated "
+           f"dwarfs x {fit['n_seeds']} seeds, calibration stars left out")
+    if noisy:
+        clean_snr = clean_dwarf_snr(folds)
+        steps = sorted(noisy, reverse=True)
+        by_level = {level: {n: [values[level][n]] + [rounded(noisy[s]["factors"])[level][n] for s in steps]
+                            for n in LABEL_NAMES} for level in LEVELS}
+        values["by_snr"] = {"snr": [round(clean_snr, 2), *steps], **by_level}
+        how += f"; at S/N {', '.join(f'{s:g}' for s in steps)} from its rows on noisier copies"
+    saved = update_widening(model, sha256_file(model), "intervals", values, how)
     for level in LEVELS:
         print(f"{level} %: factors " + ", ".join(f"{n} {values[level][n]:.3f}" for n in LABEL_NAMES)
               + "; coverage " + ", ".join(f"{a:.3f} -> {b:.3f}" for a, b in
                                          zip(fit["coverage_before"][level], fit["coverage_after"][level], strict=True)))
+    for snr, f in noisy.items():
+        print(f"at S/N {snr:g}: " + "; ".join(f"{level} %: " + ", ".join(f"{n} {v:.3f}" for n, v in zip(
+            LABEL_NAMES, f["factors"][level], strict=True)) for level in LEVELS))
     print(f"wrote {saved}")
-    report = {"fit": {**fit, "factors": values}}
+    report = {"fit": {**fit, "factors": values,
+                      "at_snr": {f"{s:g}": {**f, "factors": rounded(f["factors"])} for s, f in noisy.items()}}}
     if not args.no_measure:
         report["measured"] = measure_model(model)
         for role, entry in report["measured"]["roles"].items():

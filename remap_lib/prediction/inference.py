@@ -26,8 +26,11 @@ probability mass function, optionally the PMF itself, and
   pixel scatter says (:func:`row_snr`); below the S/N the model was calibrated at the PMFs are widened
   by the noise widening fitted for the model file (:mod:`remap_lib.prediction.widening`; none for a
   model without one, as the table's ``widening`` meta says). Widening spreads the intervals about the
-  unwidened median (:func:`~remap_lib.prediction.widening.recentre`): median, mean and mode are the
-  unwidened PMF's, the intervals, ``std`` and the ``pmf`` column the widened one's;
+  unwidened median (:func:`~remap_lib.prediction.widening.recentre`): median and mean are the
+  unwidened PMF's, the intervals, ``std`` and the ``pmf`` column the widened one's. Where the model's
+  interval factors were fitted at several S/N (``by_snr``), they stand in for the noise widening on the
+  intervals: those are read from the PMF widened for missing data only and scaled by the factors at
+  the row's S/N;
 * ``rv``: the radial velocity (km/s) given, or estimated by cross-correlation (applied beyond
   :data:`RV_TOLERANCE`), NaN when neither;
 * ``masked_fraction``: the share of the instrument window without usable pixels, whether the data
@@ -187,13 +190,13 @@ class Predictor:
         return {n: pmfs[n] for n in LABEL_NAMES}, outs[0]["embedding"].numpy()
 
     @torch.inference_mode()
-    def network_widened(self, flux, mask, widen) -> tuple[dict, dict, np.ndarray]:
-        """One pass for both PMFs: ``(raw, widened, embedding)``, ``widened`` with each row's temperatures
-        multiplied by ``widen`` ``{label: (n,)}`` (:meth:`network`)."""
+    def network_widened(self, flux, mask, *widens) -> tuple[dict, list[dict], np.ndarray]:
+        """One pass for several PMFs: ``(raw, [widened, ...], embedding)``, each widened one with each row's
+        temperatures multiplied by one of ``widens`` ``{label: (n,)}`` (:meth:`network`)."""
         outs = [forward(net, flux, mask, self.batch_size, self.device) for net in self.networks]
         logits = [o["logits"] for o in outs]
-        raw, widened = (ensemble_mean(logits, self.temperatures, w) for w in (None, widen))
-        return ({n: raw[n] for n in LABEL_NAMES}, {n: widened[n] for n in LABEL_NAMES},
+        raw, *widened = (ensemble_mean(logits, self.temperatures, w) for w in (None, *widens))
+        return ({n: raw[n] for n in LABEL_NAMES}, [{n: w[n] for n in LABEL_NAMES} for w in widened],
                 outs[0]["embedding"].numpy())
 
     @torch.inference_mode()
@@ -491,7 +494,10 @@ class Predictor:
         missing = self.widening.missing_factors(masked_fraction[ok])
         noisy = self.widening.noise_factors(snr)
         widen = {name: missing[name] * noisy[name] for name in LABEL_NAMES}
-        raw, pmfs, emb = self.network_widened(prep.flux[ok], prep.mask[ok], widen)
+        # interval factors fitted at each S/N stand in for the noise widening on the intervals
+        by_snr = self.widening.intervals_by_snr
+        raw, (pmfs, for_intervals), emb = self.network_widened(prep.flux[ok], prep.mask[ok], widen,
+                                                               missing if by_snr else widen)
         table = Table()
         table["source"] = np.asarray(prep.source, dtype=str) if n else np.zeros(0, dtype="U1")
         table["name"] = np.asarray(prep.name, dtype=str) if n else np.zeros(0, dtype="U1")
@@ -519,9 +525,15 @@ class Predictor:
                 notes[r].append(f"S/N {snr_all[r]:.3g}, below the calibration stars' typical S/N: PMF temperatures "
                                 f"{factors} for the noise")
         # the widening spreads the intervals about the unwidened median; then the conformal factors, where fitted
-        estimates = self.widening.scale_intervals(
-            {name: recentre(self.bins[name].decode(pmfs[name]), self.bins[name].decode(raw[name])) if len(rows)
-             else {k: np.zeros(0) for k in ESTIMATES} for name in LABEL_NAMES})
+        decoded = {}
+        for name in LABEL_NAMES:
+            if not len(rows):
+                decoded[name] = {k: np.zeros(0) for k in ESTIMATES}
+                continue
+            b = self.bins[name]
+            decoded[name] = {**recentre(b.decode(for_intervals[name]), b.decode(raw[name])),
+                             "std": b.decode(pmfs[name])["std"]}
+        estimates = self.widening.scale_intervals(decoded, snr)
         for name in LABEL_NAMES:
             b = self.bins[name]
             decoded = estimates[name]

@@ -13,7 +13,10 @@ A third part does not widen the PMFs but the intervals read from them:
 * ``intervals``: per level ("68", "95") and label a factor on the interval's two half-widths about
   the median, for the stars called dwarfs (log g ≥ 3.5: the stars it is fitted on), fitted to
   coverage by cross-fold conformal scaling on the cross-validated predictions of this model's
-  recipe (``python -m remap_lib.evaluation.conformal``; :mod:`remap_lib.evaluation.conformal`).
+  recipe (``python -m remap_lib.evaluation.conformal``; :mod:`remap_lib.evaluation.conformal`); with
+  ``by_snr``, also at S/N nodes fitted on the study's noisier copies of those stars. Such factors were
+  fitted on intervals no noise widening touched, so they stand in for it: ``predict`` then reads the
+  intervals from the PMF widened for missing data only.
 
 The two temperature parts widen a PMF's intervals, not its point estimates: the quantiles of the
 widened PMF are moved back onto the unwidened median (:func:`recentre`), and the fits measure the
@@ -92,7 +95,10 @@ class Widening:
 
     missing: dict = field(default_factory=dict)  # {label: slope s}
     noise: dict = field(default_factory=dict)  # {label: [[snr, factor], ...]}
-    intervals: dict = field(default_factory=dict)  # {"68" | "95": {label: factor on the half-widths}}
+    #: {"68" | "95": {label: factor on the half-widths}}, and optionally "by_snr": {"snr": [S/N nodes,
+    #: clean first], "68" | "95": {label: [factor per node]}}: factors fitted on noisy copies, which
+    #: then stand in for the noise widening on the intervals (:meth:`interval_factors`)
+    intervals: dict = field(default_factory=dict)
     model_sha256: str | None = None
     fitted_by: dict = field(default_factory=dict)  # part -> the command and report that fitted it
 
@@ -102,17 +108,48 @@ class Widening:
     def noise_factors(self, snr) -> dict[str, np.ndarray]:
         return noise_inflation(snr, self.noise)
 
-    def scale_intervals(self, decoded: dict) -> dict:
+    @property
+    def intervals_by_snr(self) -> bool:
+        """Whether the interval factors depend on S/N; if so, they replace the noise widening on the
+        intervals, which ``predict`` then reads from a PMF widened for missing data only."""
+        return bool(self.intervals.get("by_snr"))
+
+    def interval_factors(self, snr) -> dict[str, np.ndarray]:
+        """Per level, the factors (n, 3) on the half-widths of rows of S/N ``snr``: the clean factors, or
+        with ``by_snr`` linear in log S/N between its nodes (the clean factors at and above the
+        highest node, the lowest node's below it); 1 where nothing was fitted."""
+        from remap_lib.evaluation.conformal import LEVELS
+
+        snr = np.atleast_1d(np.asarray(snr, dtype=np.float64))
+        by_snr = self.intervals.get("by_snr") or {}
+        out = {}
+        for level in LEVELS:
+            cols = []
+            for name in LABEL_NAMES:
+                clean = float(self.intervals.get(level, {}).get(name, 1.0))
+                values = (by_snr.get(level) or {}).get(name)
+                if not values:
+                    cols.append(np.full(snr.shape, clean))
+                    continue
+                order = np.argsort(by_snr["snr"])  # ascending S/N for interp
+                x = np.log(np.asarray(by_snr["snr"], dtype=np.float64)[order])
+                y = np.asarray(values, dtype=np.float64)[order]
+                cols.append(np.interp(np.log(np.clip(snr, 1e-6, 1e12)), x, y, left=y[0], right=clean))
+            out[level] = np.column_stack(cols)
+        return out
+
+    def scale_intervals(self, decoded: dict, snr=None) -> dict:
         """``decoded`` estimates ``{label: {estimate: (n,)}}`` with each interval scaled about the median by
-        its factor, for the rows called dwarfs (:func:`remap_lib.evaluation.conformal.scale_intervals`)."""
-        from remap_lib.evaluation.conformal import LEVELS, scale_intervals
+        its factor (at each row's ``snr`` where the factors depend on it), for the rows called dwarfs
+        (:func:`remap_lib.evaluation.conformal.scale_intervals`)."""
+        from remap_lib.evaluation.conformal import scale_intervals
 
         quantiles = tuple(QUANTILES)
         pred = np.stack([np.column_stack([np.asarray(decoded[n][q], dtype=np.float64) for q in quantiles])
                          for n in LABEL_NAMES], axis=1).reshape(-1, len(LABEL_NAMES), len(quantiles))
-        factors = {level: np.array([self.intervals.get(level, {}).get(n, 1.0) for n in LABEL_NAMES])
-                   for level in LEVELS}
-        scaled = scale_intervals(pred, factors)
+        snr = np.full(len(pred), np.inf) if snr is None else np.asarray(snr, dtype=np.float64)
+        scaled = scale_intervals(pred, self.interval_factors(snr) if len(pred) else
+                                 {level: np.ones(3) for level in ("68", "95")})
         out = {name: dict(d) for name, d in decoded.items()}
         for j, name in enumerate(LABEL_NAMES):
             for k, q in enumerate(quantiles):

@@ -70,14 +70,15 @@ def test_cross_fold_factors_never_see_their_own_fold():
     assert others[0][0, 0, :3].tolist() == [3, 3, 3] and others[1][0, 0, :3].tolist() == [3, -2, 8]
 
 
-def test_the_command_fits_the_models_factors_from_the_study_records_without_the_calibration_stars(tmp_path):
+def test_the_command_fits_the_models_factors_from_the_study_records_without_the_calibration_stars(tmp_path,
+                                                                                                   monkeypatch):
     import pandas as pd
     from toymodel import toy_ensemble
 
     from remap_lib.constants import LABEL_NAMES
     from remap_lib.evaluation import conformal, runqueue
     from remap_lib.evaluation.folds import make_folds, write_folds
-    from remap_lib.evaluation.studyrows import SHIPPED_ROW
+    from remap_lib.evaluation.studyrows import SHIPPED_ROW, at_snr
     from remap_lib.prediction.widening import Widening, widening_path
 
     n = 20
@@ -85,20 +86,28 @@ def test_the_command_fits_the_models_factors_from_the_study_records_without_the_
     splits = pd.DataFrame({"id": [f"m{i:04d}" for i in range(n)], "teff": np.linspace(4000, 7000, n), "role": role})
     folds = make_folds(splits, k=2, seed=0)
     write_folds(folds, tmp_path / "folds.csv")
-    # every star misses by 0.5 half-widths, except the calibration stars, which miss by 10
-    miss = np.where(folds["role"] == "calibration", 10.0, 0.5)
+    # every star misses by 0.5 half-widths, except the calibration stars, which miss by 10; on the
+    # noisy copies (the row at S/N 20) every other star misses by 1.5
+    calibration = (folds["role"] == "calibration").to_numpy()
+
+    def part(rows, truth, miss):
+        out = {"id": folds["id"].to_numpy()[rows].tolist(),
+               "truth": {name: truth[:, j].tolist() for j, name in enumerate(LABEL_NAMES)}}
+        for j, name in enumerate(LABEL_NAMES):
+            med = truth[:, j] + miss  # half-widths 1 (68 %) and 2 (95 %)
+            out[name] = {"median": med.tolist(), "p16": (med - 1).tolist(), "p84": (med + 1).tolist(),
+                         "p2_5": (med - 2).tolist(), "p97_5": (med + 2).tolist()}
+        return out
+
     for f in (0, 1):
         rows = np.flatnonzero(folds["fold"] == f)
         truth = np.column_stack([folds["teff"].to_numpy()[rows], np.full(len(rows), 4.4), np.zeros(len(rows))])
-        part = {"id": folds["id"].to_numpy()[rows].tolist(),
-                "truth": {name: truth[:, j].tolist() for j, name in enumerate(LABEL_NAMES)}}
-        for j, name in enumerate(LABEL_NAMES):
-            med = truth[:, j] + miss[rows]  # half-widths 1 (68 %) and 2 (95 %)
-            part[name] = {"median": med.tolist(), "p16": (med - 1).tolist(), "p84": (med + 1).tolist(),
-                          "p2_5": (med - 2).tolist(), "p97_5": (med + 2).tolist()}
+        predictions = {SHIPPED_ROW: {"test": part(rows, truth, np.where(calibration[rows], 10.0, 0.5))},
+                       at_snr(SHIPPED_ROW, 20): {"test": part(rows, truth, np.where(calibration[rows], 10.0, 1.5))}}
         runqueue.write_record(tmp_path, f"runs/shipped/seed0_fold{f}",  # the shipped recipe's row, by default
                               {"key": f"runs/shipped/seed0_fold{f}", "row": SHIPPED_ROW,
-                               "seed": 0, "fold": f, "predictions": {SHIPPED_ROW: {"test": part}}})
+                               "seed": 0, "fold": f, "predictions": predictions})
+    monkeypatch.setattr(conformal, "clean_dwarf_snr", lambda folds: 55.0)  # the dwarfs' own S/N, not read here
     model = toy_ensemble(tmp_path / "model")
     report = conformal.main(["--model", str(model), "--records", str(tmp_path), "--no-measure",
                              "--out", str(tmp_path / "conformal.json")])
@@ -108,6 +117,9 @@ def test_the_command_fits_the_models_factors_from_the_study_records_without_the_
     saved = Widening.load(widening_path(model))
     assert saved.intervals["68"] == {"teff": 0.5, "logg": 0.5, "feh": 0.5}  # the 10-half-width misses left out
     assert saved.intervals["95"]["feh"] == 0.25 and "calibration stars left out" in saved.fitted_by["intervals"]
+    # the row at S/N 20 gives the factors there; no row at S/N 10 was recorded, so it has no node
+    assert saved.intervals["by_snr"]["snr"] == [55.0, 20.0] and saved.intervals["by_snr"]["68"]["teff"] == [0.5, 1.5]
+    assert "at S/N 20" in saved.fitted_by["intervals"] and fit["at_snr"]["20"]["n_stars"] == 17
     with pytest.raises(ValueError, match="no study records of row 'deep-REMAP'"):
         conformal.study_factors(tmp_path, "deep-REMAP", folds)
 

@@ -466,6 +466,41 @@ def test_interval_factors_scale_the_half_widths_about_the_median_only(model_file
         np.testing.assert_array_equal(np.asarray(scaled[col]), np.asarray(plain[col]))
 
 
+def test_interval_factors_fitted_by_snr_stand_in_for_the_noise_widening(model_file, tmp_path, monkeypatch):
+    """With factors of 1 at every S/N node, a noisy star's intervals are the unwidened PMF's, while its
+    ``std`` and PMF keep the noise widening; factors of 2 at S/N 10 double its half-widths."""
+    import shutil
+
+    from remap_lib.evaluation import conformal
+
+    monkeypatch.setattr(conformal, "GIANT_LOGG", 0.0)  # the toy calls this star a giant: make it a "dwarf"
+
+    path = shutil.copy(model_file, tmp_path / "m.pt")
+    noisy = (W, F + np.random.default_rng(5).normal(0, 0.1, F.size))  # S/N ~ 10
+    ones = {level: {n: 1.0 for n in LABEL_NAMES} for level in ("68", "95")}
+    for factor in (1.0, 2.0):
+        by_snr = {"snr": [50.0, 20.0, 10.0], **{level: {n: [1.0, 1.0, factor] for n in LABEL_NAMES}
+                                                for level in ("68", "95")}}
+        Widening(noise=TOY_WIDENING["noise"], intervals={**ones, "by_snr": by_snr},
+                 model_sha256=sha256_file(path)).save(widening_path(path))
+        predictor = Predictor(path)
+        prep = predictor.prepare(noisy)
+        table = predictor.predict_prepared(prep, pmf=True)
+        snr = float(table["snr"][0])
+        raw, _ = predictor.network(prep.flux, prep.mask)
+        wide, _ = predictor.network(prep.flux, prep.mask, predictor.widening.noise_factors([snr]))
+        expect = np.interp(np.log(snr), np.log([10.0, 20.0, 50.0]), [factor, 1.0, 1.0])
+        assert factor == 1.0 or expect > 1.9  # S/N ~ 10: the factor is exercised
+        for name in LABEL_NAMES:
+            plain, widened = predictor.bins[name].decode(raw[name]), predictor.bins[name].decode(wide[name])
+            med = plain["median"][0]
+            for end in ("p16", "p84", "p2_5", "p97_5"):
+                want = med + expect * (plain[end][0] - med)
+                assert float(table[f"{name}_{end}"][0]) == pytest.approx(want, rel=1e-5, abs=1e-4), (name, end)
+            assert float(table[f"{name}_std"][0]) == pytest.approx(widened["std"][0], rel=1e-5)
+            np.testing.assert_allclose(table[f"{name}_pmf"][0], wide[name][0], rtol=1e-5)
+
+
 def test_predict_reloads_the_model_when_its_widening_is_refitted(model_file, tmp_path):
     import os
     import shutil

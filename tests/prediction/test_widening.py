@@ -28,3 +28,21 @@ def test_recentre_of_an_unwidened_pmf_changes_nothing():
     out = recentre(d, d)
     for key in d:
         assert out[key][0] == pytest.approx(d[key][0])
+
+
+def test_interval_factors_by_hand():
+    from remap_lib.prediction.widening import Widening
+
+    plain = Widening(intervals={"68": {"teff": 0.6}, "95": {"logg": 0.8}})
+    f = plain.interval_factors([50.0, 5.0])
+    np.testing.assert_allclose(f["68"], [[0.6, 1.0, 1.0]] * 2)  # 1 where nothing was fitted
+    np.testing.assert_allclose(f["95"], [[1.0, 0.8, 1.0]] * 2)
+    assert not plain.intervals_by_snr
+    by_snr = Widening(intervals={"68": {"teff": 0.6, "logg": 0.5, "feh": 0.7}, "95": {"teff": 0.8},
+                                 "by_snr": {"snr": [40.0, 20.0, 10.0], "68": {"teff": [0.6, 0.9, 1.2]}}})
+    f = by_snr.interval_factors([100.0, 40.0, np.sqrt(800.0), 20.0, 10.0, 3.0])
+    # linear in log S/N between the nodes: sqrt(800) is halfway between 20 and 40
+    np.testing.assert_allclose(f["68"][:, 0], [0.6, 0.6, 0.75, 0.9, 1.2, 1.2])
+    np.testing.assert_allclose(f["68"][:, 1], 0.5)  # a label without nodes keeps its clean factor
+    np.testing.assert_allclose(f["95"][:, 0], 0.8)
+    assert by_snr.intervals_by_snr
