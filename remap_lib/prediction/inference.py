@@ -496,8 +496,8 @@ class Predictor:
         widen = {name: missing[name] * noisy[name] for name in LABEL_NAMES}
         # interval factors fitted at each S/N stand in for the noise widening on the intervals
         by_snr = self.widening.intervals_by_snr
-        raw, (pmfs, for_intervals), emb = self.network_widened(prep.flux[ok], prep.mask[ok], widen,
-                                                               missing if by_snr else widen)
+        raw, widened, emb = self.network_widened(prep.flux[ok], prep.mask[ok], widen, *([missing] if by_snr else []))
+        pmfs, for_intervals = widened[0], widened[-1]
         table = Table()
         table["source"] = np.asarray(prep.source, dtype=str) if n else np.zeros(0, dtype="U1")
         table["name"] = np.asarray(prep.name, dtype=str) if n else np.zeros(0, dtype="U1")
@@ -531,8 +531,9 @@ class Predictor:
                 decoded[name] = {k: np.zeros(0) for k in ESTIMATES}
                 continue
             b = self.bins[name]
-            decoded[name] = {**recentre(b.decode(for_intervals[name]), b.decode(raw[name])),
-                             "std": b.decode(pmfs[name])["std"]}
+            decoded[name] = recentre(b.decode(for_intervals[name]), b.decode(raw[name]))
+            if by_snr:  # std is the fully widened PMF's, as the pmf column
+                decoded[name]["std"] = b.decode(pmfs[name])["std"]
         estimates = self.widening.scale_intervals(decoded, snr)
         for name in LABEL_NAMES:
             b = self.bins[name]

@@ -58,13 +58,20 @@ def noise_inflation(snr, table: dict) -> dict[str, np.ndarray]:
     without nodes.
     """
     snr = np.asarray(snr, dtype=np.float64)
-    x = np.log(np.clip(snr, 1e-6, 1e12))
     out = {}
     for name in LABEL_NAMES:
-        nodes = np.asarray(sorted(table.get(name) or []), dtype=np.float64).reshape(-1, 2)  # ascending S/N
-        out[name] = (np.interp(x, np.log(nodes[:, 0]), nodes[:, 1], left=nodes[0, 1], right=1.0) if len(nodes)
-                     else np.ones_like(x))
+        nodes = np.asarray(table.get(name) or [], dtype=np.float64).reshape(-1, 2)
+        out[name] = interp_log_snr(snr, nodes[:, 0], nodes[:, 1], 1.0) if len(nodes) else np.ones_like(snr)
     return out
+
+
+def interp_log_snr(snr, nodes, values, above: float) -> np.ndarray:
+    """``values`` at S/N ``nodes``, linear in log S/N between them, the lowest node's value below them
+    and ``above`` above the highest (the nodes in any order)."""
+    nodes, values = np.asarray(nodes, dtype=np.float64), np.asarray(values, dtype=np.float64)
+    order = np.argsort(nodes)
+    x = np.log(np.clip(np.asarray(snr, dtype=np.float64), 1e-6, 1e12))
+    return np.interp(x, np.log(nodes[order]), values[order], left=values[order][0], right=above)
 
 
 def recentre(widened: dict, raw: dict) -> dict:
@@ -131,10 +138,7 @@ class Widening:
                 if not values:
                     cols.append(np.full(snr.shape, clean))
                     continue
-                order = np.argsort(by_snr["snr"])  # ascending S/N for interp
-                x = np.log(np.asarray(by_snr["snr"], dtype=np.float64)[order])
-                y = np.asarray(values, dtype=np.float64)[order]
-                cols.append(np.interp(np.log(np.clip(snr, 1e-6, 1e12)), x, y, left=y[0], right=clean))
+                cols.append(interp_log_snr(snr, by_snr["snr"], values, clean))
             out[level] = np.column_stack(cols)
         return out
 
@@ -148,8 +152,7 @@ class Widening:
         pred = np.stack([np.column_stack([np.asarray(decoded[n][q], dtype=np.float64) for q in quantiles])
                          for n in LABEL_NAMES], axis=1).reshape(-1, len(LABEL_NAMES), len(quantiles))
         snr = np.full(len(pred), np.inf) if snr is None else np.asarray(snr, dtype=np.float64)
-        scaled = scale_intervals(pred, self.interval_factors(snr) if len(pred) else
-                                 {level: np.ones(3) for level in ("68", "95")})
+        scaled = scale_intervals(pred, self.interval_factors(snr))
         out = {name: dict(d) for name, d in decoded.items()}
         for j, name in enumerate(LABEL_NAMES):
             for k, q in enumerate(quantiles):
