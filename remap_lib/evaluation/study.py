@@ -442,7 +442,8 @@ def _train_members(study: Study, row: Row, start: Path | None, sets, cfg: TrainC
             # the giants' targets are the start network's PMFs; their labels are blanked, never read
             distill = unlabelled(sets.get("distill", sets["giants"])) if row.distill else None
             result, trainer = finetune(start, sets["finetune"], sets["temperature"], member_cfg, out_dir,
-                                       study.progress, study.device, rehearse, row.rehearsal, distill, row.distill)
+                                       study.progress, study.device, rehearse, row.rehearsal, distill, row.distill,
+                                       row.distill_labels)
         models.append((result.model.cpu().eval(), trainer.label_stats))
     return models
 
@@ -481,7 +482,8 @@ def _run_ensemble(study: Study, row: Row, seed: int, fold: int, scratch: Path):
     extra = {"members": len(models), "temperatures": temps, "n_finetune": len(sets["finetune"]),
              "n_temperature": len(sets["temperature"]),
              **({"n_distill": len(sets["distill"]), "n_giants_scored": len(sets["giants"])} if "distill" in sets
-                else {})}
+                else {}),
+             **({"distill_labels": list(row.distill_labels)} if row.distill else {})}
     predictions |= _derived_predictions(row, models, temps, sets, start, extra)
     return {"finetune": cfg.to_dict(), **({"arch": study.budgets.arch} if row.budget == "reduced" else {})}, \
         predictions, extra

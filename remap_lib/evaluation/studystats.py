@@ -353,6 +353,7 @@ def aggregate(out, folds: pd.DataFrame, budgets: dict | None = None, n_boot: int
         seeds = scored[row.name]["cv_dwarfs"][2] if entry else []
         obj = {"name": row.name, "kind": row.kind, "budget": row.budget, "seed_meaning": row.seeds,
                "rehearsal": row.rehearsal, "distill": row.distill,
+               "distill_labels": list(row.distill_labels) if row.distill else None,
                "source": row.source if row.kind == "derived" else None, "snr": row.snr,
                "reference": row.reference, "n_seeds": len(seeds), "seeds": seeds, "n_records": len(records),
                "config": records[0]["config"] if records else None,

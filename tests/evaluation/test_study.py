@@ -392,7 +392,7 @@ def test_tiny_study_distils_the_giants_without_their_labels(tiny, monkeypatch):
     seen = {}
 
     def spy(*args):
-        seen["distill"], seen["ratio"] = args[-2], args[-1]
+        seen["distill"], seen["ratio"], seen["labels"] = args[-3:]
         raise RuntimeError("stop")
 
     monkeypatch.setattr(study, "finetune", spy)
@@ -400,7 +400,12 @@ def test_tiny_study_distils_the_giants_without_their_labels(tiny, monkeypatch):
         study._train_members(st, sr.ROW_BY_NAME[sr.DISTILL], st.pretrained["deep-remap"], st.fold_sets(0),
                              st.budgets.finetune(sr.ROW_BY_NAME[sr.DISTILL], 0), 1, st.work / "spy")
     assert list(seen["distill"].ids) == st.giants and np.isnan(seen["distill"].labels).all()
-    assert seen["ratio"] == DISTILL_RATIO > 0
+    assert seen["ratio"] == DISTILL_RATIO > 0 and seen["labels"] == ("teff", "logg", "feh")
+    logg_row = sr.ROW_BY_NAME[sr.NOISE_DISTILL_LOGG]
+    with pytest.raises(RuntimeError, match="stop"):
+        study._train_members(st, logg_row, st.pretrained["deep-remap"], st.fold_sets(0),
+                             st.budgets.finetune(logg_row, 0), 1, st.work / "spy")
+    assert seen["labels"] == ("logg",) and logg_row.reference == sr.NOISE_DISTILL
     # held out: fold 0 distils the other fold's giants and is scored on its own
     sets = st.fold_sets(0, giants_held_out=True)
     scored, distilled = list(sets["giants"].ids), list(sets["distill"].ids)

@@ -30,6 +30,7 @@ from remap_lib.training.transfer import (
     finetune_ensemble,
     load_ensemble,
     summarize,
+    teacher_pmfs,
 )
 
 
@@ -179,6 +180,19 @@ def test_ensemble_averages_members(two_models, data):
     for name in LABEL_NAMES:
         np.testing.assert_allclose(twice[name], one[name], rtol=1e-6)
         np.testing.assert_allclose(both[name], 0.5 * (one[name] + only_b[name]), rtol=1e-6)
+
+
+def test_teacher_pmfs_teach_only_the_chosen_labels(two_models, data):
+    model = two_models[0]
+    every = teacher_pmfs(model, data.select(np.arange(4)))
+    logg_only = teacher_pmfs(model, data.select(np.arange(4)), ("logg",))
+    np.testing.assert_allclose(every["logg"], ensemble_pmfs([model], data.flux[:4])["logg"], rtol=1e-6)
+    np.testing.assert_array_equal(logg_only["logg"], every["logg"])
+    for name in ("teff", "feh"):  # all-zero rows: unknown to the loss, so those heads learn nothing here
+        assert logg_only[name].shape == every[name].shape and not logg_only[name].any()
+    for bad in ((), ("vsini",)):
+        with pytest.raises(ValueError, match="subset"):
+            teacher_pmfs(model, data.select(np.arange(4)), bad)
 
 
 def test_load_ensemble_reads_temperatures_from_extra(two_models, tmp_path):
