@@ -470,25 +470,32 @@ class Predictor:
                         np.asarray(rv_out, dtype=np.float64))
 
     # -- predictions --------------------------------------------------------------------------------
+    def refusals(self, prep: Prepared) -> list[str]:
+        """Why each prepared row is not predicted ('' where it is): its preparation's error, no usable
+        pixel, or more than :data:`MAX_MISSING` of the window missing."""
+        masked_fraction = prep.mask.mean(axis=1) if len(prep.flux) else np.zeros(0)
+        window = "{:.2f}–{:.2f} Å".format(*pixel_edges(self.wave)[[0, -1]])
+        errors = list(prep.errors)
+        for i, error in enumerate(errors):
+            if error:
+                continue
+            if masked_fraction[i] >= 1.0:
+                errors[i] = "no usable pixel in the instrument window after preprocessing"
+            elif masked_fraction[i] > MAX_MISSING:
+                errors[i] = (f"{100 * masked_fraction[i]:.1f} % of the window {window} has no usable data (beyond "
+                             f"the data's ends, NaN, masked or ivar 0); remap predicts with at most "
+                             f"{100 * MAX_MISSING:g} % missing. To fix: supply the missing part of the window, "
+                             "unmask pixels that are usable, or use a model trained for the range your data cover")
+        return errors
+
     def predict_prepared(self, prep: Prepared, pmf: bool = False):
         """The output table (see the module docstring) for spectra already on the model's grid."""
         from astropy.table import Table
 
         n = len(prep.flux)
-        ok = np.array([not e for e in prep.errors], dtype=bool)
         masked_fraction = prep.mask.mean(axis=1) if n else np.zeros(0)
-        nothing = ok & (masked_fraction >= 1.0)
-        errors = list(prep.errors)
-        for i in np.flatnonzero(nothing):
-            errors[i] = "no usable pixel in the instrument window after preprocessing"
-        ok &= ~nothing
-        window = "{:.2f}–{:.2f} Å".format(*pixel_edges(self.wave)[[0, -1]])
-        for i in np.flatnonzero(ok & (masked_fraction > MAX_MISSING)):
-            errors[i] = (f"{100 * masked_fraction[i]:.1f} % of the window {window} has no usable data (beyond the "
-                         f"data's ends, NaN, masked or ivar 0); remap predicts with at most {100 * MAX_MISSING:g} % "
-                         "missing. To fix: supply the missing part of the window, unmask pixels that are usable, or "
-                         "use a model trained for the range your data cover")
-            ok[i] = False
+        errors = self.refusals(prep)
+        ok = np.array([not e for e in errors], dtype=bool)
         snr_all, snr_claimed = row_snr(prep.flux, prep.mask, prep.ivar)
         snr = snr_all[ok]
         missing = self.widening.missing_factors(masked_fraction[ok])

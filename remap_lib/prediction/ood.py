@@ -365,7 +365,7 @@ def measure(model=None, seed: int = 0, classes=None, save_detector: bool = True,
     for name, (labels, spectra, *options) in classes.items():
         kw = {"medium": predictor.instrument.medium, "rv": 0.0, **(options[0] if options else {})}  # at rest
         prep = predictor.prepare(spectra, **kw)
-        ok = np.array([not e for e in prep.errors])
+        ok = np.array([not e for e in predictor.refusals(prep)])  # what predict would refuse is refused here
         med, dist, snr, teff_pmf = _network_features(predictor, _subset(prep, ok))
         feats[name] = {"labels": np.asarray(labels)[ok], "prep": _subset(prep, ok), "medians": med, "dist": dist,
                        "snr": snr, "teff_pmf": teff_pmf, "failed": int((~ok).sum())}

@@ -130,8 +130,13 @@ def test_measure_on_toy_stars_saves_a_detector_predict_uses(tmp_path):
 
     model = toy_ensemble(tmp_path)
     classes = _toy_classes()
+    labels, masked = _toy_classes()["calibration"]
+    cut = [0.3, 0.3, 0.3, 0.05]  # the share of pixels set to NaN: predict refuses more than MAX_MISSING (10 %)
+    classes["masked"] = (labels[:4], [(w, np.where(np.arange(w.size) < c * w.size, np.nan, f))
+                                      for (w, f), c in zip(masked[:4], cut, strict=True)])
     report = measure(model, classes=classes, progress=False)
     assert report["fitted_on"] == ["finetune", "validation"] and report["detector_file"] == "ensemble.ood.npz"
+    assert report["classes"]["masked"]["refused"] == 3 and report["classes"]["masked"]["n"] == 1
     emission = report["classes"]["line in emission"]
     assert emission["flagged"] == 1.0 and emission["auc"] == 1.0  # nothing in training looks like that
     assert report["classes"]["calibration"]["flagged"] <= 0.2
