@@ -129,12 +129,15 @@ def test_book_page_renders_the_reports(tmp_path):
               "rv": [{"rv": 50.0, **row, "estimate_error_max": 12.0, "corrected": {"teff": 0.5}}],
               "snr": [{"snr": 10.0, **row}], "fwhm": [{"fwhm": 4.0, **row}], "undeclared_resolution": None}
     (res / "robustness.json").write_text(json.dumps(curves))
-    cov = {"68": {n: 0.7 for n in LABEL_NAMES}}
+    cov = {"68": {n: 0.7 for n in LABEL_NAMES}, "95": {n: 0.9 for n in LABEL_NAMES}}
+    own = {"68": {n: 0.6 for n in LABEL_NAMES}, "95": {n: 1.0 for n in LABEL_NAMES}}
     (res / "conformal.json").write_text(json.dumps(
         {"fit": {"factors": {"by_snr": {"snr": [58.1, 20.0, 10.0]}}},
-         "measured": {"roles": {"calibration": {"at_snr": {"20": {"after": cov}}}}}}))
+         "measured": {"roles": {"calibration": {"n": 30, "after": own, "at_snr": {"20": {"after": cov}}}}}}))
     page = book_page(tmp_path / "out", res)
-    assert "fitted at S/N 58.1, 20, 10" in page and "| 20 | 0.70 | 0.70 | 0.70 |" in page
+    assert "fitted at S/N 58.1, 20, 10" in page and "holding the factors of 10 below it" in page
+    assert "| own | 0.60 | 0.60 | 0.60 | 1.00 | 1.00 | 1.00 |" in page
+    assert "| 20 | 0.70 | 0.70 | 0.70 | 0.90 | 0.90 | 0.90 |" in page and "about ±0.09" in page
     assert "score > 1.234" in page and "| A/B (Teff > 10000 K) | 7 | 86% | 0% | 14% | 0.987 |" in page
     assert "| nothing given | 0 | – | – | – | – |" in page  # an empty class has no rates
     assert "86% of the 7 MILES stars outside the box" in page
