@@ -23,3 +23,12 @@ def machine_info() -> dict:
         usable = os.cpu_count()
     return {"cpu_model": cpu, "nproc": usable, "cpu_count": os.cpu_count(), "platform": platform.platform(),
             "python": platform.python_version(), "load_average_start": list(os.getloadavg())}
+
+
+def describe_machine(machine: dict | None) -> str:
+    """'CPU model, N cores' of a :func:`machine_info` record, or that none was recorded."""
+    if not machine:
+        return "machine not recorded"
+    cores = machine.get("nproc", machine.get("cpu_count"))
+    parts = [machine.get("cpu_model"), f"{cores} cores" if cores else None]
+    return ", ".join(p for p in parts if p) or "machine not recorded"
