@@ -88,7 +88,8 @@ def test_frames_and_plot_read_the_report(tmp_path):
     assert summary.loc["a", "σ without consensus outliers"] == 140.0 and summary.loc["a", "beyond 3 robust σ"] == 4
     stars = studytail.consensus_frame(report)
     assert stars.loc["m0330", "type"] == "G9III" and stars.loc["m0330", "miss: a"] == -1095.0
-    ax = studytail.plot_tail(report, goal=75.0)
+    _, ax = plt.subplots()
+    assert studytail.plot_tail(report, goal=75.0, ax=ax) is ax
     x, y = ax.lines[0].get_data()
     assert list(x) == [10.0, 20.0, 1095.0] and list(y) == pytest.approx([2 / 3, 1 / 3, 0.0])
     plt.close("all")
