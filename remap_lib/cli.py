@@ -389,12 +389,13 @@ def build_parser() -> argparse.ArgumentParser:
                                   "several processes may share it"),
                          ("status", "runs done, running and left, and the measured compute time of the matrix"),
                          ("aggregate", "metrics over seeds with bootstrap intervals and paired differences"),
-                         ("table", "the aggregate as Markdown: the headline, every row's tables and the effects")):
+                         ("table", "the aggregate as Markdown: the headline, every row's tables and the effects"),
+                         ("goals", "issue 12's goals against remap's recipe's measured values, from the aggregate")):
         p = actions.add_parser(action, help=text, description=text)
         p.add_argument("--out", default=None, help="records folder (default: "
                        "results/study; the aggregate goes beside it as study.json)")
         p.add_argument("--profile", default="default", help="training files and budgets (default: default)")
-        if action not in ("aggregate", "table"):
+        if action not in ("aggregate", "table", "goals"):
             p.add_argument("--rows", nargs="+", default=None,
                            help="row names or slugs, e.g. deep-REMAP no_swa "
                                 "(default: all; see remap_lib.evaluation.study)")
@@ -411,8 +412,10 @@ def build_parser() -> argparse.ArgumentParser:
     agg_p = actions.choices["aggregate"]
     agg_p.add_argument("--output", default=None, help="aggregate file (default: beside --out, study.json)")
     agg_p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples over stars (default 1000)")
-    actions.choices["table"].add_argument("--input", default=None,
-                                          help="aggregate to show (default: beside --out, study.json)")
+    for action in ("table", "goals"):
+        actions.choices[action].add_argument("--input", default=None,
+                                             help="aggregate to show (default: beside --out, study.json)")
+    actions.choices["goals"].add_argument("--row", default=None, help="the row measured (default: remap's recipe)")
 
     book = sub.add_parser("book", help="run the book's notebooks").add_subparsers(dest="action", required=True)
     p = book.add_parser("run", help="execute notebooks with a profile through papermill")

@@ -651,7 +651,7 @@ def print_status(report: dict) -> None:
 
 # -------------------------------------------------------------------------------------------- command
 def command(args) -> int:
-    """``remap study run | aggregate | status`` (options in remap_lib/cli.py)."""
+    """``remap study run | status | aggregate | table | goals`` (options in remap_lib/cli.py)."""
     from remap_lib.evaluation.studystats import aggregate, write_aggregate
 
     out = Path(args.out or DEFAULT_OUT)
@@ -678,6 +678,11 @@ def command(args) -> int:
         print(markdown_tables(result))
         print("### effects (paired 95 % intervals that exclude zero)\n")
         print("\n".join(f"- {line}" for line in result["effects"]) or "none")
+        return 0
+    if args.action == "goals":
+        from remap_lib.evaluation.studyreport import goals_markdown, read_study
+
+        print(goals_markdown(read_study(Path(args.input or out.parent / "study.json")), args.row))
         return 0
     budgets = Budgets.from_profiles(args.profile).describe()
     result = aggregate(out, read_folds(out / "folds.csv"), budgets, n_boot=args.bootstrap)

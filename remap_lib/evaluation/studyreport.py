@@ -265,6 +265,69 @@ def headline_markdown(result: dict, rows=HEADLINE_ROWS, source: str = "results/s
     return "\n".join([*lines, "", note, ""])
 
 
+#: Issue 12's goals for the method users get: σ on the dwarfs (cross-validated and the 30 calibration stars)
+#: and on the giants, in K / dex / dex; the share called right; the intervals' coverage (nominal ± tolerance).
+GOAL_SIGMA = {"cv_dwarfs": PAPER_SIGMA, "calibration_stars": PAPER_SIGMA,
+              "giants": {"teff": 120.0, "logg": 0.30, "feh": 0.15}}
+GOAL_CALLED_RIGHT = 0.95
+GOAL_COVERAGE = {"coverage68": (0.68, 0.05), "coverage95": (0.95, 0.03)}
+
+
+def goals_markdown(result: dict, row: str | None = None) -> str:
+    """Issue 12's goals against the measured value of ``row`` (default: remap's recipe), with 95 % intervals.
+
+    A goal on a mean is met when the mean meets it (the interval says how surely); a goal to beat a peer
+    is met when the paired difference's interval lies wholly below zero. Intervals are the conformally
+    scaled row's (``<row>, conformal intervals``) where it is in the aggregate.
+    """
+    from remap_lib.evaluation.studyrows import CONFORMAL, NOISE_DISTILL_HELD_OUT, SHIPPED_ROW
+
+    row = row or SHIPPED_ROW
+    by_name = {r["name"]: r for r in result["rows"]}
+    if row not in by_name or not by_name[row].get("cv_dwarfs"):
+        raise KeyError(f"the aggregate has no complete seed of {row!r}")
+    main = by_name[row]
+    intervals = by_name.get(f"{row}, {CONFORMAL}") or main
+    lines = ["| goal | target | measured [95 %] | met |", "|---|---:|---:|:---:|"]
+
+    def add(goal, target, value, lo, hi, met, digits, percent=False):
+        show = (lambda v: "–" if v is None else f"{100 * v:.1f} %") if percent else (lambda v: _fmt(v, digits))
+        lines.append(f"| {goal} | {target} | {show(value)} [{show(lo)}, {show(hi)}] | {'yes' if met else 'no'} |")
+
+    for table in ("cv_dwarfs", "calibration_stars", "giants"):
+        for label in LABEL_NAMES:
+            name, unit, digits = LABEL_TEXT[label]
+            e, goal = main[table][label], GOAL_SIGMA[table][label]
+            add(f"σ {name}, {TABLE_TITLES[table]}", f"≤ {goal:.{digits}f} {unit}", e["sigma"], *e["ci95"],
+                e["sigma"] <= goal, digits + (label != "teff"))
+    for comparison in result.get("comparisons", []):
+        if comparison["row"] != row:
+            continue
+        for label in ("teff", "logg"):
+            name, unit, digits = LABEL_TEXT[label]
+            d = comparison["cv_dwarfs"][label]["sigma"]
+            add(f"σ {name} − {comparison['reference']}'s, cross-validated dwarfs (paired)", "interval < 0",
+                d["difference"], *d["ci95"], d["ci95"][1] is not None and d["ci95"][1] < 0, digits + (label != "teff"))
+    held = by_name.get(NOISE_DISTILL_HELD_OUT) if row == SHIPPED_ROW else None
+    for table, what, source in (("giants", "giants called giant (log g < 3.5)", main),
+                                ("giants", "giants called giant, networks that never saw them", held),
+                                ("cv_dwarfs", "dwarfs that stay dwarfs", main)):
+        if source and source.get(table):
+            t = source[table]
+            add(what, f"≥ {100 * GOAL_CALLED_RIGHT:g} %", t["accuracy"], *t["accuracy_ci95"],
+                t["accuracy"] >= GOAL_CALLED_RIGHT, 3, percent=True)
+    for metric, (nominal, tolerance) in GOAL_COVERAGE.items():
+        for table in ("cv_dwarfs", "giants"):
+            for label in LABEL_NAMES:
+                e = intervals[table][label]
+                add(f"{METRIC_TEXT[metric]} {LABEL_TEXT[label][0]}, {TABLE_TITLES[table]}",
+                    f"{nominal:.2f} ± {tolerance:.2f}", e[metric], *e[f"{metric}_ci95"],
+                    abs(e[metric] - nominal) <= tolerance, 2)
+    return "\n".join([*lines, "", f"Row *{row}* (intervals: *{intervals['name']}*), read from the study's aggregate "
+                       "(`remap study goals`). Not measured by the study: the interval ECE (≤ 0.03) and the "
+                       "synthetic held-out nodes (notebook 2).", ""])
+
+
 def budgets_markdown(result: dict) -> str:
     """The budgets every row ran at and what the recorded runs cost, as Markdown."""
     b = result.get("budgets") or {}

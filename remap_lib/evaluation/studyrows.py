@@ -109,6 +109,9 @@ NOISE_DISTILL_LOGG = f"{NOISE_DISTILL}, log g only"
 #: The row whose recipe builds the shipped model (notebook 3's defaults in the ``default`` profile): the
 #: conformal factors the model ships are fitted on its cross-validated predictions.
 SHIPPED_ROW = NOISE_DISTILL
+#: Paired comparisons beyond each row's reference: remap's recipe against the peers issue 12 asks it to beat
+#: (same folds and stars; same seeds where both have several, else the stars alone are resampled).
+PEER_COMPARISONS = ((SHIPPED_ROW, "MSE regression CNN"), (SHIPPED_ROW, "The Cannon"))
 #: S/N per pixel of the degraded copies the rehearsal and noise rows are also scored on (paired: the
 #: same noise per star, :mod:`remap_lib.evaluation.degrade`); 20 and 10 bracket where the robustness
 #: curves of the shipped model drift.

@@ -14,7 +14,9 @@ Per row and table (``cv_dwarfs``, ``calibration_stars``, ``giants``; see :mod:`r
   seed and every row. A paired difference (row − its reference, on the same folds, stars and seeds)
   takes its interval from the same star resamples, each combined with a resample of the paired
   seeds (when there are two or more), so that seed-to-seed scatter counts as well. An effect is
-  listed in ``effects`` only where the difference's interval excludes zero;
+  listed in ``effects`` only where the difference's interval excludes zero. ``comparisons`` holds the same
+  for the pairs of :data:`~remap_lib.evaluation.studyrows.PEER_COMPARISONS` (remap's recipe against its
+  peers), which are not each other's reference;
 * ``ci95_models`` (tables where a seed has several models: the giants, predicted by every fold's
   model): a bootstrap that also resamples, within each resampled seed, its models, which were
   fine-tuned on different dwarfs, so the interval holds what another training set changes. For the
@@ -318,7 +320,7 @@ def aggregate(out, folds: pd.DataFrame, budgets: dict | None = None, n_boot: int
 
     The dwarfs are the fold table's; the giants every star of the records' ``giants`` parts.
     """
-    from remap_lib.evaluation.studyrows import AGGREGATE_RECIPES, ROW_BY_NAME, ROWS
+    from remap_lib.evaluation.studyrows import AGGREGATE_RECIPES, PEER_COMPARISONS, ROW_BY_NAME, ROWS
 
     entries = collect(load_records(out))
     k = int(folds["fold"].max()) + 1
@@ -386,6 +388,16 @@ def aggregate(out, folds: pd.DataFrame, budgets: dict | None = None, n_boot: int
         settings = {json.dumps(_comparable(r["config"]), sort_keys=True) for r in records}
         if len(settings) > 1:
             warnings.append(f"{row.name}: runs used {len(settings)} different settings (budgets or profiles)")
+    comparisons = []
+    for name, ref in PEER_COMPARISONS:
+        if not (name in scored and ref in scored and scored[name]["cv_dwarfs"][2] and scored[ref]["cv_dwarfs"][2]):
+            continue
+        comparison = {"row": name, "reference": ref}
+        for t in TABLES:
+            if scored[name][t][2] and scored[ref][t][2]:
+                comparison[t] = diff = _difference(scored[name][t], scored[ref][t], METRICS + ("accuracy",), boot_seed)
+                effects += _effects(name, ref, t, diff)
+        comparisons.append(comparison)
     unknown = sorted(set(entries) - set(ROW_BY_NAME))
     warnings += [f"records hold predictions of unknown row {u!r} (left out)" for u in unknown]
     return {"generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -394,7 +406,8 @@ def aggregate(out, folds: pd.DataFrame, budgets: dict | None = None, n_boot: int
                       "stars_per_fold": folds["fold"].value_counts().sort_index().tolist(),
                       "n_calibration_stars": sizes["calibration_stars"], "n_giants": len(giant_ids)},
             "bootstrap": {"resamples": n_boot, "seed": boot_seed, "interval": "2.5 and 97.5 percentiles"},
-            "budgets": budgets, "compute": compute(out), "rows": rows, "effects": effects, "warnings": warnings}
+            "budgets": budgets, "compute": compute(out), "rows": rows, "comparisons": comparisons, "effects": effects,
+            "warnings": warnings}
 
 
 def compute(out) -> dict:

@@ -434,8 +434,10 @@ def test_tiny_study_rerun_skips_finished_runs_and_waits_for_claimed_ones(tiny):
         path.write_text(saved)
 
 
-def test_tiny_study_aggregates_into_the_table_schema(tiny):
+def test_tiny_study_aggregates_into_the_table_schema(tiny, monkeypatch):
     st, _, _ = tiny
+    # the tiny study has no run of remap's recipe: compare a row it ran; a pair without records is left out
+    monkeypatch.setattr(sr, "PEER_COMPARISONS", ((sr.DISTILL, "MSE regression CNN"), (sr.NOISE_DISTILL, "The Cannon")))
     result = studystats.aggregate(st.out, st.folds, n_boot=50)
     rows = {r["name"]: r for r in result["rows"]}
     assert [r["name"] for r in result["rows"]] == [r.name for r in sr.ROWS]
@@ -449,6 +451,12 @@ def test_tiny_study_aggregates_into_the_table_schema(tiny):
             assert len(entry["ci95"]) == 2
     assert 0.0 <= full["giants"]["accuracy"] <= 1.0
     assert rows["chi2 grid fit"]["giants"]["n_seeds"] == 1
+    [comparison] = result["comparisons"]
+    assert (comparison["row"], comparison["reference"]) == (sr.DISTILL, "MSE regression CNN")
+    sigma = comparison["cv_dwarfs"]["teff"]["sigma"]
+    assert sigma["difference"] == pytest.approx(rows[sr.DISTILL]["cv_dwarfs"]["teff"]["sigma"]
+                                                - rows["MSE regression CNN"]["cv_dwarfs"]["teff"]["sigma"])
+    assert len(sigma["ci95"]) == 2 and "accuracy" in comparison["giants"]
     status = study.status(st.out, st.claims, study.plan([r.name for r in sr.ROWS], [0], st.k))
     assert status["rows"][sr.FULL] == {"done": 2, "running": 0, "left": 0}
     assert "pretrain (reduced budget)" in status["measured"] and status["hours"]["left"] > 0
@@ -484,6 +492,10 @@ def test_study_command_aggregates_and_reports_status(tiny, capsys):
     out = capsys.readouterr().out
     assert "| the paper (MARVELS, R ≈ 11000) |" in out and "### cross-validated MILES FGK dwarfs" in out
     assert f"| {sr.FULL} | {len(st.folds)} | 1 |" in out  # the tiny study ran one seed
+    assert cli.main(["study", "goals", "--out", str(st.out), "--row", sr.DISTILL]) == 0
+    out = capsys.readouterr().out
+    assert "| σ T<sub>eff</sub>, cross-validated MILES FGK dwarfs | ≤ 75 K |" in out
+    assert "| dwarfs that stay dwarfs | ≥ 95 % |" in out and f"Row *{sr.DISTILL}*" in out
 
 
 def test_status_estimates_from_the_cpu_time_of_complete_runs(tmp_path):

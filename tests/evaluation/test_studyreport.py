@@ -143,3 +143,34 @@ def test_budgets_markdown_names_each_budgets_rows_and_the_compute(result):
     assert "| default | epochs = 60 |" in text and "| reduced | pretrain_epochs = 20 |" in text
     assert "| default | deep-REMAP, MSE regression CNN, no SWA |" in text
     assert "**3 runs, 1.2 CPU hours**" in text and "ensemble: 3 runs, 1.25 h" in text
+
+
+def test_goals_table_judges_means_intervals_and_paired_differences(result):
+    from remap_lib.evaluation.studyrows import CONFORMAL, NOISE_DISTILL_HELD_OUT, SHIPPED_ROW
+
+    shipped = {"name": SHIPPED_ROW, "n_seeds": 5, "cv_dwarfs": _table(355, 5, (70.0, 60.0, 80.0), accuracy=0.96),
+               "calibration_stars": _table(30, 5, (90.0, 70.0, 110.0)),
+               "giants": _table(371, 5, (130.0, 110.0, 150.0), accuracy=0.94)}
+    conformal = {**shipped, "name": f"{SHIPPED_ROW}, {CONFORMAL}"}
+    conformal["cv_dwarfs"] = {**shipped["cv_dwarfs"], "teff": {**shipped["cv_dwarfs"]["teff"], "coverage68": 0.70}}
+    held = {"name": NOISE_DISTILL_HELD_OUT, "giants": _table(371, 5, (140.0, 120.0, 160.0), accuracy=0.97)}
+    result = {**result, "rows": [*result["rows"], shipped, conformal, held],
+              "comparisons": [{"row": SHIPPED_ROW, "reference": "MSE regression CNN",
+                               "cv_dwarfs": {"teff": _diff(-20.0, -30.0, -10.0), "logg": _diff(-0.01, -0.03, 0.01)}}]}
+    rows = {line.split(" | ")[0].strip("| "): line for line in studyreport.goals_markdown(result).splitlines()
+            if line.startswith("| ")}
+    assert rows["σ T<sub>eff</sub>, cross-validated MILES FGK dwarfs"].endswith("| 70 [60, 80] | yes |")
+    assert rows["σ T<sub>eff</sub>, the 30 calibration stars"].endswith("| no |")
+    assert rows["σ T<sub>eff</sub>, MILES FGK giant candidates"].endswith("| ≤ 120 K | 130 [110, 150] | no |")
+    assert rows["σ T<sub>eff</sub> − MSE regression CNN's, cross-validated dwarfs (paired)"].endswith(
+        "| interval < 0 | -20 [-30, -10] | yes |")
+    assert rows["σ log g − MSE regression CNN's, cross-validated dwarfs (paired)"].endswith("| no |")
+    assert rows["giants called giant (log g < 3.5)"].endswith("| 94.0 % [89.0 %, 99.0 %] | no |")
+    assert rows["giants called giant, networks that never saw them"].endswith("| yes |")
+    assert rows["dwarfs that stay dwarfs"].endswith("| yes |")
+    # coverage is read from the conformally scaled row: 0.70 is within 0.68 ± 0.05, 0.5 is not
+    coverage = rows["68 % coverage T<sub>eff</sub>, cross-validated MILES FGK dwarfs"]
+    assert coverage.endswith("| 0.70 [0.40, 0.60] | yes |")
+    assert rows["68 % coverage log g, cross-validated MILES FGK dwarfs"].endswith("| no |")
+    with pytest.raises(KeyError, match="no complete seed"):
+        studyreport.goals_markdown(result, row="no SWA")
