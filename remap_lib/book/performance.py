@@ -239,23 +239,35 @@ def performance_page(out_dir: Path, bench_dir=BENCH_RESULTS) -> str:
     sections = [("synthesis", "python bench/bench_synthesis.py", _synthesis_section),
                 ("preprocess", "python bench/bench_preprocess.py", _preprocess_section),
                 ("training", "python bench/bench_training.py", _training_section)]
-    for name, command, render in sections:
+    def section(name, command, render):
         result = _load_bench(name, bench_dir)
         if result is None:
-            lines += [f"## {name.capitalize()}", "", f"**Not measured yet.** Run `{command}` and rebuild the book.", ""]
-            continue
-        lines += _guarded(name, lambda r=result, f=render: f(r, figdir))
-    training = _load_bench("training", bench_dir)
-    lines += _guarded("inference", lambda: _inference_section(training, _load_bench("inference", bench_dir), figdir))
-    lines += _guarded("streaming", lambda: _scaling_section(_load_bench("streaming", bench_dir), figdir))
+            return [f"## {name.capitalize()}", "", f"**Not measured yet.** Run `{command}` and rebuild the book.", ""]
+        return render(result, figdir)
+
+    for name, command, render in sections:
+        lines += _guarded(name, bench_dir, lambda n=name, c=command, f=render: section(n, c, f))
+    lines += _guarded("inference", bench_dir, lambda: _inference_section(
+        _guarded_load("training", bench_dir), _load_bench("inference", bench_dir), figdir))
+    lines += _guarded("streaming", bench_dir, lambda: _scaling_section(_load_bench("streaming", bench_dir), figdir))
     return "\n".join(lines)
 
 
-def _guarded(name: str, render) -> list[str]:
-    # a result file of an unexpected shape must not stop the book; the page and the log say so
+def _guarded_load(name: str, bench_dir) -> dict | None:
+    """A result another section only borrows from (training's, for inference): unreadable counts as absent."""
+    try:
+        return _load_bench(name, bench_dir)
+    except ValueError:
+        return None
+
+
+def _guarded(name: str, bench_dir, render) -> list[str]:
+    # a result file that is not JSON, or of an unexpected shape, must not stop the book; the page and the log say so
+    path = Path(bench_dir) / f"{name}.json"
+    shown = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
     try:
         return render()
     except (KeyError, TypeError, ValueError, IndexError, ZeroDivisionError) as err:
-        print(f"bookpages: warning: bench/results/{name}.json could not be shown: {err!r}", file=sys.stderr)
+        print(f"bookpages: warning: {path} could not be shown: {err!r}", file=sys.stderr)
         return [f"## {name.capitalize()}", "",
-                f"`bench/results/{name}.json` could not be shown ({table_cell(repr(err))}); rerun its benchmark.", ""]
+                f"`{shown}` could not be shown ({table_cell(repr(err))}); rerun its benchmark.", ""]

@@ -167,12 +167,20 @@ def table_coverage(table, labels: np.ndarray) -> dict:
     return out
 
 
-#: S/N per pixel of the noisy copies :func:`measure_model` also scores: the S/N issue 13 checks the
-#: intervals at (the study's degraded S/N among them; below its lowest the factors are held).
-MEASURED_SNR = (50.0, 20.0, 10.0, 5.0)
+#: S/N per pixel of noisy copies :func:`measure_model` scores beyond the study's degraded ones
+#: (:data:`~remap_lib.evaluation.studyrows.DEGRADED_SNR`, where the factors are fitted): issue 13 checks the
+#: intervals at S/N 50, 20, 10 and 5, and below the lowest fitted S/N the factors are held.
+EXTRA_MEASURED_SNR = (50.0, 5.0)
 
 
-def measure_model(model=None, roles=("calibration", "giant_candidate"), stars=None, snrs=MEASURED_SNR,
+def measured_snr() -> tuple[float, ...]:
+    """Every S/N :func:`measure_model` degrades to by default, highest first."""
+    from remap_lib.evaluation.studyrows import DEGRADED_SNR
+
+    return tuple(sorted({*DEGRADED_SNR, *EXTRA_MEASURED_SNR}, reverse=True))
+
+
+def measure_model(model=None, roles=("calibration", "giant_candidate"), stars=None, snrs=None,
                   seed: int = 0) -> dict:
     """Coverage of a model's intervals with and without its interval factors, on MILES stars of ``roles``
     read from their files as a user's would be (``stars``: role -> (labels, spectra); default MILES),
@@ -185,6 +193,7 @@ def measure_model(model=None, roles=("calibration", "giant_candidate"), stars=No
 
     if stars is None:
         from remap_lib.evaluation.coverage import miles_stars as stars
+    snrs = measured_snr() if snrs is None else snrs
     predictor = Predictor(model)
     fitted = predictor.widening
     out = {"model": predictor.path.name, "model_sha256": predictor.sha256, "factors": fitted.intervals,

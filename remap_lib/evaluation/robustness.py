@@ -496,7 +496,7 @@ def _noisy_intervals_section(conformal: dict, figdir: Path) -> list[str]:
 
     rows = [row("own", measured)] + [row(snr, e) for snr, e in measured["at_snr"].items()]
     n_stars = measured["n"]
-    spread = (0.68 * 0.32 / n_stars) ** 0.5 if n_stars else float("nan")
+    spread68, spread95 = ((p * (1 - p) / n_stars) ** 0.5 if n_stars else float("nan") for p in (0.68, 0.95))
     return ["### Intervals fitted per S/N", "",
             "The shipped model also has interval factors fitted at S/N " + ", ".join(f"{x:g}" for x in by_snr["snr"])
             + " on the study's cross-validated dwarfs and their noisier copies (`python -m "
@@ -504,7 +504,8 @@ def _noisy_intervals_section(conformal: dict, figdir: Path) -> list[str]:
             "reads every row's intervals from the PMF widened for missing data only, and scales those of stars "
             f"called dwarfs at the row's S/N, holding the factors of {min(by_snr['snr']):g} below it. The "
             f"{n_stars} calibration stars' coverage through `predict`, as they are and degraded (one noise draw "
-            f"per star; with {n_stars} stars a coverage of 0.68 is known to about ±{spread:.2f}):", "",
+            f"per star; with {n_stars} stars a coverage of 0.68 is known to about ±{spread68:.2f}, one of 0.95 to "
+            f"±{spread95:.2f}):", "",
             "| S/N | " + " | ".join(f"{level} % {_UNITS[n][0]}" for level in ("68", "95") for n in LABEL_NAMES) + " |",
             "|---|" + "---:|" * 6, *rows, "",
             "*Measured with `python -m remap_lib.evaluation.conformal` (report `results/conformal.json`).*",

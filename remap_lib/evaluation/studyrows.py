@@ -101,9 +101,9 @@ NOISE_DISTILL = f"{DISTILL} + {NOISE}"
 #: giants only (:func:`~remap_lib.evaluation.folds.giant_folds`). Paired with the row that distils them all,
 #: it measures how much of distillation's gain on the giants is owed to having seen their spectra.
 NOISE_DISTILL_HELD_OUT = f"{NOISE_DISTILL}, giants held out"
-#: The shipped recipe with the giants teaching log g alone (issue 12): distilling all three labels
-#: carries the pretrained network's Teff and [Fe/H] offsets into the fine-tuned one (dwarfs -56 K, giants'
-#: [Fe/H] -0.25 dex); the giant call, which distillation is there for, is the log g head's.
+#: The shipped recipe with the giants teaching log g alone (issue 12): the giant call, which distillation
+#: is there for, is the log g head's, while the pretrained network's Teff and [Fe/H] on the giants carry the
+#: synthetic grid's offsets. Does distilling those as well cost the giants, or the dwarfs, accuracy?
 LOGG_ONLY = ("logg",)
 NOISE_DISTILL_LOGG = f"{NOISE_DISTILL}, log g only"
 #: The row whose recipe builds the shipped model (notebook 3's defaults in the ``default`` profile): the

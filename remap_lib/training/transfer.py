@@ -58,10 +58,9 @@ REHEARSAL_RATIO = 0.25
 #: TPAMI 40, 2935). The same share as :data:`REHEARSAL_RATIO`, fixed before the study measured it
 #: ("giant distillation" row), since the giants it would be tuned on are the stars it is scored on.
 DISTILL_RATIO = REHEARSAL_RATIO
-#: The labels distillation teaches: all three by default. The pretrained network's Teff and [Fe/H] on
-#: the giants carry the synthetic grid's offsets, and distilling them also moved the dwarfs (study:
-#: -56 K, against -14 K with rehearsal alone); teaching log g alone, which makes the giant call, leaves
-#: the other heads to the labelled dwarfs and the grid (the study's "..., log g only" row measures it).
+#: The labels distillation teaches: all three by default (remap's recipe). Teaching log g alone, which
+#: makes the giant call, leaves Teff and [Fe/H] to the labelled dwarfs and the grid; the study's
+#: "..., log g only" row measures what that changes.
 DISTILLED_LABELS = LABEL_NAMES
 
 

@@ -74,8 +74,14 @@ def test_performance_page_renders_inference_and_streaming_cases(tmp_path, bench_
 def test_a_malformed_result_does_not_stop_the_book(tmp_path, bench_dir, capsys):
     (bench_dir / "inference.json").write_text(json.dumps({"cases": [{"name": "no numbers"}]}))
     page = performance.performance_page(tmp_path / "out", bench_dir)
-    assert "`bench/results/inference.json` could not be shown" in page
+    assert f"`{bench_dir / 'inference.json'}` could not be shown" in page
     assert "could not be shown" in capsys.readouterr().err
     assert "## Training" in page  # the other sections are still there
+    (bench_dir / "synthesis.json").write_text("{not json")  # a file cut short: named, not fatal
+    (bench_dir / "training.json").write_text("")
+    page = performance.performance_page(tmp_path / "out", bench_dir)
+    assert f"`{bench_dir / 'synthesis.json'}` could not be shown (JSONDecodeError" in page
+    assert f"`{bench_dir / 'training.json'}` could not be shown" in page and "## Preprocess" in page
+    assert "synthesis.json could not be shown" in capsys.readouterr().err
 
 

@@ -150,3 +150,9 @@ def test_measure_model_reports_coverage_with_and_without_the_factors(tmp_path):
     assert entry["after"]["68"]["teff"] == pytest.approx(1.0 - dwarfs)  # only stars called dwarfs are narrowed
     noisy = entry["at_snr"]["20"]
     assert set(noisy) == {"called_dwarf", "before", "after"} and report["noise"]["snr"] == [20.0]
+
+
+def test_measured_snr_spans_the_study_and_issue_13s_levels():
+    from remap_lib.evaluation.conformal import measured_snr
+
+    assert measured_snr() == (50.0, 20.0, 10.0, 5.0)

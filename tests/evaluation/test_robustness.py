@@ -137,7 +137,7 @@ def test_book_page_renders_the_reports(tmp_path):
     page = book_page(tmp_path / "out", res)
     assert "fitted at S/N 58.1, 20, 10" in page and "holding the factors of 10 below it" in page
     assert "| own | 0.60 | 0.60 | 0.60 | 1.00 | 1.00 | 1.00 |" in page
-    assert "| 20 | 0.70 | 0.70 | 0.70 | 0.90 | 0.90 | 0.90 |" in page and "about ±0.09" in page
+    assert "| 20 | 0.70 | 0.70 | 0.70 | 0.90 | 0.90 | 0.90 |" in page and "about ±0.09, one of 0.95 to ±0.04" in page
     assert "score > 1.234" in page and "| A/B (Teff > 10000 K) | 7 | 86% | 0% | 14% | 0.987 |" in page
     assert "| nothing given | 0 | – | – | – | – |" in page  # an empty class has no rates
     assert "86% of the 7 MILES stars outside the box" in page

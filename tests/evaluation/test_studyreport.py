@@ -152,7 +152,8 @@ def test_goals_table_judges_means_intervals_and_paired_differences(result):
                "calibration_stars": _table(30, 5, (90.0, 70.0, 110.0)),
                "giants": _table(371, 5, (130.0, 110.0, 150.0), accuracy=0.94)}
     conformal = {**shipped, "name": f"{SHIPPED_ROW}, {CONFORMAL}"}
-    conformal["cv_dwarfs"] = {**shipped["cv_dwarfs"], "teff": {**shipped["cv_dwarfs"]["teff"], "coverage68": 0.70}}
+    conformal["cv_dwarfs"] = {**shipped["cv_dwarfs"], "teff": {**shipped["cv_dwarfs"]["teff"], "coverage68": 0.70,
+                                                                "coverage68_ci95": [0.65, 0.75]}}
     held = {"name": NOISE_DISTILL_HELD_OUT, "giants": _table(371, 5, (140.0, 120.0, 160.0), accuracy=0.97)}
     result = {**result, "rows": [*result["rows"], shipped, conformal, held],
               "comparisons": [{"row": SHIPPED_ROW, "reference": "MSE regression CNN",
@@ -165,12 +166,15 @@ def test_goals_table_judges_means_intervals_and_paired_differences(result):
     assert rows["σ T<sub>eff</sub> − MSE regression CNN's, cross-validated dwarfs (paired)"].endswith(
         "| interval < 0 | -20 [-30, -10] | yes |")
     assert rows["σ log g − MSE regression CNN's, cross-validated dwarfs (paired)"].endswith("| no |")
+    # a peer of PEER_COMPARISONS the aggregate has no comparison with is named, not dropped
+    assert "not in the aggregate: rerun `remap study aggregate`" in rows[
+        "σ T<sub>eff</sub> − The Cannon's, cross-validated dwarfs (paired)"]
     assert rows["giants called giant (log g < 3.5)"].endswith("| 94.0 % [89.0 %, 99.0 %] | no |")
     assert rows["giants called giant, networks that never saw them"].endswith("| yes |")
     assert rows["dwarfs that stay dwarfs"].endswith("| yes |")
     # coverage is read from the conformally scaled row: 0.70 is within 0.68 ± 0.05, 0.5 is not
     coverage = rows["68 % coverage T<sub>eff</sub>, cross-validated MILES FGK dwarfs"]
-    assert coverage.endswith("| 0.70 [0.40, 0.60] | yes |")
+    assert coverage.endswith("| 0.70 [0.65, 0.75] | yes |")
     assert rows["68 % coverage log g, cross-validated MILES FGK dwarfs"].endswith("| no |")
     with pytest.raises(KeyError, match="no complete seed"):
         studyreport.goals_markdown(result, row="no SWA")

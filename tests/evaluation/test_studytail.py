@@ -10,18 +10,20 @@ from remap_lib.nn.binning import QUANTILES
 
 
 def test_robust_sigma_by_hand():
-    # median 2, absolute deviations 1, 0, 2, 98 -> MAD 1.5; NaN ignored
+    # median 3, absolute deviations 2, 1, 1, 97 -> MAD 1.5; NaN ignored
     assert studytail.robust_sigma(np.array([1.0, 2.0, 4.0, 100.0, np.nan])) == pytest.approx(1.4826 * 1.5)
 
 
 def test_consensus_needs_every_row_beyond_the_clip_in_one_direction():
-    core = np.tile([-1.0, 1.0], 10)  # robust σ 1.4826, median 0
+    # 100 stars of ±1; with the four changed below each row's median is 1 and its MAD 1, so the clip
+    # is 3 × 1.4826 ≈ 4.4 about 1: 20 and -20 lie far beyond it, 4 inside
+    core = np.tile([-1.0, 1.0], 50)
     rows = {name: core.copy() for name in "abc"}
     for name in "abc":
-        rows[name][0] = 10.0  # every row, same sign: an outlier
-    rows["a"][1] = 10.0  # one row only
-    rows["a"][2], rows["b"][2], rows["c"][2] = 10.0, 10.0, -10.0  # opposite signs
-    rows["a"][3], rows["b"][3], rows["c"][3] = 10.0, 10.0, 4.0  # c: 4 < 3 × 1.4826, inside its clip
+        rows[name][0] = 20.0  # every row, same sign: an outlier
+    rows["a"][2] = 20.0  # one row only
+    rows["a"][4], rows["b"][4], rows["c"][4] = 20.0, 20.0, -20.0  # opposite signs
+    rows["a"][6], rows["b"][6], rows["c"][6] = 20.0, 20.0, 4.0  # c: 4 < 3 × 1.4826, inside its clip
     assert list(np.flatnonzero(studytail.consensus(rows))) == [0]
 
 
@@ -85,7 +87,8 @@ def test_frames_and_plot_read_the_report(tmp_path):
     path.write_text(__import__("json").dumps(report))
     report = studytail.read_tail(path)
     summary = studytail.summary_frame(report)
-    assert summary.loc["a", "σ without consensus outliers"] == 140.0 and summary.loc["a", "beyond 3 robust σ"] == 4
+    assert summary.loc["a", "σ without consensus outliers"] == 140.0
+    assert summary.loc["a", "beyond 3 robust σ (per seed)"] == 4
     stars = studytail.consensus_frame(report)
     assert stars.loc["m0330", "type"] == "G9III" and stars.loc["m0330", "miss: a"] == -1095.0
     _, ax = plt.subplots()
