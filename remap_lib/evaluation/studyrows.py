@@ -35,8 +35,9 @@ Rows (:data:`ROWS`)
       with ``giant distillation + noise-matched augmentation``.
     * ``giant distillation + noise-matched augmentation, log g only``: the same recipe, but the giants'
       spectra teach only the start network's log g PMFs (:data:`~remap_lib.training.transfer.DISTILLED_LABELS`),
-      so their Teff and [Fe/H] heads learn from the labelled dwarfs and the grid alone; paired with
-      ``giant distillation + noise-matched augmentation``, as are its ``at S/N`` rows with that row's.
+      so their Teff and [Fe/H] heads learn from the labelled dwarfs and the grid alone; ``..., Teff and
+      log g only`` teaches Teff as well, leaving [Fe/H] alone. Both are paired with ``giant distillation +
+      noise-matched augmentation``, as are their ``at S/N`` rows with that row's.
     * ``synthetic rehearsal, conformal intervals``, ``giant distillation, conformal intervals`` and
       ``giant distillation + noise-matched augmentation, conformal intervals``:
       the source row's predictions with each level's intervals scaled about the median for the stars
@@ -106,6 +107,10 @@ NOISE_DISTILL_HELD_OUT = f"{NOISE_DISTILL}, giants held out"
 #: synthetic grid's offsets. Does distilling those as well cost the giants, or the dwarfs, accuracy?
 LOGG_ONLY = ("logg",)
 NOISE_DISTILL_LOGG = f"{NOISE_DISTILL}, log g only"
+#: The same with Teff taught too: the pretrained network's Teff on the giants beats what the dwarfs teach,
+#: while its [Fe/H] on them is offset (the row above separates the two).
+TEFF_LOGG = ("teff", "logg")
+NOISE_DISTILL_TEFF_LOGG = f"{NOISE_DISTILL}, Teff and log g only"
 #: The row whose recipe builds the shipped model (notebook 3's defaults in the ``default`` profile): the
 #: conformal factors the model ships are fitted on its cross-validated predictions.
 SHIPPED_ROW = NOISE_DISTILL
@@ -183,12 +188,12 @@ ROWS: tuple[Row, ...] = (
       for snr in DEGRADED_SNR),
     Row(NOISE_DISTILL_HELD_OUT, "ensemble", NOISE_DISTILL, "default", "fine-tuning", {"augment": NOISE_MATCHED_AUGMENT},
         rehearsal=REHEARSAL_RATIO, distill=DISTILL_RATIO, giants_held_out=True),
-    Row(NOISE_DISTILL_LOGG, "ensemble", NOISE_DISTILL, "default", "fine-tuning", {"augment": NOISE_MATCHED_AUGMENT},
-        rehearsal=REHEARSAL_RATIO, distill=DISTILL_RATIO, distill_labels=LOGG_ONLY),
-    *(Row(at_snr(NOISE_DISTILL_LOGG, snr), "derived", at_snr(NOISE_DISTILL, snr), "default", "fine-tuning",
-          rehearsal=REHEARSAL_RATIO, distill=DISTILL_RATIO, distill_labels=LOGG_ONLY, source=NOISE_DISTILL_LOGG,
-          snr=snr, recipe="degraded")
-      for snr in DEGRADED_SNR),
+    *(row for name, labels in ((NOISE_DISTILL_LOGG, LOGG_ONLY), (NOISE_DISTILL_TEFF_LOGG, TEFF_LOGG)) for row in (
+        Row(name, "ensemble", NOISE_DISTILL, "default", "fine-tuning", {"augment": NOISE_MATCHED_AUGMENT},
+            rehearsal=REHEARSAL_RATIO, distill=DISTILL_RATIO, distill_labels=labels),
+        *(Row(at_snr(name, snr), "derived", at_snr(NOISE_DISTILL, snr), "default", "fine-tuning",
+              rehearsal=REHEARSAL_RATIO, distill=DISTILL_RATIO, distill_labels=labels, source=name, snr=snr,
+              recipe="degraded") for snr in DEGRADED_SNR))),
     Row("no temperature scaling", "derived", FULL, "default", "fine-tuning", recipe="no temperatures"),
     Row(COVERAGE, "derived", FULL, "default", "fine-tuning", recipe="coverage temperatures"),
     Row("one member", "derived", FULL, "default", "fine-tuning", recipe="first member"),
@@ -217,7 +222,7 @@ DERIVED_FROM = {r.name: tuple(d.name for d in ROWS if d.kind == "derived" and (d
 #: Run order within a seed, cheapest first (measured: see `remap study status`).
 RUN_ORDER = ("chi2 grid fit", "The Cannon", "no pretraining", REDUCED, "no cost matrix", "no focal term",
              "no triplet", "no SWA", "MSE regression CNN", FULL, REHEARSAL, REHEARSAL_MORE, NOISE, DISTILL,
-             NOISE_DISTILL, NOISE_DISTILL_HELD_OUT, NOISE_DISTILL_LOGG)
+             NOISE_DISTILL, NOISE_DISTILL_HELD_OUT, NOISE_DISTILL_LOGG, NOISE_DISTILL_TEFF_LOGG)
 
 
 def run_row(name: str) -> str:
