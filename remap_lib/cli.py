@@ -149,7 +149,7 @@ def _finetune(args) -> int:
 
     work = _work(args)
     overrides = {k: getattr(args, k) for k in ("epochs", "members", "batch_size", "lr", "rehearsal", "noise_snr_min",
-                                               "distill") if getattr(args, k) is not None}
+                                               "distill", "distill_labels") if getattr(args, k) is not None}
     pretrained = args.pretrained
     if pretrained is None:
         start = find_pretrained(args.profile, work=work)
@@ -352,6 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--distill", type=float, default=None,
                    help="unlabelled giant-candidate spectra distilled into each epoch per fine-tuning star, taught "
                         "the pretrained network's own PMFs (default: the profile's)")
+    p.add_argument("--distill-labels", nargs="+", choices=("teff", "logg", "feh"), default=None,
+                   help="the labels distillation teaches (default: the profile's, all three)")
     p.add_argument("--synthetic", default=None, help="synthetic training file to rehearse (default: WORK/synthetic.h5)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")

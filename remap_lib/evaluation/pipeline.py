@@ -61,7 +61,8 @@ def finetune(pretrained, miles_file, out_dir, profile: str = "default", splits_f
 
     With a ``rehearsal`` ratio above 0, the training spectra of ``synthetic_file`` (default:
     ``synthetic.h5`` beside ``miles_file``) are mixed into every epoch; with ``distill`` above 0, the
-    giant candidates' spectra, without their labels, taught the pretrained network's own PMFs.
+    giant candidates' spectra, without their labels, taught the pretrained network's own PMFs for the
+    labels in ``distill_labels``.
     """
     p = resolve("finetune", profile, **overrides)
     sets = _roles(miles_file, splits_file)
@@ -72,7 +73,8 @@ def finetune(pretrained, miles_file, out_dir, profile: str = "default", splits_f
     distill = unlabelled(sets["giant_candidate"]) if p["distill"] and "giant_candidate" in sets else None
     return finetune_ensemble(pretrained, sets["finetune"], sets.get("validation"), config, out_dir,
                              members=p["members"], progress=progress, rehearsal=rehearsal,
-                             rehearsal_ratio=p["rehearsal"], distill=distill, distill_ratio=p["distill"])
+                             rehearsal_ratio=p["rehearsal"], distill=distill, distill_ratio=p["distill"],
+                             distill_labels=tuple(p["distill_labels"]))
 
 
 def rehearsal_set(synthetic_file) -> SpectraSet:

@@ -98,7 +98,8 @@ class Budgets:
 
     def describe(self) -> dict:
         # each row states its own rehearsal and noise (the profile's are what notebook 03 ships)
-        default = {k: v for k, v in self.default.items() if k not in ("rehearsal", "noise_snr_min", "distill")}
+        default = {k: v for k, v in self.default.items()
+                   if k not in ("rehearsal", "noise_snr_min", "distill", "distill_labels")}
         return {"default": {**default, "pretrained": "the profile's shipped (or own) pretrained network"},
                 "reduced": {**self.reduced, "scratch_epochs": self.scratch_epochs}, "overrides": {
                     k: (v.to_dict() if hasattr(v, "to_dict") else v) for k, v in self.overrides.items()}}

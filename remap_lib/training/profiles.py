@@ -33,14 +33,21 @@ def _pretrain_defaults() -> dict:
 
 
 def _finetune_defaults() -> dict:
-    from remap_lib.training.transfer import DISTILL_RATIO, NOISE_MATCHED_SNR_MIN, REHEARSAL_RATIO, finetune_config
+    from remap_lib.training.transfer import (
+        DISTILL_RATIO,
+        DISTILLED_LABELS,
+        NOISE_MATCHED_SNR_MIN,
+        REHEARSAL_RATIO,
+        finetune_config,
+    )
 
     c = finetune_config()
     # remap's recipe, the study's "giant distillation + noise-matched augmentation" row: rehearsal of the
     # grid, the giant candidates' spectra distilled without labels, noise down to S/N 5
     return {"epochs": c.epochs, "batch_size": c.batch_size, "lr": c.lr, "freeze_epochs": c.freeze_epochs,
             "backbone_lr_factor": c.backbone_lr_factor, "members": 3, "swa_start": c.swa_start,
-            "rehearsal": REHEARSAL_RATIO, "noise_snr_min": NOISE_MATCHED_SNR_MIN, "distill": DISTILL_RATIO}
+            "rehearsal": REHEARSAL_RATIO, "noise_snr_min": NOISE_MATCHED_SNR_MIN, "distill": DISTILL_RATIO,
+            "distill_labels": list(DISTILLED_LABELS)}
 
 
 def _ablation_defaults() -> dict:

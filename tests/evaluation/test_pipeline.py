@@ -101,6 +101,12 @@ def test_finetune_distils_the_giant_candidates_without_their_labels(setup, tmp_p
     pipeline.finetune(pre, tmp / "miles.h5", tmp_path / "ft", "smoke", tmp / "splits.csv", progress=False,
                       members=1, epochs=1, batch_size=8, distill=0.25)  # resumes the finished checkpoint
     assert len(seen["distill"]) == 6 and np.isnan(seen["distill"].labels).all()  # the six giant candidates
+    assert seen["distill_labels"] == ("teff", "logg", "feh")  # the profile's: all three
+    monkeypatch.setattr(pipeline, "finetune_ensemble", real)
+    members = pipeline.finetune(pre, tmp / "miles.h5", tmp_path / "ft_logg", "smoke", tmp / "splits.csv",
+                                progress=False, members=1, epochs=1, batch_size=8, distill=0.25,
+                                distill_labels=["logg"])
+    assert load_model(members[0])[1]["extra"]["distill_labels"] == ["logg"]
 
 
 def test_member_files_says_which_command_to_run(tmp_path):
