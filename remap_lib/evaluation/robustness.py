@@ -490,6 +490,7 @@ def _noisy_intervals_section(conformal: dict, figdir: Path) -> list[str]:
     measured = (conformal.get("measured") or {}).get("roles", {}).get("calibration")
     if not by_snr or not measured:
         return []
+
     def row(where, e):
         return f"| {where} | " + " | ".join(f"{e['after'][level][n]:.2f}" for level in ("68", "95")
                                            for n in LABEL_NAMES) + " |"

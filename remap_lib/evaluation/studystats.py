@@ -310,6 +310,26 @@ def _difference(a: tuple, b: tuple, metrics, boot_seed: int = 0) -> dict:
     return out
 
 
+def _paired(scored: dict, name: str, ref: str | None, boot_seed: int) -> tuple[dict | None, list[str]]:
+    """Row ``name`` − row ``ref`` per table both have complete seeds for, and the effects among them;
+    None where either has no complete seed of the cross-validated dwarfs."""
+    if not (name in scored and ref in scored and scored[name]["cv_dwarfs"][2] and scored[ref]["cv_dwarfs"][2]):
+        return None, []
+    out, effects = {}, []
+    for t in TABLES:
+        if scored[name][t][2] and scored[ref][t][2]:
+            metrics = METRICS + ("accuracy",)  # giants: called giant; dwarfs: called dwarf
+            out[t] = diff = _difference(scored[name][t], scored[ref][t], metrics, boot_seed)
+            effects += _effects(name, ref, t, diff)
+    return out, effects
+
+
+def giant_ids(entries: dict) -> list[str]:
+    """Every giant any record of :func:`collect`'s entries scored, sorted."""
+    return sorted({i for e in entries.values() for parts in e["seeds"].values()
+                   for part in parts["giants"].values() for i in part["id"]})
+
+
 def _excludes_zero(lo: float | None, hi: float | None) -> bool:
     """Whether [lo, hi] excludes zero; ends within 1e-9 of zero are rounding (identical predictions), not effects."""
     return lo is not None and hi is not None and bool(lo > 1e-9 or hi < -1e-9)
@@ -327,18 +347,17 @@ def aggregate(out, folds: pd.DataFrame, budgets: dict | None = None, n_boot: int
     for row in ROWS:  # rows computed here from their source's records, not by the runs
         if row.recipe in AGGREGATE_RECIPES and row.source in entries:
             entries[row.name] = conformal_entry(entries[row.source], k)
-    giant_ids = sorted({i for e in entries.values() for parts in e["seeds"].values()
-                        for part in parts["giants"].values() for i in part["id"]})
+    giants = giant_ids(entries)
     rng = np.random.default_rng(boot_seed)
     sizes = {"cv_dwarfs": len(folds), "calibration_stars": int((folds["role"] == "calibration").sum()),
-             "giants": len(giant_ids)}
+             "giants": len(giants)}
     idx = {t: rng.integers(0, n, size=(n_boot, n)) for t, n in sizes.items()}
     scored: dict[str, dict] = {}  # row -> table -> (point per seed, boot per seed, seeds)
     models: dict[str, dict] = defaultdict(dict)  # row -> table -> samples resampling models too, or None
     accuracy_per_model: dict[str, dict] = defaultdict(dict)  # row -> table -> per seed, each model's accuracy
     for name, entry in entries.items():
         scored[name] = {}
-        for t, table in row_tables(entry, folds, giant_ids).items():
+        for t, table in row_tables(entry, folds, giants).items():
             seeds = sorted(table["seeds"])
             per_model = {s: replicate_metrics(table["seeds"][s], table["truth"]) for s in seeds}
             point = {s: _replicate_mean(per_model[s]) for s in seeds}
@@ -371,15 +390,10 @@ def aggregate(out, folds: pd.DataFrame, budgets: dict | None = None, n_boot: int
                 obj[t]["ci95_models"] = _models_intervals(models[row.name][t], metrics)
             if s and accuracy_per_model[row.name].get(t):
                 obj[t]["accuracy_per_model"] = accuracy_per_model[row.name][t]  # [seed][fold model]
-        ref = row.reference
-        if entry and ref in scored and scored[ref]["cv_dwarfs"][2] and seeds:
-            obj["paired"] = {"reference": ref}
-            for t in TABLES:
-                if not (scored[row.name][t][2] and scored[ref][t][2]):
-                    continue
-                metrics = METRICS + ("accuracy",)  # giants: called giant; dwarfs: called dwarf
-                obj["paired"][t] = diff = _difference(scored[row.name][t], scored[ref][t], metrics, boot_seed)
-                effects += _effects(row.name, ref, t, diff)
+        paired, found = _paired(scored, row.name, row.reference, boot_seed)
+        if paired is not None:
+            obj["paired"] = {"reference": row.reference, **paired}
+            effects += found
         rows.append(obj)
         for key in ("miles", "synthetic", "folds", "pretrained_deep-remap_weights", "pretrained_mse_weights"):
             seen = {r["data"].get(key) for r in records} - {None}  # records before weights were hashed lack it
@@ -390,21 +404,17 @@ def aggregate(out, folds: pd.DataFrame, budgets: dict | None = None, n_boot: int
             warnings.append(f"{row.name}: runs used {len(settings)} different settings (budgets or profiles)")
     comparisons = []
     for name, ref in PEER_COMPARISONS:
-        if not (name in scored and ref in scored and scored[name]["cv_dwarfs"][2] and scored[ref]["cv_dwarfs"][2]):
-            continue
-        comparison = {"row": name, "reference": ref}
-        for t in TABLES:
-            if scored[name][t][2] and scored[ref][t][2]:
-                comparison[t] = diff = _difference(scored[name][t], scored[ref][t], METRICS + ("accuracy",), boot_seed)
-                effects += _effects(name, ref, t, diff)
-        comparisons.append(comparison)
+        paired, found = _paired(scored, name, ref, boot_seed)
+        if paired is not None:
+            comparisons.append({"row": name, "reference": ref, **paired})
+            effects += found
     unknown = sorted(set(entries) - set(ROW_BY_NAME))
     warnings += [f"records hold predictions of unknown row {u!r} (left out)" for u in unknown]
     return {"generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "protocol": __doc__.strip().split("\n\n")[1:],
             "folds": {"k": int(folds["fold"].max()) + 1, "n_dwarfs": len(folds),
                       "stars_per_fold": folds["fold"].value_counts().sort_index().tolist(),
-                      "n_calibration_stars": sizes["calibration_stars"], "n_giants": len(giant_ids)},
+                      "n_calibration_stars": sizes["calibration_stars"], "n_giants": len(giants)},
             "bootstrap": {"resamples": n_boot, "seed": boot_seed, "interval": "2.5 and 97.5 percentiles"},
             "budgets": budgets, "compute": compute(out), "rows": rows, "comparisons": comparisons, "effects": effects,
             "warnings": warnings}

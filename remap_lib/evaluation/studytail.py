@@ -32,7 +32,7 @@ import pandas as pd
 from remap_lib.constants import LABEL_NAMES
 from remap_lib.evaluation.folds import read_folds
 from remap_lib.evaluation.studyrows import SHIPPED_ROW
-from remap_lib.evaluation.studystats import collect, load_records, row_tables
+from remap_lib.evaluation.studystats import collect, giant_ids, load_records, row_tables
 from remap_lib.fileio import atomic_write
 from remap_lib.paths import REPO_ROOT
 
@@ -83,11 +83,9 @@ def tail_report(records: list[dict], folds, catalogue: dict | None = None, rows=
     if missing:
         raise KeyError(f"no study records for {missing}: run `remap study run --rows ...` first")
     ids = folds["id"].tolist()
-    per_row, truth = {}, None
+    per_row, truth, giants = {}, None, giant_ids(entries)
     for name in rows:
-        giant_ids = sorted({i for parts in entries[name]["seeds"].values() for part in parts["giants"].values()
-                            for i in part["id"]})
-        table = row_tables(entries[name], folds, giant_ids)["cv_dwarfs"]
+        table = row_tables(entries[name], folds, giants)["cv_dwarfs"]
         if not table["seeds"]:
             raise ValueError(f"{name!r} has no complete seed")
         truth = table["truth"]
