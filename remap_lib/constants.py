@@ -11,6 +11,11 @@ import math
 #: The three labels, in the column order of every label array, PMF dict and output table.
 LABEL_NAMES = ("teff", "logg", "feh")
 LABEL_UNITS = ("K", "dex", "dex")
+#: How each label is written in the book's pages (HTML inside Markdown) and on matplotlib axes (mathtext),
+#: and the decimals a value of it is shown with (a tenth of a label scale, below).
+LABEL_HTML = {"teff": "T<sub>eff</sub>", "logg": "log g", "feh": "[Fe/H]"}
+LABEL_PLOT = {"teff": r"$T_\mathrm{eff}$", "logg": "log g", "feh": "[Fe/H]"}
+LABEL_DIGITS = {"teff": 0, "logg": 2, "feh": 2}
 
 #: Label scales, one unit ≈ 100 K ≈ 0.2 dex ≈ 0.1 dex (~ the accuracy one can hope for at R ≈ 2000–11000).
 #: They set the triplet loss's label distances and the cost matrices' widths the shipped networks were

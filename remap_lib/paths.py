@@ -19,6 +19,8 @@ from remap_lib.fileio import RemapDataError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO_ROOT / "data"
+#: The committed measurements (JSON reports, study records) that the book, README and notes quote.
+RESULTS_DIR = REPO_ROOT / "results"
 #: True when the package is used from a clone of the repository (``pip install -e .``), where the
 #: data, notebooks and results sit beside it; False for a package installed from a wheel.
 IN_CLONE = (REPO_ROOT / "pyproject.toml").is_file() and (DATA_DIR / "MANIFEST.sha256").is_file()

@@ -14,7 +14,7 @@ writes into ``--out`` (``make book`` runs it before ``jupyter-book build``):
   (:func:`remap_lib.book.performance.performance_page`);
 - ``robustness.md`` and ``figures/robustness_*.png`` — out-of-domain detection, noise, tilt, RV and
   resolution, from ``results/ood.json``, ``noise_widening.json`` and ``robustness.json``
-  (:func:`remap_lib.evaluation.robustness.book_page`);
+  (:func:`remap_lib.book.robustnesspage.book_page`);
 - fragments that ``book/course.md`` and ``book/limitations.md`` include (no headings of their own):
   ``course_times.md`` (measured run times per profile, from ``results/run_times/<profile>.json``),
   ``exercises.md`` (each notebook's "Try this" items) and ``limitations_numbers.md`` (from the
@@ -55,14 +55,15 @@ from remap_lib.book.notebooks import (
 )
 from remap_lib.book.performance import BENCH_RESULTS, performance_page
 from remap_lib.book.results import load_metrics, metrics_path
+from remap_lib.constants import LABEL_DIGITS, LABEL_HTML, LABEL_NAMES, LABEL_UNITS
 from remap_lib.fileio import atomic_write, sha256_file
-from remap_lib.paths import DATA_DIR, REPO_ROOT
+from remap_lib.paths import DATA_DIR, REPO_ROOT, RESULTS_DIR
 from remap_lib.training.profiles import PROFILE_NAMES
 
 OUT_DIR = REPO_ROOT / "book" / "generated"
-RUN_TIMES_DIR = REPO_ROOT / "results" / "run_times"
+RUN_TIMES_DIR = RESULTS_DIR / "run_times"
 TOC = REPO_ROOT / "_toc.yml"
-LABELS = (("teff", "T<sub>eff</sub>", "K", 0), ("logg", "log g", "dex", 2), ("feh", "[Fe/H]", "dex", 2))
+LABELS = tuple((n, LABEL_HTML[n], unit, LABEL_DIGITS[n]) for n, unit in zip(LABEL_NAMES, LABEL_UNITS, strict=True))
 NOT_MEASURED = "not measured"
 
 
@@ -540,9 +541,9 @@ def headline_fragment(study_file=None) -> str:
 
 # ------------------------------------------------------------------------------------------ robustness
 def robustness_page(out_dir: Path) -> str:
-    """The robustness chapter (:func:`remap_lib.evaluation.robustness.book_page`, from results/ood.json,
+    """The robustness chapter (:func:`remap_lib.book.robustnesspage.book_page`, from results/ood.json,
     noise_widening.json and robustness.json); a report of an unexpected shape says so instead of failing."""
-    from remap_lib.evaluation.robustness import book_page
+    from remap_lib.book.robustnesspage import book_page
 
     try:
         return book_page(out_dir)

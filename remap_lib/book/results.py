@@ -14,12 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from remap_lib.fileio import atomic_write
-from remap_lib.paths import REPO_ROOT
+from remap_lib.paths import RESULTS_DIR
 
 
 def metrics_path(profile: str = "default") -> Path:
-    root = REPO_ROOT / "results"
-    return root / "metrics.json" if profile == "default" else root / profile / "metrics.json"
+    return RESULTS_DIR / "metrics.json" if profile == "default" else RESULTS_DIR / profile / "metrics.json"
 
 
 def _plain(value):

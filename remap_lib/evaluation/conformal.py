@@ -226,18 +226,18 @@ def main(argv=None) -> dict:
     from remap_lib.evaluation.folds import read_folds
     from remap_lib.evaluation.studyrows import DEGRADED_SNR, SHIPPED_ROW, at_snr
     from remap_lib.fileio import atomic_write, sha256_file
-    from remap_lib.paths import REPO_ROOT
+    from remap_lib.paths import RESULTS_DIR
     from remap_lib.prediction.inference import default_model_path
     from remap_lib.prediction.widening import update_widening
 
     parser = argparse.ArgumentParser(prog="python -m remap_lib.evaluation.conformal",
                                      description=main.__doc__)
     parser.add_argument("--model", default=None, help="model file (default: the shipped model)")
-    parser.add_argument("--records", default=str(REPO_ROOT / "results" / "study"),
+    parser.add_argument("--records", default=str(RESULTS_DIR / "study"),
                         help="the study's records (with folds.csv)")
     parser.add_argument("--row", default=SHIPPED_ROW,
                         help=f"the study row whose recipe built the model (default: remap's, {SHIPPED_ROW!r})")
-    parser.add_argument("--out", default=str(REPO_ROOT / "results" / "conformal.json"), help="report (JSON)")
+    parser.add_argument("--out", default=str(RESULTS_DIR / "conformal.json"), help="report (JSON)")
     parser.add_argument("--no-measure", action="store_true",
                         help="only fit and write the factors (skip predicting the MILES calibration stars and giants)")
     args = parser.parse_args(argv)

@@ -26,9 +26,9 @@ from pathlib import Path
 
 from remap_lib.data.dataset import LABEL_NAMES
 from remap_lib.fileio import atomic_write
-from remap_lib.paths import REPO_ROOT
+from remap_lib.paths import REPO_ROOT, RESULTS_DIR
 
-SPREAD_FILE = REPO_ROOT / "results" / "machine_spread.json"
+SPREAD_FILE = RESULTS_DIR / "machine_spread.json"
 #: The study row and table whose uncertainty the builds' calibration-star figures are set against.
 STUDY_ROW, STUDY_TABLE = "deep-REMAP", "calibration_stars"
 
@@ -200,7 +200,7 @@ def main(argv=None) -> int:
     parser.add_argument("builds", nargs="+", type=_parse_build,
                         help="NAME=metrics.json (or NAME=git:REV:results/metrics.json) of each build; the first "
                              "is the reference")
-    parser.add_argument("--study", default=str(REPO_ROOT / "results" / "study.json"),
+    parser.add_argument("--study", default=str(RESULTS_DIR / "study.json"),
                         help="study aggregate whose interval the spread is set against")
     parser.add_argument("--out", default=str(SPREAD_FILE), help="where to write (default results/machine_spread.json)")
     parser.add_argument("--rerun", nargs=2, metavar=("FIRST", "SECOND"), default=None,

@@ -59,7 +59,7 @@ from remap_lib.evaluation.studyrows import (
 from remap_lib.fileio import sha256_file
 from remap_lib.nn.binning import DEFAULT_BINS, QUANTILES
 from remap_lib.nn.modelfile import load_model, package_versions, save_model
-from remap_lib.paths import REPO_ROOT, work_dir
+from remap_lib.paths import RESULTS_DIR, work_dir
 from remap_lib.training.augment import AugmentConfig
 from remap_lib.training.profiles import resolve
 from remap_lib.training.train import TrainConfig, Trainer, build_model, data_sha256
@@ -71,7 +71,7 @@ from remap_lib.training.transfer import (
     unlabelled,
 )
 
-DEFAULT_OUT = REPO_ROOT / "results" / "study"
+DEFAULT_OUT = RESULTS_DIR / "study"
 #: Normal quantiles of the central 68 % and 95 % intervals, for rows whose intervals are Gaussian.
 Z68, Z95 = 1.0, 1.959963984540054
 def member_seed(seed: int, k: int) -> int:

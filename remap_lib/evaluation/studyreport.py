@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from remap_lib.constants import GIANT_LOGG, LABEL_NAMES
-from remap_lib.paths import REPO_ROOT
+from remap_lib.constants import GIANT_LOGG, LABEL_DIGITS, LABEL_HTML, LABEL_NAMES, LABEL_PLOT, LABEL_UNITS
+from remap_lib.paths import RESULTS_DIR
 
-STUDY_FILE = REPO_ROOT / "results" / "study.json"
+STUDY_FILE = RESULTS_DIR / "study.json"
 TABLE_TITLES = {"cv_dwarfs": "cross-validated MILES FGK dwarfs", "calibration_stars": "the 30 calibration stars",
                 "giants": "MILES FGK giant candidates"}
-LABEL_TEXT = {"teff": ("T<sub>eff</sub>", "K", 0), "logg": ("log g", "dex", 2), "feh": ("[Fe/H]", "dex", 2)}
+LABEL_TEXT = {n: (LABEL_HTML[n], unit, LABEL_DIGITS[n]) for n, unit in zip(LABEL_NAMES, LABEL_UNITS, strict=True)}
 METRIC_TEXT = {"sigma": "σ", "bias": "bias", "mad": "MAD", "coverage68": "68 % coverage",
                "coverage95": "95 % coverage"}
 #: The paper's σ on its 30 MARVELS calibration stars (Gilda 2025; R ≈ 11000, not MILES' R ≈ 2100).
@@ -58,7 +58,8 @@ def _decimals(label: str, metric: str) -> int:
 
 
 def _fmt(value, decimals: int) -> str:
-    return "–" if value is None else f"{value:.{decimals}f}"
+    # + 0.0 after rounding: a value that rounds to zero prints "0", not "-0"
+    return "–" if value is None else f"{round(value, decimals) + 0.0:.{decimals}f}"
 
 
 def _interval_key(metric: str) -> str:
@@ -223,8 +224,7 @@ def coverage_plot(result: dict, rows, tables=("cv_dwarfs", "giants"), axes=None)
                 y = np.array([f[n] for n in LABEL_NAMES], dtype=float)
                 err = np.array([[y[j] - f[f"{n}_lo"], f[f"{n}_hi"] - y[j]] for j, n in enumerate(LABEL_NAMES)]).T
                 ax.errorbar(x, y, yerr=err, fmt="os^D"[k % 4], capsize=3, label=name)
-            ax.set_xticks(range(len(LABEL_NAMES)), [LABEL_TEXT[n][0].replace("<sub>", "$_{").replace(
-                "</sub>", "}$") for n in LABEL_NAMES])
+            ax.set_xticks(range(len(LABEL_NAMES)), [LABEL_PLOT[n] for n in LABEL_NAMES])
             ax.set_title(f"{METRIC_TEXT[metric]}, {TABLE_TITLES[table]}", fontsize=10)
             ax.set_ylabel("share of literature values inside")
     axes[0][0].legend(fontsize=8, loc="best")

@@ -34,15 +34,15 @@ from remap_lib.evaluation.folds import read_folds
 from remap_lib.evaluation.studyrows import SHIPPED_ROW
 from remap_lib.evaluation.studystats import collect, giant_ids, load_records, row_tables
 from remap_lib.fileio import atomic_write
-from remap_lib.paths import REPO_ROOT
+from remap_lib.paths import RESULTS_DIR
 
 #: The rows compared: remap's recipe first, then peers trained apart from it (the χ² fit on no label at all).
 TAIL_ROWS = (SHIPPED_ROW, "MSE regression CNN", "The Cannon", "chi2 grid fit")
 #: A miss beyond this many robust σ of its row's misses is in the tail (fixed a priori).
 CLIP = 3.0
 MAD_TO_SIGMA = 1.4826  # σ of a Gaussian per unit of median absolute deviation
-REPORT = REPO_ROOT / "results" / "study_tail.json"
-STUDY_OUT = REPO_ROOT / "results" / "study"
+REPORT = RESULTS_DIR / "study_tail.json"
+STUDY_OUT = RESULTS_DIR / "study"
 
 
 def robust_sigma(misses: np.ndarray) -> float:

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from remap_lib.constants import GIANT_LOGG, LABEL_NAMES
+from remap_lib.constants import GIANT_LOGG, LABEL_DIGITS, LABEL_HTML, LABEL_NAMES, LABEL_PLOT, LABEL_UNITS
 from remap_lib.fileio import atomic_write, sha256_file
-from remap_lib.paths import REPO_ROOT
+from remap_lib.paths import RESULTS_DIR
 
-RESULTS = REPO_ROOT / "results"
+RESULTS = RESULTS_DIR
 REPORT = RESULTS / "synthetic_gap.json"
 #: Issue 13's goal: |bias| at most this per label (Teff K, log g dex, [Fe/H] dex); a spectrum whose
 #: error exceeds it in any label counts as shifted, and ``out_of_domain`` should catch 90 % of those.
@@ -130,8 +130,8 @@ def measure(testset=None, models=None, progress: bool = True) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- book
-_UNITS = {"teff": ("T<sub>eff</sub>", "K", 0), "logg": ("log g", "dex", 2), "feh": ("[Fe/H]", "dex", 2)}
-_AXIS = {"teff": "Teff (K)", "logg": "log g", "feh": "[Fe/H]"}
+_UNITS = {n: (LABEL_HTML[n], unit, LABEL_DIGITS[n]) for n, unit in zip(LABEL_NAMES, LABEL_UNITS, strict=True)}
+_AXIS = {n: f"{LABEL_PLOT[n]} ({unit})" for n, unit in zip(LABEL_NAMES, LABEL_UNITS, strict=True)}
 
 DIFFERENCES = [
     "- **Line opacity.** ATLAS9 ODFNEW {cite}`castelli2003` tabulates line opacity as opacity distribution "

@@ -12,7 +12,7 @@ from remap_lib.book import results
 
 @pytest.fixture
 def repo(tmp_path, monkeypatch):
-    monkeypatch.setattr(results, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(results, "RESULTS_DIR", tmp_path / "results")
     return tmp_path
 
 

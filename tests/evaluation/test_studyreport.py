@@ -178,3 +178,10 @@ def test_goals_table_judges_means_intervals_and_paired_differences(result):
     assert rows["68 % coverage log g, cross-validated MILES FGK dwarfs"].endswith("| no |")
     with pytest.raises(KeyError, match="no complete seed"):
         studyreport.goals_markdown(result, row="no SWA")
+
+
+def test_a_value_that_rounds_to_zero_prints_without_a_sign():
+    assert studyreport._fmt(-0.0004, 3) == "0.000"
+    assert studyreport._fmt(-0.4, 0) == "0"
+    assert studyreport._fmt(-0.0006, 3) == "-0.001"
+    assert studyreport._fmt(None, 2) == "–"
