@@ -353,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="unlabelled giant-candidate spectra distilled into each epoch per fine-tuning star, taught "
                         "the pretrained network's own PMFs (default: the profile's)")
     p.add_argument("--distill-labels", nargs="+", choices=("teff", "logg", "feh"), default=None,
-                   help="the labels distillation teaches (default: the profile's, all three)")
+                   help="the labels distillation teaches (default: the profile's, teff and logg)")
     p.add_argument("--synthetic", default=None, help="synthetic training file to rehearse (default: WORK/synthetic.h5)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")

@@ -34,12 +34,14 @@ Rows (:data:`ROWS`)
       networks that never saw its spectrum (inductive, where the rows above are transductive); paired
       with ``giant distillation + noise-matched augmentation``.
     * ``giant distillation + noise-matched augmentation, log g only``: the same recipe, but the giants'
-      spectra teach only the start network's log g PMFs (:data:`~remap_lib.training.transfer.DISTILLED_LABELS`),
-      so their Teff and [Fe/H] heads learn from the labelled dwarfs and the grid alone; ``..., Teff and
-      log g only`` teaches Teff as well, leaving [Fe/H] alone. Both are paired with ``giant distillation +
-      noise-matched augmentation``, as are their ``at S/N`` rows with that row's.
-    * ``synthetic rehearsal, conformal intervals``, ``giant distillation, conformal intervals`` and
-      ``giant distillation + noise-matched augmentation, conformal intervals``:
+      spectra teach only the start network's log g PMFs, so their Teff and [Fe/H] heads learn from the
+      labelled dwarfs and the grid alone; ``..., Teff and log g only`` teaches Teff as well, leaving
+      [Fe/H] alone: remap's recipe (:data:`SHIPPED_ROW`, :data:`~remap_lib.training.transfer.DISTILLED_LABELS`).
+      Both are paired with ``giant distillation + noise-matched augmentation``, as are their ``at S/N``
+      rows with that row's.
+    * ``synthetic rehearsal, conformal intervals``, ``giant distillation, conformal intervals``,
+      ``giant distillation + noise-matched augmentation, conformal intervals`` and the same for ``...,
+      Teff and log g only``:
       the source row's predictions with each level's intervals scaled about the median for the stars
       called dwarfs, fold k by factors fitted on the other folds' held-out dwarfs
       (:mod:`remap_lib.evaluation.conformal`). The aggregate computes them from the source's records;
@@ -76,8 +78,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from remap_lib.constants import LABEL_NAMES
 from remap_lib.evaluation.ablation import VARIANTS
-from remap_lib.training.transfer import DISTILL_RATIO, DISTILLED_LABELS, NOISE_MATCHED_AUGMENT, REHEARSAL_RATIO
+from remap_lib.training.transfer import DISTILL_RATIO, NOISE_MATCHED_AUGMENT, REHEARSAL_RATIO
 
 FULL = "deep-REMAP"
 REDUCED = "deep-REMAP (reduced budget)"
@@ -111,9 +114,10 @@ NOISE_DISTILL_LOGG = f"{NOISE_DISTILL}, log g only"
 #: while its [Fe/H] on them is offset (the row above separates the two).
 TEFF_LOGG = ("teff", "logg")
 NOISE_DISTILL_TEFF_LOGG = f"{NOISE_DISTILL}, Teff and log g only"
-#: The row whose recipe builds the shipped model (notebook 3's defaults in the ``default`` profile): the
-#: conformal factors the model ships are fitted on its cross-validated predictions.
-SHIPPED_ROW = NOISE_DISTILL
+#: The row whose recipe builds the shipped model (notebook 3's defaults in the ``default`` profile,
+#: :data:`~remap_lib.training.transfer.DISTILLED_LABELS`): the conformal factors the model ships are fitted
+#: on its cross-validated predictions.
+SHIPPED_ROW = NOISE_DISTILL_TEFF_LOGG
 #: Paired comparisons beyond each row's reference: remap's recipe against the peers issue 12 asks it to beat
 #: (same folds and stars; same seeds where both have several, else the stars alone are resampled).
 PEER_COMPARISONS = ((SHIPPED_ROW, "MSE regression CNN"), (SHIPPED_ROW, "The Cannon"))
@@ -145,7 +149,9 @@ class Row:
     #: Fold k distils only the other folds' giants and is scored on its own (giants no network saw; the
     #: other distillation rows score the very spectra they distil): :func:`remap_lib.evaluation.folds.giant_folds`.
     giants_held_out: bool = False
-    distill_labels: tuple[str, ...] = DISTILLED_LABELS  # the heads distillation teaches
+    # the heads distillation teaches; every row states its own, so that a change of remap's default leaves
+    # the rows (and their records) as they were run
+    distill_labels: tuple[str, ...] = LABEL_NAMES
 
     @property
     def slug(self) -> str:
@@ -168,8 +174,10 @@ ROWS: tuple[Row, ...] = (
     Row(f"{REHEARSAL}, {COVERAGE}", "derived", REHEARSAL, "default", "fine-tuning", rehearsal=REHEARSAL_RATIO,
         source=REHEARSAL, recipe="coverage temperatures"),
     *(Row(f"{name}, {CONFORMAL}", "derived", name, "default", "fine-tuning", rehearsal=REHEARSAL_RATIO,
-          distill=distill, source=name, recipe="cross-fold conformal")
-      for name, distill in ((REHEARSAL, 0.0), (DISTILL, DISTILL_RATIO), (NOISE_DISTILL, DISTILL_RATIO))),
+          distill=distill, source=name, recipe="cross-fold conformal", distill_labels=labels)
+      for name, distill, labels in ((REHEARSAL, 0.0, LABEL_NAMES), (DISTILL, DISTILL_RATIO, LABEL_NAMES),
+                                    (NOISE_DISTILL, DISTILL_RATIO, LABEL_NAMES),
+                                    (NOISE_DISTILL_TEFF_LOGG, DISTILL_RATIO, TEFF_LOGG))),
     # the factors a faint star's intervals need, fitted on noisy copies of the other folds' dwarfs
     *(Row(f"{at_snr(REHEARSAL, snr)}, {CONFORMAL}", "derived", at_snr(REHEARSAL, snr), "default", "fine-tuning",
           rehearsal=REHEARSAL_RATIO, source=at_snr(REHEARSAL, snr), snr=snr, recipe="cross-fold conformal")

@@ -42,8 +42,9 @@ def _finetune_defaults() -> dict:
     )
 
     c = finetune_config()
-    # remap's recipe, the study's "giant distillation + noise-matched augmentation" row: rehearsal of the
-    # grid, the giant candidates' spectra distilled without labels, noise down to S/N 5
+    # remap's recipe, the study's "giant distillation + noise-matched augmentation, Teff and log g only" row:
+    # rehearsal of the grid, the giant candidates' spectra distilled without labels (their Teff and log g),
+    # noise down to S/N 5
     return {"epochs": c.epochs, "batch_size": c.batch_size, "lr": c.lr, "freeze_epochs": c.freeze_epochs,
             "backbone_lr_factor": c.backbone_lr_factor, "members": 3, "swa_start": c.swa_start,
             "rehearsal": REHEARSAL_RATIO, "noise_snr_min": NOISE_MATCHED_SNR_MIN, "distill": DISTILL_RATIO,

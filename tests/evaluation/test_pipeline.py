@@ -101,7 +101,7 @@ def test_finetune_distils_the_giant_candidates_without_their_labels(setup, tmp_p
     pipeline.finetune(pre, tmp / "miles.h5", tmp_path / "ft", "smoke", tmp / "splits.csv", progress=False,
                       members=1, epochs=1, batch_size=8, distill=0.25)  # resumes the finished checkpoint
     assert len(seen["distill"]) == 6 and np.isnan(seen["distill"].labels).all()  # the six giant candidates
-    assert seen["distill_labels"] == ("teff", "logg", "feh")  # the profile's: all three
+    assert seen["distill_labels"] == ("teff", "logg")  # the profile's: remap's recipe, not [Fe/H]
     monkeypatch.setattr(pipeline, "finetune_ensemble", real)
     members = pipeline.finetune(pre, tmp / "miles.h5", tmp_path / "ft_logg", "smoke", tmp / "splits.csv",
                                 progress=False, members=1, epochs=1, batch_size=8, distill=0.25,

@@ -145,9 +145,15 @@ def test_budgets_markdown_names_each_budgets_rows_and_the_compute(result):
     assert "**3 runs, 1.2 CPU hours**" in text and "ensemble: 3 runs, 1.25 h" in text
 
 
-def test_goals_table_judges_means_intervals_and_paired_differences(result):
-    from remap_lib.evaluation.studyrows import CONFORMAL, NOISE_DISTILL_HELD_OUT, SHIPPED_ROW
+@pytest.mark.parametrize("recipe", ["giant distillation + noise-matched augmentation",
+                                    "giant distillation + noise-matched augmentation, Teff and log g only"])
+def test_goals_table_judges_means_intervals_and_paired_differences(result, recipe, monkeypatch):
+    from remap_lib.evaluation import studyrows
+    from remap_lib.evaluation.studyrows import CONFORMAL, NOISE_DISTILL_HELD_OUT
 
+    SHIPPED_ROW = recipe  # noqa: N806 (the test stands in for studyrows.SHIPPED_ROW)
+    monkeypatch.setattr(studyrows, "SHIPPED_ROW", recipe)
+    monkeypatch.setattr(studyrows, "PEER_COMPARISONS", ((recipe, "MSE regression CNN"), (recipe, "The Cannon")))
     shipped = {"name": SHIPPED_ROW, "n_seeds": 5, "cv_dwarfs": _table(355, 5, (70.0, 60.0, 80.0), accuracy=0.96),
                "calibration_stars": _table(30, 5, (90.0, 70.0, 110.0)),
                "giants": _table(371, 5, (130.0, 110.0, 150.0), accuracy=0.94)}
@@ -170,7 +176,10 @@ def test_goals_table_judges_means_intervals_and_paired_differences(result):
     assert "not in the aggregate: rerun `remap study aggregate`" in rows[
         "σ T<sub>eff</sub> − The Cannon's, cross-validated dwarfs (paired)"]
     assert rows["giants called giant (log g < 3.5)"].endswith("| 94.0 % [89.0 %, 99.0 %] | no |")
-    assert rows["giants called giant, networks that never saw them"].endswith("| yes |")
+    # the held-out experiment distils all three labels: named beside a recipe that distils fewer
+    held_out_row = "" if recipe == NOISE_DISTILL_HELD_OUT.removesuffix(", giants held out") else (
+        f" (row *{NOISE_DISTILL_HELD_OUT}*)")
+    assert rows[f"giants called giant, networks that never saw them{held_out_row}"].endswith("| yes |")
     assert rows["dwarfs that stay dwarfs"].endswith("| yes |")
     # coverage is read from the conformally scaled row: 0.70 is within 0.68 ± 0.05, 0.5 is not
     coverage = rows["68 % coverage T<sub>eff</sub>, cross-validated MILES FGK dwarfs"]
@@ -185,3 +194,10 @@ def test_a_value_that_rounds_to_zero_prints_without_a_sign():
     assert studyreport._fmt(-0.4, 0) == "0"
     assert studyreport._fmt(-0.0006, 3) == "-0.001"
     assert studyreport._fmt(None, 2) == "–"
+
+
+def test_the_headline_shows_the_recipe_remap_ships():
+    from remap_lib.evaluation.studyrows import ROW_BY_NAME, SHIPPED_ROW
+
+    assert SHIPPED_ROW in studyreport.HEADLINE_ROWS
+    assert all(name in ROW_BY_NAME for name in studyreport.HEADLINE_ROWS)
