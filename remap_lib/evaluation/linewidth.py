@@ -6,7 +6,8 @@ Both training libraries reach the network at the instrument's nominal LSF (2.5 �
 grid gets there through :func:`remap_lib.spectra.preprocess.degrade`, a Gaussian kernel of that FWHM and
 then an average over each 0.9 Å pixel, while MILES's 2.5 Å is the width its authors measured on its
 final pixels. If that width already holds the pixel, the grid's lines come out wider by the pixel's
-share, about 3 % (:func:`pixel_share`).
+share, about 3 % (:func:`pixel_share`); ``pixel_in_lsf`` in
+:func:`remap_lib.spectra.preprocess.kernel_fwhm` degrades without it.
 
 The measurement: every MILES FGK star of the fine-tuning and validation dwarfs and of the giant
 candidates (the 30 calibration stars are left out, so nothing chosen from this is chosen on them) is
@@ -30,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from remap_lib.constants import FGK_TEFF, GIANT_LOGG, MILES_FWHM, MILES_WAVE_STEP
+from remap_lib.constants import FGK_TEFF, FWHM_TO_SIGMA, GIANT_LOGG, MILES_FWHM, MILES_WAVE_STEP
 from remap_lib.fileio import atomic_write, sha256_file
 from remap_lib.paths import RESULTS_DIR, work_dir
 
@@ -42,12 +43,11 @@ REFERENCE_FWHM = 1.5
 BROADENINGS = tuple(round(0.15 * k, 2) for k in range(17))
 #: The MILES roles measured (the calibration stars are not).
 GROUPS = {"dwarfs": ("finetune", "validation"), "giants": ("giant_candidate",)}
-FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
 
 def pixel_share(fwhm: float = MILES_FWHM, pixel: float = MILES_WAVE_STEP) -> float:
     """W / fwhm − 1 for a Gaussian of ``fwhm`` averaged over pixels ``pixel`` wide (variance pixel²/12)."""
-    return math.sqrt(1.0 + FWHM_PER_SIGMA**2 * pixel**2 / 12.0 / fwhm**2) - 1.0
+    return math.sqrt(1.0 + pixel**2 / 12.0 / FWHM_TO_SIGMA**2 / fwhm**2) - 1.0
 
 
 def broaden(flux, fwhm: float, step: float, pad: int = 64) -> np.ndarray:
@@ -63,7 +63,7 @@ def broaden(flux, fwhm: float, step: float, pad: int = 64) -> np.ndarray:
     good = np.isfinite(flux)
     padded = np.pad(np.where(good, flux, 1.0), ((0, 0), (pad, pad)), mode="reflect")
     freq = np.fft.rfftfreq(padded.shape[-1], d=step)
-    sigma = fwhm / FWHM_PER_SIGMA
+    sigma = fwhm * FWHM_TO_SIGMA
     smooth = np.fft.irfft(np.fft.rfft(padded, axis=-1) * np.exp(-2.0 * (np.pi * sigma * freq) ** 2),
                           n=padded.shape[-1], axis=-1)[:, pad:pad + flux.shape[-1]]
     return np.where(good, smooth, np.nan)

@@ -32,6 +32,7 @@ import os
 import platform
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -72,6 +73,8 @@ from remap_lib.training.transfer import (
 )
 
 DEFAULT_OUT = RESULTS_DIR / "study"
+#: The data-hash key of the grid degraded with the pixel in the LSF (rows with ``pixel_in_lsf``).
+PIXEL_LSF_KEY = "synthetic_pixel_in_lsf"
 #: Normal quantiles of the central 68 % and 95 % intervals, for rows whose intervals are Gaussian.
 Z68, Z95 = 1.0, 1.959963984540054
 def member_seed(seed: int, k: int) -> int:
@@ -160,9 +163,12 @@ class Study:
     progress: bool = True
     profile: str | None = None  # where to look for a start network that was missing (None: nowhere)
     hashes: dict = field(default_factory=dict)
+    #: builds the grid degraded with the pixel in the LSF (rows with ``pixel_in_lsf``), on first use
+    pixel_lsf_synthetic: Callable[[], SpectraSet] | None = None
 
     def __post_init__(self):
         self.out, self.work = Path(self.out), Path(self.work)
+        self._pixel_lsf = None
         self._index = {str(i): j for j, i in enumerate(self.miles.ids)}
         missing = [i for i in [*self.folds["id"], *self.giants] if i not in self._index]
         if missing:
@@ -197,6 +203,9 @@ class Study:
             + {"chi2": ["synthetic"], "reduced": ["synthetic"]}.get(row.kind, [])
         if row.rehearsal:
             keys.append("synthetic")
+        if row.pixel_in_lsf and "synthetic" in keys:
+            self.synthetic_for(row)  # its hash is known once it is built
+            keys = [PIXEL_LSF_KEY if k == "synthetic" else k for k in keys]
         return {k: self.hashes.get(k) for k in keys}
 
     @property
@@ -223,9 +232,30 @@ class Study:
         sets["distill"] = self.stars([g for g in self.giants if of[str(g)] != fold])
         return sets
 
-    def synthetic_train(self) -> SpectraSet:
-        split = self.synthetic.meta.get("split", np.full(len(self.synthetic), "train"))
-        return self.synthetic.select(np.asarray(split) == "train")
+    def synthetic_for(self, row: Row | None = None) -> SpectraSet:
+        """The synthetic grid ``row`` learns from: the training file's, or for ``pixel_in_lsf`` rows the same
+        nodes degraded with the pixel in the LSF (built once, checked to hold the same nodes and split)."""
+        if row is None or not row.pixel_in_lsf:
+            return self.synthetic
+        if self._pixel_lsf is None:
+            if self.pixel_lsf_synthetic is None:
+                raise ValueError(f"row {row.name!r} needs the grid degraded with the pixel in the LSF, and this "
+                                 "study has no way to build it")
+            variant = self.pixel_lsf_synthetic()
+            same = np.array_equal(variant.ids, self.synthetic.ids) and np.array_equal(
+                np.asarray(variant.meta.get("split")), np.asarray(self.synthetic.meta.get("split")))
+            if not same:
+                raise ValueError("the grid degraded with the pixel in the LSF does not hold the training file's "
+                                 "nodes and split: rewrite the training files (notebook 01) with the profile's "
+                                 "parameters")
+            self._pixel_lsf = variant
+            self.hashes[PIXEL_LSF_KEY] = data_sha256(variant)
+        return self._pixel_lsf
+
+    def synthetic_train(self, row: Row | None = None) -> SpectraSet:
+        synthetic = self.synthetic_for(row)
+        split = synthetic.meta.get("split", np.full(len(synthetic), "train"))
+        return synthetic.select(np.asarray(split) == "train")
 
     def pretrained_path(self, row: Row, seed: int) -> Path:
         return self.work / "pretrain" / row.slug / f"seed{seed}.pt"
@@ -266,9 +296,19 @@ def load_study(profile: str = "default", out=DEFAULT_OUT, k: int = 5, fold_seed:
     found = {kind: find_pretrained(profile, kind, required=False) for kind in ("deep-remap", "mse")}
     start = {kind: net.path for kind, net in found.items() if net is not None}
     giants = splits.loc[splits["role"] == "giant_candidate", "id"].tolist()
-    return Study(read_dataset(files["miles"]), read_dataset(files["synthetic"]), folds, giants,
+    synthetic = read_dataset(files["synthetic"])
+
+    def pixel_lsf_synthetic() -> SpectraSet:  # the same nodes as notebook 01 writes, degraded the other way
+        from remap_lib.training.trainsets import synthetic_set
+
+        params = resolve("prepare", profile)
+        return synthetic_set(synthetic.instrument, max_spectra=params.get("max_grid_spectra"),
+                             test_fraction=params["test_fraction"], val_fraction=params["val_fraction"],
+                             pixel_in_lsf=True)
+
+    return Study(read_dataset(files["miles"]), synthetic, folds, giants,
                  Budgets.from_profiles(profile, threads), start, out, work_dir(profile) / "study", device, progress,
-                 profile)
+                 profile, pixel_lsf_synthetic=pixel_lsf_synthetic)
 
 
 # -------------------------------------------------------------------------------------------- tasks
@@ -413,16 +453,20 @@ def _device_name(device: str) -> str:
     return f"{dev} ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
+def _grid_config(row: Row) -> dict:
+    return {"pixel_in_lsf": True} if row.pixel_in_lsf else {}
+
+
 def _pretrain(study: Study, row: Row, seed: int, scratch: Path) -> dict:
     cfg = study.budgets.pretrain(row, seed)
-    data = study.synthetic_train()
+    data = study.synthetic_train(row)
     torch.manual_seed(seed)
     model = build_model(data.flux.shape[1], DEFAULT_BINS, **study.budgets.arch)
     trainer = Trainer(model, data, cfg, DEFAULT_BINS, out_dir=scratch, device=study.device)
     result = trainer.fit(progress=study.progress)
     save_model(study.pretrained_path(row, seed), result.model.cpu(), DEFAULT_BINS, data.instrument, cfg.to_dict(),
                trainer.label_stats)
-    return {"pretrain": cfg.to_dict(), "arch": study.budgets.arch}
+    return {"pretrain": cfg.to_dict(), "arch": study.budgets.arch, **_grid_config(row)}
 
 
 def _train_members(study: Study, row: Row, start: Path | None, sets, cfg: TrainConfig, members: int,
@@ -439,7 +483,7 @@ def _train_members(study: Study, row: Row, start: Path | None, sets, cfg: TrainC
                               out_dir=out_dir, device=study.device)
             result = trainer.fit(progress=study.progress)
         else:
-            rehearse = study.synthetic_train() if row.rehearsal else None
+            rehearse = study.synthetic_train(row) if row.rehearsal else None
             # the giants' targets are the start network's PMFs; their labels are blanked, never read
             distill = unlabelled(sets.get("distill", sets["giants"])) if row.distill else None
             result, trainer = finetune(start, sets["finetune"], sets["temperature"], member_cfg, out_dir,
@@ -486,8 +530,8 @@ def _run_ensemble(study: Study, row: Row, seed: int, fold: int, scratch: Path):
                 else {}),
              **({"distill_labels": list(row.distill_labels)} if row.distill else {})}
     predictions |= _derived_predictions(row, models, temps, sets, start, extra)
-    return {"finetune": cfg.to_dict(), **({"arch": study.budgets.arch} if row.budget == "reduced" else {})}, \
-        predictions, extra
+    return {"finetune": cfg.to_dict(), **({"arch": study.budgets.arch} if row.budget == "reduced" else {}),
+            **_grid_config(row)}, predictions, extra
 
 
 def _derived_predictions(row: Row, models, temps, sets, start: Path | None, extra: dict) -> dict:

@@ -432,19 +432,32 @@ def resample(wave_in, flux_in, wave_out, ivar=None, mask=None, min_coverage: flo
     return op.apply(flux_in, ivar=ivar, mask=mask, min_coverage=min_coverage)
 
 
-def kernel_fwhm(wave, instrument, source_resolution=None, source_fwhm=None, source="<array>") -> np.ndarray:
+def pixel_fwhm2(wave) -> np.ndarray:
+    """The FWHM² (Å²) a Gaussian gains when averaged over the pixels centred on ``wave``: a box of width
+    Δλ has variance Δλ²/12, and FWHM² = 8 ln 2 · variance."""
+    width = np.diff(pixel_edges(np.asarray(wave, dtype=np.float64)))
+    return width**2 / 12.0 / FWHM_TO_SIGMA**2
+
+
+def kernel_fwhm(wave, instrument, source_resolution=None, source_fwhm=None, source="<array>",
+                pixel_in_lsf: bool = False) -> np.ndarray:
     """FWHM (Å) of the Gaussian that takes the source LSF to the instrument's, at each ``wave``.
 
     Widths add in quadrature: FWHM_kernel² = FWHM_target² − FWHM_source², where the source is a
     constant resolving power ``source_resolution``, a constant ``source_fwhm`` (Å) or, when both are
     None, infinitely sharp (native synthetic spectra). Raises RemapDataError (naming ``source``) if
     the source is coarser than the target anywhere: we cannot sharpen. Equal LSFs give 0.
+    ``pixel_in_lsf``: the instrument's FWHM is the width its lines have on its own pixels (as measured
+    on a spectrograph's output), so the output pixel's share (:func:`pixel_fwhm2`, at the pixels
+    ``wave``) is taken off the target as well, and a degraded line ends up that wide, pixel included.
     """
     instrument = get_instrument(instrument)
     wave = np.asarray(wave, dtype=np.float64)
     if source_resolution is not None and source_fwhm is not None:
         raise ValueError("give source_resolution or source_fwhm, not both")
     target = instrument.lsf_fwhm(wave)
+    if pixel_in_lsf:
+        target = np.sqrt(np.maximum(target**2 - pixel_fwhm2(wave), 0.0))
     if source_resolution is not None:
         src = wave / float(source_resolution)
     elif source_fwhm is not None:
@@ -473,18 +486,19 @@ def degrade(
     nsigma: float = 5.0,
     min_coverage: float = 0.5,
     source="<array>",
+    pixel_in_lsf: bool = False,
 ):
     """Degrade to the instrument LSF and resample onto its grid, in one sparse matmul.
 
     ``wave`` must already be in the instrument's medium (see :func:`to_instrument`). The output is
     the input convolved with the quadrature-difference kernel (:func:`kernel_fwhm`) and averaged over
     each output pixel, so a line's measured width also contains the output pixel (variance Δλ²/12,
-    ~2.5 % in FWHM at 3 pixels per resolution element). Returns ``(flux, ivar, mask)`` as
-    :meth:`SpectralOperator.apply`.
+    ~2.5 % in FWHM at 3 pixels per resolution element) unless ``pixel_in_lsf`` (:func:`kernel_fwhm`).
+    Returns ``(flux, ivar, mask)`` as :meth:`SpectralOperator.apply`.
     """
     instrument = get_instrument(instrument)
     grid = instrument.wavelength_grid()
-    kern = kernel_fwhm(grid, instrument, source_resolution, source_fwhm, source)
+    kern = kernel_fwhm(grid, instrument, source_resolution, source_fwhm, source, pixel_in_lsf)
     op = build_operator(wave, grid, kern, nsigma)
     return op.apply(flux, ivar=ivar, mask=mask, min_coverage=min_coverage)
 
@@ -617,6 +631,7 @@ def to_instrument(
     nsigma: float = 5.0,
     min_coverage: float = 0.5,
     max_uncovered: float = 0.0,
+    pixel_in_lsf: bool = False,
 ) -> Spectra:
     """Put spectra on ``instrument``'s grid: the one pipeline for synthetic and observed spectra.
 
@@ -627,7 +642,8 @@ def to_instrument(
        differs from the instrument's;
     3. degrade from the source LSF (``source_resolution`` R, ``source_fwhm`` Å, or None = native) to
        the instrument LSF and resample flux-conservingly — one cached sparse matmul for the batch;
-       an input already at the instrument's LSF (observed MILES → MILES) is only resampled;
+       an input already at the instrument's LSF (observed MILES → MILES) is only resampled; with
+       ``pixel_in_lsf`` the output pixel's width is counted in the instrument's FWHM (:func:`kernel_fwhm`);
     4. continuum-normalize with :func:`continuum_normalize` (keyword overrides in ``continuum``)
        unless ``normalize`` is False (then ``continuum`` is ones).
 
@@ -636,7 +652,7 @@ def to_instrument(
     instrument = get_instrument(instrument)
     grid = instrument.wavelength_grid()
     edges = pixel_edges(grid)
-    kern = kernel_fwhm(grid, instrument, source_resolution, source_fwhm, source)
+    kern = kernel_fwhm(grid, instrument, source_resolution, source_fwhm, source, pixel_in_lsf)
     # The window, in the input's medium, that the input must cover.
     window = convert_medium(edges[[0, -1]], instrument.medium, medium)
     wave = _check_wave(wave, source, window, max_uncovered)

@@ -44,11 +44,13 @@ def der_snr_noise(flux: np.ndarray) -> np.ndarray:
 
 
 def synthetic_set(instrument="miles", grid: SyntheticGrid | str | Path | None = None, max_spectra: int | None = None,
-                  test_fraction: float = 0.1, val_fraction: float = 0.1, seed: int = 0) -> SpectraSet:
+                  test_fraction: float = 0.1, val_fraction: float = 0.1, seed: int = 0,
+                  pixel_in_lsf: bool = False) -> SpectraSet:
     """The grid on ``instrument``'s pixels, with a train/val/test split by grid node.
 
     Held-out nodes ('test') are never trained on: the pretraining notebook measures accuracy on
-    them. ``max_spectra`` draws a random subset (smoke runs).
+    them. ``max_spectra`` draws a random subset (smoke runs). ``pixel_in_lsf``: degrade so that the
+    lines, pixel included, have the instrument's FWHM (:func:`remap_lib.spectra.preprocess.kernel_fwhm`).
     """
     instrument = get_instrument(instrument)
     grid = grid if isinstance(grid, SyntheticGrid) else load_grid(grid)
@@ -56,12 +58,14 @@ def synthetic_set(instrument="miles", grid: SyntheticGrid | str | Path | None = 
     if max_spectra is not None and max_spectra < len(grid):
         rows = np.sort(np.random.default_rng(seed).choice(len(grid), max_spectra, replace=False))
     spec = preprocess.to_instrument(grid.wave, grid.flux[rows], instrument, medium="air",
-                                     source_resolution=grid.resolution, source="synthetic grid")
+                                     source_resolution=grid.resolution, source="synthetic grid",
+                                     pixel_in_lsf=pixel_in_lsf)
     ivar = np.where(spec.mask, 0.0, np.inf)  # noise-free: augmentation adds noise on the fly
     return SpectraSet(
         wave=spec.wave, flux=spec.flux, ivar=ivar, mask=spec.mask, labels=grid.labels[rows],
         ids=grid.model[rows], instrument=instrument, kind="synthetic",
-        provenance={"source": grid.provenance.get("source", "PySME + MARCS + Gaia-ESO grid"), "grid": grid.provenance},
+        provenance={"source": grid.provenance.get("source", "PySME + MARCS + Gaia-ESO grid"), "grid": grid.provenance,
+                    **({"pixel_in_lsf": True} if pixel_in_lsf else {})},
         meta={"split": split_rows(len(rows), test_fraction, val_fraction, seed), "alpha": grid.alpha[rows]},
     )
 

@@ -298,7 +298,8 @@ def test_every_row_names_a_known_reference_and_the_reduced_rows_change_one_setti
     names = {r.name for r in sr.ROWS}
     assert all(r.reference in names for r in sr.ROWS if r.reference)
     reduced = [r for r in sr.ROWS if r.kind == "reduced" and r.name != sr.REDUCED]
-    assert all(len(r.change) == 1 and r.reference == sr.REDUCED for r in reduced)
+    # one training setting, or the grid they learn from
+    assert all(len(r.change) + r.pixel_in_lsf == 1 and r.reference == sr.REDUCED for r in reduced)
     assert set(sr.RUN_ORDER) == {r.name for r in sr.ROWS if r.kind != "derived"}
     derived = [r for r in sr.ROWS if r.kind == "derived"]
     assert all(r.recipe in sr.RECIPES for r in derived)
@@ -335,6 +336,32 @@ def tiny(tmp_path_factory):
                         "chi2 grid fit", sr.REHEARSAL, sr.DISTILL], [0], st.k)
     summary = study.run_study(st, tasks)
     return st, tasks, summary
+
+
+def test_a_row_on_the_grid_degraded_with_the_pixel_in_the_lsf_reads_that_grid(tiny, tmp_path):
+    st, _, _ = tiny
+    built = []
+
+    def builder():
+        built.append(1)
+        return dataclasses.replace(st.synthetic, flux=st.synthetic.flux * 0.99 + 0.01)
+
+    pixel = dataclasses.replace(st, out=tmp_path / "out", work=tmp_path / "work", hashes=dict(st.hashes),
+                    pixel_lsf_synthetic=builder)
+    row = sr.ROW_BY_NAME[sr.PIXEL_LSF]
+    assert pixel.synthetic_for(row) is pixel.synthetic_for(row) and built == [1]  # built once
+    assert pixel.synthetic_for(sr.ROW_BY_NAME[sr.REDUCED]) is st.synthetic
+    assert study.run_study(pixel, study.plan([sr.PIXEL_LSF], [0], pixel.k))["left"] == 0
+    pre = runqueue.read_record(pixel.out, f"pretrain/{row.slug}/seed0")
+    assert pre["config"]["pixel_in_lsf"] is True and "synthetic" not in pre["data"]
+    assert pre["data"][study.PIXEL_LSF_KEY] not in (None, st.hashes["synthetic"])
+    assert runqueue.read_record(pixel.out, f"runs/{row.slug}/seed0_fold0")["config"]["pixel_in_lsf"] is True
+    other = dataclasses.replace(st, hashes=dict(st.hashes),
+                                pixel_lsf_synthetic=lambda: st.synthetic.select(np.arange(10)))
+    with pytest.raises(ValueError, match="does not hold the training file's nodes"):
+        other.synthetic_for(row)
+    with pytest.raises(ValueError, match="no way to build it"):
+        dataclasses.replace(st, hashes=dict(st.hashes)).synthetic_for(row)
 
 
 def test_tiny_study_writes_one_record_per_run(tiny):

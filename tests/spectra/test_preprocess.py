@@ -17,6 +17,7 @@ from remap_lib.spectra.preprocess import (
     check_spectrum,
     continuum_normalize,
     degrade,
+    kernel_fwhm,
     resample,
     to_instrument,
     vacuum_to_air,
@@ -336,3 +337,22 @@ def test_past_the_limit_says_what_would_fix_it():
     assert text.startswith("s.fits: window 4998.95–5700.95 Å not covered")
     assert "100.6 Å at the blue end lies beyond the data (14.3 % of the window; at most 10 %, 70.2 Å, is padded" in text
     assert "To fix: give a spectrum reaching within 70.2 Å of the window's ends in total" in text
+
+
+@pytest.mark.parametrize("centre", [5250.0, 5250.3, 5250.45])
+def test_pixel_in_lsf_makes_lines_as_wide_as_the_instrument_on_its_pixels(centre):
+    """Degraded and averaged over 0.9 Å pixels, a line measures 2.5 Å only if the pixel's share
+    (FWHM² + 8 ln 2 · 0.9²/12 = 6.25 + 0.374 Å²) was taken off the kernel."""
+    w = np.arange(5200.0, 5300.0, 0.01)
+    src = 5250.0 / 11000
+    flux = 1 - 0.6 * np.exp(-0.5 * ((w - centre) / (src / SIG2FWHM)) ** 2)
+    miles_like = Instrument("miles-like", 5230.0, 5270.0, medium="vacuum", fwhm=2.5, pixel=0.9)
+    grid = miles_like.wavelength_grid()
+    as_quoted, _, _ = degrade(w, flux, miles_like, source_resolution=11000)
+    pixel_in, _, _ = degrade(w, flux, miles_like, source_resolution=11000, pixel_in_lsf=True)
+    assert fitted_fwhm(grid, 1.0 - as_quoted)[0] == pytest.approx(np.sqrt(6.25 + 0.3743), rel=0.005)
+    assert fitted_fwhm(grid, 1.0 - pixel_in)[0] == pytest.approx(2.5, rel=0.005)
+    # the kernel, by hand: sqrt(2.5² − 0.3743 − (5250/11000)²) at 5250 Å
+    kern = kernel_fwhm(grid, miles_like, source_resolution=11000, pixel_in_lsf=True)
+    assert kern[np.argmin(np.abs(grid - 5250.0))] == pytest.approx(np.sqrt(6.25 - 0.37430 - (5250.0 / 11000) ** 2),
+                                                                   rel=1e-4)
