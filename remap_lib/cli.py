@@ -176,10 +176,9 @@ def _calibrate(args) -> int:
 
 
 def _validate(args) -> int:
-    import json
 
     from remap_lib.evaluation import pipeline
-    from remap_lib.fileio import atomic_write
+    from remap_lib.fileio import write_json
 
     work = _work(args)
     from remap_lib.constants import GIANT_LOGG
@@ -193,8 +192,7 @@ def _validate(args) -> int:
         called = report["giant_candidate"]["fraction_called_giant"]
         print(f"giant candidates called giant (log g < {GIANT_LOGG}): {called:.1%}")
     if args.json:
-        with atomic_write(args.json, "w") as fh:
-            json.dump(report, fh, indent=1)
+        write_json(args.json, report)
         print(f"wrote {args.json}")
     return 0
 

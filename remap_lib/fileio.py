@@ -40,6 +40,18 @@ def atomic_write(path, mode: str = "wb"):
         raise
 
 
+def write_json(path, data) -> Path:
+    """``data`` as indented JSON at ``path`` with a final newline, written atomically (:func:`atomic_write`);
+    returns the path."""
+    import json
+
+    path = Path(path)
+    with atomic_write(path, "w") as fh:
+        json.dump(data, fh, indent=1)
+        fh.write("\n")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside ``path`` for libraries that open files themselves (h5py)."""

@@ -8,7 +8,15 @@ import stat
 
 import pytest
 
-from remap_lib.fileio import RemapDataError, atomic_path, atomic_write, require_nonempty, sha256_file, verify_sha256
+from remap_lib.fileio import (
+    RemapDataError,
+    atomic_path,
+    atomic_write,
+    require_nonempty,
+    sha256_file,
+    verify_sha256,
+    write_json,
+)
 
 # sha256("abc"), FIPS 180-2 appendix B.1
 ABC_SHA256 = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
@@ -108,3 +116,16 @@ def test_remap_data_error_is_a_value_error():
     assert isinstance(err, ValueError)
     assert str(err) == "x.fits: bad header"
     assert (err.source, err.problem) == ("x.fits", "bad header")
+
+
+def test_write_json_is_indented_ends_with_a_newline_and_leaves_nothing_half_written(tmp_path):
+    import json
+
+    path = write_json(tmp_path / "sub" / "report.json", {"a": [1, 2.5], "b": None})
+    assert path == tmp_path / "sub" / "report.json"
+    assert path.read_text() == '{\n "a": [\n  1,\n  2.5\n ],\n "b": null\n}\n'
+    assert json.loads(path.read_text()) == {"a": [1, 2.5], "b": None}
+    with pytest.raises(TypeError):
+        write_json(path, {"a": object()})  # not serializable: the old report stays whole
+    assert json.loads(path.read_text()) == {"a": [1, 2.5], "b": None}
+    assert [p.name for p in path.parent.iterdir()] == ["report.json"]

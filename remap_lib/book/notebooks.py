@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from remap_lib.book.machine import machine_info
-from remap_lib.fileio import atomic_write
+from remap_lib.fileio import write_json
 from remap_lib.paths import REPO_ROOT, repo_file
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -128,7 +128,5 @@ def record_run(out_dir, name: str, entry: dict) -> Path:
     log = read_run_log(path)
     log["notebooks"][name] = entry
     log["notebooks"] = dict(sorted(log["notebooks"].items()))
-    with atomic_write(path, "w") as fh:
-        json.dump(log, fh, indent=1)
-        fh.write("\n")
+    write_json(path, log)
     return path

@@ -220,12 +220,11 @@ def measure_model(model=None, roles=("calibration", "giant_candidate"), stars=No
 def main(argv=None) -> dict:
     """Fit the shipped (or a given) model's interval factors from the study records of its recipe."""
     import argparse
-    import json
     from pathlib import Path
 
     from remap_lib.evaluation.folds import read_folds
     from remap_lib.evaluation.studyrows import DEGRADED_SNR, SHIPPED_ROW, at_snr
-    from remap_lib.fileio import atomic_write, sha256_file
+    from remap_lib.fileio import sha256_file, write_json
     from remap_lib.paths import RESULTS_DIR
     from remap_lib.prediction.inference import default_model_path
     from remap_lib.prediction.widening import update_widening
@@ -284,8 +283,7 @@ def main(argv=None) -> dict:
                     print(f"{role} ({entry['n']} stars, {where}), {level} % coverage without -> with the factors: "
                           + ", ".join(f"{n} {e['before'][level][n]:.2f} -> {e['after'][level][n]:.2f}"
                                       for n in LABEL_NAMES))
-    with atomic_write(Path(args.out), "w") as fh:
-        json.dump(report, fh, indent=1)
+    write_json(args.out, report)
     print(f"wrote {args.out}")
     return report
 

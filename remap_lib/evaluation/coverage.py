@@ -21,7 +21,6 @@ The calibration-role stars are reported, never fitted on.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ from scipy.special import softmax
 
 from remap_lib.constants import LABEL_NAMES
 from remap_lib.evaluation.calibrate import fit_coverage_temperature
-from remap_lib.fileio import atomic_write
+from remap_lib.fileio import write_json
 from remap_lib.prediction.widening import recentre, update_widening
 from remap_lib.spectra.preprocess import pixel_edges
 
@@ -177,8 +176,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", default="results/partial_coverage.json", help="report (JSON)")
     args = parser.parse_args(argv)
     report = measure(args.model)
-    with atomic_write(Path(args.out), "w") as fh:
-        json.dump(report, fh, indent=1)
+    write_json(args.out, report)
     # 2 decimals: below the fit's precision
     slopes = {n: round(v["slope"], 2) for n, v in report["widening"].items()}
     saved = update_widening(args.model, report["model_sha256"], "missing", slopes,

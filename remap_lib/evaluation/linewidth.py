@@ -24,15 +24,13 @@ W_MILES being the nominal FWHM with its pixel. Per group: the median ratio over 
 from __future__ import annotations
 
 import argparse
-import json
 import math
-from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from remap_lib.constants import FGK_TEFF, FWHM_TO_SIGMA, GIANT_LOGG, MILES_FWHM, MILES_WAVE_STEP
-from remap_lib.fileio import atomic_write, sha256_file
+from remap_lib.fileio import sha256_file, write_json
 from remap_lib.paths import RESULTS_DIR, work_dir
 
 REPORT = RESULTS_DIR / "line_width.json"
@@ -145,8 +143,7 @@ def main(argv=None) -> dict:
               f"[{g['ci95'][0]:.4f}, {g['ci95'][1]:.4f}] (median, 95 %), quartiles {g['quartiles'][0]:.4f}–"
               f"{g['quartiles'][1]:.4f}; {g['n_at_range_end']} at the ends of the broadenings tried")
     print(f"the pixel's share of the width, if MILES's {MILES_FWHM:g} Å holds it: {report['pixel_share']:.4f}")
-    with atomic_write(Path(args.out), "w") as fh:
-        json.dump(report, fh, indent=1)
+    write_json(args.out, report)
     print(f"wrote {args.out}")
     return report
 

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from remap_lib.data.dataset import LABEL_NAMES
-from remap_lib.fileio import atomic_write
+from remap_lib.fileio import write_json
 from remap_lib.paths import REPO_ROOT, RESULTS_DIR
 
 SPREAD_FILE = RESULTS_DIR / "machine_spread.json"
@@ -225,9 +225,7 @@ def main(argv=None) -> int:
         kept = json.loads(Path(args.out).read_text(encoding="utf-8")).get("rerun_same_machine")
         if kept:
             result["rerun_same_machine"] = kept
-    with atomic_write(Path(args.out), "w") as fh:
-        json.dump(result, fh, indent=1)
-        fh.write("\n")
+    write_json(args.out, result)
     for key, c in result["comparisons"].items():
         print(f"{key}: {c['different']} of {c['values']} values differ ({', '.join(c['sections_that_differ'])})")
     for key, r in result["range"].items():

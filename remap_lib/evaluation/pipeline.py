@@ -13,7 +13,6 @@ whole method works without Jupyter::
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,7 @@ from remap_lib.data.dataset import SpectraSet, read_dataset
 from remap_lib.data.splits import DEFAULT_SPLITS, read_splits
 from remap_lib.evaluation import calibrate as cal
 from remap_lib.evaluation.evaluate import giant_dwarf_split, interval_coverage, scatter_metrics
-from remap_lib.fileio import RemapDataError, atomic_write
+from remap_lib.fileio import RemapDataError, write_json
 from remap_lib.nn.modelfile import load_model, save_ensemble, save_model
 from remap_lib.training.profiles import CALIBRATION_METHODS, resolve
 from remap_lib.training.transfer import (
@@ -114,8 +113,7 @@ def calibrate(members, miles_file, splits_file=None, method: str = "nll") -> tup
                               info["instrument"], info["train_config"], info["label_stats"],
                               extra={**info["extra"], "temperatures": t, "calibration": method}))
         temps.append(t)
-    with atomic_write(Path(members[0]).parent / "temperatures.json", "w") as fh:
-        json.dump(temps, fh, indent=1)
+    write_json(Path(members[0]).parent / "temperatures.json", temps)
     return out, temps
 
 

@@ -24,13 +24,12 @@ the RV estimates.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
 from remap_lib.constants import C_KMS, FGK_TEFF, GIANT_LOGG, LABEL_NAMES
-from remap_lib.fileio import atomic_write
+from remap_lib.fileio import write_json
 from remap_lib.paths import RESULTS_DIR
 
 #: S/N per pixel of the degraded copies (the issue's check).
@@ -389,8 +388,7 @@ def main(argv=None) -> dict:
     else:
         report = measure_curves(args.model, seed=args.seed)
         out = args.out or RESULTS_DIR / "robustness.json"
-    with atomic_write(Path(out), "w") as fh:
-        json.dump(report, fh, indent=1)
+    write_json(out, report)
     return report
 
 

@@ -33,7 +33,7 @@ from remap_lib.constants import LABEL_NAMES
 from remap_lib.evaluation.folds import read_folds
 from remap_lib.evaluation.studyrows import SHIPPED_ROW
 from remap_lib.evaluation.studystats import collect, giant_ids, load_records, row_tables
-from remap_lib.fileio import atomic_write
+from remap_lib.fileio import write_json
 from remap_lib.paths import RESULTS_DIR
 
 #: The rows compared: remap's recipe first, then peers trained apart from it (the χ² fit on no label at all).
@@ -179,9 +179,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", type=Path, default=REPORT, help="report (JSON)")
     args = parser.parse_args(argv)
     report = tail_report(load_records(args.study), read_folds(args.study / "folds.csv"), miles_catalogue())
-    with atomic_write(args.out, "w") as fh:
-        json.dump(report, fh, indent=1)
-        fh.write("\n")
+    write_json(args.out, report)
     print(f"wrote {args.out}")
     return report
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from remap_lib.constants import GIANT_LOGG, LABEL_DIGITS, LABEL_HTML, LABEL_NAMES, LABEL_PLOT, LABEL_UNITS
-from remap_lib.fileio import atomic_write, sha256_file
+from remap_lib.fileio import atomic_write, sha256_file, write_json
 from remap_lib.paths import RESULTS_DIR
 
 RESULTS = RESULTS_DIR
@@ -259,8 +259,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", type=Path, default=REPORT, help="report (JSON)")
     args = parser.parse_args(argv)
     report = measure(args.testset)
-    with atomic_write(args.out, "w") as fh:
-        json.dump(report, fh, indent=1)
+    write_json(args.out, report)
     print(f"wrote {args.out}")
     return report
 

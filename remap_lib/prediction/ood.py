@@ -37,14 +37,13 @@ library nobody trained on (the Kurucz ATLAS9 test set of :mod:`remap_lib.data.ku
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from remap_lib.constants import FGK_TEFF, GIANT_LOGG, LABEL_NAMES
-from remap_lib.fileio import atomic_write
+from remap_lib.fileio import atomic_write, write_json
 
 #: Spectra with S/N below this are flagged ``out_of_domain`` whatever they look like (at S/N 1 any
 #: spectrum is consistent with any star, so χ² cannot tell); the noise widening was measured down to S/N 5.
@@ -484,8 +483,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     report = measure(args.model, seed=args.seed)
-    with atomic_write(Path(args.out), "w") as fh:
-        json.dump(report, fh, indent=1)
+    write_json(args.out, report)
     print(report["rule"])
     return report
 

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from remap_lib.constants import LABEL_NAMES
-from remap_lib.fileio import atomic_write, locked
+from remap_lib.fileio import locked, write_json
 from remap_lib.nn.binning import QUANTILES
 
 PARTS = ("missing", "noise", "intervals")
@@ -172,8 +172,7 @@ class Widening:
 
     def save(self, path) -> Path:
         path = Path(path)
-        with atomic_write(path, "w") as fh:
-            json.dump(asdict(self), fh, indent=1)
+        write_json(path, asdict(self))
         return path
 
     @classmethod

@@ -28,7 +28,7 @@ from remap_lib.data.cache import GES_LINELIST_ARCHIVE, MARCS_ARCHIVE
 from remap_lib.data.sources.linelist import linelist_sha256
 from remap_lib.data.sources.marcs import FGK_BOX, MarcsModel, select_nodes
 from remap_lib.data.sources.sme import DEFAULT_SETTINGS, SynthesisSettings, synthesize
-from remap_lib.fileio import RemapDataError, atomic_path, atomic_write, sha256_file
+from remap_lib.fileio import RemapDataError, atomic_path, atomic_write, sha256_file, write_json
 from remap_lib.paths import DATA_DIR, repo_file
 from remap_lib.spectra import preprocess
 from remap_lib.spectra.instruments import C_KMS, Instrument
@@ -128,8 +128,7 @@ def _check_settings(workdir: Path, settings: SynthesisSettings, storage: Instrum
             raise RemapDataError(record, f"work folder was started with other settings {have}; "
                                  f"use another --workdir or delete it to start over")
     else:
-        with atomic_write(record, "w") as fh:
-            json.dump(wanted, fh, indent=1)
+        write_json(record, wanted)
 
 
 def provenance(settings: SynthesisSettings, storage: Instrument = GRID_STORAGE) -> dict:
