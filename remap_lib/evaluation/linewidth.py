@@ -15,9 +15,11 @@ broadened by a fixed Gaussian of :data:`REFERENCE_FWHM` Å, which smooths its no
 comparison, and fitted by χ² against every grid node broadened by each b of :data:`BROADENINGS`
 (:class:`~remap_lib.evaluation.baselines.Chi2GridFit`, a free linear continuum). Gaussian widths add in
 quadrature, so the b of least χ² (a parabola through the best three) gives the grid's width against
-MILES's, W_grid² − W_MILES² = c² − b², and the ratio W_grid / W_MILES = sqrt(1 + (c² − b²) / W_MILES²),
-W_MILES being the nominal FWHM with its pixel. Per group: the median ratio over stars with a bootstrap
-95 % interval. The method recovers a broadening put into the grid's own test nodes to within 0.3 %
+MILES's, W_grid² − W_MILES² = c² − b². The grid's width is known by construction (the nominal FWHM with
+its pixel, or without it for a grid degraded with ``pixel_in_lsf``), MILES's is what is measured, so the
+ratio is W_grid / sqrt(W_grid² − (c² − b²)). Per group: the median ratio over stars with a bootstrap
+95 % interval; a star whose best b is at an end of the range counts at that end (censored, not
+dropped). The method recovers a broadening put into the grid's own test nodes to within 0.3 %
 (``tests/evaluation/test_linewidth.py`` checks it on a toy grid).
 """
 
@@ -70,7 +72,8 @@ def broaden(flux, fwhm: float, step: float, pad: int = 64) -> np.ndarray:
 def best_broadening(flux, ivar, grid_flux, grid_ivar, grid_labels, step: float,
                     reference: float = REFERENCE_FWHM, broadenings=BROADENINGS, progress: bool = True) -> np.ndarray:
     """Per observed spectrum, the Gaussian FWHM (Å) the grid must be broadened by to fit it best once the
-    spectrum itself is broadened by ``reference``; NaN where the best lies at the ends of ``broadenings``."""
+    spectrum itself is broadened by ``reference``; where the best lies at an end of ``broadenings``, that end
+    (the value is censored: :func:`measure` counts them)."""
     from remap_lib.evaluation.baselines import Chi2GridFit
 
     b = np.asarray(broadenings, dtype=np.float64)
@@ -81,7 +84,7 @@ def best_broadening(flux, ivar, grid_flux, grid_ivar, grid_labels, step: float,
                      .fit(broaden(grid_flux, bk, step), grid_ivar, grid_labels)._chi2_nodes(y, w).min(axis=1)
                      for bk in tqdm(b, desc="grid broadenings", disable=not progress)], axis=1)
     k = np.argmin(chi2, axis=1)
-    best = np.full(len(y), np.nan)
+    best = b[k].copy()
     for i, j in enumerate(k):
         if 0 < j < len(b) - 1:  # the vertex of the parabola through the best three
             c2, c1, _ = np.polyfit(b[j - 1:j + 2], chi2[i, j - 1:j + 2], 2)
@@ -89,11 +92,16 @@ def best_broadening(flux, ivar, grid_flux, grid_ivar, grid_labels, step: float,
     return best
 
 
-def width_ratio(best, reference: float = REFERENCE_FWHM, fwhm: float = MILES_FWHM,
-                pixel: float = MILES_WAVE_STEP) -> np.ndarray:
-    """W_grid / W_observed from the best grid broadening ``best`` (Å), widths adding in quadrature."""
-    observed = fwhm * (1.0 + pixel_share(fwhm, pixel))
-    return np.sqrt(1.0 + (reference**2 - np.asarray(best) ** 2) / observed**2)
+def width_ratio(best, grid_fwhm: float, reference: float = REFERENCE_FWHM) -> np.ndarray:
+    """W_grid / W_observed from the best grid broadening ``best`` (Å) and the grid's own line width
+    ``grid_fwhm`` (Å), widths adding in quadrature: W_observed² = W_grid² − (reference² − best²)."""
+    return grid_fwhm / np.sqrt(grid_fwhm**2 - (reference**2 - np.asarray(best) ** 2))
+
+
+def grid_width(fwhm: float = MILES_FWHM, pixel: float = MILES_WAVE_STEP, pixel_in_lsf: bool = False) -> float:
+    """The line width (FWHM, Å) of a grid degraded to ``fwhm`` on pixels ``pixel`` Å wide: the Gaussian,
+    widened by the pixel average unless ``pixel_in_lsf`` took it off the kernel."""
+    return fwhm if pixel_in_lsf else fwhm * (1.0 + pixel_share(fwhm, pixel))
 
 
 def _median_interval(values: np.ndarray, n_boot: int = 2000, seed: int = 0) -> list[float]:
@@ -122,12 +130,13 @@ def measure(profile: str = "default", progress: bool = True) -> dict:
         sel = fgk & np.isin(role, group_roles) & ((logg < GIANT_LOGG) == (name == "giants"))
         best = best_broadening(miles.flux[sel], miles.ivar[sel], grid.flux, grid.ivar, grid.labels, step,
                                progress=progress)
-        ratio = width_ratio(best[np.isfinite(best)], fwhm=MILES_FWHM, pixel=step)
+        ratio = width_ratio(best, grid_width(MILES_FWHM, step))
+        at_end = (best == BROADENINGS[0]) | (best == BROADENINGS[-1])
         report["groups"][name] = {
-            "roles": list(group_roles), "n": int(sel.sum()), "n_at_range_end": int((~np.isfinite(best)).sum()),
+            "roles": list(group_roles), "n": int(sel.sum()), "n_at_range_end": int(at_end.sum()),
             "median_ratio": float(np.median(ratio)), "ci95": _median_interval(ratio),
             "quartiles": [float(q) for q in np.percentile(ratio, [25, 75])],
-            "median_best_broadening": float(np.nanmedian(best))}
+            "median_best_broadening": float(np.median(best))}
     return report
 
 

@@ -244,10 +244,10 @@ class Study:
             variant = self.pixel_lsf_synthetic()
             same = np.array_equal(variant.ids, self.synthetic.ids) and np.array_equal(
                 np.asarray(variant.meta.get("split")), np.asarray(self.synthetic.meta.get("split")))
-            if not same:
+            if not same or _grid_source(variant) != _grid_source(self.synthetic):
                 raise ValueError("the grid degraded with the pixel in the LSF does not hold the training file's "
-                                 "nodes and split: rewrite the training files (notebook 01) with the profile's "
-                                 "parameters")
+                                 "grid, nodes and split: rewrite the training files (notebook 01) with the "
+                                 "profile's parameters")
             self._pixel_lsf = variant
             self.hashes[PIXEL_LSF_KEY] = data_sha256(variant)
         return self._pixel_lsf
@@ -259,6 +259,13 @@ class Study:
 
     def pretrained_path(self, row: Row, seed: int) -> Path:
         return self.work / "pretrain" / row.slug / f"seed{seed}.pt"
+
+
+def _grid_source(data: SpectraSet) -> str:
+    """The synthetic grid a set was degraded from, as comparable text (its provenance, JSON round-trip safe)."""
+    import json
+
+    return json.dumps(data.provenance.get("grid"), sort_keys=True, default=str)
 
 
 def _network_hashes(kind: str, path: Path) -> dict[str, str]:

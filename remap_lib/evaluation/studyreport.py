@@ -283,6 +283,7 @@ def goals_markdown(result: dict, row: str | None = None) -> str:
     """
     from remap_lib.evaluation.studyrows import (
         CONFORMAL,
+        NOISE_DISTILL,
         NOISE_DISTILL_HELD_OUT,
         PEER_COMPARISONS,
         ROW_BY_NAME,
@@ -319,12 +320,13 @@ def goals_markdown(result: dict, row: str | None = None) -> str:
             d = compared[peer]["cv_dwarfs"][label]["sigma"]
             add(goal, "interval < 0", d["difference"], *d["ci95"], d["ci95"][1] is not None and d["ci95"][1] < 0,
                 digits + (label != "teff"))
-    # the held-out experiment was run for the recipe that distils all three labels: shown for any recipe that
-    # distils, named where it is not the row's own
+    # the held-out experiment was run for one recipe (distilling all three labels with noise): shown for any
+    # recipe that distils, named beside every other one
     recipe = ROW_BY_NAME.get(row)
     held = by_name.get(NOISE_DISTILL_HELD_OUT) if recipe and recipe.distill else None
+    own = row in (NOISE_DISTILL, NOISE_DISTILL_HELD_OUT)
     never_saw = "giants called giant, networks that never saw them" + (
-        f" (row *{NOISE_DISTILL_HELD_OUT}*)" if held and recipe.distill_labels != LABEL_NAMES else "")
+        f" (row *{NOISE_DISTILL_HELD_OUT}*)" if held and not own else "")
     for table, what, source in (("giants", f"giants called giant (log g < {GIANT_LOGG:g})", main),
                                 ("giants", never_saw, held),
                                 ("cv_dwarfs", "dwarfs that stay dwarfs", main)):

@@ -68,7 +68,8 @@ Rows (:data:`ROWS`)
       :data:`remap_lib.evaluation.ablation.VARIANTS`, in pretraining and fine-tuning), and ``no pretraining``
       (the reduced network trained on the fold's stars from random weights for as many epochs as
       the other rows pretrain plus fine-tune), and ``grid lines as wide as MILES's (reduced budget)``
-      (pretraining and rehearsal on the grid degraded with the pixel in the LSF, :data:`PIXEL_LSF`).
+      (pretrained on the grid degraded with the pixel in the LSF, then fine-tuned on the same dwarfs,
+      :data:`PIXEL_LSF`).
       Seeds are pretraining seeds (the fine-tuning seed follows). Each is paired with ``deep-REMAP
       (reduced budget)``.
 
@@ -134,9 +135,10 @@ SHIPPED_ROW = NOISE_DISTILL_TEFF_LOGG
 PEER_COMPARISONS = ((SHIPPED_ROW, "MSE regression CNN"), (SHIPPED_ROW, "The Cannon"))
 #: The grid's lines made as wide as MILES's (issue 12): the training file's grid is degraded with a 2.5 Å
 #: Gaussian and then averaged over the 0.9 Å pixels, which leaves its lines ~3 % wider than MILES's 2.5 Å
-#: if that width holds MILES's pixels (measured: 4.8 % on the dwarfs, 2.9 % on the giants,
-#: results/line_width.json). Pretrained and fine-tuned at the reduced budget on the grid degraded with
-#: the pixel in the LSF, paired with ``deep-REMAP (reduced budget)``.
+#: if that width holds MILES's pixels (measured: 5.4 % on the dwarfs, 3.5 % on the giants,
+#: results/line_width.json). Pretrained at the reduced budget on the grid degraded with the pixel in the
+#: LSF, fine-tuned on the same dwarfs (the reduced rows rehearse nothing), paired with ``deep-REMAP
+#: (reduced budget)``.
 PIXEL_LSF = "grid lines as wide as MILES's (reduced budget)"
 #: S/N per pixel of the degraded copies the rehearsal and noise rows are also scored on (paired: the
 #: same noise per star, :mod:`remap_lib.evaluation.degrade`); 20 and 10 bracket where the robustness

@@ -395,7 +395,8 @@ def aggregate(out, folds: pd.DataFrame, budgets: dict | None = None, n_boot: int
             obj["paired"] = {"reference": row.reference, **paired}
             effects += found
         rows.append(obj)
-        for key in ("miles", "synthetic", "folds", "pretrained_deep-remap_weights", "pretrained_mse_weights"):
+        for key in ("miles", "synthetic", "synthetic_pixel_in_lsf", "folds", "pretrained_deep-remap_weights",
+                    "pretrained_mse_weights"):
             seen = {r["data"].get(key) for r in records} - {None}  # records before weights were hashed lack it
             if len(seen) > 1:
                 warnings.append(f"{row.name}: runs read {len(seen)} different {key} inputs")

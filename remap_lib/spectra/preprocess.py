@@ -456,8 +456,12 @@ def kernel_fwhm(wave, instrument, source_resolution=None, source_fwhm=None, sour
     if source_resolution is not None and source_fwhm is not None:
         raise ValueError("give source_resolution or source_fwhm, not both")
     target = instrument.lsf_fwhm(wave)
+    what = f"the {instrument.name} LSF FWHM"
     if pixel_in_lsf:
-        target = np.sqrt(np.maximum(target**2 - pixel_fwhm2(wave), 0.0))
+        left = target**2 - pixel_fwhm2(wave)
+        if np.any(left <= 0):
+            raise ValueError(f"{instrument.name}: its pixels are too wide for its LSF to hold them (pixel_in_lsf)")
+        target, what = np.sqrt(left), f"the {instrument.name} LSF FWHM less its pixel"
     if source_resolution is not None:
         src = wave / float(source_resolution)
     elif source_fwhm is not None:
@@ -469,8 +473,8 @@ def kernel_fwhm(wave, instrument, source_resolution=None, source_fwhm=None, sour
     if diff[worst] < -1e-9 * target[worst] ** 2:  # tolerance: "equal" LSFs given two ways
         raise RemapDataError(
             source,
-            f"cannot sharpen: source LSF FWHM {src[worst]:.4g} Å is wider than the {instrument.name} LSF "
-            f"FWHM {target[worst]:.4g} Å at {wave[worst]:.6g} Å",
+            f"cannot sharpen: source LSF FWHM {src[worst]:.4g} Å is wider than {what} "
+            f"{target[worst]:.4g} Å at {wave[worst]:.6g} Å",
         )
     return np.sqrt(np.maximum(diff, 0.0))
 

@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from remap_lib.evaluation.linewidth import best_broadening, broaden, pixel_share, width_ratio
+from remap_lib.evaluation.linewidth import best_broadening, broaden, grid_width, pixel_share, width_ratio
 
 STEP = 0.9
 WAVE = 5000.0 + STEP * np.arange(400)
@@ -24,6 +24,8 @@ def test_pixel_share_by_hand():
     # FWHM² grows by 8 ln 2 · Δλ²/12 = 5.5452 · 0.0675 = 0.3743 Å²: sqrt(6.6243 / 6.25) − 1 = 0.02951
     assert pixel_share(2.5, 0.9) == pytest.approx(0.02951, abs=1e-5)
     assert pixel_share(2.5, 1e-6) == pytest.approx(0.0, abs=1e-12)
+    assert grid_width(2.5, 0.9) == pytest.approx(2.5 * 1.02951, rel=1e-5)
+    assert grid_width(2.5, 0.9, pixel_in_lsf=True) == 2.5
 
 
 def test_broadening_adds_in_quadrature_even_below_a_pixel():
@@ -54,5 +56,5 @@ def test_a_known_width_difference_is_recovered(observed_fwhm):
     observed += rng.normal(0.0, 1.0 / 300.0, observed.shape)
     best = best_broadening(observed, np.full(observed.shape, 300.0**2), grid, np.ones_like(grid), labels, STEP,
                            progress=False)
-    ratio = width_ratio(best, fwhm=observed_fwhm, pixel=1e-9)
+    ratio = width_ratio(best, grid_fwhm=2.5)
     assert np.median(ratio) == pytest.approx(2.5 / observed_fwhm, abs=0.005)

@@ -358,8 +358,11 @@ def test_a_row_on_the_grid_degraded_with_the_pixel_in_the_lsf_reads_that_grid(ti
     assert runqueue.read_record(pixel.out, f"runs/{row.slug}/seed0_fold0")["config"]["pixel_in_lsf"] is True
     other = dataclasses.replace(st, hashes=dict(st.hashes),
                                 pixel_lsf_synthetic=lambda: st.synthetic.select(np.arange(10)))
-    with pytest.raises(ValueError, match="does not hold the training file's nodes"):
+    with pytest.raises(ValueError, match="does not hold the training file's grid, nodes and split"):
         other.synthetic_for(row)
+    elsewhere = dataclasses.replace(st.synthetic, provenance={**st.synthetic.provenance, "grid": {"file": "other"}})
+    with pytest.raises(ValueError, match="does not hold the training file's grid"):  # same nodes, another grid
+        dataclasses.replace(st, hashes=dict(st.hashes), pixel_lsf_synthetic=lambda: elsewhere).synthetic_for(row)
     with pytest.raises(ValueError, match="no way to build it"):
         dataclasses.replace(st, hashes=dict(st.hashes)).synthetic_for(row)
 

@@ -356,3 +356,10 @@ def test_pixel_in_lsf_makes_lines_as_wide_as_the_instrument_on_its_pixels(centre
     kern = kernel_fwhm(grid, miles_like, source_resolution=11000, pixel_in_lsf=True)
     assert kern[np.argmin(np.abs(grid - 5250.0))] == pytest.approx(np.sqrt(6.25 - 0.37430 - (5250.0 / 11000) ** 2),
                                                                    rel=1e-4)
+
+
+def test_pixel_in_lsf_refuses_pixels_wider_than_the_lsf():
+    coarse = Instrument("coarse", 5230.0, 5270.0, medium="vacuum", fwhm=0.5, pixel=0.9)  # 0.374 Å² > 0.25 Å²
+    with pytest.raises(ValueError, match="pixels are too wide"):
+        kernel_fwhm(coarse.wavelength_grid(), coarse, pixel_in_lsf=True)
+    assert np.all(kernel_fwhm(coarse.wavelength_grid(), coarse) == 0.5)  # as quoted, the pixel is not counted
