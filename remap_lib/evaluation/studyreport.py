@@ -173,8 +173,12 @@ def forest_plot(result: dict, table: str = "cv_dwarfs", metric: str = "sigma", r
     if axes is None:
         _, axes = plt.subplots(1, 3, figsize=(13, 0.45 * len(names) + 1.6), sharey=True, constrained_layout=True)
     first_ref = frame["reference"].iloc[0]
-    ticks = [n if r == first_ref else f"{n} (vs {r})"
-             for n, r in frame.drop_duplicates("row")[["row", "reference"]].itertuples(index=False)]
+
+    def tick(name: str, ref: str) -> str:  # a variant named after its reference shows only what it adds
+        short = f"… {name.removeprefix(ref + ', ')}" if name.startswith(ref + ", ") else name
+        return short if ref == first_ref else f"{short} (vs {ref})"
+
+    ticks = [tick(n, r) for n, r in frame.drop_duplicates("row")[["row", "reference"]].itertuples(index=False)]
     for ax, label in zip(axes, LABEL_NAMES, strict=True):
         part = frame[frame["label"] == label].set_index("row").reindex(names)
         y = np.arange(len(names))[::-1]
@@ -185,9 +189,8 @@ def forest_plot(result: dict, table: str = "cv_dwarfs", metric: str = "sigma", r
             ax.errorbar(e["difference"], yi, xerr=[[e["difference"] - e["lo"]], [e["hi"] - e["difference"]]],
                         fmt="o", color=color, mfc=color if e["excludes_zero"] else "white", capsize=3)
         ax.axvline(0, color="k", lw=0.8)
-        name, unit, _ = LABEL_TEXT[label]
-        unit = "" if metric.startswith("coverage") else f" [{unit}]"
-        ax.set_xlabel(f"Δ {METRIC_TEXT[metric]} {name.replace('<sub>', '$_{').replace('</sub>', '}$')}{unit}")
+        unit = "" if metric.startswith("coverage") else f" [{LABEL_TEXT[label][1]}]"
+        ax.set_xlabel(f"Δ {METRIC_TEXT[metric]} {LABEL_PLOT[label]}{unit}")
         ax.grid(axis="x", alpha=0.3)
         ax.set_yticks(y, ticks)
     axes[0].set_title(f"row − {first_ref}, {TABLE_TITLES[table]}", loc="left", fontsize=10)

@@ -104,6 +104,14 @@ def test_forest_plot_draws_one_panel_per_label_and_refuses_an_empty_comparison(r
     assert len(axes) == 3 and [t.get_text() for t in axes[0].get_yticklabels()] == ["MSE regression CNN"]
     with pytest.raises(ValueError, match="no paired sigma differences on giants"):
         studyreport.forest_plot(result, "giants")
+    # a variant named after its reference shows what it adds; one with another reference says which
+    mse = result["rows"][1]
+    variant = {**mse, "name": "MSE regression CNN, wider", "reference": mse["name"],
+               "paired": {**mse["paired"], "reference": mse["name"]}}
+    other = {**mse, "name": "deep-REMAP, tweaked"}
+    axes = studyreport.forest_plot({**result, "rows": [*result["rows"], variant, other]}, "cv_dwarfs")
+    assert [t.get_text() for t in axes[0].get_yticklabels()] == [
+        "MSE regression CNN", "… wider (vs MSE regression CNN)", "… tweaked"]
 
 
 def test_coverage_plot_draws_each_rows_coverage_with_its_interval_and_the_goal(result):
