@@ -176,7 +176,6 @@ def _calibrate(args) -> int:
 
 
 def _validate(args) -> int:
-
     from remap_lib.evaluation import pipeline
     from remap_lib.fileio import write_json
 
