@@ -13,7 +13,9 @@ Rows: :mod:`remap_lib.evaluation.studyrows` (what each compares and its referenc
 
 Seeds: run seed s fine-tunes member k with seed ``100 s + k`` (replicates never share a member) and,
 where a row pretrains, pretrains with seed s. Results: one JSON record per run under
-``results/study/runs/<row>/seed<s>_fold<k>.json`` (see :func:`run_task`); scratch (checkpoints,
+``results/study/runs/<row>/seed<s>_fold<k>.json`` (see :func:`run_task`), and one per pretraining under
+``results/study/pretrain/<row>/seed<s>.json``, with that network's predictions for the grid's held-out
+nodes at S/N 50 (:mod:`remap_lib.evaluation.studynodes`); scratch (checkpoints,
 the reduced rows' pretrained networks, claims) under ``work/<profile>/study``. Runs resume:
 finished ones are skipped, a killed one resumes from its Trainer checkpoints, and several
 processes can share the matrix (:mod:`remap_lib.evaluation.runqueue`).
@@ -45,7 +47,7 @@ from remap_lib.constants import LABEL_NAMES
 from remap_lib.data.dataset import SpectraSet, read_dataset
 from remap_lib.evaluation import calibrate, runqueue
 from remap_lib.evaluation.degrade import with_snr
-from remap_lib.evaluation.evaluate import predict
+from remap_lib.evaluation.evaluate import add_noise, predict
 from remap_lib.evaluation.folds import fold_ids, giant_folds, make_folds, n_folds, read_folds, write_folds
 from remap_lib.evaluation.studyrows import (
     DERIVED_FROM,
@@ -73,6 +75,10 @@ from remap_lib.training.transfer import (
 )
 
 DEFAULT_OUT = RESULTS_DIR / "study"
+#: Each pretraining record scores its network on the grid's held-out nodes at this S/N (issue 12's synthetic
+#: goal, at notebook 2's S/N), with noise drawn from this seed: the same noise for every row and seed.
+SYNTHETIC_SNR = 50.0
+SYNTHETIC_NOISE_SEED = 0
 #: The data-hash key of the grid degraded with the pixel in the LSF (rows with ``pixel_in_lsf``).
 PIXEL_LSF_KEY = "synthetic_pixel_in_lsf"
 #: Normal quantiles of the central 68 % and 95 % intervals, for rows whose intervals are Gaussian.
@@ -139,7 +145,7 @@ class Budgets:
     def pretrain(self, row: Row, seed: int) -> TrainConfig:
         p = self.reduced
         cfg = TrainConfig(epochs=p["pretrain_epochs"], batch_size=p["batch_size"], seed=seed, augment=AugmentConfig())
-        return replace(cfg, **{**row.change, **self.overrides})
+        return replace(cfg, **{**row.change, **row.pretrain_change, **self.overrides})
 
 
 # -------------------------------------------------------------------------------------------- context
@@ -424,21 +430,27 @@ def _dep_done(study: Study, key: str, tasks: list[Task]) -> bool:
 
 
 def _skippable(study: Study, task: Task, tasks: list[Task]) -> bool:
-    """Done, or a pretraining whose every run is already done (a fresh clone needs no networks)."""
+    """Done, or a recorded pretraining whose every run is already done (a fresh clone needs no networks).
+
+    A pretraining without its record (removed, say, to add what records now hold) runs again.
+    """
     if task.done(study):
         return True
-    return task.fold is None and all(t.done(study) for t in tasks if task.key in t.needs)
+    return (task.fold is None and runqueue.is_done(study.out, task.key)
+            and all(t.done(study) for t in tasks if task.key in t.needs))
 
 
 # -------------------------------------------------------------------------------------------- one run
 def run_task(study: Study, task: Task) -> Path:
     """Run one task and write its record: config, seed, fold, versions, data hashes, device, wall time
-    and, per row it yields, the per-star predictions (``test``: the held-out fold; ``giants``)."""
+    and, per row it yields, the per-star predictions (``test``: the held-out fold; ``giants``; a pretraining:
+    ``synthetic_test``, the grid's held-out nodes)."""
     t0, cpu0, started = time.perf_counter(), time.process_time(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     scratch = study.work / "runs" / task.key
     resumed = scratch.exists()  # an interrupted attempt left checkpoints: this run's times are partial
     if task.fold is None:
-        config, predictions, extra = _pretrain(study, task.row, task.seed, scratch), {}, {}
+        (config, nodes), extra = _pretrain(study, task.row, task.seed, scratch), {}
+        predictions = {task.row.name: nodes} if nodes else {}
     else:
         config, predictions, extra = RUNNERS[task.row.kind](study, task.row, task.seed, task.fold, scratch)
     record = {"key": task.key, "row": task.row.name, "kind": task.kind, "seed": task.seed, "fold": task.fold,
@@ -464,16 +476,31 @@ def _grid_config(row: Row) -> dict:
     return {"pixel_in_lsf": True} if row.pixel_in_lsf else {}
 
 
-def _pretrain(study: Study, row: Row, seed: int, scratch: Path) -> dict:
+def _pretrain(study: Study, row: Row, seed: int, scratch: Path) -> tuple[dict, dict]:
+    """Pretrain ``row``'s network for ``seed``; its config, and its predictions for the grid's held-out nodes."""
     cfg = study.budgets.pretrain(row, seed)
     data = study.synthetic_train(row)
     torch.manual_seed(seed)
     model = build_model(data.flux.shape[1], DEFAULT_BINS, **study.budgets.arch)
     trainer = Trainer(model, data, cfg, DEFAULT_BINS, out_dir=scratch, device=study.device)
     result = trainer.fit(progress=study.progress)
-    save_model(study.pretrained_path(row, seed), result.model.cpu(), DEFAULT_BINS, data.instrument, cfg.to_dict(),
+    network = result.model.cpu().eval()
+    save_model(study.pretrained_path(row, seed), network, DEFAULT_BINS, data.instrument, cfg.to_dict(),
                trainer.label_stats)
-    return {"pretrain": cfg.to_dict(), "arch": study.budgets.arch, **_grid_config(row)}
+    config = {"pretrain": cfg.to_dict(), "arch": study.budgets.arch, **_grid_config(row)}
+    return config, _held_out_node_predictions(network, study.synthetic_for(row))
+
+
+def _held_out_node_predictions(model, synthetic: SpectraSet) -> dict:
+    """``{"synthetic_test": part}``: ``model`` on the grid's held-out (``test``) nodes at :data:`SYNTHETIC_SNR`,
+    the same noise for every row and seed (T = 1); empty when the grid has no test nodes."""
+    split = np.asarray(synthetic.meta.get("split", np.full(len(synthetic), "train")))
+    nodes = synthetic.select(split == "test")
+    if not len(nodes):
+        return {}
+    flux, mask = add_noise(nodes.flux, nodes.mask, SYNTHETIC_SNR, SYNTHETIC_NOISE_SEED)
+    pmfs = ensemble_pmfs([model], flux, mask)
+    return {"synthetic_test": _as_record(nodes, {n: DEFAULT_BINS[n].decode(pmfs[n]) for n in LABEL_NAMES})}
 
 
 def _train_members(study: Study, row: Row, start: Path | None, sets, cfg: TrainConfig, members: int,

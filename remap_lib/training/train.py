@@ -35,6 +35,7 @@ from remap_lib.nn.losses import MultiTaskLoss
 from remap_lib.nn.model import DeepREMAP
 from remap_lib.nn.modelfile import weights_sha256
 from remap_lib.training.augment import AugmentConfig, Augmenter
+from remap_lib.training.nodemix import lattice_neighbours, mix_with_neighbours
 
 #: Soft-target widths around the exact labels of synthetic spectra (our choice, about a bin): Teff, log g, [Fe/H].
 SYNTHETIC_LABEL_SIGMA = (50.0, 0.1, 0.05)
@@ -68,10 +69,15 @@ class TrainConfig:
     seed: int = 0
     threads: int = 2
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # share of each batch's training rows replaced by an interpolation with a neighbouring grid node
+    # (:mod:`remap_lib.training.nodemix`); for training on a synthetic grid only
+    node_mix: float = 0.0
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["augment"] = self.augment.to_dict()
+        if not self.node_mix:  # absent when off, so configs (and fingerprints) from before it stay as they were
+            del d["node_mix"]
         return d
 
     @classmethod
@@ -204,6 +210,11 @@ class Trainer:
         std = np.nanstd(train.labels, axis=0) if label_stats is None else np.asarray(label_stats[1])
         self.label_stats = (mean.tolist(), np.maximum(std, 1e-6).tolist())
         self.augmenter = Augmenter(train.wave, train.instrument, config.augment)
+        self.node_table = None
+        if config.node_mix:
+            if not 0.0 < config.node_mix <= 1.0:
+                raise ValueError(f"node_mix must be in [0, 1], got {config.node_mix}")
+            self.node_table = lattice_neighbours(train.labels)
         self.loss_fn = MultiTaskLoss(list(self.bins.values()), gamma=config.gamma, cost_sigma=config.cost_sigma,
                                      cost_weight=config.cost_weight, triplet_weight=config.triplet_weight,
                                      triplet_margin=config.triplet_margin).to(self.device)
@@ -345,6 +356,7 @@ class Trainer:
         order = self._epoch_order(epoch)
         n = len(order)
         augment_gen = _generator(cfg.seed, epoch, 1)
+        mix_gen = _generator(cfg.seed, epoch, 5)
         torch.manual_seed(cfg.seed * 7919 + epoch)  # dropout
         steps = max(n // cfg.batch_size, 1)  # drop the ragged last batch: BN and DDP want full batches
         self.ddp_model.train()
@@ -364,9 +376,13 @@ class Trainer:
             idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
             # every rank augments the whole global batch with the same stream, then keeps its share,
             # so the data match a single-process run exactly
-            flux, _, mask = self.augmenter(self.flux[idx], self.ivar[idx], self.mask[idx], generator=augment_gen)
+            flux, ivar, mask, labels = self.flux[idx], self.ivar[idx], self.mask[idx], self.labels[idx]
+            if self.node_table is not None:  # before augmentation, which then treats a mixture as any spectrum
+                flux, ivar, mask, labels = mix_with_neighbours(self.flux, self.ivar, self.mask, self.labels, idx,
+                                                               *self.node_table, cfg.node_mix, mix_gen)
+            flux, _, mask = self.augmenter(flux, ivar, mask, generator=augment_gen)
             mine = slice(self.rank, None, self.world)
-            flux, mask, labels = flux[mine].to(self.device), mask[mine].to(self.device), self.labels[idx][mine]
+            flux, mask, labels = flux[mine].to(self.device), mask[mine].to(self.device), labels[mine]
             out = self.ddp_model(flux, mask)
             sigma = None if self.row_sigma is None else self.row_sigma[idx.numpy()][mine]
             loss, parts = self._loss(out, labels.to(self.device), sigma, idx[mine])

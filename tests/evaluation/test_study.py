@@ -298,8 +298,9 @@ def test_every_row_names_a_known_reference_and_the_reduced_rows_change_one_setti
     names = {r.name for r in sr.ROWS}
     assert all(r.reference in names for r in sr.ROWS if r.reference)
     reduced = [r for r in sr.ROWS if r.kind == "reduced" and r.name != sr.REDUCED]
-    # one training setting, or the grid they learn from
-    assert all(len(r.change) + r.pixel_in_lsf == 1 and r.reference == sr.REDUCED for r in reduced)
+    # one training setting (in both stages or in pretraining alone), or the grid they learn from
+    assert all(len(r.change) + len(r.pretrain_change) + r.pixel_in_lsf == 1 and r.reference == sr.REDUCED
+               for r in reduced)
     assert set(sr.RUN_ORDER) == {r.name for r in sr.ROWS if r.kind != "derived"}
     derived = [r for r in sr.ROWS if r.kind == "derived"]
     assert all(r.recipe in sr.RECIPES for r in derived)
@@ -365,6 +366,44 @@ def test_a_row_on_the_grid_degraded_with_the_pixel_in_the_lsf_reads_that_grid(ti
         dataclasses.replace(st, hashes=dict(st.hashes), pixel_lsf_synthetic=lambda: elsewhere).synthetic_for(row)
     with pytest.raises(ValueError, match="no way to build it"):
         dataclasses.replace(st, hashes=dict(st.hashes)).synthetic_for(row)
+
+
+def _lattice_grid(base):
+    """``base``'s 48 spectra relabelled onto a 6 x 4 x 2 lattice, every eighth node held out as 'test'."""
+    i = np.arange(len(base))
+    labels = np.column_stack([4000 + 250 * (i % 6), 3.0 + 0.5 * (i // 6 % 4), np.where(i < 24, 0.0, -0.25)])
+    split = np.where(i % 8 == 3, "test", "train")
+    return dataclasses.replace(base, labels=labels, meta={"split": split})
+
+
+def test_off_lattice_row_mixes_nodes_in_pretraining_only_and_scores_the_held_out_nodes(tiny, tmp_path):
+    st, _, _ = tiny
+    grid = _lattice_grid(st.synthetic)
+    lattice = dataclasses.replace(st, synthetic=grid, out=tmp_path / "out", work=tmp_path / "work",
+                                  hashes=dict(st.hashes))
+    row = sr.ROW_BY_NAME[sr.OFF_LATTICE]
+    assert study.run_study(lattice, study.plan([sr.OFF_LATTICE], [0], lattice.k))["left"] == 0
+    pre = runqueue.read_record(lattice.out, f"pretrain/{row.slug}/seed0")
+    assert pre["config"]["pretrain"]["node_mix"] == sr.OFF_LATTICE_MIX
+    nodes = pre["predictions"][row.name]["synthetic_test"]
+    assert nodes["id"] == [str(i) for i in grid.ids[grid.meta["split"] == "test"]]
+    assert nodes["truth"]["teff"] == [float(v) for v in grid.labels[grid.meta["split"] == "test", 0]]
+    fold = runqueue.read_record(lattice.out, f"runs/{row.slug}/seed0_fold0")
+    assert "node_mix" not in fold["config"]["finetune"]  # the dwarfs are not a lattice
+    # the same network, scored again on the same noise, gives the same record
+    again = study._held_out_node_predictions(load_model(lattice.pretrained_path(row, 0))[0], grid)
+    assert again["synthetic_test"] == nodes
+
+
+def test_a_pretraining_without_its_record_runs_again_though_its_folds_are_done(tiny, tmp_path):
+    st, _, _ = tiny
+    copy = dataclasses.replace(st, out=tmp_path / "out", work=tmp_path / "work", hashes=dict(st.hashes))
+    tasks = study.plan([sr.REDUCED], [0], copy.k)
+    assert study.run_study(copy, tasks)["ran"] == 1 + copy.k
+    copy.pretrained_path(sr.ROW_BY_NAME[sr.REDUCED], 0).unlink()  # a fresh clone: records, no networks
+    assert study.run_study(copy, tasks)["ran"] == 0
+    (copy.out / "pretrain" / sr.ROW_BY_NAME[sr.REDUCED].slug / "seed0.json").unlink()
+    assert study.run_study(copy, tasks)["ran"] == 1  # the pretraining alone
 
 
 def test_tiny_study_writes_one_record_per_run(tiny):

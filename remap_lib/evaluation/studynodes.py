@@ -1,0 +1,137 @@
+"""The grid's held-out nodes, scored by each pretrained network of the study (issue 12's synthetic goal).
+
+Issue 12 asks for σ ≤ 60 K / 0.12 / 0.06 dex and a T<sub>eff</sub> MAD ≤ 25 K on the synthetic grid's held-out
+nodes at S/N 50: the error tail of a network on spectra of its own library. The rows that pretrain (the
+reduced budget's) record, per seed, their pretrained network's predictions for those nodes
+(:func:`remap_lib.evaluation.study.run_task`). Per row and label this module gives the mean over seeds of
+σ, bias, MAD and the 68/95 % coverage (:func:`remap_lib.evaluation.studystats.label_metrics`), and, for a
+row paired with its reference, the difference on the same nodes and seeds. Intervals are percentile
+bootstraps that resample the nodes (the same resample for both rows) and the paired seeds together.
+
+    python -m remap_lib.evaluation.studynodes [--out results/study_nodes.json]
+
+A row that learns from another grid (``grid lines as wide as MILES's``) is scored on that grid's held-out
+nodes: the same nodes, degraded its way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from remap_lib.constants import LABEL_NAMES
+from remap_lib.evaluation.studyrows import ROW_BY_NAME
+from remap_lib.evaluation.studystats import _part_array, label_metrics
+from remap_lib.fileio import write_json
+from remap_lib.paths import RESULTS_DIR
+
+METRICS = ("sigma", "bias", "mad", "coverage68", "coverage95")
+N_BOOT = 2000
+PART = "synthetic_test"
+
+
+def load_node_predictions(out) -> dict[str, dict[int, tuple[list[str], np.ndarray, np.ndarray]]]:
+    """Row -> seed -> (node ids, truth (n, 3), predictions (n, 3, 5)), from the pretraining records under ``out``."""
+    rows: dict[str, dict] = {}
+    for path in sorted((Path(out) / "pretrain").rglob("*.json")):
+        rec = json.loads(path.read_text())
+        for name, parts in rec.get("predictions", {}).items():
+            if PART in parts:
+                rows.setdefault(name, {})[int(rec["seed"])] = _part_array(parts[PART])
+    return rows
+
+
+def _aligned(per_seed: dict, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """truth (n, 3) and predictions (S, n, 3, 5) of every seed, on ``ids`` in that order."""
+    preds, truth = [], None
+    for seed in sorted(per_seed):
+        got, t, p = per_seed[seed]
+        where = {i: k for k, i in enumerate(got)}
+        order = [where[i] for i in ids]
+        preds.append(p[order])
+        truth = t[order] if truth is None else truth
+    return truth, np.stack(preds)
+
+
+def _seed_mean(pred: np.ndarray, truth: np.ndarray) -> dict[str, np.ndarray]:
+    """Per metric (3,), the mean over seeds (axis 0 of ``pred``) of each seed's metric."""
+    per = label_metrics(pred, truth)
+    return {m: per[m].mean(axis=0) for m in METRICS}
+
+
+def summarize(rows: dict, seed: int = 0, n_boot: int = N_BOOT) -> dict:
+    """Per row: seeds, nodes, metrics (mean over seeds, with 95 % intervals) and the paired difference with
+    its reference where that row is recorded too, on the seeds both have."""
+    rng = np.random.default_rng(seed)
+    result = {}
+    for name, per_seed in rows.items():
+        ids = sorted(set.intersection(*(set(v[0]) for v in per_seed.values())))
+        truth, pred = _aligned(per_seed, ids)
+        boot_nodes = rng.integers(0, len(ids), size=(n_boot, len(ids)))
+        boot_seeds = rng.integers(0, len(pred), size=(n_boot, len(pred)))
+        entry = {"seeds": sorted(per_seed), "nodes": len(ids), "metrics": {}, "paired": None}
+        point = _seed_mean(pred, truth)
+        samples = _boot(pred, truth, boot_nodes, boot_seeds)
+        for m in METRICS:
+            entry["metrics"][m] = {n: {"value": float(point[m][j]),
+                                       "ci95": [float(v) for v in np.nanpercentile(samples[m][:, j], [2.5, 97.5])]}
+                                   for j, n in enumerate(LABEL_NAMES)}
+        result[name] = entry
+    for name, entry in result.items():
+        reference = ROW_BY_NAME[name].reference if name in ROW_BY_NAME else None
+        if reference in rows:
+            entry["paired"] = _paired(rows[name], rows[reference], reference, rng, n_boot)
+    return result
+
+
+def _boot(pred, truth, boot_nodes, boot_seeds) -> dict[str, np.ndarray]:
+    """(B, 3) bootstrap samples of each metric's seed mean: nodes and seeds resampled together."""
+    per = label_metrics(pred[:, boot_nodes], truth[boot_nodes])  # (S, B, 3)
+    # sample b averages the seeds boot_seeds[b] (drawn with replacement), each on sample b's nodes
+    return {m: np.take_along_axis(per[m], boot_seeds.T[:, :, None], axis=0).mean(axis=0) for m in METRICS}
+
+
+def _paired(row: dict, ref: dict, reference: str, rng, n_boot: int) -> dict:
+    seeds = sorted(set(row) & set(ref))
+    ids = sorted(set.intersection(*(set(v[0]) for v in [*(row[s] for s in seeds), *(ref[s] for s in seeds)])))
+    truth, a = _aligned({s: row[s] for s in seeds}, ids)
+    _, b = _aligned({s: ref[s] for s in seeds}, ids)
+    boot_nodes = rng.integers(0, len(ids), size=(n_boot, len(ids)))
+    boot_seeds = rng.integers(0, len(seeds), size=(n_boot, len(seeds)))
+    pa, pb = _seed_mean(a, truth), _seed_mean(b, truth)
+    sa, sb = _boot(a, truth, boot_nodes, boot_seeds), _boot(b, truth, boot_nodes, boot_seeds)
+    out = {"reference": reference, "seeds": seeds, "nodes": len(ids), "difference": {}}
+    for m in METRICS:
+        out["difference"][m] = {}
+        for j, n in enumerate(LABEL_NAMES):
+            lo, hi = np.nanpercentile(sa[m][:, j] - sb[m][:, j], [2.5, 97.5])
+            out["difference"][m][n] = {"value": float(pa[m][j] - pb[m][j]), "ci95": [float(lo), float(hi)],
+                                       "excludes_zero": bool(lo > 0 or hi < 0)}
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--records", default=str(RESULTS_DIR / "study"), help="the study's records")
+    parser.add_argument("--out", default=str(RESULTS_DIR / "study_nodes.json"))
+    args = parser.parse_args(argv)
+    rows = load_node_predictions(args.records)
+    if not rows:
+        raise SystemExit(f"no pretraining record under {args.records}/pretrain holds held-out node predictions: "
+                         "run `remap study run` for a reduced-budget row first")
+    result = {"source": "pretraining records of remap study run (results/study/pretrain)", "snr": 50.0,
+              "rows": summarize(rows)}
+    write_json(args.out, result)
+    for name, entry in result["rows"].items():
+        m = entry["metrics"]
+        print(f"{name}: {len(entry['seeds'])} seeds, {entry['nodes']} nodes; σ "
+              + " / ".join(f"{m['sigma'][n]['value']:.3g}" for n in LABEL_NAMES)
+              + f"; MAD Teff {m['mad']['teff']['value']:.0f} K")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,68 @@
+import json
+
+import numpy as np
+import pytest
+
+from remap_lib.evaluation import studynodes
+from remap_lib.evaluation import studyrows as sr
+from remap_lib.nn.binning import QUANTILES
+
+IDS = [f"node{i}" for i in range(6)]
+TRUTH = np.column_stack([np.linspace(4000, 6500, 6), np.full(6, 4.0), np.zeros(6)])
+
+
+def _part(offset_teff, ids=IDS, truth=TRUTH):
+    """A record part whose medians are truth + offset_teff (K; log g and [Fe/H] exact), intervals ±100 K."""
+    part = {"id": list(ids), "truth": {n: truth[:, j].tolist() for j, n in enumerate(("teff", "logg", "feh"))}}
+    for j, n in enumerate(("teff", "logg", "feh")):
+        med = truth[:, j] + (np.asarray(offset_teff, float) if j == 0 else 0.0)
+        half = 100.0 if j == 0 else 0.1
+        ends = {"median": med, "p16": med - half, "p84": med + half, "p2_5": med - 2 * half, "p97_5": med + 2 * half}
+        part[n] = {q: ends[q].tolist() for q in QUANTILES}
+    return part
+
+
+def _write(root, row, seed, part, reversed_order=False):
+    if reversed_order:  # another record may list the nodes in another order
+        order = list(range(len(part["id"])))[::-1]
+        part = {"id": [part["id"][i] for i in order],
+                **{k: ({q: [v[q][i] for i in order] for q in v} if k != "truth" else
+                       {n: [v[n][i] for i in order] for n in v}) for k, v in part.items() if k != "id"}}
+    slug = sr.ROW_BY_NAME[row].slug
+    path = root / "pretrain" / slug / f"seed{seed}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"row": row, "seed": seed, "fold": None, "kind": "pretrain",
+                                "predictions": {row: {"synthetic_test": part}}}))
+
+
+def test_metrics_and_paired_difference_on_hand_computed_nodes(tmp_path):
+    wobble = np.array([30.0, -30.0, 30.0, -30.0, 30.0, -30.0])  # σ 30 K, bias 0, MAD 30 K
+    for seed in range(3):
+        _write(tmp_path, sr.REDUCED, seed, _part(wobble), reversed_order=seed == 1)
+        _write(tmp_path, sr.OFF_LATTICE, seed, _part(np.full(6, 10.0)))  # σ 0, bias +10 K
+    _write(tmp_path, sr.REDUCED, 7, _part(wobble))  # a seed the other row lacks: not paired
+    result = studynodes.summarize(studynodes.load_node_predictions(tmp_path), n_boot=200)
+    ref, new = result[sr.REDUCED], result[sr.OFF_LATTICE]
+    assert ref["seeds"] == [0, 1, 2, 7] and ref["nodes"] == 6
+    assert ref["metrics"]["sigma"]["teff"]["value"] == pytest.approx(30.0)
+    assert ref["metrics"]["mad"]["teff"]["value"] == pytest.approx(30.0)
+    assert ref["metrics"]["coverage68"]["teff"]["value"] == pytest.approx(1.0)  # |30| < 100
+    assert new["metrics"]["bias"]["teff"]["value"] == pytest.approx(10.0)
+    paired = new["paired"]
+    assert paired["reference"] == sr.REDUCED and paired["seeds"] == [0, 1, 2]
+    sigma = paired["difference"]["sigma"]["teff"]
+    assert sigma["value"] == pytest.approx(-30.0) and sigma["excludes_zero"]
+    assert paired["difference"]["bias"]["teff"]["value"] == pytest.approx(10.0)
+    assert paired["difference"]["sigma"]["logg"]["value"] == 0.0
+    assert not paired["difference"]["sigma"]["logg"]["excludes_zero"]
+    assert ref["paired"] is None  # deep-REMAP (full budget) has no pretraining records here
+
+
+def test_command_writes_the_report_and_refuses_records_without_nodes(tmp_path, capsys):
+    with pytest.raises(SystemExit, match="no pretraining record"):
+        studynodes.main(["--records", str(tmp_path), "--out", str(tmp_path / "nodes.json")])
+    _write(tmp_path, sr.REDUCED, 0, _part(np.zeros(6)))
+    assert studynodes.main(["--records", str(tmp_path), "--out", str(tmp_path / "nodes.json")]) == 0
+    report = json.loads((tmp_path / "nodes.json").read_text())
+    assert report["rows"][sr.REDUCED]["metrics"]["sigma"]["teff"]["value"] == 0.0
+    assert "1 seeds, 6 nodes" in capsys.readouterr().out
