@@ -69,3 +69,28 @@ def pmf(ax, probabilities, bins: LabelBins, summary: dict, index: int, truth=Non
     ax.set_xlabel(LABEL_TEX[bins.name])
     ax.set_ylabel("probability")
     return ax
+
+
+def error_against_bound(axes, bound, error, goal: dict | None = None):
+    """Per label (one axis each): every node's |error| against its Cramér–Rao bound, log-log, with the line
+    |error| = bound (grey) and, if given, the goal per label (dashed, both axes)."""
+    bound, error = np.asarray(bound, dtype=float), np.abs(np.asarray(error, dtype=float))
+    for ax, (j, name) in zip(axes, enumerate(LABEL_NAMES), strict=True):
+        ok = np.isfinite(bound[:, j]) & np.isfinite(error[:, j])
+        if not ok.any():  # a grid too sparse for lattice neighbours (the smoke profile's) has no bounds
+            ax.text(0.5, 0.5, "no node with a bound", ha="center", va="center", transform=ax.transAxes)
+            continue
+        floor = np.nanmin(bound[ok, j]) / 3  # |error| of 0 still shows, at the bottom
+        ax.scatter(bound[ok, j], np.maximum(error[ok, j], floor), s=9, alpha=0.7)
+        lo, hi = floor, max(np.nanmax(bound[ok, j]), np.nanmax(error[ok, j])) * 1.5
+        ax.plot([lo, hi], [lo, hi], color="0.5", lw=0.8, label="|error| = bound")
+        if goal is not None:
+            ax.axvline(goal[name], color="C3", ls="--", lw=0.8, label="goal σ")
+            ax.axhline(goal[name], color="C3", ls="--", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.set_xlabel(f"Cramér–Rao bound, {LABEL_TEX[name]}")
+        ax.set_ylabel(f"|network − truth|, {LABEL_TEX[name]}")
+    return axes

@@ -31,6 +31,7 @@ from remap_lib.paths import RESULTS_DIR
 METRICS = ("sigma", "bias", "mad", "coverage68", "coverage95")
 N_BOOT = 2000
 PART = "synthetic_test"
+NODES_FILE = RESULTS_DIR / "study_nodes.json"
 
 
 def load_node_predictions(out) -> dict[str, dict[int, tuple[list[str], np.ndarray, np.ndarray]]]:
@@ -113,10 +114,56 @@ def _paired(row: dict, ref: dict, reference: str, rng, n_boot: int) -> dict:
     return out
 
 
+def read_nodes(path=NODES_FILE) -> dict:
+    """The report ``python -m remap_lib.evaluation.studynodes`` writes."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no held-out node report; run `python -m remap_lib.evaluation.studynodes`")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def table(report: dict, rows, metrics=("sigma", "mad", "bias")):
+    """A DataFrame, one line per row: each metric per label as "value [lo, hi]" (mean over seeds)."""
+    import pandas as pd
+
+    from remap_lib.evaluation.studyreport import LABEL_TEXT, METRIC_TEXT, _decimals, _fmt
+
+    lines = []
+    for name in rows:
+        entry = report["rows"].get(name)
+        if entry is None:
+            continue
+        line = {"row": name, "seeds": len(entry["seeds"]), "nodes": entry["nodes"]}
+        for m in metrics:
+            for n in LABEL_NAMES:
+                v, d = entry["metrics"][m][n], _decimals(n, m)
+                line[f"{METRIC_TEXT[m]} {LABEL_TEXT[n][0]}"] = (f"{_fmt(v['value'], d)} "
+                                                                f"[{_fmt(v['ci95'][0], d)}, {_fmt(v['ci95'][1], d)}]")
+        lines.append(line)
+    return pd.DataFrame(lines).set_index("row") if lines else pd.DataFrame()
+
+
+def effect_sentence(report: dict, row: str, metric: str = "sigma", label: str = "teff") -> str:
+    """The paired difference (row − its reference) on the held-out nodes, with its interval and verdict."""
+    from remap_lib.evaluation.studyreport import LABEL_TEXT, METRIC_TEXT, _decimals
+
+    paired = report["rows"].get(row, {}).get("paired")
+    if not paired:
+        return f"{row}: no paired held-out node scores yet"
+    e, d = paired["difference"][metric][label], _decimals(label, metric)
+    unit = "" if metric.startswith("coverage") else f" {LABEL_TEXT[label][1]}"
+    verdict = "an effect (the interval excludes zero)" if e["excludes_zero"] else \
+        "no detectable difference at this budget"
+    lo, hi = e["ci95"]
+    return (f"{row} − {paired['reference']}, {METRIC_TEXT[metric]} of {LABEL_TEXT[label][0]} on the grid's "
+            f"{paired['nodes']} held-out nodes at S/N {report['snr']:g}: {e['value']:+.{d}f}{unit} "
+            f"[{lo:+.{d}f}, {hi:+.{d}f}] over {len(paired['seeds'])} paired seeds: {verdict}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", default=str(RESULTS_DIR / "study"), help="the study's records")
-    parser.add_argument("--out", default=str(RESULTS_DIR / "study_nodes.json"))
+    parser.add_argument("--out", default=str(NODES_FILE))
     args = parser.parse_args(argv)
     rows = load_node_predictions(args.records)
     if not rows:

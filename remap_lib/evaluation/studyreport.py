@@ -275,6 +275,9 @@ def headline_markdown(result: dict, rows=HEADLINE_ROWS, source: str = "results/s
 GOAL_SIGMA = {"cv_dwarfs": PAPER_SIGMA, "calibration_stars": PAPER_SIGMA,
               "giants": {"teff": 120.0, "logg": 0.30, "feh": 0.15}}
 GOAL_CALLED_RIGHT = 0.95
+#: Issue 12's goal on the synthetic grid's held-out nodes at S/N 50: σ per label, and the Teff MAD (K).
+GOAL_NODE_SIGMA = {"teff": 60.0, "logg": 0.12, "feh": 0.06}
+GOAL_NODE_MAD_TEFF = 25.0
 
 
 def goals_markdown(result: dict, row: str | None = None) -> str:

@@ -79,3 +79,22 @@ def test_pmf_plot():
     assert ax.get_ylabel() == "probability"
     xs = sorted(line.get_xdata()[0] for line in ax.lines)
     assert xs == pytest.approx(sorted([summary["median"][0], 4.3]))
+
+
+def test_error_against_bound_puts_each_node_at_its_bound_and_error():
+    bound = np.array([[50.0, 0.1, 0.05], [400.0, 0.8, 0.3], [np.nan, 0.2, 0.1]])
+    error = np.array([[-20.0, 0.0, 0.02], [300.0, -0.5, 0.1], [10.0, 0.1, -0.1]])
+    fig, axes = plt.subplots(1, 3)
+    plots.error_against_bound(axes, bound, error, goal={"teff": 60.0, "logg": 0.12, "feh": 0.06})
+    points = axes[0].collections[0].get_offsets()
+    np.testing.assert_allclose(points, [[50.0, 20.0], [400.0, 300.0]])  # the node without a bound is left out
+    logg = axes[1].collections[0].get_offsets()
+    assert logg[0, 1] == pytest.approx(0.1 / 3)  # an exact prediction sits at the floor, not at log 0
+    assert axes[0].get_xscale() == "log" and "Cramér–Rao" in axes[0].get_xlabel() and "[K]" in axes[0].get_xlabel()
+    assert any(line.get_label() == "goal σ" for line in axes[2].lines)
+
+
+def test_error_against_bound_says_so_when_no_node_has_a_bound():
+    fig, axes = plt.subplots(1, 3)
+    plots.error_against_bound(axes, np.full((2, 3), np.nan), np.zeros((2, 3)))
+    assert all(ax.texts[0].get_text() == "no node with a bound" for ax in axes)

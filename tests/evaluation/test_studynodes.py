@@ -66,3 +66,22 @@ def test_command_writes_the_report_and_refuses_records_without_nodes(tmp_path, c
     report = json.loads((tmp_path / "nodes.json").read_text())
     assert report["rows"][sr.REDUCED]["metrics"]["sigma"]["teff"]["value"] == 0.0
     assert "1 seeds, 6 nodes" in capsys.readouterr().out
+
+
+def test_table_and_sentence_quote_the_report(tmp_path):
+    ids = [f"node{i}" for i in range(40)]  # enough nodes that no resample is all +30 or all -30
+    truth = np.column_stack([np.linspace(4000, 6500, 40), np.full(40, 4.0), np.zeros(40)])
+    for seed in range(2):
+        _write(tmp_path, sr.REDUCED, seed, _part(np.array([30.0, -30.0] * 20), ids, truth))
+        _write(tmp_path, sr.OFF_LATTICE, seed, _part(np.zeros(40), ids, truth))
+    studynodes.main(["--records", str(tmp_path), "--out", str(tmp_path / "nodes.json")])
+    report = studynodes.read_nodes(tmp_path / "nodes.json")
+    frame = studynodes.table(report, [sr.REDUCED, sr.OFF_LATTICE, "no SWA"])  # a row not run is left out
+    assert list(frame.index) == [sr.REDUCED, sr.OFF_LATTICE]
+    assert frame.loc[sr.REDUCED, "σ T<sub>eff</sub>"].startswith("30 [")
+    sentence = studynodes.effect_sentence(report, sr.OFF_LATTICE, "sigma", "teff")
+    assert "−30 K" not in sentence and "-30 K [" in sentence and "2 paired seeds" in sentence
+    assert "an effect" in sentence
+    assert studynodes.effect_sentence(report, sr.REDUCED).endswith("no paired held-out node scores yet")
+    with pytest.raises(FileNotFoundError, match="studynodes"):
+        studynodes.read_nodes(tmp_path / "absent.json")

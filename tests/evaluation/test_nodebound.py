@@ -1,0 +1,94 @@
+import dataclasses
+
+import numpy as np
+import pytest
+from toydata import toy_set
+
+from remap_lib.evaluation.nodebound import label_jacobian, node_bounds
+
+# flux = 1 + slope · (label - centre) on three disjoint pixels per label: J is known exactly
+SLOPES = np.array([-1e-4, 0.02, 0.05])  # per K, per dex, per dex
+CENTRE = np.array([5000.0, 4.0, 0.0])
+
+
+def _linear_grid(missing=()):
+    base = toy_set(n=8)
+    teff, logg, feh = np.meshgrid([4750.0, 5000.0, 5250.0], [3.5, 4.0, 4.5], [-0.25, 0.0, 0.25], indexing="ij")
+    labels = np.column_stack([teff.ravel(), logg.ravel(), feh.ravel()])
+    keep = [i for i, v in enumerate(labels) if tuple(v) not in missing]
+    labels = labels[keep]
+    npix = 30  # pixels 0-8 respond to the labels, 3 per label; the rest is continuum and one fixed line
+    flux = np.ones((len(labels), npix))
+    for j in range(3):
+        flux[:, 3 * j:3 * j + 3] += (SLOPES[j] * (labels[:, j] - CENTRE[j]))[:, None]
+    flux[:, 15:25] -= 0.5 * np.exp(-0.5 * ((np.arange(15, 25) - 20) / 1.5) ** 2)
+    wave = 5000.0 + 0.9 * np.arange(npix)
+    return dataclasses.replace(base, wave=wave, flux=flux.astype(np.float32), ivar=np.full(flux.shape, np.inf),
+                               mask=np.zeros(flux.shape, bool), labels=labels, ids=np.arange(len(labels)).astype(str),
+                               meta={"split": np.array(["train"] * len(labels))})
+
+
+def _row(grid, label):
+    return int(np.flatnonzero((grid.labels == label).all(axis=1))[0])
+
+
+def test_jacobian_of_a_linear_grid_is_its_slopes_centred_or_one_sided():
+    grid = _linear_grid()
+    for node in ([5000.0, 4.0, 0.0], [5250.0, 4.5, -0.25]):  # inside, and at a corner (one-sided)
+        jac = label_jacobian(grid, _row(grid, node))
+        expected = np.zeros((3, 30))
+        for j in range(3):
+            expected[j, 3 * j:3 * j + 3] = SLOPES[j]
+        assert jac == pytest.approx(expected, rel=1e-3, abs=1e-7)
+
+
+def test_bound_is_one_over_snr_times_the_jacobian_norm_when_labels_use_separate_pixels():
+    grid = _linear_grid()
+    bound = node_bounds(grid, [_row(grid, [5000.0, 4.0, 0.0])], snr=50.0, nuisances=False)[0]
+    # F is diagonal: F_jj = snr² · 3 · slope_j², so the bound is 1 / (snr · √3 · |slope_j|)
+    assert bound == pytest.approx(1.0 / (50.0 * np.sqrt(3) * np.abs(SLOPES)), rel=1e-3)
+    assert node_bounds(grid, [_row(grid, [5000.0, 4.0, 0.0])], snr=100.0, nuisances=False)[0] == \
+        pytest.approx(bound / 2, rel=1e-6)  # the bound scales as 1/(S/N)
+
+
+def test_nuisances_never_lower_the_bound_and_masked_pixels_carry_nothing():
+    grid = _linear_grid()
+    row = _row(grid, [5000.0, 4.0, 0.0])
+    plain = node_bounds(grid, [row], 50.0, nuisances=False)[0]
+    assert (node_bounds(grid, [row], 50.0)[0] >= plain * (1 - 1e-9)).all()
+    masked = dataclasses.replace(grid, mask=grid.mask.copy())
+    masked.mask[row, 0] = True  # one of the three Teff pixels
+    assert node_bounds(masked, [row], 50.0, nuisances=False)[0][0] == pytest.approx(plain[0] * np.sqrt(3 / 2), rel=1e-3)
+
+
+def test_a_node_with_no_neighbour_along_a_label_gets_no_bound():
+    lonely = [5000.0, 4.0, 0.25]
+    grid = _linear_grid(missing={(5000.0, 4.0, 0.0)})  # its only [Fe/H] neighbour is gone
+    assert np.isnan(node_bounds(grid, [_row(grid, lonely)], 50.0)).all()
+
+
+def test_measure_scores_a_network_on_the_held_out_nodes_against_their_bounds(tmp_path):
+    import torch
+    from toydata import TINY_ARCH
+
+    from remap_lib.evaluation.nodebound import measure
+    from remap_lib.nn.binning import DEFAULT_BINS
+    from remap_lib.nn.modelfile import save_model
+    from remap_lib.training.train import build_model
+
+    grid = _linear_grid()
+    split = np.where(np.arange(len(grid)) % 3 == 1, "test", "train")
+    grid = dataclasses.replace(grid, meta={"split": split})
+    torch.manual_seed(0)
+    path = save_model(tmp_path / "net.pt", build_model(grid.flux.shape[1], DEFAULT_BINS, **TINY_ARCH),
+                      DEFAULT_BINS, grid.instrument)
+    result = measure(path, grid, 50.0)
+    assert result["nodes"] == result["nodes_with_bound"] == int((split == "test").sum())
+    error = np.array(result["per_node"]["error"])
+    assert error.shape == (result["nodes"], 3)
+    assert result["network"]["teff"]["sigma"] == pytest.approx(np.std(error[:, 0]))
+    # with these slopes every node's Teff bound is 115 K or more: all of them are in the bound's tail
+    assert result["bound_tail"]["nodes"] == result["nodes"]
+    assert result["bound_tail"]["network_sigma_outside"]["teff"] is None
+    with pytest.raises(ValueError, match="S/N 50"):
+        measure(path, grid, 20.0)
