@@ -92,3 +92,18 @@ def test_measure_scores_a_network_on_the_held_out_nodes_against_their_bounds(tmp
     assert result["bound_tail"]["network_sigma_outside"]["teff"] is None
     with pytest.raises(ValueError, match="S/N 50"):
         measure(path, grid, 20.0)
+
+
+def test_stars_take_their_nearest_nodes_bound_and_the_snr_that_meets_a_goal():
+    from remap_lib.evaluation.nodebound import miles_summary, star_bounds
+
+    grid = _linear_grid()
+    node = [5000.0, 4.0, 0.0]
+    stars = np.array([node, [5040.0, 4.1, 0.02]])  # a node, and a star nearest to it
+    at_node = node_bounds(grid, [_row(grid, node)], 50.0)[0]
+    np.testing.assert_allclose(star_bounds(grid, stars, 50.0), [at_node, at_node])
+    goals = {"dwarfs": {"teff": at_node[0] / 2, "logg": at_node[1], "feh": at_node[2] * 2}}
+    summary = miles_summary(grid, {"dwarfs": stars}, goals, snr=50.0)["dwarfs"]
+    assert summary["stars"] == summary["with_bound"] == 2
+    # the bound halves when S/N doubles: a goal half the bound needs S/N 100, twice the bound S/N 25
+    assert [summary[n]["snr_for_rms_at_goal"] for n in ("teff", "logg", "feh")] == pytest.approx([100.0, 50.0, 25.0])
