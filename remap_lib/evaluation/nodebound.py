@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from remap_lib.constants import C_KMS, LABEL_NAMES
+from remap_lib.constants import C_KMS, GIANT_LOGG, LABEL_NAMES
 from remap_lib.data.dataset import SpectraSet
 from remap_lib.evaluation.studyreport import GOAL_NODE_SIGMA
 from remap_lib.fileio import write_json
@@ -125,6 +125,19 @@ def miles_summary(grid: SpectraSet, groups: dict[str, np.ndarray], goals: dict[s
     return out
 
 
+def hot_edge(grid: SpectraSet, snr: float = 50.0) -> dict:
+    """The Teff bound of the grid's hottest dwarfs near solar metallicity (log g ≥ 3.5, [M/H] ≥ -0.5), at the
+    FGK box's hot edge: how far past it a star must be before its spectrum can tell (the out-of-domain goal)."""
+    labels = np.asarray(grid.labels)
+    rows = np.flatnonzero((labels[:, 0] == labels[:, 0].max()) & (labels[:, 1] >= GIANT_LOGG)
+                          & (labels[:, 2] >= -0.5))
+    b = node_bounds(grid, rows, snr)[:, 0]
+    return {"teff": float(labels[:, 0].max()), "nodes": len(rows), "snr": snr, "median": float(np.nanmedian(b)),
+            "p10": float(np.nanpercentile(b, 10)), "p90": float(np.nanpercentile(b, 90)),
+            # one-sided 95 % on each side (in-domain false flags and missed stars): 2 x 1.645 bounds
+            "separation_for_95_and_5_percent": float(2 * 1.645 * np.nanmedian(b))}
+
+
 def measure(model_path, grid: SpectraSet, snr: float = 50.0) -> dict:
     """Bounds on the grid's held-out nodes, the network's errors on them, and how the two relate."""
     from scipy.stats import spearmanr
@@ -198,6 +211,7 @@ def main(argv=None) -> int:
     read = 1.0 / der_snr_noise(np.where(grid.mask, np.nan, grid.flux))
     result = {"model": model.name, "grid": grid.provenance.get("source", "synthetic grid"),
               **measure(model, grid, args.snr), "miles": miles_summary(grid, groups, GOAL_SIGMA, args.snr),
+              "hot_edge": hot_edge(grid, args.snr),
               "der_snr_of_noise_free_grid": {"median": float(np.median(read)),
                                              "p10": float(np.percentile(read, 10)),
                                              "p90": float(np.percentile(read, 90))}}
@@ -207,6 +221,8 @@ def main(argv=None) -> int:
           + " / ".join(f"{b[n]['rms']:.3g}" for n in LABEL_NAMES) + "; median bound "
           + " / ".join(f"{b[n]['median']:.3g}" for n in LABEL_NAMES) + "; network σ "
           + " / ".join(f"{net[n]['sigma']:.3g}" for n in LABEL_NAMES))
+    edge = result["hot_edge"]
+    print(f"hot edge ({edge['teff']:g} K dwarfs): median Teff bound {edge['median']:.0f} K at S/N {args.snr:g}")
     for name, m in result["miles"].items():
         print(f"MILES {name} ({m['stars']}): rms bound at S/N {args.snr:g} "
               + " / ".join(f"{m[n]['rms']:.3g}" for n in LABEL_NAMES) + "; S/N for the rms bound at the goal "

@@ -107,3 +107,14 @@ def test_stars_take_their_nearest_nodes_bound_and_the_snr_that_meets_a_goal():
     assert summary["stars"] == summary["with_bound"] == 2
     # the bound halves when S/N doubles: a goal half the bound needs S/N 100, twice the bound S/N 25
     assert [summary[n]["snr_for_rms_at_goal"] for n in ("teff", "logg", "feh")] == pytest.approx([100.0, 50.0, 25.0])
+
+
+def test_hot_edge_takes_the_hottest_dwarfs_near_solar_metallicity():
+    from remap_lib.evaluation.nodebound import hot_edge
+
+    grid = _linear_grid()
+    edge = hot_edge(grid, 50.0)
+    rows = [_row(grid, [5250.0, g, m]) for g in (3.5, 4.0, 4.5) for m in (-0.25, 0.0, 0.25)]
+    assert edge["teff"] == 5250.0 and edge["nodes"] == len(rows)
+    assert edge["median"] == pytest.approx(np.median(node_bounds(grid, rows, 50.0)[:, 0]))
+    assert edge["separation_for_95_and_5_percent"] == pytest.approx(3.29 * edge["median"])
