@@ -29,7 +29,8 @@ def _pretrain_defaults() -> dict:
     t, m = TrainConfig(), ModelConfig()
     return {"epochs": t.epochs, "batch_size": t.batch_size, "lr": t.lr, "gamma": t.gamma, "cost_weight": t.cost_weight,
             "triplet_weight": t.triplet_weight, "swa_start": t.swa_start, "stage_channels": list(m.stage_channels),
-            "blocks_per_stage": m.blocks_per_stage, "mse_baseline": True, "threads": t.threads}
+            "blocks_per_stage": m.blocks_per_stage, "mse_baseline": True, "threads": t.threads,
+            "node_mix": t.node_mix}
 
 
 def _finetune_defaults() -> dict:
