@@ -31,6 +31,7 @@ so it cannot say how noisy a MILES star is.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -138,6 +139,16 @@ def hot_edge(grid: SpectraSet, snr: float = 50.0) -> dict:
             "separation_for_95_and_5_percent": float(2 * 1.645 * np.nanmedian(b))}
 
 
+def _node_intervals(error: np.ndarray, n_boot: int = 2000, seed: int = 0) -> dict:
+    """95 % percentile bootstrap intervals over nodes of σ and MAD of ``error`` (one network, so nodes only)."""
+    idx = np.random.default_rng(seed).integers(0, len(error), size=(n_boot, len(error)))
+    sample = error[idx]
+    sigma = np.std(sample, axis=1)
+    mad = np.median(np.abs(sample - np.median(sample, axis=1, keepdims=True)), axis=1)
+    return {"sigma_ci95": [float(v) for v in np.percentile(sigma, [2.5, 97.5])],
+            "mad_ci95": [float(v) for v in np.percentile(mad, [2.5, 97.5])]}
+
+
 def measure(model_path, grid: SpectraSet, snr: float = 50.0) -> dict:
     """Bounds on the grid's held-out nodes, the network's errors on them, and how the two relate."""
     from scipy.stats import spearmanr
@@ -167,7 +178,8 @@ def measure(model_path, grid: SpectraSet, snr: float = 50.0) -> dict:
         e = error[ok, j]
         # a rank correlation needs values that differ (an untrained network's errors may not)
         rho = spearmanr(np.abs(e), bound[ok, j]) if min(np.ptp(np.abs(e)), np.ptp(bound[ok, j])) > 0 else None
-        result["network"][n] = {"sigma": float(np.std(e)), "mad": float(np.median(np.abs(e - np.median(e))))}
+        result["network"][n] = {"sigma": float(np.std(e)), "mad": float(np.median(np.abs(e - np.median(e)))),
+                                **_node_intervals(e)}
         result["relation"][n] = {
             "spearman_abs_error_vs_bound": None if rho is None else float(rho.statistic),
             "p_value": None if rho is None else float(rho.pvalue),
@@ -184,6 +196,15 @@ def measure(model_path, grid: SpectraSet, snr: float = 50.0) -> dict:
     return result
 
 
+REPORT_FILE = RESULTS_DIR / "node_bound.json"
+
+
+def read_report(path=REPORT_FILE) -> dict | None:
+    """The report ``python -m remap_lib.evaluation.nodebound`` writes, or None where there is none."""
+    path = Path(path)
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
 def main(argv=None) -> int:
     from remap_lib.data.dataset import read_dataset
     from remap_lib.data.pretrained import find_pretrained
@@ -193,7 +214,7 @@ def main(argv=None) -> int:
     parser.add_argument("--profile", default="default")
     parser.add_argument("--model", default=None, help="a pretrained network (default: the profile's shipped one)")
     parser.add_argument("--snr", type=float, default=50.0)
-    parser.add_argument("--out", default=str(RESULTS_DIR / "node_bound.json"))
+    parser.add_argument("--out", default=str(REPORT_FILE))
     args = parser.parse_args(argv)
     from remap_lib.data.splits import DEFAULT_SPLITS, read_splits
     from remap_lib.evaluation.studyreport import GOAL_SIGMA

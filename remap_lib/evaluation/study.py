@@ -759,9 +759,10 @@ def command(args) -> int:
         print("\n".join(f"- {line}" for line in result["effects"]) or "none")
         return 0
     if args.action == "goals":
+        from remap_lib.evaluation.nodebound import read_report
         from remap_lib.evaluation.studyreport import goals_markdown, read_study
 
-        print(goals_markdown(read_study(Path(args.input or out.parent / "study.json")), args.row))
+        print(goals_markdown(read_study(Path(args.input or out.parent / "study.json")), args.row, read_report()))
         return 0
     budgets = Budgets.from_profiles(args.profile).describe()
     result = aggregate(out, read_folds(out / "folds.csv"), budgets, n_boot=args.bootstrap)

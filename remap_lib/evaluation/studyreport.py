@@ -280,12 +280,14 @@ GOAL_NODE_SIGMA = {"teff": 60.0, "logg": 0.12, "feh": 0.06}
 GOAL_NODE_MAD_TEFF = 25.0
 
 
-def goals_markdown(result: dict, row: str | None = None) -> str:
+def goals_markdown(result: dict, row: str | None = None, nodes: dict | None = None) -> str:
     """Issue 12's goals against the measured value of ``row`` (default: remap's recipe), with 95 % intervals.
 
     A goal on a mean is met when the mean meets it (the interval says how surely); a goal to beat a peer
     is met when the paired difference's interval lies wholly below zero. Intervals are the conformally
-    scaled row's (``<row>, conformal intervals``) where it is in the aggregate.
+    scaled row's (``<row>, conformal intervals``) where it is in the aggregate. ``nodes``: the report of
+    ``python -m remap_lib.evaluation.nodebound`` (the shipped pretrained network on the grid's held-out
+    nodes), which adds the synthetic goals, its intervals over nodes.
     """
     from remap_lib.evaluation.studyrows import (
         CONFORMAL,
@@ -347,9 +349,23 @@ def goals_markdown(result: dict, row: str | None = None) -> str:
                 add(f"{METRIC_TEXT[metric]} {LABEL_TEXT[label][0]}, {TABLE_TITLES[table]}",
                     f"{nominal:.2f} ± {tolerance:.2f}", e[metric], *e[f"{metric}_ci95"],
                     abs(e[metric] - nominal) <= tolerance, 2)
+    if nodes is not None:
+        net, snr = nodes["network"], nodes["snr"]
+        for label in LABEL_NAMES:
+            name, unit, digits = LABEL_TEXT[label]
+            goal = GOAL_NODE_SIGMA[label]
+            add(f"σ {name}, the grid's held-out nodes at S/N {snr:g} (pretrained network)",
+                f"≤ {goal:.{digits}f} {unit}", net[label]["sigma"], *net[label]["sigma_ci95"],
+                net[label]["sigma"] <= goal, digits + (label != "teff"))
+        add(f"MAD T<sub>eff</sub>, the grid's held-out nodes at S/N {snr:g} (pretrained network)",
+            f"≤ {GOAL_NODE_MAD_TEFF:.0f} K", net["teff"]["mad"], *net["teff"]["mad_ci95"],
+            net["teff"]["mad"] <= GOAL_NODE_MAD_TEFF, 0)
+    nodes_note = ("The held-out nodes' rows are one network's (`python -m remap_lib.evaluation.nodebound`), their "
+                  "intervals over nodes. " if nodes is not None else "")
+    missing = "the interval ECE (≤ 0.03)" + ("" if nodes is not None else " and the synthetic held-out nodes "
+                                                                         "(notebook 2)")
     return "\n".join([*lines, "", f"Row *{row}* (intervals: *{intervals['name']}*), read from the study's aggregate "
-                       "(`remap study goals`). Not measured by the study: the interval ECE (≤ 0.03) and the "
-                       "synthetic held-out nodes (notebook 2).", ""])
+                       f"(`remap study goals`). {nodes_note}Not measured by the study: {missing}.", ""])
 
 
 def budgets_markdown(result: dict) -> str:

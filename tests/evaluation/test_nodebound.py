@@ -118,3 +118,18 @@ def test_hot_edge_takes_the_hottest_dwarfs_near_solar_metallicity():
     assert edge["teff"] == 5250.0 and edge["nodes"] == len(rows)
     assert edge["median"] == pytest.approx(np.median(node_bounds(grid, rows, 50.0)[:, 0]))
     assert edge["separation_for_95_and_5_percent"] == pytest.approx(3.29 * edge["median"])
+
+
+def test_node_intervals_bracket_sigma_and_mad_and_the_report_reads_back(tmp_path):
+    import json
+
+    from remap_lib.evaluation.nodebound import _node_intervals, read_report
+
+    error = np.random.default_rng(1).normal(0.0, 50.0, 400)
+    got = _node_intervals(error)
+    assert got["sigma_ci95"][0] < np.std(error) < got["sigma_ci95"][1]
+    mad = np.median(np.abs(error - np.median(error)))
+    assert got["mad_ci95"][0] < mad < got["mad_ci95"][1]
+    assert read_report(tmp_path / "absent.json") is None
+    (tmp_path / "r.json").write_text(json.dumps({"snr": 50.0}))
+    assert read_report(tmp_path / "r.json") == {"snr": 50.0}

@@ -194,6 +194,20 @@ def test_goals_table_judges_means_intervals_and_paired_differences(result, recip
     assert rows["68 % coverage log g, cross-validated MILES FGK dwarfs"].endswith("| no |")
     with pytest.raises(KeyError, match="no complete seed"):
         studyreport.goals_markdown(result, row="no SWA")
+    assert "Not measured by the study: the interval ECE (≤ 0.03) and the synthetic held-out nodes" in \
+        studyreport.goals_markdown(result)
+    # with the held-out node report, the synthetic goals join the table with their intervals over nodes
+    net = {n: {"sigma": s, "sigma_ci95": [0.8 * s, 1.2 * s], "mad": 0.2 * s, "mad_ci95": [0.1 * s, 0.3 * s]}
+           for n, s in (("teff", 131.0), ("logg", 0.10), ("feh", 0.05))}
+    text = studyreport.goals_markdown(result, nodes={"snr": 50.0, "network": net})
+    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    assert rows["σ T<sub>eff</sub>, the grid's held-out nodes at S/N 50 (pretrained network)"].endswith(
+        "| ≤ 60 K | 131 [105, 157] | no |")
+    assert rows["σ log g, the grid's held-out nodes at S/N 50 (pretrained network)"].endswith(
+        "| ≤ 0.12 dex | 0.100 [0.080, 0.120] | yes |")
+    assert rows["MAD T<sub>eff</sub>, the grid's held-out nodes at S/N 50 (pretrained network)"].endswith(
+        "| ≤ 25 K | 26 [13, 39] | no |")
+    assert "Not measured by the study: the interval ECE (≤ 0.03)." in text
 
 
 def test_a_value_that_rounds_to_zero_prints_without_a_sign():
