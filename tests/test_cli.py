@@ -427,7 +427,7 @@ PREDICT_CATALOGUE = {
 def test_predict_catalogue(name, toy_model, tmp_path, monkeypatch, capsys):
     import numpy as np
 
-    from remap_lib.prediction.streaming import read_predictions
+    from remap_lib.prediction.tables import read_predictions
 
     case = PREDICT_CATALOGUE[name](tmp_path, toy_model, monkeypatch)
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
@@ -468,7 +468,7 @@ def test_predict_rv_shifts_every_input_to_the_rest_frame(toy_model, tmp_path, ca
     from toydata import toy_set
 
     from remap_lib import predict
-    from remap_lib.prediction.streaming import read_predictions
+    from remap_lib.prediction.tables import read_predictions
     from remap_lib.spectra.instruments import C_KMS
 
     toy = toy_set(2, seed=5)

@@ -31,7 +31,7 @@ uses ``cuda:LOCAL_RANK``); rank 0 holds the lock and merges after a barrier::
 
 Memory is bounded by one chunk (plus the merge for ``.ecsv``/``.fits``/``.csv``, which holds the
 output table; ``.h5`` output is appended chunk by chunk). Text columns are UTF-8 in every format
-(FITS: byte columns holding UTF-8, decoded by :func:`read_predictions`).
+(FITS: byte columns holding UTF-8, decoded by :func:`remap_lib.prediction.tables.read_predictions`).
 """
 
 from __future__ import annotations
@@ -53,18 +53,20 @@ from pathlib import Path
 import numpy as np
 
 from remap_lib.distributed import init_distributed, torchrun_env
-from remap_lib.fileio import RemapDataError, atomic_path, atomic_write
+from remap_lib.fileio import RemapDataError, atomic_write
+from remap_lib.prediction.tables import (
+    H5_TABLE_PATH,
+    OUTPUT_FORMATS,
+    output_format,
+    write_predictions,
+)
 from remap_lib.spectra.inputs import FailedInput
 from remap_lib.spectra.readers import StoreSpectra, count_spectra, find_inputs, has_supported_suffix, read_spectra
 
-OUTPUT_FORMATS = {".ecsv": "ascii.ecsv", ".fits": "fits", ".csv": "ascii.csv", ".h5": "hdf5", ".hdf5": "hdf5"}
-H5_TABLE_PATH = "predictions"
 PARTIAL_SUFFIX = ".partial"
 LOCK_SUFFIX = ".lock"
 LAYOUT = 2  # of the partial folder; a folder of another layout is never reused
 SLICE_ROWS = 1024  # spectra per network call between checkpoints (or batch_size, if larger)
-MAX_LISTED = 10
-TEXT_COLUMNS = ("source", "name", "flags", "notes", "error")
 RUN_KEYS = ("__run__", "__chunk__", "__rows__")  # what binds a checkpoint file to its run
 _PART_NAME = re.compile(r"chunk_(\d+)_(\d+)-(\d+)\.npz")
 
@@ -109,16 +111,9 @@ class RunSummary:
     n_failed: int
     n_chunks: int
     chunks_reused: int  # checkpoint files an interrupted run left and this one used
-    first_failures: list[tuple[str, str]]  # (source, reason) of up to MAX_LISTED failed rows, in order
+    first_failures: list[tuple[str, str]]  # (source, reason) of up to tables.MAX_LISTED failed rows, in order
     rows_reused: int = 0  # spectra those checkpoints held
     skipped: list[Path] = field(default_factory=list)  # files of unknown type in input directories
-
-
-def output_format(path) -> str:
-    suffix = Path(path).suffix.lower()
-    if suffix not in OUTPUT_FORMATS:
-        raise ValueError(f"{path}: output must end in {', '.join(OUTPUT_FORMATS)}")
-    return OUTPUT_FORMATS[suffix]
 
 
 def plan_chunks(files: list[Path], chunk_size: int) -> tuple[list[list[Unit]], dict[int, str]]:
@@ -664,152 +659,9 @@ def _check_device(device: str) -> None:
 def _merge(output: Path, fmt: str, chunk_files: list[Path], meta: dict, n_chunks: int, reused: int) -> RunSummary:
     """Join the checkpoint files into ``output`` atomically; .h5 is appended chunk by chunk."""
     try:
-        return _merge_files(output, fmt, chunk_files, meta, n_chunks, reused)
+        n_rows, n_failed, first = write_predictions(output, fmt, (_load_part(p) for p in chunk_files), meta)
     except OSError as err:
         raise _WriteFailed(output, err) from err
+    return RunSummary(output, n_rows, n_failed, n_chunks, reused, first)
 
 
-def _merge_files(output: Path, fmt: str, chunk_files: list[Path], meta: dict, n_chunks: int,
-                 reused: int) -> RunSummary:
-    n_rows = n_failed = 0
-    first: list[tuple[str, str]] = []
-    if fmt == "hdf5":
-        import h5py
-
-        with atomic_path(output) as tmp, h5py.File(tmp, "w") as h5:
-            dset = None
-            for path in chunk_files:
-                cols = _load_part(path)
-                rec = _records(cols)
-                if dset is None:
-                    dset = h5.create_dataset(H5_TABLE_PATH, shape=(0,), maxshape=(None,), dtype=rec.dtype,
-                                             chunks=True, compression="gzip", compression_opts=1)
-                elif rec.dtype != dset.dtype:  # strings may be longer in a later chunk
-                    rec = rec.astype(_widen(dset.dtype, rec.dtype))
-                    if rec.dtype != dset.dtype:
-                        dset = _regrow(h5, dset, rec.dtype)
-                dset.resize((dset.shape[0] + len(rec),))
-                dset[-len(rec):] = rec
-                n_rows += len(rec)
-                failed = cols["error"] != ""
-                n_failed += int(failed.sum())
-                first += list(zip(cols["source"][failed], cols["error"][failed], strict=True))[:MAX_LISTED - len(first)]
-            if dset is not None:
-                dset.attrs["meta"] = json.dumps(meta, default=str)
-                dset.attrs["units"] = json.dumps(_units())
-    else:
-        from astropy.table import Table, vstack
-
-        tables = [Table(_load_part(p)) for p in chunk_files]
-        table = vstack(tables) if tables else Table()
-        for name, unit in _units().items():
-            if name in table.colnames:
-                table[name].unit = None if fmt == "fits" and unit == "dex" else unit
-        table.meta.update({k: v for k, v in meta.items() if fmt != "ascii.csv"})
-        n_rows = len(table)
-        failed = np.asarray(table["error"]) != "" if n_rows else np.zeros(0, bool)
-        n_failed = int(failed.sum())
-        first = list(zip(np.asarray(table["source"])[failed], np.asarray(table["error"])[failed], strict=True))
-        first = first[:MAX_LISTED]
-        with atomic_path(output) as tmp:
-            if fmt == "fits":
-                table.meta = {"REMAPMET": json.dumps(meta, default=str)}  # FITS keywords are 8 characters
-                for name in table.colnames:  # FITS text is ASCII: keep UTF-8 bytes, read_predictions decodes
-                    if table[name].dtype.kind == "U":
-                        table[name] = np.char.encode(np.asarray(table[name]), "utf-8")
-                table.write(tmp, format=fmt, overwrite=True)
-            else:
-                with open(tmp, "w", encoding="utf-8", newline="") as fh:  # whatever the locale's codec
-                    table.write(fh, format=fmt)
-    return RunSummary(output, n_rows, n_failed, n_chunks, reused, [(str(a), str(b)) for a, b in first])
-
-
-def _units() -> dict[str, str]:
-    """Units of the estimate columns, from their names (text and FITS outputs may not keep them)."""
-    from remap_lib.constants import LABEL_NAMES, LABEL_UNITS
-    from remap_lib.prediction.inference import ESTIMATES
-
-    return {f"{n}_{k}": u for n, u in zip(LABEL_NAMES, LABEL_UNITS, strict=True) for k in ESTIMATES}
-
-
-def _records(cols: dict[str, np.ndarray]) -> np.ndarray:
-    """Columns as one structured array (strings as UTF-8 bytes, as HDF5 and astropy expect)."""
-    fields, arrays = [], []
-    for name, values in cols.items():
-        if values.dtype.kind == "U":
-            values = np.char.encode(values, "utf-8")
-            width = max(int(values.dtype.itemsize), 1)
-            values = values.astype(f"S{width}")
-        fields.append((name, values.dtype, values.shape[1:]) if values.ndim > 1 else (name, values.dtype))
-        arrays.append(values)
-    rec = np.empty(len(arrays[0]) if arrays else 0, dtype=fields)
-    for (name, *_), values in zip(fields, arrays, strict=True):
-        rec[name] = values
-    return rec
-
-
-def _widen(a: np.dtype, b: np.dtype) -> np.dtype:
-    """A record dtype whose string fields are wide enough for both ``a`` and ``b``."""
-    fields = []
-    for name in a.names:
-        fa, fb = a.fields[name][0], b.fields[name][0]
-        if fa.kind == "S":
-            fields.append((name, f"S{max(fa.itemsize, fb.itemsize)}"))
-        else:
-            fields.append((name, fa.base, fa.shape) if fa.shape else (name, fa))
-    return np.dtype(fields)
-
-
-def _regrow(h5, dset, dtype):
-    """Copy ``dset`` into a new dataset with wider string fields (rare: only when names get longer)."""
-    old = dset[...].astype(dtype)
-    attrs = dict(dset.attrs)
-    del h5[H5_TABLE_PATH]
-    new = h5.create_dataset(H5_TABLE_PATH, data=old, maxshape=(None,), chunks=True, compression="gzip",
-                            compression_opts=1)
-    for k, v in attrs.items():
-        new.attrs[k] = v
-    return new
-
-
-def read_predictions(path):
-    """Read an output of :func:`predict_files` (any format) back as an astropy Table with units."""
-    from astropy.table import Table
-
-    path = Path(path)
-    fmt = output_format(path)
-    if fmt != "hdf5":
-        if fmt == "fits":
-            table = Table.read(path, format=fmt, character_as_bytes=True)
-            for name in table.colnames:
-                if table[name].dtype.kind == "S":
-                    table[name] = np.char.decode(np.asarray(table[name]), "utf-8")
-        else:
-            with open(path, encoding="utf-8") as fh:  # written as UTF-8, whatever the locale's codec
-                table = Table.read(fh.read().splitlines(), format=fmt)
-        for name in TEXT_COLUMNS:  # text formats read empty strings back as masked (or typeless) entries
-            if name in table.colnames and (hasattr(table[name], "mask") or table[name].dtype.kind != "U"):
-                col = table[name]
-                values = np.asarray(col.filled("") if hasattr(col, "filled") and col.dtype.kind == "U" else col)
-                masked = np.asarray(getattr(col, "mask", np.zeros(len(col), bool)), bool)
-                table[name] = np.where(masked, "", values.astype(str))
-        for name, unit in _units().items():
-            if name in table.colnames:
-                table[name].unit = unit
-        if fmt == "fits" and "REMAPMET" in table.meta:
-            table.meta = json.loads(table.meta["REMAPMET"])
-        return table
-    import h5py
-
-    with h5py.File(path, "r") as h5:
-        data = h5[H5_TABLE_PATH][...]
-        meta = json.loads(h5[H5_TABLE_PATH].attrs.get("meta", "{}"))
-        units = json.loads(h5[H5_TABLE_PATH].attrs.get("units", "{}"))
-    table = Table(data)
-    for name in table.colnames:
-        if table[name].dtype.kind == "S":
-            table[name] = np.char.decode(np.asarray(table[name]), "utf-8")
-        if name in units:
-            table[name].unit = units[name]
-    table.meta.update(meta)
-    return table

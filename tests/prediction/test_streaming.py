@@ -24,8 +24,8 @@ from remap_lib.prediction.streaming import (
     PredictInterrupted,
     plan_chunks,
     predict_files,
-    read_predictions,
 )
+from remap_lib.prediction.tables import read_predictions
 
 ROOT = Path(__file__).resolve().parents[2]
 
