@@ -82,3 +82,11 @@ def test_a_fixed_notebook_clears_its_failed_copy(tmp_path, monkeypatch):
     outcome["fail"] = False
     assert notebooks.run_notebook(name, out_dir=tmp_path, progress=False) == tmp_path / f"{name}.ipynb"
     assert not (tmp_path / f".{name}.failed.ipynb").exists()  # the book never sees a stale failure
+
+
+@pytest.mark.parametrize("name", notebooks.list_notebooks())
+def test_every_cell_has_a_unique_id(name):
+    # nbformat 4.5 requires cell ids; a cell added without one warns today and will fail in a later nbformat
+    cells = json.loads((notebooks.NOTEBOOK_DIR / f"{name}.ipynb").read_text(encoding="utf-8"))["cells"]
+    ids = [c.get("id") for c in cells]
+    assert None not in ids and len(set(ids)) == len(ids)
