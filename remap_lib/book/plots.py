@@ -80,7 +80,8 @@ def error_against_bound(axes, bound, error, goal: dict | None = None):
         if not ok.any():  # a grid too sparse for lattice neighbours (the smoke profile's) has no bounds
             ax.text(0.5, 0.5, "no node with a bound", ha="center", va="center", transform=ax.transAxes)
             continue
-        floor = np.nanmin(bound[ok, j]) / 3  # |error| of 0 still shows, at the bottom
+        # errors below a third of the smallest bound (0 included, which log axes cannot show) sit at that floor
+        floor = np.nanmin(bound[ok, j]) / 3
         ax.scatter(bound[ok, j], np.maximum(error[ok, j], floor), s=9, alpha=0.7)
         lo, hi = floor, max(np.nanmax(bound[ok, j]), np.nanmax(error[ok, j])) * 1.5
         ax.plot([lo, hi], [lo, hi], color="0.5", lw=0.8, label="|error| = bound")

@@ -17,7 +17,7 @@ The bound is local (derivatives over one grid step) and holds for unbiased estim
 shrinks towards the labels it has seen (a prior) can do better on some nodes and worse on others.
 So the bounds say which nodes carry the information, not a hard floor on the network's σ.
 
-    python -m remap_lib.evaluation.nodebound [--model M] [--snr 50] [--out results/node_bound.json]
+    python -m remap_lib.evaluation.nodebound [--profile default] [--model M] [--out results/node_bound.json]
 
 scores the shipped pretrained network on the same nodes and noise as the study's pretraining records
 (:func:`remap_lib.evaluation.study._held_out_node_predictions`) and reports both. It also gives the bound
@@ -35,40 +35,63 @@ import json
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import norm, spearmanr
 
 from remap_lib.constants import C_KMS, GIANT_LOGG, LABEL_NAMES
-from remap_lib.data.dataset import SpectraSet
-from remap_lib.evaluation.studyreport import GOAL_NODE_SIGMA
+from remap_lib.data.dataset import SpectraSet, read_dataset
+from remap_lib.data.pretrained import find_pretrained
+from remap_lib.data.splits import DEFAULT_SPLITS, read_splits
+from remap_lib.evaluation.study import SYNTHETIC_SNR, _held_out_node_predictions
+from remap_lib.evaluation.studynodes import N_BOOT
+from remap_lib.evaluation.studyreport import GOAL_NODE_SIGMA, GOAL_SIGMA
+from remap_lib.evaluation.studystats import _part_array
 from remap_lib.fileio import write_json
-from remap_lib.paths import RESULTS_DIR
+from remap_lib.nn.modelfile import load_model
+from remap_lib.paths import RESULTS_DIR, work_dir
+from remap_lib.training.trainsets import der_snr_noise, nearest_by_labels
 
 #: The nuisances marginalized in the reported bound: continuum scale, continuum slope, radial velocity.
 NUISANCES = ("continuum scale", "continuum slope", "radial velocity")
 #: A node "in the tail" of the bound: its Teff bound exceeds issue 12's σ goal at S/N 50.
 TAIL_TEFF = GOAL_NODE_SIGMA["teff"]
+#: The hot edge's nodes: the grid's hottest dwarfs at least this metal-rich ([M/H], dex), like most MILES
+#: stars just beyond the edge.
+HOT_EDGE_MIN_METALLICITY = -0.5
+#: Detecting 95 % of the stars beyond an edge while flagging at most 5 % inside it: 1.645 bounds each side.
+ONE_SIDED_95 = float(norm.ppf(0.95))
+REPORT_FILE = RESULTS_DIR / "node_bound.json"
 
 
-def label_jacobian(grid: SpectraSet, row: int) -> np.ndarray | None:
+class _Lattice:
+    """The grid's labels, flux and node lookup, built once for every node's differences."""
+
+    def __init__(self, grid: SpectraSet):
+        self.labels = np.asarray(grid.labels, dtype=np.float64)
+        self.flux = np.asarray(grid.flux, dtype=np.float64)
+        self.at = {tuple(v): i for i, v in enumerate(self.labels)}
+        self.levels = [np.unique(self.labels[:, j]) for j in range(self.labels.shape[1])]
+
+    def neighbour(self, row: int, j: int, step: int) -> int | None:
+        """The node one lattice step (``step`` = ±1) from ``row`` along label ``j``, if the grid holds it."""
+        levels = self.levels[j]
+        k = int(np.searchsorted(levels, self.labels[row, j])) + step
+        if not 0 <= k < len(levels):
+            return None
+        moved = self.labels[row].copy()
+        moved[j] = levels[k]
+        return self.at.get(tuple(moved))
+
+
+def label_jacobian(grid: SpectraSet, row: int, lattice: _Lattice | None = None) -> np.ndarray | None:
     """∂flux/∂label (3, npix) at grid node ``row`` from its lattice neighbours, or None at a missing one."""
-    labels = np.asarray(grid.labels, dtype=np.float64)
-    at = {tuple(v): i for i, v in enumerate(labels)}
-    flux = np.asarray(grid.flux, dtype=np.float64)
+    lat = lattice or _Lattice(grid)
     rows = []
-    for j in range(labels.shape[1]):
-        levels = np.unique(labels[:, j])
-        k = int(np.searchsorted(levels, labels[row, j]))
-        ends = []
-        for step in (1, -1):
-            if 0 <= k + step < len(levels):
-                moved = labels[row].copy()
-                moved[j] = levels[k + step]
-                ends.append(at.get(tuple(moved)))
-            else:
-                ends.append(None)
-        up, down = (e if e is not None else row for e in ends)
+    for j in range(lat.labels.shape[1]):
+        up, down = (lat.neighbour(row, j, step) for step in (1, -1))
+        up, down = (row if up is None else up), (row if down is None else down)  # one-sided at an edge
         if up == down:  # no neighbour on either side
             return None
-        rows.append((flux[up] - flux[down]) / (labels[up, j] - labels[down, j]))
+        rows.append((lat.flux[up] - lat.flux[down]) / (lat.labels[up, j] - lat.labels[down, j]))
     return np.array(rows)
 
 
@@ -84,8 +107,9 @@ def node_bounds(grid: SpectraSet, rows, snr: float, nuisances: bool = True) -> n
     Masked pixels carry no information. NaN for a node without lattice neighbours along every label.
     """
     out = np.full((len(rows), len(LABEL_NAMES)), np.nan)
+    lattice = _Lattice(grid)
     for n, row in enumerate(rows):
-        jac = label_jacobian(grid, int(row))
+        jac = label_jacobian(grid, int(row), lattice)
         if jac is None:
             continue
         use = ~np.asarray(grid.mask[row], dtype=bool)
@@ -102,17 +126,16 @@ def node_bounds(grid: SpectraSet, rows, snr: float, nuisances: bool = True) -> n
     return out
 
 
-def star_bounds(grid: SpectraSet, labels, snr: float = 50.0) -> np.ndarray:
+def star_bounds(grid: SpectraSet, labels, snr: float = SYNTHETIC_SNR) -> np.ndarray:
     """Bounds (n, 3) at S/N ``snr`` for stars of literature ``labels`` (n, 3): those of each one's nearest
     grid node (in label scales, :func:`~remap_lib.training.trainsets.nearest_by_labels`)."""
-    from remap_lib.training.trainsets import nearest_by_labels
-
     near = nearest_by_labels(np.asarray(labels, dtype=np.float64), np.asarray(grid.labels, dtype=np.float64))
     nodes, back = np.unique(near, return_inverse=True)
     return node_bounds(grid, nodes, snr)[back]
 
 
-def miles_summary(grid: SpectraSet, groups: dict[str, np.ndarray], goals: dict[str, dict], snr: float = 50.0) -> dict:
+def miles_summary(grid: SpectraSet, groups: dict[str, np.ndarray], goals: dict[str, dict],
+                  snr: float = SYNTHETIC_SNR) -> dict:
     """Per group of MILES labels (name -> (n, 3)): rms and median bound at ``snr``, and the S/N per pixel at
     which the rms bound meets that group's σ goal (the bound scales as 1/(S/N))."""
     out = {}
@@ -126,20 +149,19 @@ def miles_summary(grid: SpectraSet, groups: dict[str, np.ndarray], goals: dict[s
     return out
 
 
-def hot_edge(grid: SpectraSet, snr: float = 50.0) -> dict:
-    """The Teff bound of the grid's hottest dwarfs near solar metallicity (log g ≥ 3.5, [M/H] ≥ -0.5), at the
-    FGK box's hot edge: how far past it a star must be before its spectrum can tell (the out-of-domain goal)."""
+def hot_edge(grid: SpectraSet, snr: float = SYNTHETIC_SNR) -> dict:
+    """The Teff bound of the grid's hottest dwarfs (log g ≥ 3.5, [M/H] ≥ :data:`HOT_EDGE_MIN_METALLICITY`), at
+    the FGK box's hot edge: how far past it a star must be before its spectrum can tell (the out-of-domain goal)."""
     labels = np.asarray(grid.labels)
     rows = np.flatnonzero((labels[:, 0] == labels[:, 0].max()) & (labels[:, 1] >= GIANT_LOGG)
-                          & (labels[:, 2] >= -0.5))
+                          & (labels[:, 2] >= HOT_EDGE_MIN_METALLICITY))
     b = node_bounds(grid, rows, snr)[:, 0]
     return {"teff": float(labels[:, 0].max()), "nodes": len(rows), "snr": snr, "median": float(np.nanmedian(b)),
             "p10": float(np.nanpercentile(b, 10)), "p90": float(np.nanpercentile(b, 90)),
-            # one-sided 95 % on each side (in-domain false flags and missed stars): 2 x 1.645 bounds
-            "separation_for_95_and_5_percent": float(2 * 1.645 * np.nanmedian(b))}
+            "separation_for_95_and_5_percent": float(2 * ONE_SIDED_95 * np.nanmedian(b))}
 
 
-def _node_intervals(error: np.ndarray, n_boot: int = 2000, seed: int = 0) -> dict:
+def _node_intervals(error: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) -> dict:
     """95 % percentile bootstrap intervals over nodes of σ and MAD of ``error`` (one network, so nodes only)."""
     idx = np.random.default_rng(seed).integers(0, len(error), size=(n_boot, len(error)))
     sample = error[idx]
@@ -149,22 +171,17 @@ def _node_intervals(error: np.ndarray, n_boot: int = 2000, seed: int = 0) -> dic
             "mad_ci95": [float(v) for v in np.percentile(mad, [2.5, 97.5])]}
 
 
-def measure(model_path, grid: SpectraSet, snr: float = 50.0) -> dict:
-    """Bounds on the grid's held-out nodes, the network's errors on them, and how the two relate."""
-    from scipy.stats import spearmanr
-
-    from remap_lib.evaluation import study
-    from remap_lib.evaluation.studystats import _part_array
-    from remap_lib.nn.modelfile import load_model
-
-    split = np.asarray(grid.meta["split"])
-    rows = np.flatnonzero(split == "test")
+def measure(model_path, grid: SpectraSet) -> dict:
+    """Bounds on the grid's held-out nodes at the study's S/N, the network's errors on them (the study's noise,
+    :func:`~remap_lib.evaluation.study._held_out_node_predictions`), and how the two relate."""
+    snr = SYNTHETIC_SNR
+    rows = np.flatnonzero(np.asarray(grid.meta["split"]) == "test")
     bounds = {"labels only": node_bounds(grid, rows, snr, nuisances=False),
               "with nuisances": node_bounds(grid, rows, snr)}
-    if snr != study.SYNTHETIC_SNR:
-        raise ValueError(f"the network is scored at the study's S/N {study.SYNTHETIC_SNR:g}; got {snr:g}")
     model = load_model(model_path)[0].eval()
-    ids, truth, pred = _part_array(study._held_out_node_predictions(model, grid)["synthetic_test"])
+    ids, truth, pred = _part_array(_held_out_node_predictions(model, grid)["synthetic_test"])
+    if list(ids) != [str(i) for i in grid.ids[rows]]:
+        raise ValueError("the held-out node predictions are not in the grid's order of its test nodes")
     error = pred[:, :, 0] - truth
     bound = bounds["with nuisances"]
     ok = np.isfinite(bound).all(axis=1)
@@ -175,15 +192,16 @@ def measure(model_path, grid: SpectraSet, snr: float = 50.0) -> dict:
         result["bound"][kind] = {n: {"rms": float(np.sqrt(np.nanmean(b[:, j] ** 2))),
                                      "median": float(np.nanmedian(b[:, j]))} for j, n in enumerate(LABEL_NAMES)}
     for j, n in enumerate(LABEL_NAMES):
+        every = error[:, j]  # the network's σ and MAD on every node, as the study scores it
+        result["network"][n] = {"sigma": float(np.std(every)),
+                                "mad": float(np.median(np.abs(every - np.median(every)))), **_node_intervals(every)}
         e = error[ok, j]
         # a rank correlation needs values that differ (an untrained network's errors may not)
         rho = spearmanr(np.abs(e), bound[ok, j]) if min(np.ptp(np.abs(e)), np.ptp(bound[ok, j])) > 0 else None
-        result["network"][n] = {"sigma": float(np.std(e)), "mad": float(np.median(np.abs(e - np.median(e)))),
-                                **_node_intervals(e)}
         result["relation"][n] = {
             "spearman_abs_error_vs_bound": None if rho is None else float(rho.statistic),
             "p_value": None if rho is None else float(rho.pvalue),
-            # the share of the network's squared error on the nodes whose Teff bound exceeds TAIL_TEFF
+            # the share of the network's squared error (on nodes with a bound) whose Teff bound exceeds TAIL_TEFF
             "share_of_squared_error_in_bound_tail": float(np.sum(error[tail, j] ** 2) / np.sum(e**2)),
         }
     result["bound_tail"] = {"teff_above_K": TAIL_TEFF, "nodes": int(tail.sum()),
@@ -196,9 +214,6 @@ def measure(model_path, grid: SpectraSet, snr: float = 50.0) -> dict:
     return result
 
 
-REPORT_FILE = RESULTS_DIR / "node_bound.json"
-
-
 def read_report(path=REPORT_FILE) -> dict | None:
     """The report ``python -m remap_lib.evaluation.nodebound`` writes, or None where there is none."""
     path = Path(path)
@@ -206,19 +221,11 @@ def read_report(path=REPORT_FILE) -> dict | None:
 
 
 def main(argv=None) -> int:
-    from remap_lib.data.dataset import read_dataset
-    from remap_lib.data.pretrained import find_pretrained
-    from remap_lib.paths import work_dir
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="default")
     parser.add_argument("--model", default=None, help="a pretrained network (default: the profile's shipped one)")
-    parser.add_argument("--snr", type=float, default=50.0)
     parser.add_argument("--out", default=str(REPORT_FILE))
     args = parser.parse_args(argv)
-    from remap_lib.data.splits import DEFAULT_SPLITS, read_splits
-    from remap_lib.evaluation.studyreport import GOAL_SIGMA
-
     model = Path(args.model) if args.model else find_pretrained(args.profile, "deep-remap").path
     grid = read_dataset(work_dir(args.profile) / "synthetic.h5")
     miles = read_dataset(work_dir(args.profile) / "miles.h5")
@@ -226,26 +233,24 @@ def main(argv=None) -> int:
     groups = {"cv_dwarfs": miles.labels[np.isin(role, ("finetune", "validation", "calibration"))],
               "calibration_stars": miles.labels[role == "calibration"],
               "giants": miles.labels[role == "giant_candidate"]}
-    from remap_lib.training.trainsets import der_snr_noise
-
     # what DER_SNR makes of spectra without noise: the line structure it reads as noise
     read = 1.0 / der_snr_noise(np.where(grid.mask, np.nan, grid.flux))
     result = {"model": model.name, "grid": grid.provenance.get("source", "synthetic grid"),
-              **measure(model, grid, args.snr), "miles": miles_summary(grid, groups, GOAL_SIGMA, args.snr),
-              "hot_edge": hot_edge(grid, args.snr),
+              **measure(model, grid), "miles": miles_summary(grid, groups, GOAL_SIGMA),
+              "hot_edge": hot_edge(grid),
               "der_snr_of_noise_free_grid": {"median": float(np.median(read)),
                                              "p10": float(np.percentile(read, 10)),
                                              "p90": float(np.percentile(read, 90))}}
     write_json(args.out, result)
-    b, net = result["bound"]["with nuisances"], result["network"]
-    print(f"{result['nodes_with_bound']} of {result['nodes']} held-out nodes at S/N {args.snr:g}; rms bound "
+    b, net, snr = result["bound"]["with nuisances"], result["network"], result["snr"]
+    print(f"{result['nodes_with_bound']} of {result['nodes']} held-out nodes at S/N {snr:g}; rms bound "
           + " / ".join(f"{b[n]['rms']:.3g}" for n in LABEL_NAMES) + "; median bound "
           + " / ".join(f"{b[n]['median']:.3g}" for n in LABEL_NAMES) + "; network σ "
           + " / ".join(f"{net[n]['sigma']:.3g}" for n in LABEL_NAMES))
     edge = result["hot_edge"]
-    print(f"hot edge ({edge['teff']:g} K dwarfs): median Teff bound {edge['median']:.0f} K at S/N {args.snr:g}")
+    print(f"hot edge ({edge['teff']:g} K dwarfs): median Teff bound {edge['median']:.0f} K at S/N {snr:g}")
     for name, m in result["miles"].items():
-        print(f"MILES {name} ({m['stars']}): rms bound at S/N {args.snr:g} "
+        print(f"MILES {name} ({m['stars']}): rms bound at S/N {snr:g} "
               + " / ".join(f"{m[n]['rms']:.3g}" for n in LABEL_NAMES) + "; S/N for the rms bound at the goal "
               + " / ".join(f"{m[n]['snr_for_rms_at_goal']:.0f}" for n in LABEL_NAMES))
     return 0

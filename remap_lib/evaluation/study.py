@@ -61,7 +61,7 @@ from remap_lib.evaluation.studyrows import (
 )
 from remap_lib.fileio import sha256_file
 from remap_lib.nn.binning import DEFAULT_BINS, QUANTILES
-from remap_lib.nn.modelfile import load_model, package_versions, save_model
+from remap_lib.nn.modelfile import load_model, package_versions, save_model, weights_sha256
 from remap_lib.paths import RESULTS_DIR, work_dir
 from remap_lib.training.augment import AugmentConfig
 from remap_lib.training.profiles import resolve
@@ -487,7 +487,9 @@ def _pretrain(study: Study, row: Row, seed: int, scratch: Path) -> tuple[dict, d
     network = result.model.cpu().eval()
     save_model(study.pretrained_path(row, seed), network, DEFAULT_BINS, data.instrument, cfg.to_dict(),
                trainer.label_stats)
-    config = {"pretrain": cfg.to_dict(), "arch": study.budgets.arch, **_grid_config(row)}
+    # the weights' hash, so that a rerun can be checked to give the same network
+    config = {"pretrain": cfg.to_dict(), "arch": study.budgets.arch, **_grid_config(row),
+              "weights_sha256": weights_sha256(network.state_dict())}
     return config, _held_out_node_predictions(network, study.synthetic_for(row))
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from remap_lib.constants import LABEL_NAMES
+from remap_lib.evaluation.study import SYNTHETIC_SNR
 from remap_lib.evaluation.studyrows import ROW_BY_NAME
 from remap_lib.evaluation.studystats import _part_array, label_metrics
 from remap_lib.fileio import write_json
@@ -169,7 +170,7 @@ def main(argv=None) -> int:
     if not rows:
         raise SystemExit(f"no pretraining record under {args.records}/pretrain holds held-out node predictions: "
                          "run `remap study run` for a reduced-budget row first")
-    result = {"source": "pretraining records of remap study run (results/study/pretrain)", "snr": 50.0,
+    result = {"source": "pretraining records of remap study run (results/study/pretrain)", "snr": SYNTHETIC_SNR,
               "rows": summarize(rows)}
     write_json(args.out, result)
     for name, entry in result["rows"].items():

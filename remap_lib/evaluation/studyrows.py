@@ -148,9 +148,10 @@ PEER_COMPARISONS = ((SHIPPED_ROW, "MSE regression CNN"), (SHIPPED_ROW, "The Cann
 #: (reduced budget)``.
 PIXEL_LSF = "grid lines as wide as MILES's (reduced budget)"
 #: Labels between the grid's nodes (issue 12, off-lattice training labels against the error tail): pretrained
-#: at the reduced budget with half of every batch's grid spectra replaced by an interpolation between a node
-#: and a lattice neighbour (:mod:`remap_lib.training.nodemix`), then fine-tuned as ``deep-REMAP (reduced
-#: budget)``, with which it is paired. Half: fixed before the row ran (no share was tried on the study's stars).
+#: at the reduced budget with each grid spectrum of a batch replaced, with probability one half, by an
+#: interpolation between its node and a lattice neighbour (:mod:`remap_lib.training.nodemix`), then fine-tuned
+#: as ``deep-REMAP (reduced budget)``, with which it is paired. One half: fixed before the row ran (no other
+#: value was tried on the study's stars).
 OFF_LATTICE = "labels between the grid nodes (reduced budget)"
 OFF_LATTICE_MIX = 0.5
 #: S/N per pixel of the degraded copies the rehearsal and noise rows are also scored on (paired: the

@@ -23,6 +23,7 @@ TEXT_COLUMNS = ("source", "name", "flags", "notes", "error")
 
 
 def output_format(path) -> str:
+    """The astropy (or ``hdf5``) format an output path's suffix asks for; a clear error for any other."""
     suffix = Path(path).suffix.lower()
     if suffix not in OUTPUT_FORMATS:
         raise ValueError(f"{path}: output must end in {', '.join(OUTPUT_FORMATS)}")

@@ -4,13 +4,14 @@ A synthetic grid holds spectra at lattice labels only (250 K, 0.5 dex, 0.25 dex 
 box), so a network pretrained on it sees no label between two nodes, and its soft targets occupy only
 the bins at node values. Stars are not on the lattice, nor are the grid's own held-out nodes as seen
 from the training nodes around them. With ``node_mix`` (:class:`~remap_lib.training.train.TrainConfig`),
-each batch replaces that share of its training rows by
+each training row of a batch is replaced, with that probability, by
 
     flux = λ·flux_a + (1 − λ)·flux_b,  labels = λ·labels_a + (1 − λ)·labels_b,  λ ~ U(0, 1),
 
 where b is a random lattice neighbour of a (one step or none in every label, not a itself): the linear
 interpolation between adjacent nodes that grid interpolators use, and the soft targets follow the
-interpolated labels. Augmentation then acts on the mixture as on any spectrum.
+interpolated labels. A row without a lattice neighbour is left as it is. Augmentation then acts on the
+mixture as on any spectrum.
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 2
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    # share of each batch's training rows replaced by an interpolation with a neighbouring grid node
+    # chance that a training row of a batch is replaced by an interpolation with a neighbouring grid node
     # (:mod:`remap_lib.training.nodemix`); for training on a synthetic grid only
     node_mix: float = 0.0
 
@@ -213,7 +213,7 @@ class Trainer:
         self.node_table = None
         if config.node_mix:
             if not 0.0 < config.node_mix <= 1.0:
-                raise ValueError(f"node_mix must be in [0, 1], got {config.node_mix}")
+                raise ValueError(f"node_mix must be in (0, 1] (0 turns it off), got {config.node_mix}")
             self.node_table = lattice_neighbours(train.labels)
         self.loss_fn = MultiTaskLoss(list(self.bins.values()), gamma=config.gamma, cost_sigma=config.cost_sigma,
                                      cost_weight=config.cost_weight, triplet_weight=config.triplet_weight,

@@ -22,7 +22,7 @@ from remap_lib.evaluation import studyrows as sr
 from remap_lib.evaluation.evaluate import scatter_metrics
 from remap_lib.evaluation.folds import fold_ids, make_folds, read_folds, write_folds
 from remap_lib.nn.binning import DEFAULT_BINS
-from remap_lib.nn.modelfile import load_model, save_model
+from remap_lib.nn.modelfile import load_model, save_model, weights_sha256
 from remap_lib.training.augment import AugmentConfig
 from remap_lib.training.train import build_model
 from remap_lib.training.transfer import DISTILL_RATIO
@@ -385,6 +385,8 @@ def test_off_lattice_row_mixes_nodes_in_pretraining_only_and_scores_the_held_out
     assert study.run_study(lattice, study.plan([sr.OFF_LATTICE], [0], lattice.k))["left"] == 0
     pre = runqueue.read_record(lattice.out, f"pretrain/{row.slug}/seed0")
     assert pre["config"]["pretrain"]["node_mix"] == sr.OFF_LATTICE_MIX
+    network = load_model(lattice.pretrained_path(row, 0))[0]
+    assert pre["config"]["weights_sha256"] == weights_sha256(network.state_dict())
     nodes = pre["predictions"][row.name]["synthetic_test"]
     assert nodes["id"] == [str(i) for i in grid.ids[grid.meta["split"] == "test"]]
     assert nodes["truth"]["teff"] == [float(v) for v in grid.labels[grid.meta["split"] == "test", 0]]

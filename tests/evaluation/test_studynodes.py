@@ -7,8 +7,8 @@ from remap_lib.evaluation import studynodes
 from remap_lib.evaluation import studyrows as sr
 from remap_lib.nn.binning import QUANTILES
 
-IDS = [f"node{i}" for i in range(6)]
-TRUTH = np.column_stack([np.linspace(4000, 6500, 6), np.full(6, 4.0), np.zeros(6)])
+IDS = [f"node{i}" for i in range(40)]  # enough nodes that no resample is all +30 or all -30
+TRUTH = np.column_stack([np.linspace(4000, 6500, 40), np.full(40, 4.0), np.zeros(40)])
 
 
 def _part(offset_teff, ids=IDS, truth=TRUTH):
@@ -36,14 +36,14 @@ def _write(root, row, seed, part, reversed_order=False):
 
 
 def test_metrics_and_paired_difference_on_hand_computed_nodes(tmp_path):
-    wobble = np.array([30.0, -30.0, 30.0, -30.0, 30.0, -30.0])  # σ 30 K, bias 0, MAD 30 K
+    wobble = np.array([30.0, -30.0] * 20)  # σ 30 K, bias 0, MAD 30 K
     for seed in range(3):
         _write(tmp_path, sr.REDUCED, seed, _part(wobble), reversed_order=seed == 1)
-        _write(tmp_path, sr.OFF_LATTICE, seed, _part(np.full(6, 10.0)))  # σ 0, bias +10 K
+        _write(tmp_path, sr.OFF_LATTICE, seed, _part(np.full(40, 10.0)))  # σ 0, bias +10 K
     _write(tmp_path, sr.REDUCED, 7, _part(wobble))  # a seed the other row lacks: not paired
     result = studynodes.summarize(studynodes.load_node_predictions(tmp_path), n_boot=200)
     ref, new = result[sr.REDUCED], result[sr.OFF_LATTICE]
-    assert ref["seeds"] == [0, 1, 2, 7] and ref["nodes"] == 6
+    assert ref["seeds"] == [0, 1, 2, 7] and ref["nodes"] == 40
     assert ref["metrics"]["sigma"]["teff"]["value"] == pytest.approx(30.0)
     assert ref["metrics"]["mad"]["teff"]["value"] == pytest.approx(30.0)
     assert ref["metrics"]["coverage68"]["teff"]["value"] == pytest.approx(1.0)  # |30| < 100
@@ -61,19 +61,17 @@ def test_metrics_and_paired_difference_on_hand_computed_nodes(tmp_path):
 def test_command_writes_the_report_and_refuses_records_without_nodes(tmp_path, capsys):
     with pytest.raises(SystemExit, match="no pretraining record"):
         studynodes.main(["--records", str(tmp_path), "--out", str(tmp_path / "nodes.json")])
-    _write(tmp_path, sr.REDUCED, 0, _part(np.zeros(6)))
+    _write(tmp_path, sr.REDUCED, 0, _part(np.zeros(40)))
     assert studynodes.main(["--records", str(tmp_path), "--out", str(tmp_path / "nodes.json")]) == 0
     report = json.loads((tmp_path / "nodes.json").read_text())
     assert report["rows"][sr.REDUCED]["metrics"]["sigma"]["teff"]["value"] == 0.0
-    assert "1 seeds, 6 nodes" in capsys.readouterr().out
+    assert "1 seeds, 40 nodes" in capsys.readouterr().out
 
 
 def test_table_and_sentence_quote_the_report(tmp_path):
-    ids = [f"node{i}" for i in range(40)]  # enough nodes that no resample is all +30 or all -30
-    truth = np.column_stack([np.linspace(4000, 6500, 40), np.full(40, 4.0), np.zeros(40)])
     for seed in range(2):
-        _write(tmp_path, sr.REDUCED, seed, _part(np.array([30.0, -30.0] * 20), ids, truth))
-        _write(tmp_path, sr.OFF_LATTICE, seed, _part(np.zeros(40), ids, truth))
+        _write(tmp_path, sr.REDUCED, seed, _part(np.array([30.0, -30.0] * 20)))
+        _write(tmp_path, sr.OFF_LATTICE, seed, _part(np.zeros(40)))
     studynodes.main(["--records", str(tmp_path), "--out", str(tmp_path / "nodes.json")])
     report = studynodes.read_nodes(tmp_path / "nodes.json")
     frame = studynodes.table(report, [sr.REDUCED, sr.OFF_LATTICE, "no SWA"])  # a row not run is left out
