@@ -48,6 +48,7 @@ from remap_lib.evaluation.studystats import _part_array
 from remap_lib.fileio import write_json
 from remap_lib.nn.modelfile import load_model
 from remap_lib.paths import RESULTS_DIR, work_dir
+from remap_lib.training.nodemix import Lattice
 from remap_lib.training.trainsets import der_snr_noise, nearest_by_labels
 
 #: The nuisances marginalized in the reported bound: continuum scale, continuum slope, radial velocity.
@@ -62,36 +63,17 @@ ONE_SIDED_95 = float(norm.ppf(0.95))
 REPORT_FILE = RESULTS_DIR / "node_bound.json"
 
 
-class _Lattice:
-    """The grid's labels, flux and node lookup, built once for every node's differences."""
-
-    def __init__(self, grid: SpectraSet):
-        self.labels = np.asarray(grid.labels, dtype=np.float64)
-        self.flux = np.asarray(grid.flux, dtype=np.float64)
-        self.at = {tuple(v): i for i, v in enumerate(self.labels)}
-        self.levels = [np.unique(self.labels[:, j]) for j in range(self.labels.shape[1])]
-
-    def neighbour(self, row: int, j: int, step: int) -> int | None:
-        """The node one lattice step (``step`` = ±1) from ``row`` along label ``j``, if the grid holds it."""
-        levels = self.levels[j]
-        k = int(np.searchsorted(levels, self.labels[row, j])) + step
-        if not 0 <= k < len(levels):
-            return None
-        moved = self.labels[row].copy()
-        moved[j] = levels[k]
-        return self.at.get(tuple(moved))
-
-
-def label_jacobian(grid: SpectraSet, row: int, lattice: _Lattice | None = None) -> np.ndarray | None:
+def label_jacobian(grid: SpectraSet, row: int, lattice: Lattice | None = None) -> np.ndarray | None:
     """∂flux/∂label (3, npix) at grid node ``row`` from its lattice neighbours, or None at a missing one."""
-    lat = lattice or _Lattice(grid)
+    lattice = lattice or Lattice(grid.labels)
+    labels = np.asarray(grid.labels, dtype=np.float64)
     rows = []
-    for j in range(lat.labels.shape[1]):
-        up, down = (lat.neighbour(row, j, step) for step in (1, -1))
+    for j in range(labels.shape[1]):
+        up, down = (lattice.at(row, [step if i == j else 0 for i in range(labels.shape[1])]) for step in (1, -1))
         up, down = (row if up is None else up), (row if down is None else down)  # one-sided at an edge
         if up == down:  # no neighbour on either side
             return None
-        rows.append((lat.flux[up] - lat.flux[down]) / (lat.labels[up, j] - lat.labels[down, j]))
+        rows.append((np.asarray(grid.flux[up], dtype=np.float64) - grid.flux[down]) / (labels[up, j] - labels[down, j]))
     return np.array(rows)
 
 
@@ -107,7 +89,7 @@ def node_bounds(grid: SpectraSet, rows, snr: float, nuisances: bool = True) -> n
     Masked pixels carry no information. NaN for a node without lattice neighbours along every label.
     """
     out = np.full((len(rows), len(LABEL_NAMES)), np.nan)
-    lattice = _Lattice(grid)
+    lattice = Lattice(grid.labels)
     for n, row in enumerate(rows):
         jac = label_jacobian(grid, int(row), lattice)
         if jac is None:

@@ -30,6 +30,7 @@ Commands (each ``nice -n 19`` on a shared machine)::
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shutil
@@ -269,8 +270,6 @@ class Study:
 
 def _grid_source(data: SpectraSet) -> str:
     """The synthetic grid a set was degraded from, as comparable text (its provenance, JSON round-trip safe)."""
-    import json
-
     return json.dumps(data.provenance.get("grid"), sort_keys=True, default=str)
 
 

@@ -25,11 +25,10 @@ import numpy as np
 from remap_lib.constants import LABEL_NAMES
 from remap_lib.evaluation.study import SYNTHETIC_SNR
 from remap_lib.evaluation.studyrows import ROW_BY_NAME
-from remap_lib.evaluation.studystats import _part_array, label_metrics
+from remap_lib.evaluation.studystats import METRICS, _part_array, label_metrics
 from remap_lib.fileio import write_json
 from remap_lib.paths import RESULTS_DIR
 
-METRICS = ("sigma", "bias", "mad", "coverage68", "coverage95")
 N_BOOT = 2000
 PART = "synthetic_test"
 NODES_FILE = RESULTS_DIR / "study_nodes.json"
@@ -44,6 +43,11 @@ def load_node_predictions(out) -> dict[str, dict[int, tuple[list[str], np.ndarra
             if PART in parts:
                 rows.setdefault(name, {})[int(rec["seed"])] = _part_array(parts[PART])
     return rows
+
+
+def _common_ids(*per_seed: dict) -> list[str]:
+    """The node ids every seed of every given row predicted, sorted."""
+    return sorted(set.intersection(*(set(v[0]) for rows in per_seed for v in rows.values())))
 
 
 def _aligned(per_seed: dict, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -70,7 +74,7 @@ def summarize(rows: dict, seed: int = 0, n_boot: int = N_BOOT) -> dict:
     rng = np.random.default_rng(seed)
     result = {}
     for name, per_seed in rows.items():
-        ids = sorted(set.intersection(*(set(v[0]) for v in per_seed.values())))
+        ids = _common_ids(per_seed)
         truth, pred = _aligned(per_seed, ids)
         boot_nodes = rng.integers(0, len(ids), size=(n_boot, len(ids)))
         boot_seeds = rng.integers(0, len(pred), size=(n_boot, len(pred)))
@@ -98,9 +102,10 @@ def _boot(pred, truth, boot_nodes, boot_seeds) -> dict[str, np.ndarray]:
 
 def _paired(row: dict, ref: dict, reference: str, rng, n_boot: int) -> dict:
     seeds = sorted(set(row) & set(ref))
-    ids = sorted(set.intersection(*(set(v[0]) for v in [*(row[s] for s in seeds), *(ref[s] for s in seeds)])))
-    truth, a = _aligned({s: row[s] for s in seeds}, ids)
-    _, b = _aligned({s: ref[s] for s in seeds}, ids)
+    row, ref = {s: row[s] for s in seeds}, {s: ref[s] for s in seeds}
+    ids = _common_ids(row, ref)
+    truth, a = _aligned(row, ids)
+    _, b = _aligned(ref, ids)
     boot_nodes = rng.integers(0, len(ids), size=(n_boot, len(ids)))
     boot_seeds = rng.integers(0, len(seeds), size=(n_boot, len(seeds)))
     pa, pb = _seed_mean(a, truth), _seed_mean(b, truth)

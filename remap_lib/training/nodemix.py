@@ -26,29 +26,41 @@ import torch
 MAX_LATTICE_LEVELS = 64
 
 
-def lattice_neighbours(labels) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each row's lattice neighbours: rows whose labels are at most one lattice step away in every label.
+class Lattice:
+    """Labels as lattice indices: each label's sorted distinct values, each row's index in them, and the row at
+    each index. Steps are counted in those values, so uneven spacings (MARCS's 100 K steps below 4000 K) are
+    steps too. Shared by node mixing and the grid's Cramér–Rao bounds (:mod:`remap_lib.evaluation.nodebound`).
 
-    Returns ``table`` (n, k) of neighbour rows, padded with -1, and ``counts`` (n,). Steps are counted in
-    each label's sorted distinct values, so uneven spacings (MARCS's 100 K steps below 4000 K) are steps too.
     Raises ``ValueError`` when the labels are not a lattice (non-finite, or too many distinct values).
     """
-    labels = np.asarray(labels, dtype=np.float64)
-    if labels.ndim != 2 or not np.isfinite(labels).all():
-        raise ValueError("node mixing needs finite labels for every training row (a synthetic grid)")
-    index = np.empty(labels.shape, dtype=np.int64)
-    for j in range(labels.shape[1]):
-        levels, index[:, j] = np.unique(labels[:, j], return_inverse=True)
-        if len(levels) > MAX_LATTICE_LEVELS:
-            raise ValueError(f"node mixing needs training labels on a grid lattice; label {j} takes {len(levels)} "
-                             f"distinct values (at most {MAX_LATTICE_LEVELS}): these look like observed stars")
-    row_at = {}
-    for row, key in enumerate(map(tuple, index)):
-        row_at.setdefault(key, row)  # a node listed twice counts once
-    offsets = [o for o in itertools.product((-1, 0, 1), repeat=labels.shape[1]) if any(o)]
-    found = [[row_at[k] for o in offsets
-              if (k := tuple(int(i) + d for i, d in zip(key, o, strict=True))) in row_at]
-             for key in map(tuple, index)]
+
+    def __init__(self, labels):
+        labels = np.asarray(labels, dtype=np.float64)
+        if labels.ndim != 2 or not np.isfinite(labels).all():
+            raise ValueError("a grid lattice needs finite labels for every row (a synthetic grid)")
+        self.index = np.empty(labels.shape, dtype=np.int64)
+        self.levels = []
+        for j in range(labels.shape[1]):
+            levels, self.index[:, j] = np.unique(labels[:, j], return_inverse=True)
+            if len(levels) > MAX_LATTICE_LEVELS:
+                raise ValueError(f"node mixing needs labels on a grid lattice; label {j} takes {len(levels)} "
+                                 f"distinct values (at most {MAX_LATTICE_LEVELS}): these look like observed stars")
+            self.levels.append(levels)
+        self.row_at: dict[tuple, int] = {}
+        for row, key in enumerate(map(tuple, self.index)):
+            self.row_at.setdefault(key, row)  # a node listed twice counts once
+
+    def at(self, row: int, offset) -> int | None:
+        """The row ``offset`` (steps per label) away from ``row``, if the lattice holds it."""
+        return self.row_at.get(tuple(int(i) + int(d) for i, d in zip(self.index[row], offset, strict=True)))
+
+
+def lattice_neighbours(labels) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's lattice neighbours: rows whose labels are at most one lattice step away in every label
+    (:class:`Lattice`). Returns ``table`` (n, k) of neighbour rows, padded with -1, and ``counts`` (n,)."""
+    lattice = Lattice(labels)
+    offsets = [o for o in itertools.product((-1, 0, 1), repeat=lattice.index.shape[1]) if any(o)]
+    found = [[k for o in offsets if (k := lattice.at(row, o)) is not None] for row in range(len(lattice.index))]
     counts = torch.tensor([len(f) for f in found], dtype=torch.long)
     table = torch.full((len(found), max((len(f) for f in found), default=0) or 1), -1, dtype=torch.long)
     for row, f in enumerate(found):
