@@ -37,6 +37,8 @@ from remap_lib.nn.modelfile import weights_sha256
 from remap_lib.training.augment import AugmentConfig, Augmenter
 from remap_lib.training.nodemix import lattice_neighbours, mix_with_neighbours
 
+#: What the SWA average's batch-norm statistics can be recomputed on (:attr:`TrainConfig.swa_bn_rows`).
+SWA_BN_ROWS = ("training", "epoch")
 #: Soft-target widths around the exact labels of synthetic spectra (our choice, about a bin): Teff, log g, [Fe/H].
 SYNTHETIC_LABEL_SIGMA = (50.0, 0.1, 0.05)
 
@@ -54,6 +56,10 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     swa_start: float = 0.75  # fraction of the epochs after which weights are averaged (1.0: no SWA)
     swa_lr: float = 3e-4
+    # rows the SWA average's batch-norm statistics are recomputed on: "training" (the labelled training rows
+    # alone, the target domain) or "epoch" (an epoch's mix of them with rehearsal and distillation rows, the
+    # batches the weights were trained on)
+    swa_bn_rows: str = "training"
     gamma: float = 2.0
     cost_weight: float = 1.0
     cost_sigma: tuple[float, float, float] | None = LABEL_SCALES
@@ -76,8 +82,11 @@ class TrainConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["augment"] = self.augment.to_dict()
-        if not self.node_mix:  # absent when off, so configs (and fingerprints) from before it stay as they were
+        # absent when off, so configs (and fingerprints) from before these options stay as they were
+        if not self.node_mix:
             del d["node_mix"]
+        if self.swa_bn_rows == "training":
+            del d["swa_bn_rows"]
         return d
 
     @classmethod
@@ -210,6 +219,8 @@ class Trainer:
         std = np.nanstd(train.labels, axis=0) if label_stats is None else np.asarray(label_stats[1])
         self.label_stats = (mean.tolist(), np.maximum(std, 1e-6).tolist())
         self.augmenter = Augmenter(train.wave, train.instrument, config.augment)
+        if config.swa_bn_rows not in SWA_BN_ROWS:
+            raise ValueError(f"swa_bn_rows must be one of {SWA_BN_ROWS}, got {config.swa_bn_rows!r}")
         self.node_table = None
         if config.node_mix:
             if not 0.0 < config.node_mix <= 1.0:
@@ -451,6 +462,10 @@ class Trainer:
         return model
 
 
+#: The epoch number whose draws of rehearsal and distillation rows the SWA batch-norm pass uses (past any run).
+SWA_BN_EPOCH = 10_000
+
+
 @torch.no_grad()
 def _update_bn(model: DeepREMAP, trainer: Trainer, seed: int) -> None:
     """Recompute BatchNorm running statistics in one pass over augmented training batches."""
@@ -463,7 +478,11 @@ def _update_bn(model: DeepREMAP, trainer: Trainer, seed: int) -> None:
     model.train()
     gen = _generator(seed, 10_000, 2)
     bs = trainer.config.batch_size
-    order = torch.randperm(trainer.n_main, generator=gen)  # the target domain's statistics, not the rehearsal's
+    if trainer.config.swa_bn_rows == "epoch":  # the statistics of the batches the weights were trained on
+        rows = trainer._epoch_order(SWA_BN_EPOCH)
+        order = rows[torch.randperm(len(rows), generator=gen)]
+    else:  # the target domain's statistics, not the rehearsal's
+        order = torch.randperm(trainer.n_main, generator=gen)
     for i in range(0, len(order), bs):
         idx = order[i:i + bs]
         flux, _, mask = trainer.augmenter(trainer.flux[idx], trainer.ivar[idx], trainer.mask[idx], generator=gen)

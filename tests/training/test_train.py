@@ -1,4 +1,5 @@
 import os
+from dataclasses import replace
 import subprocess
 import sys
 
@@ -242,3 +243,27 @@ def test_no_rehearsal_is_the_plain_run():
                       rehearsal_ratio=0.0)
     assert trainer.n_main == len(trainer.flux) == 40 and "rehearsal" not in trainer.fingerprint
     assert torch.equal(trainer._epoch_order(3), torch.randperm(40, generator=torch.Generator().manual_seed(303)))
+
+
+@pytest.mark.parametrize("bn_rows, seen", [("training", 40), ("epoch", 60)])
+def test_swa_batch_norm_is_recomputed_on_the_chosen_rows(bn_rows, seen):
+    data = toy_set()
+    train = data.select(data.meta["split"] == "train")  # 40 rows
+    torch.manual_seed(0)
+    cfg = replace(config(epochs=2), swa_bn_rows=bn_rows)
+    trainer = Trainer(build_model(data.flux.shape[1], **TINY_ARCH), train, cfg,
+                      rehearsal=toy_set(n=30, seed=5, id_prefix="g", n_val=0), rehearsal_ratio=0.5)
+    trainer.fit(progress=False)
+    rows = []
+    augment = trainer.augmenter
+    trainer.augmenter = lambda flux, *rest, **kw: (rows.append(len(flux)), augment(flux, *rest, **kw))[1]
+    trainer.final_model()
+    assert sum(rows) == seen  # the 40 training rows, or an epoch's 40 + 20 rehearsal rows
+    assert ("swa_bn_rows" in cfg.to_dict()) == (bn_rows != "training")  # the default leaves old configs as they were
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_unknown_swa_batch_norm_rows_are_refused():
+    data = toy_set()
+    with pytest.raises(ValueError, match="swa_bn_rows must be one of"):
+        Trainer(build_model(data.flux.shape[1], **TINY_ARCH), data, replace(config(), swa_bn_rows="giants"))
