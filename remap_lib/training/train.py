@@ -39,6 +39,8 @@ from remap_lib.training.nodemix import lattice_neighbours, mix_with_neighbours
 
 #: What the SWA average's batch-norm statistics can be recomputed on (:attr:`TrainConfig.swa_bn_rows`).
 SWA_BN_ROWS = ("training", "epoch")
+#: TrainConfig fields used only after the last epoch (by :meth:`Trainer.final_model`).
+AFTER_TRAINING = ("swa_bn_rows",)
 #: Soft-target widths around the exact labels of synthetic spectra (our choice, about a bin): Teff, log g, [Fe/H].
 SYNTHETIC_LABEL_SIGMA = (50.0, 0.1, 0.05)
 
@@ -117,9 +119,11 @@ def training_fingerprint(config: TrainConfig, train: SpectraSet, model: torch.nn
 
     A checkpoint resumes only when all three match, so rerunning a notebook after changing any of
     them (a parameter, the held-out stars, the pretrained network) trains anew instead of reusing
-    stale work.
+    stale work. Settings applied only once training has finished (:data:`AFTER_TRAINING`) are left out: a
+    finished checkpoint resumes and applies them without training again.
     """
-    return {"settings": _sha256(json.dumps(config.to_dict(), sort_keys=True).encode()),
+    settings = {k: v for k, v in config.to_dict().items() if k not in AFTER_TRAINING}
+    return {"settings": _sha256(json.dumps(settings, sort_keys=True).encode()),
             "training data": data_sha256(train), "starting weights": weights_sha256(model.state_dict())}
 
 

@@ -1,7 +1,7 @@
 import os
-from dataclasses import replace
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -267,3 +267,25 @@ def test_unknown_swa_batch_norm_rows_are_refused():
     data = toy_set()
     with pytest.raises(ValueError, match="swa_bn_rows must be one of"):
         Trainer(build_model(data.flux.shape[1], **TINY_ARCH), data, replace(config(), swa_bn_rows="giants"))
+
+
+def test_a_finished_run_applies_a_new_swa_batch_norm_choice_without_training_again(tmp_path):
+    data = toy_set()
+    train = data.select(data.meta["split"] == "train")
+    synth = toy_set(n=30, seed=5, id_prefix="g", n_val=0)
+
+    def fit(bn_rows):
+        torch.manual_seed(0)
+        trainer = Trainer(build_model(data.flux.shape[1], **TINY_ARCH), train,
+                          replace(config(epochs=2), swa_bn_rows=bn_rows), out_dir=tmp_path,
+                          rehearsal=synth, rehearsal_ratio=0.5)
+        return trainer, trainer.fit(progress=False)
+
+    _, first = fit("training")
+    trainer, second = fit("epoch")
+    assert "resumed after epoch 2" in trainer.resume_note  # the finished run, not trained again
+    assert second.history == first.history
+    before, after = first.model.state_dict(), second.model.state_dict()
+    weights = [k for k, v in before.items() if "running" not in k and v.is_floating_point()]
+    assert all(torch.equal(before[k], after[k]) for k in weights)  # the same SWA average
+    assert not torch.equal(before["stem.1.running_mean"], after["stem.1.running_mean"])  # other BN statistics
