@@ -9,7 +9,7 @@ import yaml
 
 from remap_lib.fileio import RemapDataError
 from remap_lib.spectra.instruments import MAX_RV_KMS
-from remap_lib.training.profiles import CALIBRATION_METHODS, resolve
+from remap_lib.training.profiles import CALIBRATION_METHODS, SWA_BN_ROWS, resolve
 
 
 def _fetch(args) -> int:
@@ -149,7 +149,8 @@ def _finetune(args) -> int:
 
     work = _work(args)
     overrides = {k: getattr(args, k) for k in ("epochs", "members", "batch_size", "lr", "rehearsal", "noise_snr_min",
-                                               "distill", "distill_labels") if getattr(args, k) is not None}
+                                               "distill", "distill_labels", "swa_bn_rows")
+                 if getattr(args, k) is not None}
     pretrained = args.pretrained
     if pretrained is None:
         start = find_pretrained(args.profile, work=work)
@@ -351,6 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "the pretrained network's own PMFs (default: the profile's)")
     p.add_argument("--distill-labels", nargs="+", choices=("teff", "logg", "feh"), default=None,
                    help="the labels distillation teaches (default: the profile's, teff and logg)")
+    p.add_argument("--swa-bn-rows", choices=SWA_BN_ROWS, default=None,
+                   help="what the weight average's batch-norm statistics are recomputed on: the fine-tuning stars "
+                        "(training) or an epoch's mix of them with the rehearsed and distilled spectra (epoch); "
+                        "default: the profile's")
     p.add_argument("--synthetic", default=None, help="synthetic training file to rehearse (default: WORK/synthetic.h5)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")

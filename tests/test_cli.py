@@ -109,7 +109,7 @@ def test_prepare_missing_grid_is_a_clear_error(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("argv, words", [
     (["predict", "--help"], ["--model", "--output", "--pmf", "--batch-size", "--workers", "--chunk-size",
                              "exit codes", "torchrun"]),
-    (["finetune", "--help"], ["--pretrained", "--epochs", "--members", "--splits"]),
+    (["finetune", "--help"], ["--pretrained", "--epochs", "--members", "--splits", "--swa-bn-rows"]),
     (["calibrate", "--help"], ["--members", "--miles"]),
     (["validate", "--help"], ["--json", "--members"]),
     (["export", "--help"], ["--output", "--synthetic"]),

@@ -31,9 +31,9 @@ from remap_lib.training.transfer import (
     LITERATURE_SIGMA,
     by_role,
     ensemble_pmfs,
-    finetune_config,
     finetune_ensemble,
     load_ensemble,
+    profile_finetune_config,
     summarize,
     unlabelled,
 )
@@ -65,9 +65,7 @@ def finetune(pretrained, miles_file, out_dir, profile: str = "default", splits_f
     """
     p = resolve("finetune", profile, **overrides)
     sets = _roles(miles_file, splits_file)
-    config = finetune_config(epochs=p["epochs"], batch_size=p["batch_size"], lr=p["lr"],
-                             freeze_epochs=p["freeze_epochs"], backbone_lr_factor=p["backbone_lr_factor"],
-                             swa_start=p["swa_start"], seed=seed, noise_snr_min=p["noise_snr_min"])
+    config = profile_finetune_config(p, seed)
     rehearsal = rehearsal_set(synthetic_file or Path(miles_file).with_name("synthetic.h5")) if p["rehearsal"] else None
     distill = unlabelled(sets["giant_candidate"]) if p["distill"] and "giant_candidate" in sets else None
     return finetune_ensemble(pretrained, sets["finetune"], sets.get("validation"), config, out_dir,

@@ -19,6 +19,10 @@ import functools
 #: "coverage", one temperature per head shared by the members, fitted to the ensemble's interval coverage.
 CALIBRATION_METHODS = ("nll", "coverage")
 
+#: What the SWA average's batch-norm statistics can be recomputed on (``TrainConfig.swa_bn_rows``): "training",
+#: the labelled training rows alone; "epoch", an epoch's mix of them with the rehearsed and distilled rows.
+SWA_BN_ROWS = ("training", "epoch")
+
 PROFILE_NAMES = ("smoke", "default", "paper")
 
 
@@ -48,6 +52,7 @@ def _finetune_defaults() -> dict:
     # noise down to S/N 5
     return {"epochs": c.epochs, "batch_size": c.batch_size, "lr": c.lr, "freeze_epochs": c.freeze_epochs,
             "backbone_lr_factor": c.backbone_lr_factor, "members": 3, "swa_start": c.swa_start,
+            "swa_bn_rows": c.swa_bn_rows,
             "rehearsal": REHEARSAL_RATIO, "noise_snr_min": NOISE_MATCHED_SNR_MIN, "distill": DISTILL_RATIO,
             "distill_labels": list(DISTILLED_LABELS)}
 

@@ -36,9 +36,8 @@ from remap_lib.nn.model import DeepREMAP
 from remap_lib.nn.modelfile import weights_sha256
 from remap_lib.training.augment import AugmentConfig, Augmenter
 from remap_lib.training.nodemix import lattice_neighbours, mix_with_neighbours
+from remap_lib.training.profiles import SWA_BN_ROWS
 
-#: What the SWA average's batch-norm statistics can be recomputed on (:attr:`TrainConfig.swa_bn_rows`).
-SWA_BN_ROWS = ("training", "epoch")
 #: TrainConfig fields used only after the last epoch (by :meth:`Trainer.final_model`).
 AFTER_TRAINING = ("swa_bn_rows",)
 #: Soft-target widths around the exact labels of synthetic spectra (our choice, about a bin): Teff, log g, [Fe/H].

@@ -78,6 +78,13 @@ def finetune_config(epochs: int = 40, batch_size: int = 32, lr: float = 1e-3, fr
     return replace(base, **overrides)
 
 
+def profile_finetune_config(p: dict, seed: int = 0, **overrides) -> TrainConfig:
+    """The fine-tuning settings of a resolved ``finetune`` profile ``p`` (notebook 03, ``remap finetune``)."""
+    return finetune_config(epochs=p["epochs"], batch_size=p["batch_size"], lr=p["lr"], freeze_epochs=p["freeze_epochs"],
+                           backbone_lr_factor=p["backbone_lr_factor"], swa_start=p["swa_start"],
+                           swa_bn_rows=p["swa_bn_rows"], seed=seed, noise_snr_min=p["noise_snr_min"], **overrides)
+
+
 def by_role(data: SpectraSet, splits: pd.DataFrame) -> dict[str, SpectraSet]:
     """Split a MILES dataset file's rows by the ``role`` column of the splits table (ids 'mNNNN')."""
     role_of = dict(zip(splits["id"], splits["role"], strict=True))

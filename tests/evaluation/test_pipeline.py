@@ -167,3 +167,13 @@ def test_role_predictions_and_giant_dwarf_by_role_by_hand():
 def test_rehearsal_without_the_synthetic_file_says_what_to_run(tmp_path):
     with pytest.raises(pipeline.RemapDataError, match=r"synthetic\.h5.*run `remap prepare`.*--rehearsal 0"):
         pipeline.rehearsal_set(tmp_path / "synthetic.h5")
+
+
+def test_finetune_passes_the_swa_batch_norm_choice(setup, tmp_path, monkeypatch):
+    tmp, pre = setup
+    configs = []
+    monkeypatch.setattr(pipeline, "finetune_ensemble", lambda *args, **kwargs: configs.append(args[3]) or [])
+    for choice in (None, "epoch"):
+        extra = {} if choice is None else {"swa_bn_rows": choice}
+        pipeline.finetune(pre, tmp / "miles.h5", tmp_path / "ft", "smoke", tmp / "splits.csv", progress=False, **extra)
+    assert [c.swa_bn_rows for c in configs] == ["training", "epoch"]  # the profile's, then the override
