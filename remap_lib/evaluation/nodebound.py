@@ -20,7 +20,7 @@ So the bounds say which nodes carry the information, not a hard floor on the net
     python -m remap_lib.evaluation.nodebound [--profile default] [--model M] [--out results/node_bound.json]
 
 scores the shipped pretrained network on the same nodes and noise as the study's pretraining records
-(:func:`remap_lib.evaluation.study._held_out_node_predictions`) and reports both. It also gives the bound
+(:func:`remap_lib.evaluation.studyruns.held_out_node_predictions`) and reports both. It also gives the bound
 at the literature labels of the MILES dwarfs and giants (:func:`star_bounds`: the nearest grid node's,
 as if each star were the grid's spectrum), and the S/N per pixel at which its rms meets issue 12's σ
 goals for them. At S/N, not at each star's S/N: DER_SNR, the only noise estimate MILES allows, reads
@@ -41,9 +41,9 @@ from remap_lib.constants import C_KMS, GIANT_LOGG, LABEL_NAMES
 from remap_lib.data.dataset import SpectraSet, read_dataset
 from remap_lib.data.pretrained import find_pretrained
 from remap_lib.data.splits import DEFAULT_SPLITS, read_splits
-from remap_lib.evaluation.study import SYNTHETIC_SNR, _held_out_node_predictions
 from remap_lib.evaluation.studynodes import N_BOOT
 from remap_lib.evaluation.studyreport import GOAL_NODE_SIGMA, GOAL_SIGMA
+from remap_lib.evaluation.studyruns import SYNTHETIC_SNR, held_out_node_predictions
 from remap_lib.evaluation.studystats import _part_array
 from remap_lib.fileio import write_json
 from remap_lib.nn.modelfile import load_model
@@ -155,13 +155,13 @@ def _node_intervals(error: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) -> d
 
 def measure(model_path, grid: SpectraSet) -> dict:
     """Bounds on the grid's held-out nodes at the study's S/N, the network's errors on them (the study's noise,
-    :func:`~remap_lib.evaluation.study._held_out_node_predictions`), and how the two relate."""
+    :func:`~remap_lib.evaluation.studyruns.held_out_node_predictions`), and how the two relate."""
     snr = SYNTHETIC_SNR
     rows = np.flatnonzero(np.asarray(grid.meta["split"]) == "test")
     bounds = {"labels only": node_bounds(grid, rows, snr, nuisances=False),
               "with nuisances": node_bounds(grid, rows, snr)}
     model = load_model(model_path)[0].eval()
-    ids, truth, pred = _part_array(_held_out_node_predictions(model, grid)["synthetic_test"])
+    ids, truth, pred = _part_array(held_out_node_predictions(model, grid)["synthetic_test"])
     if list(ids) != [str(i) for i in grid.ids[rows]]:
         raise ValueError("the held-out node predictions are not in the grid's order of its test nodes")
     error = pred[:, :, 0] - truth

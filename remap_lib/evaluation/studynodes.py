@@ -3,7 +3,7 @@
 Issue 12 asks for σ ≤ 60 K / 0.12 / 0.06 dex and a T<sub>eff</sub> MAD ≤ 25 K on the synthetic grid's held-out
 nodes at S/N 50: the error tail of a network on spectra of its own library. The rows that pretrain (the
 reduced budget's) record, per seed, their pretrained network's predictions for those nodes
-(:func:`remap_lib.evaluation.study.run_task`). Per row and label this module gives the mean over seeds of
+(:func:`remap_lib.evaluation.studyruns.run_task`). Per row and label this module gives the mean over seeds of
 σ, bias, MAD and the 68/95 % coverage (:func:`remap_lib.evaluation.studystats.label_metrics`), and, for a
 row paired with its reference, the difference on the same nodes and seeds. Intervals are percentile
 bootstraps that resample the nodes (the same resample for both rows) and the paired seeds together.
@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from remap_lib.constants import LABEL_NAMES
-from remap_lib.evaluation.study import SYNTHETIC_SNR
 from remap_lib.evaluation.studyrows import ROW_BY_NAME
+from remap_lib.evaluation.studyruns import SYNTHETIC_SNR
 from remap_lib.evaluation.studystats import METRICS, _part_array, label_metrics
 from remap_lib.fileio import write_json
 from remap_lib.paths import RESULTS_DIR

@@ -17,7 +17,7 @@ import toydata
 from toydata import INSTRUMENT, TINY_ARCH
 
 from remap_lib.data.dataset import LABEL_NAMES
-from remap_lib.evaluation import runqueue, study, studystats
+from remap_lib.evaluation import runqueue, study, studyruns, studystats
 from remap_lib.evaluation import studyrows as sr
 from remap_lib.evaluation.evaluate import scatter_metrics
 from remap_lib.evaluation.folds import fold_ids, make_folds, read_folds, write_folds
@@ -309,6 +309,19 @@ def test_every_row_names_a_known_reference_and_the_reduced_rows_change_one_setti
                for r in derived)
 
 
+def test_the_recipes_variants_change_only_their_own_setting():
+    budgets = study.Budgets.from_profiles("default")
+    recipe = budgets.finetune(sr.ROW_BY_NAME[sr.SHIPPED_ROW], 3)
+    for name, setting in ((sr.NOISE_DISTILL_NO_SWA, {"swa_start": 1.0}),
+                          (sr.NOISE_DISTILL_SWA_BN, {"swa_bn_rows": "epoch"}),
+                          (sr.NOISE_DISTILL_WIDE, {"label_sigma": sr.WIDE_TARGETS})):
+        row = sr.ROW_BY_NAME[name]
+        assert budgets.finetune(row, 3) == dataclasses.replace(recipe, **setting), name
+        assert row.reference == sr.SHIPPED_ROW
+    # the SWA rows get conformal intervals too, as the recipe does, so that their coverage compares
+    assert all(f"{n}, {sr.CONFORMAL}" in sr.ROW_BY_NAME for n in (sr.NOISE_DISTILL_NO_SWA, sr.NOISE_DISTILL_SWA_BN))
+
+
 # -------------------------------------------------------------------------------------------- a tiny study
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
@@ -393,7 +406,7 @@ def test_off_lattice_row_mixes_nodes_in_pretraining_only_and_scores_the_held_out
     fold = runqueue.read_record(lattice.out, f"runs/{row.slug}/seed0_fold0")
     assert "node_mix" not in fold["config"]["finetune"]  # the dwarfs are not a lattice
     # the same network, scored again on the same noise, gives the same record
-    again = study._held_out_node_predictions(load_model(lattice.pretrained_path(row, 0))[0], grid)
+    again = studyruns.held_out_node_predictions(load_model(lattice.pretrained_path(row, 0))[0], grid)
     assert again["synthetic_test"] == nodes
 
 
@@ -466,15 +479,15 @@ def test_tiny_study_distils_the_giants_without_their_labels(tiny, monkeypatch):
         seen["distill"], seen["ratio"], seen["labels"] = args[-3:]
         raise RuntimeError("stop")
 
-    monkeypatch.setattr(study, "finetune", spy)
+    monkeypatch.setattr(studyruns, "finetune", spy)
     with pytest.raises(RuntimeError, match="stop"):
-        study._train_members(st, sr.ROW_BY_NAME[sr.DISTILL], st.pretrained["deep-remap"], st.fold_sets(0),
+        studyruns._train_members(st, sr.ROW_BY_NAME[sr.DISTILL], st.pretrained["deep-remap"], st.fold_sets(0),
                              st.budgets.finetune(sr.ROW_BY_NAME[sr.DISTILL], 0), 1, st.work / "spy")
     assert list(seen["distill"].ids) == st.giants and np.isnan(seen["distill"].labels).all()
     assert seen["ratio"] == DISTILL_RATIO > 0 and seen["labels"] == ("teff", "logg", "feh")
     logg_row = sr.ROW_BY_NAME[sr.NOISE_DISTILL_LOGG]
     with pytest.raises(RuntimeError, match="stop"):
-        study._train_members(st, logg_row, st.pretrained["deep-remap"], st.fold_sets(0),
+        studyruns._train_members(st, logg_row, st.pretrained["deep-remap"], st.fold_sets(0),
                              st.budgets.finetune(logg_row, 0), 1, st.work / "spy")
     assert seen["labels"] == ("logg",) and logg_row.reference == sr.NOISE_DISTILL
     # held out: fold 0 distils the other fold's giants and is scored on its own
@@ -484,7 +497,7 @@ def test_tiny_study_distils_the_giants_without_their_labels(tiny, monkeypatch):
     assert sorted(scored + distilled) == sorted(st.giants)
     held_row = dataclasses.replace(sr.ROW_BY_NAME[sr.DISTILL], giants_held_out=True)
     with pytest.raises(RuntimeError, match="stop"):
-        study._train_members(st, held_row, st.pretrained["deep-remap"], sets,
+        studyruns._train_members(st, held_row, st.pretrained["deep-remap"], sets,
                              st.budgets.finetune(held_row, 0), 1, st.work / "spy")
     assert list(seen["distill"].ids) == distilled and np.isnan(seen["distill"].labels).all()
 
