@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -83,3 +84,15 @@ def test_the_reports_live_in_the_repository_results_folder():
 
     assert synthgap.RESULTS == RESULTS_DIR == REPO_ROOT / "results"
     assert (synthgap.RESULTS / "ood.json").is_file()  # a committed report, where the book pages look
+
+
+def test_main_measures_variants_named_on_the_command_line(tmp_path, monkeypatch):
+    seen = {}
+    base = {"pretrained": Path("a.pt"), "fine-tuned (shipped)": Path("b.pt")}
+    monkeypatch.setattr(synthgap, "networks", lambda: dict(base))
+    monkeypatch.setattr(synthgap, "measure", lambda testset, models: seen.update(models) or {"networks": {}})
+    synthgap.main(["--out", str(tmp_path / "r.json"), "--also", "mix=c.pt"])
+    assert seen == {**base, "mix": Path("c.pt")}
+    for bad in ("no-equals-sign", "pretrained=d.pt"):
+        with pytest.raises(SystemExit):
+            synthgap.main(["--out", str(tmp_path / "r.json"), "--also", bad])
