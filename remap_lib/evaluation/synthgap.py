@@ -248,6 +248,22 @@ def book_section(report: dict, figdir: Path) -> list[str]:
     return lines
 
 
+def read_report(path=REPORT) -> dict | None:
+    """The report ``python -m remap_lib.evaluation.synthgap`` writes, or None where there is none."""
+    path = Path(path)
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def bias_frame(report: dict, group: str = "all"):
+    """Bias and σ per network (rows) and label (columns ``bias teff``, ..., ``σ feh``) for ``group``
+    (``all``, ``dwarfs`` or ``giants``) of the test library, as a pandas DataFrame."""
+    import pandas as pd
+
+    return pd.DataFrame({name: {f"{stat} {k}": net[group][k][key] for stat, key in (("bias", "bias"), ("σ", "sigma"))
+                                for k in LABEL_NAMES}
+                         for name, net in report["networks"].items() if net.get(group)}).T
+
+
 def book_page(out_dir, results_dir=RESULTS) -> str:
     path = Path(results_dir) / REPORT.name
     if not path.exists():

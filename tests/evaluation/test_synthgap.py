@@ -96,3 +96,16 @@ def test_main_measures_variants_named_on_the_command_line(tmp_path, monkeypatch)
     for bad in ("no-equals-sign", "pretrained=d.pt"):
         with pytest.raises(SystemExit):
             synthgap.main(["--out", str(tmp_path / "r.json"), "--also", bad])
+
+
+def test_bias_frame_reads_each_networks_bias_and_sigma(tmp_path):
+    report = {"networks": {"a": evaluate(PRED, PRED - 1, PRED + 1, TRUTH, [False] * 3),
+                           "b": evaluate(TRUTH, TRUTH - 1, TRUTH + 1, TRUTH, [False] * 3)}}
+    (tmp_path / "r.json").write_text(json.dumps(report))
+    frame = synthgap.bias_frame(synthgap.read_report(tmp_path / "r.json"), "dwarfs")
+    assert list(frame.index) == ["a", "b"]
+    # the two dwarfs err by +100 and -100 K
+    assert frame.loc["a", "bias teff"] == pytest.approx(0.0)
+    assert frame.loc["a", "σ teff"] == pytest.approx(100 * 2 ** 0.5)
+    assert frame.loc["a", "bias feh"] == pytest.approx(0.05) and (frame.loc["b"] == 0).all()
+    assert synthgap.read_report(tmp_path / "missing.json") is None
