@@ -44,7 +44,8 @@ Rows (:data:`ROWS`)
       (:data:`WIDE_TARGETS`), paired with the recipe; ``..., no SWA in fine-tuning``: the recipe fine-tuned
       without stochastic weight averaging, paired with the recipe; ``..., SWA batch norm on the training mix``:
       the recipe with the SWA average's batch-norm statistics recomputed on an epoch's mix of dwarfs, grid
-      and giant spectra instead of the dwarfs alone, paired with the recipe.
+      and giant spectra instead of the dwarfs alone, paired with the recipe, as are its ``at S/N`` rows with
+      the recipe's.
     * ``synthetic rehearsal, conformal intervals``, ``giant distillation, conformal intervals``,
       ``giant distillation + noise-matched augmentation, conformal intervals`` and the same for ``...,
       Teff and log g only``:
@@ -258,6 +259,11 @@ ROWS: tuple[Row, ...] = (
     Row(NOISE_DISTILL_SWA_BN, "ensemble", NOISE_DISTILL_TEFF_LOGG, "default", "fine-tuning",
         {"augment": NOISE_MATCHED_AUGMENT, "swa_bn_rows": "epoch"}, rehearsal=REHEARSAL_RATIO,
         distill=DISTILL_RATIO, distill_labels=TEFF_LOGG),
+    # the same networks on the noisier copies, paired with the recipe's: what a shipped model needs for its
+    # interval factors at low S/N (remap_lib.evaluation.conformal)
+    *(Row(at_snr(NOISE_DISTILL_SWA_BN, snr), "derived", at_snr(NOISE_DISTILL_TEFF_LOGG, snr), "default",
+          "fine-tuning", rehearsal=REHEARSAL_RATIO, distill=DISTILL_RATIO, distill_labels=TEFF_LOGG,
+          source=NOISE_DISTILL_SWA_BN, snr=snr, recipe="degraded") for snr in DEGRADED_SNR),
     Row("no temperature scaling", "derived", FULL, "default", "fine-tuning", recipe="no temperatures"),
     Row(COVERAGE, "derived", FULL, "default", "fine-tuning", recipe="coverage temperatures"),
     Row("one member", "derived", FULL, "default", "fine-tuning", recipe="first member"),
