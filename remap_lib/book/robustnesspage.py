@@ -273,7 +273,7 @@ def _curves_section(curves: dict, figdir: Path) -> list[str]:
                   f"and the corrected medians within {max(abs(r['corrected']['teff']) for r in rv):.1f} K of the "
                   "rest-frame ones."]
     if sharp and over:
-        from remap_lib.prediction.inference import ASSUMED_PIXELS_PER_FWHM
+        from remap_lib.prediction.preparation import ASSUMED_PIXELS_PER_FWHM
 
         lines += [f"Undeclared finely sampled spectra are flagged `resolution_assumed` "
                   f"({sharp['assumed']['flagged']:.0%} of the synthetic ones, {over['assumed']['flagged']:.0%} of "

@@ -32,7 +32,8 @@ from remap_lib.fileio import write_json
 from remap_lib.prediction.widening import recentre, update_widening
 from remap_lib.spectra.preprocess import pixel_edges
 
-#: Shares of the window cut away in the measurement; the largest is :data:`remap_lib.prediction.inference.MAX_MISSING`.
+#: Shares of the window cut away in the measurement; the largest is
+#: :data:`remap_lib.prediction.preparation.MAX_MISSING`.
 CUT_FRACTIONS = (0.0, 0.02, 0.05, 0.10)
 #: Temperature factors tried in the fit, 1 % apart. Below 1 too: only the ratio to the fit at f = 0 is
 #: used, and a model that over-covers at f = 0 would otherwise pin every fit at the floor.
@@ -115,7 +116,8 @@ def measure(model=None, fractions=CUT_FRACTIONS, progress: bool = True, stars=mi
     ``stars(role)`` gives ``(labels, [(wave, flux)])`` for "validation" (fitted on) and "calibration"
     (reported only); the spectra must reach beyond both ends of the model's window.
     """
-    from remap_lib.prediction.inference import MAX_MISSING, Predictor
+    from remap_lib.prediction.inference import Predictor
+    from remap_lib.prediction.preparation import MAX_MISSING
 
     predictor = Predictor(model)
     window = pixel_edges(predictor.wave)[[0, -1]]

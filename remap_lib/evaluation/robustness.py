@@ -304,7 +304,7 @@ def measure_curves(model=None, stars=None, seed: int = 0, progress: bool = True)
         med, _ = _medians(predictor, noisy)
         row = {"snr": level, **shift(med)}
         if predictor.detector is not None:  # predict's default, RV estimated: how often noise fools it
-            from remap_lib.prediction.inference import RV_TOLERANCE
+            from remap_lib.prediction.preparation import RV_TOLERANCE
 
             med, table = _medians(predictor, noisy, rv=None)
             est = np.asarray(table["rv"], dtype=np.float64)
@@ -325,7 +325,7 @@ def undeclared_resolution(predictor, n: int = 30, seed: int = 0, grid=None, star
     """Finely sampled spectra without a declared resolution, against the same with it declared.
 
     ``sharp``: synthetic FGK dwarfs at the grid's own resolution (R = 11000, 0.11 Å pixels), where
-    predict's assumption (an LSF :data:`remap_lib.prediction.inference.ASSUMED_PIXELS_PER_FWHM` pixels wide) is
+    predict's assumption (an LSF :data:`remap_lib.prediction.preparation.ASSUMED_PIXELS_PER_FWHM` pixels wide) is
     about right, and reading them as the instrument's (the old default, no smoothing) is not.
     ``oversampled``: the calibration stars interpolated onto 0.1 Å pixels, their 2.5 Å LSF kept, where
     the assumption is wrong (they get smoothed once more). Each: the median and largest change of the

@@ -468,7 +468,7 @@ def measure(model=None, seed: int = 0, classes=None, save_detector: bool = True,
 
 
 def _subset(prep, keep):
-    from remap_lib.prediction.inference import Prepared
+    from remap_lib.prediction.preparation import Prepared
 
     idx = np.flatnonzero(keep)
     return Prepared(prep.flux[idx], prep.mask[idx], [prep.source[i] for i in idx], [prep.name[i] for i in idx],

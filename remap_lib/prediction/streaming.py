@@ -428,7 +428,7 @@ def _table_to_columns(table) -> dict[str, np.ndarray]:
 
 
 def _rows(prep, a: int, b: int):
-    """Rows ``a:b`` of a :class:`~remap_lib.prediction.inference.Prepared`."""
+    """Rows ``a:b`` of a :class:`~remap_lib.prediction.preparation.Prepared`."""
     from dataclasses import replace
 
     return replace(prep, flux=prep.flux[a:b], mask=prep.mask[a:b], source=prep.source[a:b], name=prep.name[a:b],

@@ -227,8 +227,8 @@ def test_predict_estimates_the_rv_with_a_detector(tmp_path):
     from toymodel import toy_ensemble
 
     from remap_lib import Predictor
-    from remap_lib.prediction.inference import RV_TOLERANCE
     from remap_lib.prediction.ood import measure
+    from remap_lib.prediction.preparation import RV_TOLERANCE
     from remap_lib.spectra.instruments import C_KMS
 
     model = toy_ensemble(tmp_path)
