@@ -175,8 +175,12 @@ def forest_plot(result: dict, table: str = "cv_dwarfs", metric: str = "sigma", r
     first_ref = frame["reference"].iloc[0]
 
     def tick(name: str, ref: str) -> str:  # a variant named after its reference shows only what it adds
+        # "X, Y at S/N 20" against "X at S/N 20" reads as a variant of X at that S/N
+        snr = " at S/N " + ref.rsplit(" at S/N ", 1)[1] if " at S/N " in ref else ""
+        if snr and ref.endswith(snr) and name.endswith(snr):
+            name, ref = name.removesuffix(snr), ref.removesuffix(snr)
         short = f"… {name.removeprefix(ref + ', ')}" if name.startswith(ref + ", ") else name
-        return short if ref == first_ref else f"{short} (vs {ref})"
+        return f"{short}{snr}" if ref == first_ref else f"{short}{snr} (vs {ref}{snr})"
 
     ticks = [tick(n, r) for n, r in frame.drop_duplicates("row")[["row", "reference"]].itertuples(index=False)]
     for ax, label in zip(axes, LABEL_NAMES, strict=True):

@@ -112,6 +112,11 @@ def test_forest_plot_draws_one_panel_per_label_and_refuses_an_empty_comparison(r
     axes = studyreport.forest_plot({**result, "rows": [*result["rows"], variant, other]}, "cv_dwarfs")
     assert [t.get_text() for t in axes[0].get_yticklabels()] == [
         "MSE regression CNN", "… wider (vs MSE regression CNN)", "… tweaked"]
+    # the same variant on noisier copies, against its reference at that S/N
+    noisy = {**mse, "name": "deep-REMAP, tweaked at S/N 20", "reference": "deep-REMAP at S/N 20",
+             "paired": {**mse["paired"], "reference": "deep-REMAP at S/N 20"}}
+    axes = studyreport.forest_plot({**result, "rows": [*result["rows"], other, noisy]}, "cv_dwarfs")
+    assert [t.get_text() for t in axes[0].get_yticklabels()][-1] == "… tweaked at S/N 20"
 
 
 def test_coverage_plot_draws_each_rows_coverage_with_its_interval_and_the_goal(result):
