@@ -465,7 +465,8 @@ class Trainer:
         return model
 
 
-#: The epoch number whose draws of rehearsal and distillation rows the SWA batch-norm pass uses (past any run).
+#: The epoch number whose random streams the SWA batch-norm pass draws from (augmentation, and the rehearsal
+#: and distillation rows of an "epoch" pass): past any run, so it repeats no training epoch's draws.
 SWA_BN_EPOCH = 10_000
 
 
@@ -479,7 +480,7 @@ def _update_bn(model: DeepREMAP, trainer: Trainer, seed: int) -> None:
         bn.reset_running_stats()
         bn.momentum = None  # cumulative average over the pass
     model.train()
-    gen = _generator(seed, 10_000, 2)
+    gen = _generator(seed, SWA_BN_EPOCH, 2)
     bs = trainer.config.batch_size
     if trainer.config.swa_bn_rows == "epoch":  # the statistics of the batches the weights were trained on
         rows = trainer._epoch_order(SWA_BN_EPOCH)
