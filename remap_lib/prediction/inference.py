@@ -20,8 +20,11 @@ probability mass function, optionally the PMF itself, and
   detector saved next to the model (:mod:`remap_lib.prediction.ood`, shipped for the default model) the score
   combines the χ² of the spectrum against what a fine-tuning star with the predicted labels looks
   like and ``ood_distance``; the flag fires above its threshold, chosen on fine-tuning and validation
-  stars, or at S/N below 3. Without one (a model of your own), ``out_of_domain`` is ``ood_distance``
-  above the threshold fitted at export and ``ood_score`` is NaN;
+  stars, or at S/N below 3. Where the detector holds the outside-the-box classifier
+  (:mod:`remap_lib.prediction.outsidebox`, taught by MILES stars hotter than 7000 K or cooler than
+  4000 K), the flag also fires when the classifier puts the spectrum outside the FGK box, and the row
+  gets the flag ``outside_fgk_box``. Without a detector (a model of your own), ``out_of_domain`` is
+  ``ood_distance`` above the threshold fitted at export and ``ood_score`` is NaN;
 * ``snr``: S/N per pixel of the normalized flux, the lower of what ivar claims and what the pixel-to-
   pixel scatter says (:func:`row_snr`); below the S/N the model was calibrated at the PMFs are widened
   by the noise widening fitted for the model file (:mod:`remap_lib.prediction.widening`; none for a
@@ -35,8 +38,9 @@ probability mass function, optionally the PMF itself, and
   :data:`~remap_lib.prediction.preparation.RV_TOLERANCE`), NaN when neither;
 * ``masked_fraction``: the share of the instrument window without usable pixels, whether the data
   stop short of the window's ends or the pixels are NaN, masked or have ivar 0;
-* ``flags``: ``;``-separated warnings: ``out_of_domain``; ``teff_outside_range`` (the Teff PMF
-  mostly outside the range the model was fine-tuned on, :data:`remap_lib.prediction.ood.OUTSIDE_MASS`);
+* ``flags``: ``;``-separated warnings: ``out_of_domain``; ``outside_fgk_box`` (above);
+  ``teff_outside_range`` (the Teff PMF mostly outside the range the model was fine-tuned on,
+  :data:`remap_lib.prediction.ood.OUTSIDE_MASS`);
   ``low_snr`` (S/N below :data:`LOW_SNR`, where medians drift, not only scatter); ``partial_coverage``;
   ``resolution_assumed`` (sampled with more than
   :data:`~remap_lib.prediction.preparation.FINE_SAMPLING` pixels per instrument FWHM but no resolution
@@ -69,12 +73,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from remap_lib.constants import LABEL_NAMES
+from remap_lib.constants import FGK_TEFF, LABEL_NAMES
 from remap_lib.evaluation.forward import ensemble_mean, forward
 from remap_lib.evaluation.retrieval import nearest_reference_distance
 from remap_lib.fileio import RemapDataError, sha256_file
 from remap_lib.nn.model import InferenceNet, fuse_for_inference
 from remap_lib.nn.modelfile import load_members
+from remap_lib.prediction.outsidebox import box_features
 from remap_lib.prediction.preparation import RESOLUTION_NOTE, RV_NOTE, InputPreparation, Prepared
 from remap_lib.prediction.widening import load_widening, recentre, widening_path
 
@@ -256,10 +261,12 @@ class Predictor(InputPreparation):
         score = np.full(n, np.nan, dtype=np.float32)
         if self.detector is not None and len(rows):
             medians = np.column_stack([np.asarray(table[f"{name}_median"])[rows] for name in LABEL_NAMES])
-            score[rows] = self.detector.score(self.detector.features(prep.flux[ok], prep.mask[ok], snr, medians,
-                                                                     dist[rows]))
+            features = self.detector.features(prep.flux[ok], prep.mask[ok], snr, medians, dist[rows])
+            score[rows] = self.detector.score(features)
             ood = np.zeros(n, dtype=bool)
             ood[rows] = self.detector.flag(score[rows], snr)
+            if self.detector.box is not None:
+                self._flag_outside_box(raw, features[:, 0], emb, rows, ood, flags, notes)
             for r in rows[snr < self.detector.snr_floor]:
                 notes[r].append(f"S/N {snr_all[r]:.3g} is below {self.detector.snr_floor:g}: mostly noise")
             outside = self.detector.mass_outside(raw["teff"], self.bins["teff"].centers)
@@ -286,6 +293,19 @@ class Predictor(InputPreparation):
         table["error"] = errors if n else np.zeros(0, dtype="U1")
         table.meta.update(self.table_meta(pmf))
         return table
+
+    def _flag_outside_box(self, raw, log_chi2, emb, rows, ood, flags, notes) -> None:
+        """``out_of_domain`` and ``outside_fgk_box`` where the outside-the-box classifier fires, with a note."""
+        box = self.detector.box
+        features = box_features(raw, log_chi2, emb)
+        lo, hi = self.detector.teff_range or FGK_TEFF
+        probability = box.probability(features)
+        for k in np.flatnonzero(box.flag(features)):
+            ood[rows[k]] = True
+            flags[rows[k]].append("outside_fgk_box")
+            notes[rows[k]].append(f"a classifier of MILES stars in and outside the FGK box ({lo:g}-{hi:g} K) puts "
+                                  f"it outside (probability {probability[k]:.2f}): likely a hotter (A, early F) or "
+                                  "cooler (late K, M) star, whose labels are an extrapolation")
 
     def table_meta(self, pmf: bool = False) -> dict:
         meta = {"model": str(self.path.name), "model_sha256": self.sha256, "members": len(self.networks),

@@ -44,6 +44,8 @@ import numpy as np
 
 from remap_lib.constants import FGK_TEFF, GIANT_LOGG, LABEL_NAMES
 from remap_lib.fileio import atomic_write, write_json
+from remap_lib.prediction import outsidebox
+from remap_lib.prediction.oodinputs import GIANTS, OTHER_LIBRARY, OUTSIDE_BOX, measurement_classes
 
 #: Spectra with S/N below this are flagged ``out_of_domain`` whatever they look like (at S/N 1 any
 #: spectrum is consistent with any star, so χ² cannot tell); the noise widening was measured down to S/N 5.
@@ -53,8 +55,6 @@ QUANTILE = 0.97
 #: Label centre and scale of the quadratic flux model's design matrix (Teff, log g, [Fe/H]).
 LABEL_CENTER = np.array([5500.0, 4.3, -0.3])
 LABEL_SCALE = np.array([500.0, 0.5, 0.5])
-#: The classes of MILES stars outside the FGK box (Teff above 7000 K or below 4000 K), hottest first.
-OUTSIDE_BOX = ("A/B (Teff > 10000 K)", "8500-10000 K", "7500-8500 K", "7000-7500 K", "M (Teff < 3700 K)", "3700-4000 K")
 _EPS_DIST = 1e-3  # embedding distances of 0 (a training spectrum itself) stay finite in log
 
 
@@ -67,6 +67,10 @@ _EPS_DIST = 1e-3  # embedding distances of 0 (a training spectrum itself) stay f
 #: about right, and the in-domain stars it also catches lie at the range's edges, where literature
 #: temperatures scatter across the edge.
 OUTSIDE_MASS = 0.5
+
+#: Fewest MILES stars outside the FGK box that make the outside-the-box classifier: two in every inner
+#: test fold of the nested cross-validation; with fewer, ``out_of_domain`` is the novelty score's alone.
+MIN_OUTSIDE = 2 * outsidebox.FOLDS ** 2
 
 #: Fewest stars called giant that make the giants' own flux model: twice its 10 coefficients, so that
 #: every out-of-fold fit is determined; with fewer, inputs called giant are held against the dwarfs'.
@@ -134,6 +138,8 @@ class Detector:
     #: The Teff range (K) of the stars the model was fine-tuned on; None: no range rule (older detectors).
     teff_range: tuple[float, float] | None = None
     outside_mass: float = OUTSIDE_MASS
+    #: The outside-the-box classifier (:mod:`remap_lib.prediction.outsidebox`); None: novelty alone.
+    box: outsidebox.BoxClassifier | None = None
 
     def chi2(self, flux, mask, snr, labels) -> np.ndarray:
         """χ² against the flux model of the class the labels fall in: giant (log g < 3.5) or dwarf."""
@@ -184,17 +190,19 @@ class Detector:
                      center=self.center, spread=self.spread, threshold=self.threshold, snr_floor=self.snr_floor,
                      model_sha256=self.model_sha256, **giant,
                      **({} if self.teff_range is None else {"teff_range": np.asarray(self.teff_range, np.float64),
-                                                            "outside_mass": self.outside_mass}))
+                                                            "outside_mass": self.outside_mass}),
+                     **({} if self.box is None else self.box.arrays()))
         return path
 
     @classmethod
     def load(cls, path) -> Detector:
         with np.load(path) as z:
             giant = [z[k].astype(np.float64) if k in z.files else None for k in ("coef_giant", "scatter2_giant")]
-            box = ({"teff_range": tuple(float(t) for t in z["teff_range"]), "outside_mass": float(z["outside_mass"])}
-                   if "teff_range" in z.files else {})
+            edges = ({"teff_range": tuple(float(t) for t in z["teff_range"]), "outside_mass": float(z["outside_mass"])}
+                     if "teff_range" in z.files else {})
             return cls(z["coef"].astype(np.float64), z["scatter2"].astype(np.float64), z["center"], z["spread"],
-                       float(z["threshold"]), float(z["snr_floor"]), str(z["model_sha256"]), *giant, **box)
+                       float(z["threshold"]), float(z["snr_floor"]), str(z["model_sha256"]), *giant, **edges,
+                       box=outsidebox.BoxClassifier.from_arrays(z))
 
 
 def detector_path(model_path) -> Path:
@@ -227,7 +235,8 @@ def roc(in_domain, outliers) -> dict:
 
 # -- the measurement ---------------------------------------------------------------------------------
 def _network_features(predictor, prep):
-    """Median labels, embedding distance, S/N and Teff PMF of prepared rows (every row must have worked)."""
+    """Median labels, embedding distance, S/N, the unwidened PMFs ``{label: (n, nbins)}`` and the embedding
+    of prepared rows (every row must have worked)."""
     from remap_lib.prediction.inference import row_snr
 
     bad = [e for e in prep.errors if e]
@@ -237,7 +246,7 @@ def _network_features(predictor, prep):
     # the unwidened PMFs: predict's medians and its Teff range test read them (widening moves neither)
     pmfs, emb = predictor.network(prep.flux, prep.mask)
     medians = np.column_stack([predictor.bins[n].decode(pmfs[n])["median"] for n in LABEL_NAMES])
-    return medians, predictor.ood_distance(emb), snr, pmfs["teff"]
+    return medians, predictor.ood_distance(emb), snr, pmfs, emb
 
 
 def oof_chi2(flux, mask, labels, snr, medians, folds: int = 5, seed: int = 0) -> np.ndarray:
@@ -251,123 +260,35 @@ def oof_chi2(flux, mask, labels, snr, medians, folds: int = 5, seed: int = 0) ->
     return out
 
 
-def _classes(seed: int = 0) -> dict:
-    """``{name: (kind, spectra, kwargs)}``: the MILES stars by role and box, and the made-up inputs."""
-    from remap_lib.evaluation.coverage import miles_stars
-
-    rng = np.random.default_rng(seed)
-    out = {}
-    labels_by_role = {}
-    for role in ("finetune", "validation", "calibration", "giant_candidate", "other"):
-        labels, spectra = miles_stars(role)
-        labels_by_role[role] = (labels, spectra)
-    out["finetune"] = labels_by_role["finetune"]
-    out["validation"] = labels_by_role["validation"]
-    out["calibration"] = labels_by_role["calibration"]
-    out[GIANTS] = labels_by_role["giant_candidate"]
-    lab, spec = labels_by_role["other"]
-    teff = lab[:, 0]
-    cuts = (teff > 10000, (teff > 8500) & (teff <= 10000), (teff > 7500) & (teff <= 8500),
-            (teff > 7000) & (teff <= 7500), teff < 3700, (teff >= 3700) & (teff < 4000))
-    for name, sel in zip(OUTSIDE_BOX, cuts, strict=True):
-        idx = np.flatnonzero(sel)
-        out[name] = (lab[idx], [spec[i] for i in idx])
-    held_lab = np.concatenate([out["validation"][0], out["calibration"][0]])
-    held = out["validation"][1] + out["calibration"][1]
-    wave0 = held[0][0]
-    noise = []
-    for k in range(len(held)):  # noise only, S/N 1 about a positive level; half of them say so in their ivar
-        f = 1.0 + rng.normal(0.0, 1.0, wave0.size)
-        noise.append((wave0, f, np.ones(wave0.size)) if k % 2 else (wave0, f))
-    out["noise only (S/N 1)"] = (np.full((len(noise), 3), np.nan), noise)
-    feature = [(wave0, np.ones(wave0.size)), (wave0, 1.0 + rng.normal(0, 0.01, wave0.size))]
-    feature += [(w, 10.0 - 2.5 * np.log10(f / np.median(f))) for w, f in held[::4]]  # magnitudes
-    out["featureless (flat, magnitudes)"] = (np.full((len(feature), 3), np.nan), feature)
-    from scipy.ndimage import gaussian_filter1d
-
-    step = float(np.median(np.diff(wave0)))
-    sigma_px = np.sqrt(5.0**2 - 2.5**2) / 2.3548 / step  # MILES's 2.5 Å FWHM broadened to 5 Å, undeclared
-    out["wrong resolution (FWHM 5 Å, undeclared)"] = (held_lab, [(w, gaussian_filter1d(f, sigma_px)) for w, f in held])
-    masked = []
-    for w, f in held:  # 10 % of the window (the most predict accepts) masked in 8 runs
-        g = np.array(f, dtype=np.float64)
-        inwin = np.flatnonzero((w > 5000) & (w < 5700))
-        run = int(0.1 * inwin.size / 8)
-        for s in rng.choice(np.arange(inwin[0], inwin[-1] - run, run), 8, replace=False):
-            g[s:s + run] = np.nan
-        masked.append((w, g))
-    out["heavy masking (10 %)"] = (held_lab, masked)
-    synthetic = _synthetic_dwarfs(seed)
-    if synthetic is not None:
-        out["synthetic FGK dwarfs (training grid's test nodes)"] = synthetic
-    other = _other_library()
-    if other is not None:
-        out[OTHER_LIBRARY] = other
-    return out
-
-
-#: The class of the MILES FGK giant candidates: in the domain of a model that rehearses the synthetic
-#: giants while fine-tuning, so they join the fit **without their labels** (below).
-GIANTS = f"FGK giants (log g < {GIANT_LOGG})"
-#: The class name of the Kurucz test library (:mod:`remap_lib.data.kurucztest`) in the report.
-OTHER_LIBRARY = "other library (Kurucz ATLAS9 test set)"
-
-
-def _other_library():
-    """The Kurucz ATLAS9 test library at its resolution, declared: a synthetic library nobody trained on.
-    None where it is not built (outside a clone)."""
-    from remap_lib.data.kurucztest import load_testset
-    from remap_lib.fileio import RemapDataError
-
-    try:
-        lib = load_testset()
-    except (FileNotFoundError, OSError, RemapDataError):
-        return None
-    return lib.labels, [(lib.wave, f) for f in lib.flux], {"resolution": float(lib.resolution)}
-
-
-def _synthetic_dwarfs(seed: int = 0, n: int = 60):
-    """FGK dwarfs of the shipped synthetic grid's held-out ('test') nodes at its resolution, declared:
-    spectra of the library the network was pretrained on but never fine-tuned on, the nearest thing to
-    another library until one is built. None outside a clone (no grid)."""
-    from remap_lib.data.sources.sme_grid import load_grid
-    from remap_lib.training.trainsets import split_rows
-
-    try:
-        grid = load_grid()
-    except (FileNotFoundError, OSError):
-        return None
-    lab = grid.labels
-    test = split_rows(len(grid), 0.1, 0.1, 0) == "test"  # the split synthetic_set makes (seed 0)
-    box = np.flatnonzero(test & (lab[:, 0] >= FGK_TEFF[0]) & (lab[:, 0] <= FGK_TEFF[1]) & (lab[:, 1] >= GIANT_LOGG))
-    rows = np.sort(np.random.default_rng(seed).choice(box, min(n, box.size), replace=False))
-    return lab[rows], [(grid.wave, grid.flux[r]) for r in rows], {"resolution": float(grid.resolution)}
-
-
 def measure(model=None, seed: int = 0, classes=None, save_detector: bool = True, progress: bool = True,
             unlabelled=(GIANTS,)) -> dict:
     """Fit the detector on the fine-tuning and validation stars, save it next to the model, evaluate every class.
 
     ``classes``: ``{name: (labels, [spectrum...])}`` with at least "finetune", "validation" and
-    "calibration" (default: :func:`_classes`, MILES and the made-up inputs). The classes named in
-    ``unlabelled`` that are present are in the domain too: their spectra join the flux model with the
-    labels the network gives them (pseudo-labels: their literature labels are never read), their
-    χ² is out of fold, and their scores join those that set the threshold. Their reported flag rate
-    is then an in-domain false-flag rate, like the calibration stars'.
+    "calibration" (default: :func:`~remap_lib.prediction.oodinputs.measurement_classes`, MILES and the
+    made-up inputs). The classes named in ``unlabelled`` that are present are in the domain too: their
+    spectra join the flux model with the labels the network gives them (pseudo-labels: their literature
+    labels are never read), their χ² is out of fold, and their scores join those that set the threshold.
+    Their reported flag rate is then an in-domain false-flag rate, like the calibration stars'.
+
+    Where the classes hold at least :data:`MIN_OUTSIDE` stars of :data:`OUTSIDE_BOX`, the detector also
+    gets the outside-the-box classifier (:mod:`remap_lib.prediction.outsidebox`), fitted on them against
+    the in-domain classes. Those classes' reported flags are then nested cross-validated: no star is
+    flagged by a classifier fitted to it.
     """
     from remap_lib.prediction.inference import Predictor
 
     predictor = Predictor(model)
     predictor.detector = None  # features from the network alone, whatever is saved now
-    classes = _classes(seed) if classes is None else classes
+    classes = measurement_classes(seed) if classes is None else classes
     feats = {}
     for name, (labels, spectra, *options) in classes.items():
         kw = {"medium": predictor.instrument.medium, "rv": 0.0, **(options[0] if options else {})}  # at rest
         prep = predictor.prepare(spectra, **kw)
         ok = np.array([not e for e in predictor.refusals(prep)])  # what predict would refuse is refused here
-        med, dist, snr, teff_pmf = _network_features(predictor, _subset(prep, ok))
+        med, dist, snr, pmfs, emb = _network_features(predictor, _subset(prep, ok))
         feats[name] = {"labels": np.asarray(labels)[ok], "prep": _subset(prep, ok), "medians": med, "dist": dist,
-                       "snr": snr, "teff_pmf": teff_pmf, "failed": int((~ok).sum())}
+                       "snr": snr, "pmfs": pmfs, "embedding": emb, "failed": int((~ok).sum())}
         if progress:
             print(f"{name}: {ok.sum()} spectra ({(~ok).sum()} refused by predict)")
     pseudo = [n for n in unlabelled if n in feats]
@@ -413,11 +334,18 @@ def measure(model=None, seed: int = 0, classes=None, save_detector: bool = True,
     fit_scores = np.concatenate([det.score(chi_only), det.score(raw["validation"])]
                                 + [det.score(raw[n]) for n in pseudo])
     det.threshold = float(np.quantile(fit_scores, QUANTILE))
+    novelty = {name: det.flag(det.score(raw[name]), f["snr"]) for name, f in feats.items()}
+    box_flags, box_info = _fit_box(det, feats, raw, novelty, ("finetune", "validation", "calibration", *pseudo), seed)
     report = {"model": predictor.path.name, "model_sha256": predictor.sha256, "seed": seed,
               "rule": (f"score = max(z(log chi2), z(log ood_distance)) > {det.threshold:.3f} (the {QUANTILE:g} "
                        f"quantile of {len(fit_scores)} fine-tuning (out of fold), validation"
                        + "".join(f" and {n} (pseudo-labels, out of fold)" for n in pseudo)
-                       + f" stars), or S/N < {SNR_FLOOR:g}; flag teff_outside_range: more than "
+                       + f" stars), or S/N < {SNR_FLOOR:g}"
+                       + ("" if det.box is None else
+                          f", or the outside-the-box classifier's log-odds > {det.box.threshold:.3f} (C = "
+                          f"{det.box.c:g}; together at most {outsidebox.RATE:g} of the in-domain stars not "
+                          "fine-tuned on, out of fold)")
+                       + "; flag teff_outside_range: more than "
                        f"{det.outside_mass:g} of the Teff PMF outside {det.teff_range[0]:g}-{det.teff_range[1]:g} K"),
               "teff_range": list(det.teff_range), "outside_mass": det.outside_mass,
               "threshold": det.threshold, "snr_floor": SNR_FLOOR, "quantile": QUANTILE,
@@ -428,21 +356,24 @@ def measure(model=None, seed: int = 0, classes=None, save_detector: bool = True,
                                 if OTHER_LIBRARY in feats else
                                 "none: the Kurucz test set (python -m remap_lib.data.kurucztest) is not built here; "
                                 "the pretraining grid's held-out FGK dwarfs stand in"),
-              "classes": {}}
+              "box": box_info, "classes": {}}
     reference = det.score(raw["calibration"])
     for name, f in feats.items():
         s = det.score(raw[name])
-        in_range = ~det.outside_range(det.mass_outside(f["teff_pmf"], predictor.bins["teff"].centers))
-        flagged = det.flag(s, f["snr"])
+        in_range = ~det.outside_range(det.mass_outside(f["pmfs"]["teff"], predictor.bins["teff"].centers))
+        by_box = box_flags.get(name, np.zeros(len(s), bool))
+        flagged = novelty[name] | by_box
         old = (f["dist"] > float(predictor.ood_threshold) if predictor.ood_threshold is not None
                else np.zeros(len(s), bool))
         entry = {"n": int(len(s)), "refused": f["failed"], "flagged": float(np.mean(flagged)) if len(s) else None,
                  "flagged_by_score": float(np.mean(s > det.threshold)) if len(s) else None,
                  "flagged_by_snr": float(np.mean(f["snr"] < SNR_FLOOR)) if len(s) else None,
+                 "flagged_by_box": float(np.mean(by_box)) if len(s) else None,
                  "teff_outside_range": float(np.mean(~in_range)) if len(s) else None,
                  "flagged_or_outside_range": float(np.mean(flagged | ~in_range)) if len(s) else None,
                  # literature Teff of the stars the range rule flags (evaluation only: never fitted on)
                  "teff_of_outside_range": sorted(float(t) for t in f["labels"][~in_range, 0] if np.isfinite(t)),
+                 "teff_of_flagged": sorted(float(t) for t in f["labels"][flagged, 0] if np.isfinite(t)),
                  "flagged_before": float(np.mean(old)) if len(s) else None,
                  "median_score": float(np.median(s)) if len(s) else None,
                  "median_snr": float(np.median(f["snr"])) if len(s) else None}
@@ -465,6 +396,43 @@ def measure(model=None, seed: int = 0, classes=None, save_detector: bool = True,
     if save_detector:
         report["detector_file"] = det.save(detector_path(predictor.path)).name
     return report
+
+
+def _fit_box(det: Detector, feats: dict, raw: dict, novelty: dict, inside, seed: int) -> tuple[dict, dict | None]:
+    """Fit the outside-the-box classifier onto ``det`` where there are enough outside stars.
+
+    Returns each class's classifier flags (nested cross-validated for the classes it is fitted on, the
+    shipped classifier's for the rest) and the report's ``box`` entry (None: no classifier).
+    """
+    features = {n: outsidebox.box_features(f["pmfs"], raw[n][:, 0], f["embedding"]) for n, f in feats.items()}
+    inside = [n for n in inside if n in feats and len(feats[n]["snr"])]
+    outside = [n for n in OUTSIDE_BOX if n in feats and len(feats[n]["snr"])]
+    if sum(len(feats[n]["snr"]) for n in outside) < MIN_OUTSIDE:
+        det.box = None
+        return {}, None
+    names = inside + outside
+    sizes = [len(feats[n]["snr"]) for n in names]
+    x = np.concatenate([features[n] for n in names])
+    y = np.repeat([n in outside for n in names], sizes)
+    groups = np.repeat(np.arange(len(names)), sizes)
+    nov = np.concatenate([novelty[n] for n in names])
+    budget = np.repeat([n in inside and n != "finetune" for n in names], sizes)  # stars it was not trained on
+    cv = outsidebox.cross_validated_flags(x, y, nov, groups, seed, budget=budget)
+    det.box, info = outsidebox.fit(x, y, nov, groups, seed, budget=budget)
+    flags = {n: det.box.flag(features[n]) for n in feats}
+    flags.update(zip(names, np.split(cv["flags"], np.cumsum(sizes)[:-1]), strict=True))
+    curve = roc(cv["scores"][~y], cv["scores"][y])
+    entry = {"features": "the unwidened Teff, log g and [Fe/H] PMFs, log chi2 and the embedding "
+                         f"({x.shape[1]} columns)",
+             "inside": inside, "outside": outside, "n_inside": int((~y).sum()), "n_outside": int(y.sum()),
+             "rate": outsidebox.RATE, "rate_counted_on": [n for n in inside if n != "finetune"],
+             "c": det.box.c, "threshold": det.box.threshold,
+             "c_grid": list(outsidebox.C_GRID), "detected_by_c": {f"{c:g}": v for c, v in info["detected"].items()},
+             "nested_c": cv["c"], "auc": curve["auc"],
+             "roc": {k: curve[k] for k in ("fpr", "tpr")},
+             "auc_by_class": {n: roc(cv["scores"][~y], cv["scores"][groups == k])["auc"]
+                              for k, n in enumerate(names) if n in outside}}
+    return flags, entry
 
 
 def _subset(prep, keep):

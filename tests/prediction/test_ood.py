@@ -194,7 +194,7 @@ def test_measure_reads_the_medians_predict_reports_whatever_the_widening(tmp_pat
     wave, flux = _toy_classes()["calibration"][1][0]
     noisy = (wave, flux + np.random.default_rng(1).normal(0, 0.1, wave.size))  # S/N ~ 10: widened
     prep = predictor.prepare([noisy], rv=0.0)
-    medians, _, snr, _ = _network_features(predictor, prep)
+    medians, _, snr, _, _ = _network_features(predictor, prep)
     assert predictor.widening.noise_factors(snr)["teff"][0] > 1.5
     table = predictor.predict_prepared(prep)
     np.testing.assert_allclose(medians[0], [table[f"{n}_median"][0] for n in ("teff", "logg", "feh")], rtol=1e-5)
@@ -269,3 +269,64 @@ def test_finely_sampled_input_without_resolution_is_flagged(tmp_path):
     for name in ("teff", "logg", "feh"):
         assert table[f"{name}_median"][0] == pytest.approx(same[f"{name}_median"][0], rel=1e-6)
     assert "assumed an LSF 2.5 pixels wide (0.25 Å FWHM)" in table["notes"][0]
+
+
+def test_measure_fits_the_outside_box_classifier_and_predict_flags_with_it(tmp_path):
+    """With enough stars of the outside-the-box classes, the detector gets the classifier: the report has
+    its nested cross-validated rates, the saved detector holds it, and predict flags ``outside_fgk_box``
+    (and ``out_of_domain``, with a note) where it fires, and nothing where it cannot."""
+    from toymodel import toy_ensemble
+
+    from remap_lib import Predictor
+    from remap_lib.prediction import ood
+
+    model = toy_ensemble(tmp_path)
+    classes = _toy_classes()
+    classes.update(_toy_classes_outside())
+    report = ood.measure(model, classes=classes, progress=False)
+    box = report["box"]
+    assert box["n_outside"] == 60 and box["outside"] == ["A/B (Teff > 10000 K)", "M (Teff < 3700 K)"]
+    assert box["rate_counted_on"] == ["validation", "calibration"] and len(box["nested_c"]) == 5
+    assert "outside-the-box classifier" in report["rule"]
+    # the classifier adds to what the novelty score catches (out of fold, the toy network's features)
+    outside = [report["classes"][n] for n in box["outside"]]
+    novelty_alone = np.mean([e["flagged_by_score"] for e in outside])
+    assert report["outside_box"]["flagged"] >= 0.75 > novelty_alone + 0.2
+    assert report["classes"]["calibration"]["flagged"] <= 0.2
+    det = Detector.load(detector_path(model))
+    assert det.box is not None and det.box.threshold == box["threshold"]
+    spectra = classes["calibration"][1][:3]
+    for threshold, expected in ((-np.inf, True), (np.inf, False)):
+        det.box.threshold = threshold
+        det.save(detector_path(model))
+        table = Predictor(model).predict(spectra)
+        assert [("outside_fgk_box" in f) for f in table["flags"]] == [expected] * 3
+        assert all(("outside the FGK box" in n) == expected for n in table["notes"])
+        if expected:
+            assert all(table["out_of_domain"])
+
+
+def test_measure_without_enough_outside_stars_has_no_classifier(tmp_path):
+    from toymodel import toy_ensemble
+
+    from remap_lib.prediction import ood
+
+    model = toy_ensemble(tmp_path)
+    classes = _toy_classes()
+    few = _toy_classes_outside()
+    classes["M (Teff < 3700 K)"] = few["M (Teff < 3700 K)"]  # 30 stars, fewer than MIN_OUTSIDE
+    report = ood.measure(model, classes=classes, progress=False)
+    assert report["box"] is None and Detector.load(detector_path(model)).box is None
+    assert "classifier" not in report["rule"] and report["classes"]["M (Teff < 3700 K)"]["flagged_by_box"] == 0.0
+
+
+def _toy_classes_outside():
+    """Toy stars outside the toy box: no line at all (hot), or a line deeper than any training star's (cool)."""
+    wave = np.arange(4980.0, 5140.0, 0.9)
+    rng = np.random.default_rng(4)
+
+    def stars(n, depth):
+        flux = 1 - depth * np.exp(-0.5 * ((wave - 5050) / 1.5) ** 2) + rng.normal(0, 0.005, (n, wave.size))
+        return np.full((n, 3), np.nan), [(wave, f) for f in flux]
+
+    return {"A/B (Teff > 10000 K)": stars(30, 0.0), "M (Teff < 3700 K)": stars(30, 0.95)}
