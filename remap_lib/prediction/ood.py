@@ -72,6 +72,10 @@ OUTSIDE_MASS = 0.5
 #: test fold of the nested cross-validation; with fewer, ``out_of_domain`` is the novelty score's alone.
 MIN_OUTSIDE = 2 * outsidebox.FOLDS ** 2
 
+#: Fold seeds the outside-the-box classifier's nested cross-validation is repeated over (the report's
+#: class rates are the first's; ``box.replicates`` has each one's).
+REPLICATES = 5
+
 #: Fewest stars called giant that make the giants' own flux model: twice its 10 coefficients, so that
 #: every out-of-fold fit is determined; with fewer, inputs called giant are held against the dwarfs'.
 MIN_PSEUDO_LABELLED = 20
@@ -422,6 +426,13 @@ def _fit_box(det: Detector, feats: dict, raw: dict, novelty: dict, inside, seed:
     flags = {n: det.box.flag(features[n]) for n in feats}
     flags.update(zip(names, np.split(cv["flags"], np.cumsum(sizes)[:-1]), strict=True))
     curve = roc(cv["scores"][~y], cv["scores"][y])
+    # the fold assignment moves the rates: the same nested cross-validation with other fold seeds
+    replicates = []
+    for s in range(seed, seed + REPLICATES):
+        run = cv if s == seed else outsidebox.cross_validated_flags(x, y, nov, groups, s, budget=budget)
+        flagged = run["flags"] | nov
+        replicates.append({"seed": s, "outside_box": float(flagged[y].mean()),
+                           "in_domain": float(flagged[budget].mean())})
     entry = {"features": "the unwidened Teff, log g and [Fe/H] PMFs, log chi2 and the embedding "
                          f"({x.shape[1]} columns)",
              "inside": inside, "outside": outside, "n_inside": int((~y).sum()), "n_outside": int(y.sum()),
@@ -429,7 +440,7 @@ def _fit_box(det: Detector, feats: dict, raw: dict, novelty: dict, inside, seed:
              "c": det.box.c, "threshold": det.box.threshold,
              "c_grid": list(outsidebox.C_GRID), "detected_by_c": {f"{c:g}": v for c, v in info["detected"].items()},
              "nested_c": cv["c"], "auc": curve["auc"],
-             "roc": {k: curve[k] for k in ("fpr", "tpr")},
+             "roc": {k: curve[k] for k in ("fpr", "tpr")}, "replicates": replicates,
              "auc_by_class": {n: roc(cv["scores"][~y], cv["scores"][groups == k])["auc"]
                               for k, n in enumerate(names) if n in outside}}
     return flags, entry

@@ -19,7 +19,9 @@ def test_book_page_renders_the_reports(tmp_path):
                           "teff_of_outside_range": [4050.0, 5000.0]},
                "nothing given": {"n": 0, "flagged": None, "flagged_before": None, "teff_outside_range": None}}
     box = {"features": "the three PMFs", "n_inside": 40, "n_outside": 7, "inside": ["calibration", "giants"],
-           "rate": 0.05, "rate_counted_on": ["giants"], "c": 0.3, "auc": 0.912, "roc": roc}
+           "rate": 0.05, "rate_counted_on": ["giants"], "c": 0.3, "auc": 0.912, "roc": roc,
+           "replicates": [{"seed": 0, "outside_box": 0.8, "in_domain": 0.04},
+                          {"seed": 1, "outside_box": 0.9, "in_domain": 0.06}]}
     (res / "ood.json").write_text(json.dumps({"rule": "score > 1.234", "classes": classes, "other_library": "none",
                                               "outside_box": {"n": 7, "flagged": 6 / 7,
                                                               "flagged_or_outside_range": 1.0},
@@ -56,6 +58,8 @@ def test_book_page_renders_the_reports(tmp_path):
     assert "The novelty score is fitted on finetune, validation, giants only" in page
     assert "an L2 logistic regression on the three PMFs, fitted on the 40 stars inside the box (calibration, " \
            "giants) and the 7 outside it. Its regularisation strength (C = 0.3)" in page
+    assert "over 2 fold assignments (seeds 0–1; the table is the first), `out_of_domain` flags 80%–90% of the " \
+           "stars outside the box (mean 85%) and 4.0%–6.0% of the in-domain stars counted (mean 5.0%)" in page
     assert "at most 5% of the giants stars" in page and "of the 40 in-domain stars not fine-tuned on, 0.0%" in page
     assert "| 10.0 | 9.5 | 0.50 (0.71) |" in page and "-0.25 |" in page
     assert "within 12 km/s" in page and "within 0.5 K" in page

@@ -287,6 +287,9 @@ def test_measure_fits_the_outside_box_classifier_and_predict_flags_with_it(tmp_p
     box = report["box"]
     assert box["n_outside"] == 60 and box["outside"] == ["A/B (Teff > 10000 K)", "M (Teff < 3700 K)"]
     assert box["rate_counted_on"] == ["validation", "calibration"] and len(box["nested_c"]) == 5
+    assert [r["seed"] for r in box["replicates"]] == [0, 1, 2, 3, 4]
+    assert box["replicates"][0]["outside_box"] == report["outside_box"]["flagged"]
+    assert box["replicates"][0]["in_domain"] == pytest.approx(report["in_domain"]["flagged"])
     assert "outside-the-box classifier" in report["rule"]
     # the classifier adds to what the novelty score catches (out of fold, the toy network's features)
     outside = [report["classes"][n] for n in box["outside"]]
