@@ -1,7 +1,7 @@
-"""Preprocessing: air/vacuum, LSF degradation, resampling, continuum, validation, pipeline.
+"""Preprocessing: LSF degradation, resampling, continuum, validation through the pipeline, to_instrument.
 
 Expected values are computed independently of the code under test: Gaussian fits with scipy,
-analytic integrals, published conversion values, PyAstronomy + spectres.
+analytic integrals, PyAstronomy + spectres.
 """
 
 import numpy as np
@@ -12,15 +12,12 @@ from remap_lib.fileio import RemapDataError
 from remap_lib.spectra.instruments import MARVELS, MILES, Instrument
 from remap_lib.spectra.preprocess import (
     Spectra,
-    air_to_vacuum,
-    build_operator,
     check_spectrum,
     continuum_normalize,
     degrade,
     kernel_fwhm,
     resample,
     to_instrument,
-    vacuum_to_air,
 )
 
 SIG2FWHM = 2.0 * np.sqrt(2.0 * np.log(2.0))
@@ -36,39 +33,6 @@ def fitted_fwhm(wave, depth):
     (a, mu, sig), _ = curve_fit(gauss, wave, depth, p0=p0)
     return abs(sig) * SIG2FWHM, mu
 
-
-# ------------------------------------------------------------------------------ air / vacuum
-def test_air_vacuum_round_trip():
-    air = np.linspace(2000.0, 55000.0, 200_001)
-    assert np.max(np.abs(vacuum_to_air(air_to_vacuum(air)) - air)) < 1e-4
-    assert np.max(np.abs(air_to_vacuum(vacuum_to_air(air)) - air)) < 1e-4
-    # below 2000 Å both are vacuum (IAU convention)
-    assert np.array_equal(air_to_vacuum([1500.0, 1999.0]), [1500.0, 1999.0])
-
-
-def test_air_to_vacuum_published_values():
-    # VALD3 / N. Piskunov's published closed-form air→vacuum inverse of the Morton (2000) index
-    # (https://www.astro.uu.se/valdwiki/Air-to-vacuum%20conversion), evaluated by hand here.
-    lam = 5000.0
-    s2 = (1e4 / lam) ** 2
-    n = 1 + 0.00008336624212083 + 0.02408926869968 / (130.1065924522 - s2) + 0.0001599740894897 / (38.92568793293 - s2)
-    assert abs(air_to_vacuum(lam) - lam * n) < 1e-4
-    assert abs(air_to_vacuum(lam) - 5001.3948) < 1e-4
-    # IDL astrolib AIRTOVAC documentation (Ciddor 1996): Kr line 6056.125 Å air -> 6057.8019 Å vacuum.
-    assert abs(air_to_vacuum(6056.125) - 6057.8019) < 2e-4
-    # Vacuum -> air of the same published number, opposite direction.
-    assert abs(vacuum_to_air(6057.8019) - 6056.125) < 2e-4
-
-
-
-def test_air_vacuum_agrees_with_specutils():
-    # ours stays (see preprocess.py); it must give specutils' Morton (2000) numbers wherever both apply
-    wcs_utils = pytest.importorskip("specutils.utils.wcs_utils")
-    import astropy.units as u
-
-    wave = np.linspace(2000.0, 25000.0, 20_001)
-    assert np.max(np.abs(vacuum_to_air(wave) - wcs_utils.vac_to_air(wave * u.AA).value)) < 1e-6
-    assert np.max(np.abs(air_to_vacuum(wave) - wcs_utils.air_to_vac(wave * u.AA, scheme="iteration").value)) < 1e-6
 
 # ------------------------------------------------------------------------------ LSF degradation
 def test_delta_line_to_R11000():
@@ -128,19 +92,6 @@ def test_matches_pyastronomy_and_spectres_constant_fwhm():
     broad = pyasl.broadGaussFast(w, flux, 1.0 / SIG2FWHM, edgeHandling="firstlast", maxsig=8.0)
     ref = spectres(target.wavelength_grid(), w, broad, verbose=False)
     assert np.max(np.abs(ours - ref)) < 5e-5  # measured 9e-6
-
-
-def test_operator_is_cached_and_batched():
-    w = np.arange(4990.0, 5710.0, 0.05)
-    g = MARVELS.wavelength_grid()
-    a = build_operator(w, g, MARVELS.lsf_fwhm(g) * 0.5)
-    b = build_operator(w.copy(), g, MARVELS.lsf_fwhm(g) * 0.5)
-    assert a is b
-    rng = np.random.default_rng(0)
-    flux = 1 + 0.1 * rng.standard_normal((3, w.size))
-    batch, _, _ = a.apply(flux)
-    single = np.stack([a.apply(f)[0] for f in flux])
-    assert np.allclose(batch, single, rtol=0, atol=1e-14)
 
 
 # ------------------------------------------------------------------------------ resampling
@@ -242,22 +193,6 @@ def test_bad_input_named(wave, flux, ivar, words):
     with pytest.raises(RemapDataError, match=words) as err:
         to_instrument(wave, flux, MARVELS, ivar=ivar, medium="vacuum", source="star42.fits")
     assert "star42.fits" in str(err.value)
-
-
-def test_batch_with_one_all_nan_spectrum():
-    flux = np.ones((3, GOOD_WAVE.size))
-    flux[1] = np.nan
-    with pytest.raises(RemapDataError, match=r"all NaN/inf \(spectrum 1 of 3\)"):
-        check_spectrum(GOOD_WAVE, flux, source="batch")
-
-
-def test_nan_pixels_become_masked():
-    flux = np.ones(GOOD_WAVE.size)
-    flux[[5, 500]] = np.nan
-    ivar = np.ones_like(flux)
-    ivar[7] = np.nan
-    c = check_spectrum(GOOD_WAVE, flux, ivar, window=(5000, 5700))
-    assert c.mask.sum() == 3 and np.all(c.ivar[[5, 7, 500]] == 0)
 
 
 # ------------------------------------------------------------------------------ pipeline
