@@ -54,6 +54,10 @@ Rows (:data:`ROWS`)
       (:mod:`remap_lib.evaluation.conformal`). The aggregate computes them from the source's records;
       no run records them. ``synthetic rehearsal at S/N 20, conformal intervals`` (and 10) do the
       same on the noisy copies, so their factors are what a star of that S/N needs.
+    * ``giant distillation + noise-matched augmentation, Teff and log g only, PMF mean as the estimate``:
+      remap's recipe with each PMF's mean, not its median, as the point estimate (:data:`PMF_MEAN`);
+      intervals and networks unchanged, paired with the recipe. The aggregate computes it from the
+      recipe's records (those that hold the mean).
     * ``noise-matched augmentation``: synthetic rehearsal fine-tuned with
       :data:`~remap_lib.training.transfer.NOISE_MATCHED_AUGMENT` (noise down to S/N 5; issue 13),
       paired with ``synthetic rehearsal``; its ``at S/N 20`` / ``at S/N 10`` rows are paired with
@@ -141,6 +145,12 @@ NOISE_DISTILL_NO_SWA = f"{NOISE_DISTILL_TEFF_LOGG}, no SWA in fine-tuning"
 #: alone (issue 12). Without SWA (the row above) the statistics are the running mean over those mixed batches,
 #: so that row changed two things at once; this one separates them.
 NOISE_DISTILL_SWA_BN = f"{NOISE_DISTILL_TEFF_LOGG}, SWA batch norm on the training mix"
+#: remap's recipe read with each PMF's mean as the estimate instead of its median (issue 12, the error tail): the
+#: same networks and intervals, only the point estimate changes. A dwarf whose PMF puts some mass at giant
+#: values keeps its median at one mode or jumps to the other; the mean, the estimate that minimises the
+#: expected squared error under the PMF, moves in proportion. Computed by the aggregate from the recipe's
+#: records that hold the mean.
+PMF_MEAN = f"{NOISE_DISTILL_TEFF_LOGG}, PMF mean as the estimate"
 #: The row whose recipe builds the shipped model (notebook 3's defaults in the ``default`` profile,
 #: :data:`~remap_lib.training.transfer.DISTILLED_LABELS`): the conformal factors the model ships are fitted
 #: on its cross-validated predictions.
@@ -264,6 +274,8 @@ ROWS: tuple[Row, ...] = (
     *(Row(at_snr(NOISE_DISTILL_SWA_BN, snr), "derived", at_snr(NOISE_DISTILL_TEFF_LOGG, snr), "default",
           "fine-tuning", rehearsal=REHEARSAL_RATIO, distill=DISTILL_RATIO, distill_labels=TEFF_LOGG,
           source=NOISE_DISTILL_SWA_BN, snr=snr, recipe="degraded") for snr in DEGRADED_SNR),
+    Row(PMF_MEAN, "derived", NOISE_DISTILL_TEFF_LOGG, "default", "fine-tuning", rehearsal=REHEARSAL_RATIO,
+        distill=DISTILL_RATIO, distill_labels=TEFF_LOGG, source=NOISE_DISTILL_TEFF_LOGG, recipe="pmf mean"),
     Row("no temperature scaling", "derived", FULL, "default", "fine-tuning", recipe="no temperatures"),
     Row(COVERAGE, "derived", FULL, "default", "fine-tuning", recipe="coverage temperatures"),
     Row("one member", "derived", FULL, "default", "fine-tuning", recipe="first member"),
@@ -281,12 +293,13 @@ ROWS: tuple[Row, ...] = (
 )
 ROW_BY_NAME = {r.name: r for r in ROWS}
 #: How a derived row comes from its source's networks: degraded copies of the stars, T = 1, member 0
-#: alone, the start network with its own temperatures, one coverage-fitted temperature per label.
+#: alone, the start network with its own temperatures, one coverage-fitted temperature per label; the
+#: aggregate's: cross-fold conformal intervals, the PMF's mean as the estimate.
 RECIPES = ("degraded", "no temperatures", "first member", "pretrained network", "coverage temperatures",
-           "cross-fold conformal")
+           "cross-fold conformal", "pmf mean")
 #: Recipes the aggregate applies to the source's records (:mod:`remap_lib.evaluation.studystats`): the runs
 #: record nothing for them.
-AGGREGATE_RECIPES = ("cross-fold conformal",)
+AGGREGATE_RECIPES = ("cross-fold conformal", "pmf mean")
 #: Run row -> the derived rows its runs yield.
 DERIVED_FROM = {r.name: tuple(d.name for d in ROWS if d.kind == "derived" and (d.source or FULL) == r.name
                               and d.recipe not in AGGREGATE_RECIPES)

@@ -259,12 +259,13 @@ DECIMALS = {"teff": 1, "logg": 4, "feh": 4}
 
 
 def _as_record(data: SpectraSet, pred: dict) -> dict:
-    """Per-star ids, literature labels and each label's median and interval ends, rounded (NaN -> null)."""
+    """Per-star ids, literature labels and each label's median and interval ends, rounded (NaN -> null);
+    the PMF's mean as well where the prediction has one (the ``PMF mean`` row reads it)."""
     def col(values, name):
         return [None if not np.isfinite(v) else round(float(v), DECIMALS[name]) for v in np.asarray(values)]
 
     out = {"id": [str(i) for i in data.ids],
            "truth": {n: col(data.labels[:, j], n) for j, n in enumerate(LABEL_NAMES)}}
     for name in LABEL_NAMES:
-        out[name] = {q: col(pred[name][q], name) for q in QUANTILES}
+        out[name] = {q: col(pred[name][q], name) for q in (*QUANTILES, *(["mean"] if "mean" in pred[name] else []))}
     return out

@@ -189,6 +189,21 @@ def conformal_entry(entry: dict, k: int) -> dict:
     return out
 
 
+def mean_entry(entry: dict) -> dict:
+    """A row's entry with each PMF's mean as the estimate in place of the median (intervals as they are),
+    for the seeds whose every record part holds the mean (runs recorded before the mean was are left out)."""
+    out = {"records": entry["records"], "seeds": defaultdict(lambda: {"test": {}, "giants": {}})}
+    for seed, parts in sorted(entry["seeds"].items()):
+        every = [part for by_fold in parts.values() for part in by_fold.values()]
+        if not every or not all("mean" in part[n] for part in every for n in LABEL_NAMES):
+            continue
+        for kind, by_fold in parts.items():
+            for fold, part in by_fold.items():
+                out["seeds"][seed][kind][fold] = {**part, **{n: {**part[n], "median": part[n]["mean"]}
+                                                             for n in LABEL_NAMES}}
+    return out
+
+
 def _mean_factors(factors: dict) -> dict:
     """Per level and label, the mean and range of the conformal factors over seeds and folds."""
     out = {}
@@ -346,7 +361,8 @@ def aggregate(out, folds: pd.DataFrame, budgets: dict | None = None, n_boot: int
     k = int(folds["fold"].max()) + 1
     for row in ROWS:  # rows computed here from their source's records, not by the runs
         if row.recipe in AGGREGATE_RECIPES and row.source in entries:
-            entries[row.name] = conformal_entry(entries[row.source], k)
+            entries[row.name] = (mean_entry(entries[row.source]) if row.recipe == "pmf mean"
+                                 else conformal_entry(entries[row.source], k))
     giants = giant_ids(entries)
     rng = np.random.default_rng(boot_seed)
     sizes = {"cv_dwarfs": len(folds), "calibration_stars": int((folds["role"] == "calibration").sum()),

@@ -222,6 +222,34 @@ def test_aggregate_adds_conformal_intervals_fitted_on_the_other_folds(tmp_path):
     assert study.plan([noisy], [0], 2)[0].key == "runs/synthetic_rehearsal/seed0_fold0"
 
 
+def test_aggregate_reads_the_pmf_mean_as_the_estimate_where_the_records_hold_it(tmp_path):
+    """The PMF-mean row is the recipe with each median replaced by the recorded mean, intervals as they were,
+    for the seeds whose every part holds the mean (seed 1's records predate it: left out)."""
+    folds = make_folds(splits_table(20, giants=0), k=2, seed=0)
+    truth = np.column_stack([folds.teff, np.full(20, 4.4), np.zeros(20)])
+    records = []
+    for seed in (0, 1):
+        for f in (0, 1):
+            rows = np.flatnonzero(folds.fold == f)
+            rec = record(sr.NOISE_DISTILL_TEFF_LOGG, seed, f, folds.id.to_numpy()[rows], truth[rows], truth[rows])
+            if seed == 0:
+                for j, n in enumerate(LABEL_NAMES):  # means 10 K / 0.1 dex / 0 above the truth
+                    rec["predictions"][sr.NOISE_DISTILL_TEFF_LOGG]["test"][n]["mean"] = list(
+                        truth[rows, j] + [10.0, 0.1, 0.0][j])
+            records.append(rec)
+    write_records(tmp_path, records)
+    rows = {r["name"]: r for r in studystats.aggregate(tmp_path, folds, n_boot=20)["rows"]}
+    source, mean = rows[sr.NOISE_DISTILL_TEFF_LOGG], rows[sr.PMF_MEAN]
+    assert source["n_seeds"] == 2 and mean["n_seeds"] == 1
+    assert source["cv_dwarfs"]["teff"]["bias"] == pytest.approx(0.0)
+    assert mean["cv_dwarfs"]["teff"]["bias"] == pytest.approx(10.0)
+    assert mean["cv_dwarfs"]["logg"]["bias"] == pytest.approx(0.1)
+    # the intervals are left as they were (about the median): the coverage does not change
+    assert mean["cv_dwarfs"]["teff"]["coverage68"] == pytest.approx(source["cv_dwarfs"]["teff"]["coverage68"])
+    assert mean["paired"]["reference"] == sr.NOISE_DISTILL_TEFF_LOGG
+    assert sr.PMF_MEAN not in studystats.collect(studystats.load_records(tmp_path))  # never written by a run
+
+
 def test_giant_folds_deal_the_ids_out_evenly_by_id_alone():
     from remap_lib.evaluation.folds import giant_folds
 
@@ -432,7 +460,7 @@ def test_tiny_study_writes_one_record_per_run(tiny):
     assert test["id"] == fold_ids(st.folds, 1, "test")  # the held-out fold, nothing else
     assert rec["predictions"]["pretrained only"]["giants"]["id"] == st.giants
     assert rec["config"]["finetune"]["seed"] == study.member_seed(0, 0) and rec["members"] == 2
-    assert set(test["teff"]) == {"median", "p16", "p84", "p2_5", "p97_5"}
+    assert set(test["teff"]) == {"median", "p16", "p84", "p2_5", "p97_5", "mean"}  # the PMF's mean too
     lo, med, hi = (np.array(test["logg"][q], dtype=float) for q in ("p16", "median", "p84"))
     assert np.all(lo <= med) and np.all(med <= hi)
     chi2 = [runqueue.read_record(st.out, f"runs/chi2_grid_fit/seed0_fold{f}")["predictions"]["chi2 grid fit"]
