@@ -16,13 +16,18 @@ log ``ood_distance``, each centred and scaled on the in-domain stars; ``out_of_d
 the score exceeds the threshold, or when the input's S/N is below :data:`SNR_FLOOR` (the range of
 noise the widening was measured over: below it a spectrum is mostly noise).
 
+The score misses most stars just outside the FGK box, which look like the edge of the range to it.
+Where MILES stars outside the box are given (as they are by default), :func:`measure` also fits the
+outside-the-box classifier of :mod:`remap_lib.prediction.outsidebox` on them and the in-domain stars,
+and ``out_of_domain`` fires when either rule does (flag ``outside_fgk_box`` for the classifier's).
+
 Fitting and threshold (:func:`measure`) use only the fine-tuning stars (scores out of fold, so
 no star is scored by a flux model fitted to it), the validation stars and the MILES giant
 candidates **without their labels**: the shipped model rehearses the synthetic giants, so giants
 are in its domain, and those the network calls giant make a second flux model with the labels the
 network gives them (pseudo-labels), which every input called giant is held against. The threshold
-is the :data:`QUANTILE` quantile of their scores. The calibration stars, never fitted on, give the
-reported in-domain false-flag rate. The detector is saved next to the model
+is the :data:`QUANTILE` quantile of their scores. The calibration stars are never used by the score;
+the classifier uses them, as every class it is fitted on, out of fold only. The detector is saved next to the model
 (``<model>.ood.npz``, tied to the model's sha256) and :class:`remap_lib.prediction.inference.Predictor`
 uses it when present, else the embedding threshold alone.
 

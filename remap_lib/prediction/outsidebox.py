@@ -7,7 +7,7 @@ answer consistent. Outlier exposure (Hendrycks, Mazeika & Dietterich 2019) shows
 what to reject. An L2-regularised logistic regression reads what the network already computes for every
 input: its three unwidened PMFs, the novelty detector's log χ², and its embedding. It learns to separate
 the MILES stars inside the box (the fine-tuning, validation and calibration dwarfs and the FGK giant
-candidates) from the MILES stars outside it (:data:`remap_lib.prediction.ood.OUTSIDE_BOX`).
+candidates) from the MILES stars outside it (:data:`remap_lib.prediction.oodinputs.OUTSIDE_BOX`).
 
 ``out_of_domain`` fires when either the novelty score or this classifier fires. The classifier's
 threshold is set so that the two together flag at most :data:`RATE` of the in-domain stars that the
