@@ -16,6 +16,7 @@ from remap_lib.constants import LABEL_DIGITS, LABEL_HTML, LABEL_NAMES, LABEL_PLO
 from remap_lib.evaluation.robustness import TILT_SHAPES
 from remap_lib.fileio import atomic_write
 from remap_lib.paths import RESULTS_DIR
+from remap_lib.prediction.oodinputs import EDGE_CLASSES, OUTSIDE_BOX
 
 # one decimal more than elsewhere in the book: the shifts measured here are a fraction of the labels' errors
 _UNITS = {n: (LABEL_HTML[n], unit, LABEL_DIGITS[n] + (n != "teff"))
@@ -45,9 +46,10 @@ def plot_box_roc(ood: dict, ax) -> None:
     outside the box, with the operating point the report's rates give (``results/ood.json``, ``box``)."""
     box = ood["box"]
     ax.plot(box["roc"]["fpr"], box["roc"]["tpr"], drawstyle="steps-post",
-            label=f"classifier alone, out of fold (AUC {box['auc']:.3f})")
+            label=f"classifier alone, all {box['n_inside']} in-box stars (AUC {box['auc']:.3f})")
     held, out = ood["in_domain"], ood["outside_box"]
-    ax.plot([held["flagged"]], [out["flagged"]], "o", color="C3", label="out_of_domain (with the novelty score)")
+    ax.plot([held["flagged"]], [out["flagged"]], "o", color="C3",
+            label=f"out_of_domain, the {held['n']} in-box stars not fine-tuned on")
     ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls=":")
     ax.set_xlabel("in-domain MILES stars flagged")
     ax.set_ylabel("MILES stars outside the box flagged")
@@ -198,6 +200,11 @@ def _ood_section(ood: dict, figdir: Path) -> list[str]:
                           f"{np.mean(out_r):.0%}) and {min(in_r):.1%}–{max(in_r):.1%} of the in-domain stars "
                           f"counted (mean {np.mean(in_r):.1%}): a threshold chosen on the inner folds is a little "
                           "optimistic.")
+        missed = {n: round(e["n"] * (1 - e["flagged"])) for n, e in ood["classes"].items() if n in OUTSIDE_BOX}
+        if sum(missed.values()):
+            lines[-1] += (f" Of the {sum(missed.values())} stars outside the box left unflagged, "
+                          f"{sum(missed.get(n, 0) for n in EDGE_CLASSES)} are at " + " or ".join(EDGE_CLASSES)
+                          + ", within 500 K of its edges.")
         lines.append("")
     lines += ["| input | n | flagged | by the novelty score | by the classifier | embedding threshold alone | "
               "`teff_outside_range` | AUC (against the calibration stars) |",
@@ -244,7 +251,7 @@ def _ood_section(ood: dict, figdir: Path) -> list[str]:
                      "noise-only spectra, whose χ² is consistent with their noise: the S/N rule flags them."
                      + (" Right: the outside-the-box classifier's nested cross-validated ROC, in-domain MILES stars "
                         "against those outside the box; the dot is where `out_of_domain` (classifier or novelty "
-                        "score) operates. Most of what it misses lies within 500 K of the box's edges."
+                        "score) operates, on the in-box stars the network was not fine-tuned on."
                         if box else ""),
                      "ROC curves of the out-of-domain score per class of input")
     lines += ["*Measured with `python -m remap_lib.prediction.ood` (report `results/ood.json`).*", ""]

@@ -13,6 +13,8 @@ from remap_lib.constants import FGK_TEFF, GIANT_LOGG
 
 #: The classes of MILES stars outside the FGK box (Teff above 7000 K or below 4000 K), hottest first.
 OUTSIDE_BOX = ("A/B (Teff > 10000 K)", "8500-10000 K", "7500-8500 K", "7000-7500 K", "M (Teff < 3700 K)", "3700-4000 K")
+#: Those of them within 500 K of the box's edges, where a spectrum changes least across the edge.
+EDGE_CLASSES = ("7000-7500 K", "3700-4000 K")
 #: The class of the MILES FGK giant candidates: in the domain of a model that rehearses the synthetic
 #: giants while fine-tuning, so they join the fit **without their labels** (:func:`remap_lib.prediction.ood.measure`).
 GIANTS = f"FGK giants (log g < {GIANT_LOGG})"

@@ -60,6 +60,7 @@ def test_book_page_renders_the_reports(tmp_path):
            "giants) and the 7 outside it. Its regularisation strength (C = 0.3)" in page
     assert "over 2 fold assignments (seeds 0–1; the table is the first), `out_of_domain` flags 80%–90% of the " \
            "stars outside the box (mean 85%) and 4.0%–6.0% of the in-domain stars counted (mean 5.0%)" in page
+    assert "Of the 1 stars outside the box left unflagged, 0 are at 7000-7500 K or 3700-4000 K" in page
     assert "at most 5% of the giants stars" in page and "of the 40 in-domain stars not fine-tuned on, 0.0%" in page
     assert "| 10.0 | 9.5 | 0.50 (0.71) |" in page and "-0.25 |" in page
     assert "within 12 km/s" in page and "within 0.5 K" in page
