@@ -113,14 +113,15 @@ class DeepREMAP(nn.Module):
         x = self.backbone(self.stem(x.unsqueeze(1)))
         return x.mean(dim=-1)
 
-    def forward(self, flux: torch.Tensor, mask: torch.Tensor | None = None) -> dict:
-        h = self.features(flux, mask)
-        embedding = F.normalize(self.embed(h), dim=-1)
-        h = self.dropout(h)
+    def forward(self, flux: torch.Tensor, mask: torch.Tensor | None = None, return_features: bool = False) -> dict:
+        """``return_features``: also return the pooled features the heads read, as ``"features"`` (B, C)."""
+        features = self.features(flux, mask)
+        embedding = F.normalize(self.embed(features), dim=-1)
+        h = self.dropout(features)
         out = {name: head(h) for name, head in self.heads.items()}
         if self.config.head == "regression":
             out = {name: v.squeeze(-1) for name, v in out.items()}
-        return {"logits": out, "embedding": embedding}
+        return {"logits": out, "embedding": embedding, **({"features": features} if return_features else {})}
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

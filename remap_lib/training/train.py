@@ -26,10 +26,11 @@ import torch.distributed as dist
 from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
-from remap_lib.constants import LABEL_NAMES, LABEL_SCALES
+from remap_lib.constants import GIANT_LOGG, LABEL_NAMES, LABEL_SCALES
 from remap_lib.data.dataset import SpectraSet
 from remap_lib.distributed import init_distributed
 from remap_lib.fileio import atomic_write
+from remap_lib.nn.alignment import class_conditional_mmd2
 from remap_lib.nn.binning import DEFAULT_BINS, LabelBins
 from remap_lib.nn.losses import MultiTaskLoss
 from remap_lib.nn.model import DeepREMAP
@@ -79,6 +80,9 @@ class TrainConfig:
     # chance that a training row of a batch is replaced by an interpolation with a neighbouring grid node
     # (:mod:`remap_lib.training.nodemix`); for training on a synthetic grid only
     node_mix: float = 0.0
+    # weight of the class-conditional MMD between the features of a batch's rehearsed synthetic spectra and
+    # its observed ones (:mod:`remap_lib.nn.alignment`); for fine-tuning with rehearsal only
+    align_weight: float = 0.0
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -86,6 +90,8 @@ class TrainConfig:
         # absent when off, so configs (and fingerprints) from before these options stay as they were
         if not self.node_mix:
             del d["node_mix"]
+        if not self.align_weight:
+            del d["align_weight"]
         if self.swa_bn_rows == "training":
             del d["swa_bn_rows"]
         return d
@@ -224,6 +230,7 @@ class Trainer:
         self.augmenter = Augmenter(train.wave, train.instrument, config.augment)
         if config.swa_bn_rows not in SWA_BN_ROWS:
             raise ValueError(f"swa_bn_rows must be one of {SWA_BN_ROWS}, got {config.swa_bn_rows!r}")
+        self.align_giant = self._alignment_classes() if config.align_weight else None
         self.node_table = None
         if config.node_mix:
             if not 0.0 < config.node_mix <= 1.0:
@@ -254,6 +261,28 @@ class Trainer:
                 data_sha256(distill).encode(), f"{self.distill_ratio!r}".encode(),
                 *(np.ascontiguousarray(distill_targets[n], dtype=np.float32).tobytes() for n in self.bins))
         self.resume_note = ""  # why the last fit() resumed or started afresh (also printed)
+
+    def _alignment_classes(self) -> torch.Tensor:
+        """Each row's class for the feature alignment: 1 giant, 0 dwarf, -1 unknown (left out).
+
+        Labelled rows (the training stars and the rehearsed grid) by their log g; distilled rows, whose
+        labels are unknown, by the start network's reading of them (the mean of its log g PMF), so no
+        observed giant's label is read.
+        """
+        if self.config.align_weight < 0:
+            raise ValueError(f"align_weight must be >= 0, got {self.config.align_weight}")
+        if self.n_rehearsal == 0:
+            raise ValueError("align_weight > 0 aligns the rehearsed synthetic spectra with the observed ones: "
+                             "it needs rehearsal (rehearsal_ratio > 0 and rehearsal spectra)")
+        logg = self.labels[:, LABEL_NAMES.index("logg")].numpy().astype(np.float64)
+        if self.teacher is not None:
+            pmf = self.teacher["logg"].numpy().astype(np.float64)
+            total = pmf.sum(axis=1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                read = (pmf @ self.bins["logg"].centers) / total
+            first = self.n_main + self.n_rehearsal
+            logg[first:] = np.where(total[first:] > 0, read[first:], np.nan)
+        return torch.as_tensor(np.where(np.isfinite(logg), (logg < GIANT_LOGG).astype(np.int64), -1))
 
     def _append_rows(self, extra: SpectraSet, what: str, labels) -> None:
         if extra.flux.shape[1] != self.flux.shape[1]:
@@ -397,9 +426,18 @@ class Trainer:
             flux, _, mask = self.augmenter(flux, ivar, mask, generator=augment_gen)
             mine = slice(self.rank, None, self.world)
             flux, mask, labels = flux[mine].to(self.device), mask[mine].to(self.device), labels[mine]
-            out = self.ddp_model(flux, mask)
+            align = self.align_giant is not None
+            out = self.ddp_model(flux, mask, return_features=True) if align else self.ddp_model(flux, mask)
             sigma = None if self.row_sigma is None else self.row_sigma[idx.numpy()][mine]
             loss, parts = self._loss(out, labels.to(self.device), sigma, idx[mine])
+            if align:
+                rows = idx[mine]
+                known = (self.align_giant[rows] >= 0).to(self.device)
+                synthetic = ((rows >= self.n_main) & (rows < self.n_main + self.n_rehearsal)).to(self.device)
+                mmd = class_conditional_mmd2(out["features"][known], synthetic[known],
+                                             (self.align_giant[rows] == 1).to(self.device)[known])
+                loss = loss + cfg.align_weight * mmd
+                parts = {**parts, "align": float(mmd.detach()), "total": float(loss.detach())}
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:

@@ -342,12 +342,14 @@ def test_the_recipes_variants_change_only_their_own_setting():
     recipe = budgets.finetune(sr.ROW_BY_NAME[sr.NOISE_DISTILL_TEFF_LOGG], 3)  # the recipe they vary
     for name, setting in ((sr.NOISE_DISTILL_NO_SWA, {"swa_start": 1.0}),
                           (sr.NOISE_DISTILL_SWA_BN, {"swa_bn_rows": "epoch"}),
-                          (sr.NOISE_DISTILL_WIDE, {"label_sigma": sr.WIDE_TARGETS})):
+                          (sr.NOISE_DISTILL_WIDE, {"label_sigma": sr.WIDE_TARGETS}),
+                          (sr.NOISE_DISTILL_ALIGN, {"align_weight": sr.ALIGN_WEIGHT})):
         row = sr.ROW_BY_NAME[name]
         assert budgets.finetune(row, 3) == dataclasses.replace(recipe, **setting), name
         assert row.reference == sr.NOISE_DISTILL_TEFF_LOGG
     # the SWA rows get conformal intervals too, as the recipe does, so that their coverage compares
-    assert all(f"{n}, {sr.CONFORMAL}" in sr.ROW_BY_NAME for n in (sr.NOISE_DISTILL_NO_SWA, sr.NOISE_DISTILL_SWA_BN))
+    assert all(f"{n}, {sr.CONFORMAL}" in sr.ROW_BY_NAME
+               for n in (sr.NOISE_DISTILL_NO_SWA, sr.NOISE_DISTILL_SWA_BN, sr.NOISE_DISTILL_ALIGN))
 
 
 # -------------------------------------------------------------------------------------------- a tiny study

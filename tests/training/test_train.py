@@ -289,3 +289,33 @@ def test_a_finished_run_applies_a_new_swa_batch_norm_choice_without_training_aga
     weights = [k for k, v in before.items() if "running" not in k and v.is_floating_point()]
     assert all(torch.equal(before[k], after[k]) for k in weights)  # the same SWA average
     assert not torch.equal(before["stem.1.running_mean"], after["stem.1.running_mean"])  # other BN statistics
+
+
+def test_feature_alignment_classes_rows_without_reading_the_distilled_labels(tmp_path):
+    data = toy_set()
+    train = data.select(data.meta["split"] == "train")  # 40 rows
+    synth = toy_set(n=30, seed=5, id_prefix="g", n_val=0)
+    giants = toy_set(n=12, seed=6, id_prefix="u", n_val=0)
+    logg_bins = DEFAULT_BINS["logg"]
+    # the teacher reads the first six distilled spectra at the lowest log g bin, the rest at the highest
+    low, high = np.eye(logg_bins.nbins)[0], np.eye(logg_bins.nbins)[-1]
+    teacher = {name: np.zeros((12, b.nbins), dtype=np.float32) for name, b in DEFAULT_BINS.items()}
+    teacher["logg"] = np.array([low] * 6 + [high] * 6, dtype=np.float32)
+    cfg = replace(config(epochs=2), align_weight=1.0)
+    torch.manual_seed(0)
+    trainer = Trainer(build_model(data.flux.shape[1], **TINY_ARCH), train, cfg, out_dir=tmp_path, rehearsal=synth,
+                      rehearsal_ratio=0.5, distill=giants, distill_targets=teacher, distill_ratio=0.5)
+    labelled = np.concatenate([train.labels[:, 1], synth.labels[:, 1]])
+    expected = np.where(np.isfinite(labelled), labelled < 3.5, -1)
+    assert trainer.align_giant[:70].tolist() == expected.tolist()
+    assert trainer.align_giant[70:].tolist() == [1] * 6 + [0] * 6
+    result = trainer.fit(progress=False)
+    assert all(np.isfinite(row["train_align"]) for row in result.history)
+    assert "align_weight" in cfg.to_dict() and "align_weight" not in config().to_dict()  # old fingerprints kept
+
+
+def test_feature_alignment_needs_rehearsal():
+    data = toy_set()
+    with pytest.raises(ValueError, match="needs rehearsal"):
+        Trainer(build_model(data.flux.shape[1], **TINY_ARCH), data.select(data.meta["split"] == "train"),
+                replace(config(), align_weight=1.0))
