@@ -59,8 +59,9 @@ from remap_lib.data.dataset import SpectraSet  # noqa: E402
 from remap_lib.fileio import atomic_write  # noqa: E402
 from remap_lib.nn.binning import DEFAULT_BINS  # noqa: E402
 from remap_lib.spectra.instruments import MARVELS, MILES  # noqa: E402
+from remap_lib.training.config import TrainConfig  # noqa: E402
 from remap_lib.training.profiles import PROFILES  # noqa: E402
-from remap_lib.training.train import TrainConfig, Trainer, _generator, _targets, build_model  # noqa: E402
+from remap_lib.training.train import Trainer, _generator, _targets, build_model  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "training.json"
 INSTRUMENTS = {"MILES": MILES, "MARVELS": MARVELS}

@@ -18,7 +18,8 @@ from remap_lib.evaluation import calibrate
 from remap_lib.evaluation.evaluate import score_row
 from remap_lib.evaluation.forward import ensemble_mean, forward
 from remap_lib.nn.modelfile import save_model
-from remap_lib.training.train import TrainConfig, Trainer, build_model
+from remap_lib.training.config import TrainConfig
+from remap_lib.training.train import Trainer, build_model
 from remap_lib.training.transfer import LITERATURE_SIGMA, ensemble_pmfs, finetune, summarize
 
 #: The rows of :func:`inference_ablations`, in order.

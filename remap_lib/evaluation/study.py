@@ -58,8 +58,9 @@ from remap_lib.fileio import sha256_file
 from remap_lib.nn.modelfile import load_model
 from remap_lib.paths import RESULTS_DIR, work_dir
 from remap_lib.training.augment import AugmentConfig
+from remap_lib.training.config import TrainConfig
+from remap_lib.training.fingerprint import data_sha256
 from remap_lib.training.profiles import resolve
-from remap_lib.training.train import TrainConfig, data_sha256
 from remap_lib.training.transfer import finetune_config
 
 DEFAULT_OUT = RESULTS_DIR / "study"

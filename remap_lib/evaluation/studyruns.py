@@ -27,7 +27,8 @@ from remap_lib.evaluation.folds import fold_ids
 from remap_lib.evaluation.studyrows import DERIVED_FROM, RECIPES, ROW_BY_NAME, Row
 from remap_lib.nn.binning import DEFAULT_BINS, QUANTILES
 from remap_lib.nn.modelfile import load_model, package_versions, save_model, weights_sha256
-from remap_lib.training.train import TrainConfig, Trainer, build_model
+from remap_lib.training.config import TrainConfig
+from remap_lib.training.train import Trainer, build_model
 from remap_lib.training.transfer import LITERATURE_SIGMA, ensemble_pmfs, finetune, unlabelled
 
 if TYPE_CHECKING:

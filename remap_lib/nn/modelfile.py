@@ -31,7 +31,7 @@ FORMAT_VERSION = 1
 
 def weights_sha256(state_dict: dict) -> str:
     """sha256 of a state dict's tensors in key order: what a model file records, and what a training
-    checkpoint's fingerprint compares (:func:`remap_lib.training.train.training_fingerprint`)."""
+    checkpoint's fingerprint compares (:func:`remap_lib.training.fingerprint.training_fingerprint`)."""
     digest = hashlib.sha256()
     for key in sorted(state_dict):
         digest.update(key.encode())

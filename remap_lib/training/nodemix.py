@@ -3,7 +3,7 @@
 A synthetic grid holds spectra at lattice labels only (250 K, 0.5 dex, 0.25 dex apart in the MARCS
 box), so a network pretrained on it sees no label between two nodes, and its soft targets occupy only
 the bins at node values. Stars are not on the lattice, nor are the grid's own held-out nodes as seen
-from the training nodes around them. With ``node_mix`` (:class:`~remap_lib.training.train.TrainConfig`),
+from the training nodes around them. With ``node_mix`` (:class:`~remap_lib.training.config.TrainConfig`),
 each training row of a batch is replaced, with that probability, by
 
     flux = λ·flux_a + (1 − λ)·flux_b,  labels = λ·labels_a + (1 − λ)·labels_b,  λ ~ U(0, 1),

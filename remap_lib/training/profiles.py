@@ -2,7 +2,7 @@
 
 ``smoke`` runs in seconds to a few minutes (tests), ``default`` is the rendered book on a 2-core
 CPU, ``paper`` is the full-scale run for a GPU. Each step's parameters start from one set of
-defaults (for training: the :class:`~remap_lib.training.train.TrainConfig` and
+defaults (for training: the :class:`~remap_lib.training.config.TrainConfig` and
 :class:`~remap_lib.nn.model.ModelConfig` dataclass defaults, and :func:`~remap_lib.training.transfer.finetune_config`
 for fine-tuning); a profile lists only where it differs. A notebook's ``parameters`` cell names a
 profile and may override any value; ``None`` means "take it from the profile"::
@@ -28,7 +28,7 @@ PROFILE_NAMES = ("smoke", "default", "paper")
 
 def _pretrain_defaults() -> dict:
     from remap_lib.nn.model import ModelConfig
-    from remap_lib.training.train import TrainConfig
+    from remap_lib.training.config import TrainConfig
 
     t, m = TrainConfig(), ModelConfig()
     return {"epochs": t.epochs, "batch_size": t.batch_size, "lr": t.lr, "gamma": t.gamma, "cost_weight": t.cost_weight,
@@ -58,7 +58,7 @@ def _finetune_defaults() -> dict:
 
 
 def _ablation_defaults() -> dict:
-    from remap_lib.training.train import TrainConfig
+    from remap_lib.training.config import TrainConfig
 
     # smaller networks than pretraining's, so that every variant trains in minutes
     return {"pretrain_epochs": 20, "finetune_epochs": 20, "stage_channels": [8, 16, 32, 64], "blocks_per_stage": 1,

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import copy
 import csv
-import hashlib
 import io
-import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +24,7 @@ import torch.distributed as dist
 from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
-from remap_lib.constants import GIANT_LOGG, LABEL_NAMES, LABEL_SCALES
+from remap_lib.constants import GIANT_LOGG, LABEL_NAMES
 from remap_lib.data.dataset import SpectraSet
 from remap_lib.distributed import init_distributed
 from remap_lib.fileio import atomic_write
@@ -34,102 +32,11 @@ from remap_lib.nn.alignment import class_conditional_mmd2
 from remap_lib.nn.binning import DEFAULT_BINS, LabelBins
 from remap_lib.nn.losses import MultiTaskLoss
 from remap_lib.nn.model import DeepREMAP
-from remap_lib.nn.modelfile import weights_sha256
 from remap_lib.training.augment import AugmentConfig, Augmenter
+from remap_lib.training.config import SYNTHETIC_LABEL_SIGMA, TrainConfig
+from remap_lib.training.fingerprint import data_sha256, sha256_of, training_fingerprint
 from remap_lib.training.nodemix import lattice_neighbours, mix_with_neighbours
 from remap_lib.training.profiles import SWA_BN_ROWS
-
-#: TrainConfig fields used only after the last epoch (by :meth:`Trainer.final_model`).
-AFTER_TRAINING = ("swa_bn_rows",)
-#: Soft-target widths around the exact labels of synthetic spectra (our choice, about a bin): Teff, log g, [Fe/H].
-SYNTHETIC_LABEL_SIGMA = (50.0, 0.1, 0.05)
-
-
-@dataclass
-class TrainConfig:
-    """Optimization and loss settings (the paper's ingredients; the values are our choices)."""
-
-    epochs: int = 40
-    batch_size: int = 64  # global batch, split across DDP ranks
-    lr: float = 2e-3
-    min_lr_fraction: float = 0.02
-    weight_decay: float = 1e-4
-    restart_epochs: int | None = None  # cosine warm restarts every N epochs; None: one cosine over the run
-    warmup_epochs: float = 1.0
-    swa_start: float = 0.75  # fraction of the epochs after which weights are averaged (1.0: no SWA)
-    swa_lr: float = 3e-4
-    # rows the SWA average's batch-norm statistics are recomputed on: "training" (the labelled training rows
-    # alone, the target domain) or "epoch" (an epoch's mix of them with rehearsal and distillation rows, the
-    # batches the weights were trained on)
-    swa_bn_rows: str = "training"
-    gamma: float = 2.0
-    cost_weight: float = 1.0
-    cost_sigma: tuple[float, float, float] | None = LABEL_SCALES
-    triplet_weight: float = 0.1
-    triplet_margin: float = 0.2
-    # Width of the soft targets around exact synthetic labels (our choice, ~ a bin)
-    label_sigma: tuple[float, float, float] = SYNTHETIC_LABEL_SIGMA
-    grad_clip: float = 5.0
-    # transfer learning: the stem and backbone are frozen for the first `freeze_epochs`, then train at
-    # `backbone_lr_factor` times the heads' learning rate
-    freeze_epochs: int = 0
-    backbone_lr_factor: float = 1.0
-    seed: int = 0
-    threads: int = 2
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    # chance that a training row of a batch is replaced by an interpolation with a neighbouring grid node
-    # (:mod:`remap_lib.training.nodemix`); for training on a synthetic grid only
-    node_mix: float = 0.0
-    # weight of the class-conditional MMD between the features of a batch's rehearsed synthetic spectra and
-    # its observed ones (:mod:`remap_lib.nn.alignment`); for fine-tuning with rehearsal only
-    align_weight: float = 0.0
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["augment"] = self.augment.to_dict()
-        # absent when off, so configs (and fingerprints) from before these options stay as they were
-        if not self.node_mix:
-            del d["node_mix"]
-        if not self.align_weight:
-            del d["align_weight"]
-        if self.swa_bn_rows == "training":
-            del d["swa_bn_rows"]
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        d = dict(d)
-        d["augment"] = AugmentConfig.from_dict(d["augment"])
-        for key in ("cost_sigma", "label_sigma"):
-            if d.get(key) is not None:
-                d[key] = tuple(d[key])
-        return cls(**d)
-
-
-def _sha256(*chunks: bytes) -> str:
-    digest = hashlib.sha256()
-    for chunk in chunks:
-        digest.update(chunk)
-    return digest.hexdigest()
-
-
-def data_sha256(data: SpectraSet) -> str:
-    """Hash of what training reads from a set: ids, flux, inverse variance, mask and labels."""
-    return _sha256("\n".join(str(i) for i in data.ids).encode(),
-                   *(np.ascontiguousarray(a).tobytes() for a in (data.flux, data.ivar, data.mask, data.labels)))
-
-
-def training_fingerprint(config: TrainConfig, train: SpectraSet, model: torch.nn.Module) -> dict[str, str]:
-    """What a training run's outcome depends on: its settings, its training data and its starting weights.
-
-    A checkpoint resumes only when all three match, so rerunning a notebook after changing any of
-    them (a parameter, the held-out stars, the pretrained network) trains anew instead of reusing
-    stale work. Settings applied only once training has finished (:data:`AFTER_TRAINING`) are left out: a
-    finished checkpoint resumes and applies them without training again.
-    """
-    settings = {k: v for k, v in config.to_dict().items() if k not in AFTER_TRAINING}
-    return {"settings": _sha256(json.dumps(settings, sort_keys=True).encode()),
-            "training data": data_sha256(train), "starting weights": weights_sha256(model.state_dict())}
 
 
 def _init_distributed(device: torch.device) -> tuple[int, int]:
@@ -254,10 +161,10 @@ class Trainer:
         self.epoch = 0
         self.fingerprint = training_fingerprint(config, train, model)
         if self.rehearsal_ratio > 0:  # absent otherwise, so runs without rehearsal keep their fingerprints
-            self.fingerprint["rehearsal"] = _sha256(data_sha256(rehearsal).encode(),
+            self.fingerprint["rehearsal"] = sha256_of(data_sha256(rehearsal).encode(),
                                                     f"{self.rehearsal_ratio!r}".encode())
         if self.distill_ratio > 0:
-            self.fingerprint["distillation"] = _sha256(
+            self.fingerprint["distillation"] = sha256_of(
                 data_sha256(distill).encode(), f"{self.distill_ratio!r}".encode(),
                 *(np.ascontiguousarray(distill_targets[n], dtype=np.float32).tobytes() for n in self.bins))
         self.resume_note = ""  # why the last fit() resumed or started afresh (also printed)

@@ -22,7 +22,8 @@ from remap_lib.data.dataset import SpectraSet
 from remap_lib.evaluation.forward import ensemble_mean, forward
 from remap_lib.nn.modelfile import load_model, save_model
 from remap_lib.training.augment import AugmentConfig
-from remap_lib.training.train import TrainConfig, Trainer
+from remap_lib.training.config import TrainConfig
+from remap_lib.training.train import Trainer
 
 #: Augmentation for observed spectra: they already carry noise, their own LSF and RV zero point,
 #: so only small perturbations remain useful (our choice).

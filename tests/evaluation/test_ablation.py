@@ -16,7 +16,7 @@ from remap_lib.evaluation.evaluate import score_row
 from remap_lib.nn.binning import DEFAULT_BINS, LabelBins
 from remap_lib.spectra.instruments import Instrument
 from remap_lib.training.augment import AugmentConfig
-from remap_lib.training.train import TrainConfig
+from remap_lib.training.config import TrainConfig
 from remap_lib.training.transfer import finetune_config
 
 TINY_ARCH = dict(stem_channels=4, stage_channels=(4, 8), kernel_size=3, embedding_dim=4)

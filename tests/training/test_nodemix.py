@@ -4,8 +4,9 @@ import torch
 from toydata import TINY_ARCH, toy_set
 
 from remap_lib.training.augment import AugmentConfig
+from remap_lib.training.config import TrainConfig
 from remap_lib.training.nodemix import lattice_neighbours, mix_with_neighbours
-from remap_lib.training.train import TrainConfig, Trainer, build_model
+from remap_lib.training.train import Trainer, build_model
 
 # a small lattice with uneven Teff steps (3900, 4000, 4250 K)
 LATTICE = np.array([[3900.0, 4.0, 0.0], [4000.0, 4.0, 0.0], [3900.0, 4.5, 0.0], [4250.0, 4.5, 0.0],

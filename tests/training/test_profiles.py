@@ -9,8 +9,8 @@ import pytest
 
 from remap_lib.book.notebooks import NOTEBOOK_DIR, notebook_step
 from remap_lib.nn.model import ModelConfig
+from remap_lib.training.config import TrainConfig
 from remap_lib.training.profiles import DIFFERENCES, PROFILES, STEP_DEFAULTS, resolve
-from remap_lib.training.train import TrainConfig
 
 #: Parameters a notebook takes that are deliberately not part of any profile (same value at every scale).
 NOTEBOOK_ONLY = {"01_data_prep": {"seed"}, "02_pretrain": {"seed"}, "03_finetune": {"holdout", "seed"},

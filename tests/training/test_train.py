@@ -13,7 +13,8 @@ from remap_lib.evaluation.evaluate import predict
 from remap_lib.nn.binning import DEFAULT_BINS
 from remap_lib.nn.modelfile import load_model
 from remap_lib.training.augment import AugmentConfig
-from remap_lib.training.train import TrainConfig, Trainer, build_model, learning_rate
+from remap_lib.training.config import TrainConfig
+from remap_lib.training.train import Trainer, build_model, learning_rate
 
 
 def config(epochs=3):
