@@ -4,7 +4,7 @@
 
 :func:`load_phoenix_grid` downloads the PHOENIX-ACES-AGSS-COND-2011 HiRes spectra (Husser et al.
 2013) of the nodes inside :data:`~remap_lib.data.sources.marcs.FGK_BOX` (resumable, through
-:func:`~remap_lib.data.sources.phoenix.fetch_phoenix_grid`), and puts each on the grid the SME library is
+:func:`~remap_lib.data.sources.phoenix_fetch.fetch_phoenix_grid`), and puts each on the grid the SME library is
 stored on (:data:`~remap_lib.data.sources.sme_grid.GRID_STORAGE`: R = 11000, air) with the one pipeline,
 :func:`remap_lib.spectra.preprocess.to_instrument`: vacuum → air (Morton 2000), degraded from R = 500 000,
 continuum-normalized. :func:`remap_lib.training.trainsets.synthetic_set` then treats it as the SME grid.
@@ -35,11 +35,11 @@ from remap_lib.data.sources.phoenix import (
     GRID_TEFF,
     HIRES_RESOLUTION,
     PhoenixNode,
-    fetch_phoenix_grid,
     parse_phoenix_filename,
     phoenix_base_url,
-    read_phoenix,
 )
+from remap_lib.data.sources.phoenix_fetch import fetch_phoenix_grid
+from remap_lib.data.sources.phoenix_read import read_phoenix
 from remap_lib.data.sources.sme_grid import GRID_STORAGE, SyntheticGrid
 from remap_lib.fileio import RemapDataError
 from remap_lib.spectra import preprocess
