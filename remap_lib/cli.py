@@ -86,7 +86,7 @@ def _predict(args) -> int:
     import threading
 
     from remap_lib.prediction.streaming import OutputError, PredictInterrupted, predict_files
-    from remap_lib.spectra.readers import skipped_message
+    from remap_lib.spectra.inputfiles import skipped_message
 
     for stream in (sys.stdout, sys.stderr):  # file names in any script must not crash a summary on an ASCII terminal
         if hasattr(stream, "reconfigure"):

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from remap_lib.prediction.tables import H5_TABLE_PATH, OUTPUT_FORMATS
-from remap_lib.spectra.readers import has_supported_suffix
+from remap_lib.spectra.inputfiles import has_supported_suffix
 
 LOCK_SUFFIX = ".lock"
 

@@ -68,8 +68,9 @@ from remap_lib.prediction.outputguard import (
     recorded_digest,
 )
 from remap_lib.prediction.tables import output_format, write_predictions
+from remap_lib.spectra.inputfiles import find_inputs
 from remap_lib.spectra.inputs import FailedInput
-from remap_lib.spectra.readers import StoreSpectra, count_spectra, find_inputs, read_spectra
+from remap_lib.spectra.readers import StoreSpectra, count_spectra, read_spectra
 
 PARTIAL_SUFFIX = ".partial"
 SLICE_ROWS = 1024  # spectra per network call between checkpoints (or batch_size, if larger)

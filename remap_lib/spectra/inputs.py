@@ -25,7 +25,8 @@ import numpy as np
 
 from remap_lib.data.dataset import SpectraSet
 from remap_lib.fileio import RemapDataError
-from remap_lib.spectra.readers import RawSpectrum, StoreSpectra, expand_inputs, read_spectra, table_to_spectra
+from remap_lib.spectra.inputfiles import expand_inputs
+from remap_lib.spectra.readers import RawSpectrum, StoreSpectra, read_spectra, table_to_spectra
 
 
 @dataclass

@@ -23,7 +23,8 @@ Supported layouts
 * **HDF5** in the project's own store layout (:mod:`remap_lib.data.dataset`): spectra already on an
   instrument grid and continuum-normalized.
 * a **directory** (every supported file in it, not recursive) or a **glob** pattern: hidden files
-  are ignored, and files of another type are reported, never silently dropped.
+  are ignored, and files of another type are reported, never silently dropped
+  (:mod:`remap_lib.spectra.inputfiles`).
 
 Medium: ``CTYPE1 = 'AWAV'`` means air and ``'WAVE'`` vacuum (FITS standard); keywords ``AIRORVAC``,
 ``VACUUM`` and ``AIR`` are honoured; SDSS ``loglam`` is vacuum.
@@ -35,24 +36,15 @@ needs, and headerless CSV/text and our HDF5 store would still need readers of ou
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import glob
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from remap_lib.fileio import RemapDataError, require_nonempty
+from remap_lib.spectra.inputfiles import file_kind, os_errors_named
 
-FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz")
-TABLE_SUFFIXES = (".ecsv", ".csv")
-TEXT_SUFFIXES = (".txt", ".dat", ".asc")
-HDF5_SUFFIXES = (".h5", ".hdf5")
-SUPPORTED_SUFFIXES = FITS_SUFFIXES + TABLE_SUFFIXES + TEXT_SUFFIXES + HDF5_SUFFIXES
 POSITIONAL_COLUMNS = ("wave", "flux", "error")  # headerless text and CSV: wavelength (Å), flux[, error]
-MAX_NAMED = 10  # skipped files named in a message; the rest are counted
 
 # Column names we recognise, lower case, in order of preference.
 WAVE_COLUMNS = ("wave", "wavelength", "wavelengths", "lambda", "lam", "awav", "loglam")
@@ -93,80 +85,10 @@ class StoreSpectra:
     instrument_dict: dict
 
 
-# -- where the spectra are ----------------------------------------------------------------------
-def has_supported_suffix(path) -> bool:
-    return str(path).lower().endswith(SUPPORTED_SUFFIXES)
-
-
-def find_inputs(inputs) -> tuple[list[Path], list[Path]]:
-    """Files named by ``inputs`` (paths, directories or glob patterns) in a stable order, and the skipped ones.
-
-    A directory or a glob pattern contributes its supported files (sorted; a directory is not
-    searched recursively); its files of another type are returned second, so callers can say what
-    they skipped. Hidden files (``.name``: editor and system files, remap's own temporary files) are
-    ignored. A file named explicitly is always taken (an unsupported one then fails in its own row).
-    Raises FileNotFoundError when an input names nothing, so a typo is never silently an empty run.
-    """
-    if isinstance(inputs, str | Path):
-        inputs = [inputs]
-    files: list[Path] = []
-    skipped: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        is_pattern = not path.exists() and any(ch in str(item) for ch in "*?[")
-        if path.is_dir() or is_pattern:
-            with _os_errors_named(path):  # a folder we may not list is bad input, named like any other
-                entries = path.iterdir() if path.is_dir() else map(Path, glob.glob(str(item)))
-                entries = sorted(p for p in entries if p.is_file() and not p.name.startswith("."))
-            found = [p for p in entries if has_supported_suffix(p)]
-            others = [p for p in entries if not has_supported_suffix(p)]
-            if not found:
-                also = f" ({skipped_message(others)})" if others else ""
-                what = "directory holds" if path.is_dir() else "pattern matches"
-                raise FileNotFoundError(f"{item}: {what} no {', '.join(SUPPORTED_SUFFIXES)} files{also}")
-            files += found
-            skipped += others
-        elif path.exists():
-            files.append(path)
-        else:
-            raise FileNotFoundError(f"{item}: no such file or directory")
-    return files, skipped
-
-
-def expand_inputs(inputs) -> list[Path]:
-    """The files of :func:`find_inputs`; skipped files of unknown type are named in a warning."""
-    files, skipped = find_inputs(inputs)
-    if skipped:
-        warnings.warn(skipped_message(skipped), stacklevel=2)
-    return files
-
-
-def skipped_message(skipped) -> str:
-    """``skipped 3 files of unknown type: a.doc, b.png, c (remap reads ...)``."""
-    names = ", ".join(str(p) for p in skipped[:MAX_NAMED])
-    more = f" and {len(skipped) - MAX_NAMED} more" if len(skipped) > MAX_NAMED else ""
-    return (f"skipped {len(skipped)} file{'s' if len(skipped) != 1 else ''} of unknown type: {names}{more} "
-            f"(remap reads {', '.join(SUPPORTED_SUFFIXES)})")
-
-
-def file_kind(path) -> str:
-    """``"fits"``, ``"table"``, ``"text"`` or ``"hdf5"`` from the suffix; RemapDataError for anything else."""
-    name = str(path).lower()
-    if name.endswith(FITS_SUFFIXES):
-        return "fits"
-    if name.endswith(TABLE_SUFFIXES):
-        return "table"
-    if name.endswith(TEXT_SUFFIXES):
-        return "text"
-    if name.endswith(HDF5_SUFFIXES):
-        return "hdf5"
-    raise RemapDataError(path, f"unsupported file type; remap reads {', '.join(SUPPORTED_SUFFIXES)}")
-
-
 def count_spectra(path) -> int:
     """How many spectra ``path`` holds, reading headers only where the format allows."""
     kind = file_kind(path)
-    with _os_errors_named(path):
+    with os_errors_named(path):
         if kind == "hdf5":
             from remap_lib.data.dataset import _open
 
@@ -188,24 +110,11 @@ def count_spectra(path) -> int:
 def read_spectra(path, start: int = 0, stop: int | None = None) -> list[RawSpectrum] | StoreSpectra:
     """Spectra ``start:stop`` of the file ``path`` (all by default)."""
     kind = file_kind(path)
-    with _os_errors_named(path):
+    with os_errors_named(path):
         if kind == "hdf5":
             return read_store(path, start, stop)
         readers = {"fits": read_fits, "table": read_table_file, "text": read_text_file}
         return readers[kind](path)[start:stop]
-
-
-@contextlib.contextmanager
-def _os_errors_named(path):
-    """An input the system will not let us read (permissions, I/O error) fails by name, like bad data."""
-    try:
-        yield
-    except RemapDataError:
-        raise
-    except OSError as err:
-        reason = err.strerror or str(err)
-        code = errno.errorcode.get(err.errno, "")
-        raise RemapDataError(path, f"cannot read: {reason}{f' ({code})' if code else ''}") from err
 
 
 # -- units and medium ---------------------------------------------------------------------------
@@ -444,7 +353,7 @@ def read_text_file(path, delimiter: str | None = None) -> list[RawSpectrum]:
     flux and optionally error, by position, and the row's notes say so.
     """
     path = require_nonempty(path)
-    with _os_errors_named(path):
+    with os_errors_named(path):
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     kind = "CSV" if delimiter == "," else "text"
     comment, header, rows, row_lines = None, None, [], []
