@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -44,8 +44,8 @@ from tqdm import tqdm
 from remap_lib.data.dataset import SpectraSet, read_dataset
 from remap_lib.evaluation import runqueue
 from remap_lib.evaluation.folds import fold_ids, giant_folds, make_folds, n_folds, read_folds, write_folds
+from remap_lib.evaluation.studybudgets import Budgets
 from remap_lib.evaluation.studyrows import (
-    DERIVED_FROM,
     ROW_BY_NAME,
     ROWS,
     RUN_ORDER,
@@ -54,83 +54,16 @@ from remap_lib.evaluation.studyrows import (
     unknown_row,
 )
 from remap_lib.evaluation.studyruns import run_task
+from remap_lib.evaluation.studystatus import print_status, status
 from remap_lib.fileio import sha256_file
 from remap_lib.nn.modelfile import load_model
 from remap_lib.paths import RESULTS_DIR, work_dir
-from remap_lib.training.augment import AugmentConfig
-from remap_lib.training.config import TrainConfig
 from remap_lib.training.fingerprint import data_sha256
 from remap_lib.training.profiles import resolve
-from remap_lib.training.transfer import finetune_config
 
 DEFAULT_OUT = RESULTS_DIR / "study"
 #: The data-hash key of the grid degraded with the pixel in the LSF (rows with ``pixel_in_lsf``).
 PIXEL_LSF_KEY = "synthetic_pixel_in_lsf"
-
-
-def member_seed(seed: int, k: int) -> int:
-    return 100 * seed + k
-
-
-# -------------------------------------------------------------------------------------------- budgets
-@dataclass
-class Budgets:
-    """Training budgets: ``default`` (03_finetune parameters) and ``reduced`` (07_ablations + ``members``).
-
-    ``overrides`` apply to every TrainConfig (threads; the tests switch augmentation off).
-    """
-
-    default: dict
-    reduced: dict
-    overrides: dict = field(default_factory=dict)
-
-    @classmethod
-    def from_profiles(cls, profile: str = "default", threads: int = 1) -> Budgets:
-        default = resolve("finetune", profile)
-        reduced = {**resolve("ablations", profile), "members": default["members"]}
-        return cls(default, reduced, {"threads": threads})
-
-    def describe(self) -> dict:
-        # each row states its own rehearsal and noise (the profile's are what notebook 03 ships)
-        default = {k: v for k, v in self.default.items()
-                   if k not in ("rehearsal", "noise_snr_min", "distill", "distill_labels")}
-        return {"default": {**default, "pretrained": "the profile's shipped (or own) pretrained network"},
-                "reduced": {**self.reduced, "scratch_epochs": self.scratch_epochs}, "overrides": {
-                    k: (v.to_dict() if hasattr(v, "to_dict") else v) for k, v in self.overrides.items()}}
-
-    @property
-    def scratch_epochs(self) -> int:
-        return int(self.reduced["pretrain_epochs"] + self.reduced["finetune_epochs"])
-
-    @property
-    def arch(self) -> dict:
-        return dict(stage_channels=tuple(self.reduced["stage_channels"]),
-                    blocks_per_stage=self.reduced["blocks_per_stage"], **self.reduced.get("arch", {}))
-
-    def members(self, row: Row) -> int:
-        return int((self.default if row.budget == "default" else self.reduced)["members"])
-
-    def finetune(self, row: Row, seed: int) -> TrainConfig:
-        """Fine-tuning settings of ``row`` (member 0; member k adds k to the seed)."""
-        if row.budget == "default":
-            p = self.default
-            cfg = finetune_config(epochs=p["epochs"], batch_size=p["batch_size"], lr=p["lr"],
-                                  freeze_epochs=p["freeze_epochs"], backbone_lr_factor=p["backbone_lr_factor"],
-                                  swa_start=p["swa_start"], seed=member_seed(seed, 0))
-            if row.kind == "mse":
-                cfg = replace(cfg, triplet_weight=0.0)  # as notebook 03 fine-tunes the MSE twin
-        elif row.kind == "scratch":  # every weight learns from the start, at the pretraining rate
-            cfg = finetune_config(epochs=self.scratch_epochs, freeze_epochs=0, backbone_lr_factor=1.0,
-                                  lr=TrainConfig.lr, seed=member_seed(seed, 0))
-        else:  # as notebook 07 fine-tunes its rows
-            e = self.reduced["finetune_epochs"]
-            cfg = finetune_config(epochs=e, freeze_epochs=min(3, e // 3), seed=member_seed(seed, 0))
-        return replace(cfg, **{**row.change, **self.overrides})
-
-    def pretrain(self, row: Row, seed: int) -> TrainConfig:
-        p = self.reduced
-        cfg = TrainConfig(epochs=p["pretrain_epochs"], batch_size=p["batch_size"], seed=seed, augment=AugmentConfig())
-        return replace(cfg, **{**row.change, **row.pretrain_change, **self.overrides})
 
 
 # -------------------------------------------------------------------------------------------- context
@@ -421,66 +354,6 @@ def _skippable(study: Study, task: Task, tasks: list[Task]) -> bool:
         return True
     return (task.fold is None and runqueue.is_done(study.out, task.key)
             and all(t.done(study) for t in tasks if task.key in t.needs))
-
-
-# -------------------------------------------------------------------------------------------- status
-def measured_seconds(out) -> dict[str, dict]:
-    """Per task kind: the median CPU time of its complete runs (one thread: the wall time on an idle core).
-
-    CPU time, not wall time, because the study runs niced beside other work, and a stopped or
-    starved process would otherwise count as slow; resumed runs (partial work) are left out.
-    Records without a CPU time fall back to their wall time.
-    """
-    times: dict[str, list] = {}
-    for path in Path(out).glob("*/**/*.json"):
-        rec = runqueue.read_record(out, str(path.relative_to(out).with_suffix("")))
-        if "wall_s" in rec and not rec.get("resumed", False):
-            times.setdefault(_kind_label(rec["kind"], rec.get("budget")), []).append(
-                (rec.get("cpu_s", rec["wall_s"]), rec["wall_s"]))
-    return {k: {"runs": len(v), "cpu_s": float(np.median([c for c, _ in v])),
-                "wall_s": float(np.median([w for _, w in v]))} for k, v in sorted(times.items())}
-
-
-def _kind_label(kind: str, budget: str | None) -> str:
-    return f"{kind} ({budget} budget)" if kind in ("pretrain", "ensemble", "reduced", "scratch", "mse") else kind
-
-
-def status(out, claims, tasks: list[Task]) -> dict:
-    """Done / running / left per row, and the compute time of the matrix from the measured runs."""
-    times = measured_seconds(out)
-    running = runqueue.live_claims(claims)
-    rows: dict[str, dict] = {}
-    need = {"total": 0.0, "left": 0.0}
-    unmeasured = set()
-    for t in tasks:
-        label = _kind_label(t.kind, t.row.budget)
-        entry = rows.setdefault(t.row.name, {"done": 0, "running": 0, "left": 0})
-        done = runqueue.is_done(out, t.key)
-        entry["done" if done else "running" if t.key in running else "left"] += 1
-        if label in times:
-            need["total"] += times[label]["cpu_s"]
-            need["left"] += 0.0 if done else times[label]["cpu_s"]
-        else:
-            unmeasured.add(label)
-    return {"rows": rows, "measured": times, "hours": {k: v / 3600 for k, v in need.items()},
-            "unmeasured": sorted(unmeasured), "running": running}
-
-
-def print_status(report: dict) -> None:
-    print(f"{'row':32s} {'done':>5s} {'running':>8s} {'left':>5s}")
-    for name, r in report["rows"].items():
-        print(f"{name:32s} {r['done']:5d} {r['running']:8d} {r['left']:5d}")
-    for source, names in DERIVED_FROM.items():
-        if names:
-            print(f"({', '.join(names)}: from {source}'s runs)")
-    print("\nmeasured time per run (median CPU seconds of complete runs, one thread; wall time as run, niced):")
-    for kind, m in report["measured"].items():
-        print(f"  {kind:32s} {m['cpu_s']:8.0f} s CPU  {m['wall_s']:8.0f} s wall  over {m['runs']} run(s)")
-    h = report["hours"]
-    print(f"\ncompute of the planned matrix (CPU hours, one core): {h['total']:.1f} h in all, {h['left']:.1f} h left"
-          + (f" (not counting unmeasured kinds: {', '.join(report['unmeasured'])})" if report["unmeasured"] else ""))
-    for key, owner in report["running"].items():
-        print(f"running: {key} (pid {owner['pid']} on {owner['host']} since {owner['started']})")
 
 
 # -------------------------------------------------------------------------------------------- command

@@ -17,7 +17,7 @@ import toydata
 from toydata import INSTRUMENT, TINY_ARCH
 
 from remap_lib.data.dataset import LABEL_NAMES
-from remap_lib.evaluation import runqueue, study, studyruns, studystats
+from remap_lib.evaluation import runqueue, study, studybudgets, studyruns, studystats, studystatus
 from remap_lib.evaluation import studyrows as sr
 from remap_lib.evaluation.evaluate import scatter_metrics
 from remap_lib.evaluation.folds import fold_ids, make_folds, read_folds, write_folds
@@ -338,7 +338,7 @@ def test_every_row_names_a_known_reference_and_the_reduced_rows_change_one_setti
 
 
 def test_the_recipes_variants_change_only_their_own_setting():
-    budgets = study.Budgets.from_profiles("default")
+    budgets = studybudgets.Budgets.from_profiles("default")
     recipe = budgets.finetune(sr.ROW_BY_NAME[sr.NOISE_DISTILL_TEFF_LOGG], 3)  # the recipe they vary
     for name, setting in ((sr.NOISE_DISTILL_NO_SWA, {"swa_start": 1.0}),
                           (sr.NOISE_DISTILL_SWA_BN, {"swa_bn_rows": "epoch"}),
@@ -367,7 +367,7 @@ def tiny(tmp_path_factory):
                                       INSTRUMENT),
              "mse": save_model(root / "pre_mse.pt", build_model(npix, DEFAULT_BINS, head="regression", **TINY_ARCH),
                                DEFAULT_BINS, INSTRUMENT, label_stats=([5500.0, 3.0, -0.7], [800.0, 1.2, 0.7]))}
-    budgets = study.Budgets(
+    budgets = studybudgets.Budgets(
         default={"epochs": 1, "batch_size": 8, "lr": 1e-3, "freeze_epochs": 0, "backbone_lr_factor": 0.1,
                  "members": 2, "swa_start": 1.0},
         reduced={"pretrain_epochs": 1, "finetune_epochs": 1, "stage_channels": [4, 8], "blocks_per_stage": 1,
@@ -461,7 +461,7 @@ def test_tiny_study_writes_one_record_per_run(tiny):
     test = rec["predictions"][sr.FULL]["test"]
     assert test["id"] == fold_ids(st.folds, 1, "test")  # the held-out fold, nothing else
     assert rec["predictions"]["pretrained only"]["giants"]["id"] == st.giants
-    assert rec["config"]["finetune"]["seed"] == study.member_seed(0, 0) and rec["members"] == 2
+    assert rec["config"]["finetune"]["seed"] == studybudgets.member_seed(0, 0) and rec["members"] == 2
     assert set(test["teff"]) == {"median", "p16", "p84", "p2_5", "p97_5", "mean"}  # the PMF's mean too
     lo, med, hi = (np.array(test["logg"][q], dtype=float) for q in ("p16", "median", "p84"))
     assert np.all(lo <= med) and np.all(med <= hi)
@@ -493,7 +493,7 @@ def test_tiny_study_scores_the_noise_row_and_rehearsal_on_the_same_noisy_stars(t
     clean, noisy = rehearsed[sr.REHEARSAL]["test"], rehearsed[sr.at_snr(sr.REHEARSAL, 10)]["test"]
     assert noisy["id"] == clean["id"] and noisy["truth"] == clean["truth"]
     assert study.plan([sr.at_snr(sr.NOISE, 20)], [0], 2)[0].key == "runs/noise_matched_augmentation/seed0_fold0"
-    assert study.Budgets.from_profiles("default").finetune(noise, 1).augment.snr_range == (5.0, 400.0)
+    assert studybudgets.Budgets.from_profiles("default").finetune(noise, 1).augment.snr_range == (5.0, 400.0)
 
 
 def test_tiny_study_distils_the_giants_without_their_labels(tiny, monkeypatch):
@@ -571,7 +571,7 @@ def test_tiny_study_aggregates_into_the_table_schema(tiny, monkeypatch):
     assert sigma["difference"] == pytest.approx(rows[sr.DISTILL]["cv_dwarfs"]["teff"]["sigma"]
                                                 - rows["MSE regression CNN"]["cv_dwarfs"]["teff"]["sigma"])
     assert len(sigma["ci95"]) == 2 and "accuracy" in comparison["giants"]
-    status = study.status(st.out, st.claims, study.plan([r.name for r in sr.ROWS], [0], st.k))
+    status = studystatus.status(st.out, st.claims, study.plan([r.name for r in sr.ROWS], [0], st.k))
     assert status["rows"][sr.FULL] == {"done": 2, "running": 0, "left": 0}
     assert "pretrain (reduced budget)" in status["measured"] and status["hours"]["left"] > 0
 
@@ -610,18 +610,6 @@ def test_study_command_aggregates_and_reports_status(tiny, capsys):
     out = capsys.readouterr().out
     assert "| σ T<sub>eff</sub>, cross-validated MILES FGK dwarfs | ≤ 75 K |" in out
     assert "| dwarfs that stay dwarfs | ≥ 95 % |" in out and f"Row *{sr.DISTILL}*" in out
-
-
-def test_status_estimates_from_the_cpu_time_of_complete_runs(tmp_path):
-    for fold, cpu, resumed in ((0, 10.0, False), (1, 30.0, False), (2, 20.0, False), (3, 1000.0, True)):
-        key = f"runs/the_cannon/seed0_fold{fold}"
-        runqueue.write_record(tmp_path, key, {"key": key, "kind": "cannon", "budget": "none", "wall_s": 5 * cpu,
-                                              "cpu_s": cpu, "resumed": resumed})
-    report = study.status(tmp_path, tmp_path / "claims", study.plan(["The Cannon"], [0], k=5))
-    assert report["measured"]["cannon"] == {"runs": 3, "cpu_s": 20.0, "wall_s": 100.0}  # medians; resumed run left out
-    assert report["rows"]["The Cannon"] == {"done": 4, "running": 0, "left": 1}
-    assert report["hours"]["total"] == pytest.approx(5 * 20.0 / 3600)
-    assert report["hours"]["left"] == pytest.approx(20.0 / 3600)
 
 
 def test_paired_interval_resamples_seeds_as_well_as_stars(tmp_path):
