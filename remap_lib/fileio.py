@@ -111,11 +111,15 @@ def verify_sha256(path, expected: str) -> None:
         raise RemapDataError(path, f"sha256 mismatch: expected {expected}, got {actual}")
 
 
-def require_nonempty(path) -> Path:
-    """Return ``path`` as a Path, failing clearly when it is missing or empty."""
+def require_nonempty(path, source=None) -> Path:
+    """Return ``path`` as a Path, failing clearly when it is missing or empty.
+
+    ``source``: the name the error gives (a URL, say, for a download's temporary file); default ``path``.
+    """
     path = Path(path)
+    source = path if source is None else source
     if not path.exists():
-        raise RemapDataError(path, "file does not exist")
+        raise RemapDataError(source, "file does not exist")
     if path.stat().st_size == 0:
-        raise RemapDataError(path, "file is empty (0 bytes)")
+        raise RemapDataError(source, "file is empty (0 bytes)")
     return path

@@ -58,10 +58,8 @@ def _open_1d(path, source=None):
 
     ``source`` is the name used in error messages (defaults to the path).
     """
-    if source is None:
-        source = path = require_nonempty(path)
-    else:
-        path = _require_nonempty_as(path, source)
+    path = require_nonempty(path, source)
+    source = path if source is None else source
     size = path.stat().st_size
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # astropy warns on truncation; we check it ourselves
@@ -89,15 +87,6 @@ def _open_1d(path, source=None):
             yield hdu, npix
         finally:
             hdul.close()
-
-
-def _require_nonempty_as(path, source) -> Path:
-    path = Path(path)
-    if not path.exists():
-        raise RemapDataError(source, "file does not exist")
-    if path.stat().st_size == 0:
-        raise RemapDataError(source, "file is empty (0 bytes)")
-    return path
 
 
 def _read_section(hdu, source, start: int, stop: int) -> np.ndarray:

@@ -14,7 +14,6 @@ from astropy.io import fits
 from astropy.table import Table
 from milesfake import IDS, write_folder, write_spectrum
 
-from remap_lib.data.sources import miles
 from remap_lib.data.sources.miles import load_miles, read_miles_spectrum, spectrum_path
 from remap_lib.data.sources.miles_labels import MilesLabelWarning
 from remap_lib.fileio import RemapDataError
@@ -152,14 +151,6 @@ def test_spectrum_without_labels_warns(folder):
 
 
 # ---------------------------------------------------------------- the real data
-
-@pytest.fixture(scope="module")
-def real_folder():
-    try:
-        return miles.fetch_miles()
-    except (RemapDataError, OSError) as err:  # no cache and no way to download
-        pytest.skip(f"MILES archive not available: {err}")
-
 
 @pytest.fixture(scope="module")
 def real(real_folder):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from milesfake import DB_TEXT, IDS, TXT_HEADER, TXT_ROWS, write_folder
 
-from remap_lib.data.sources import miles, miles_labels
+from remap_lib.data.sources import miles_labels
 from remap_lib.data.sources.miles_labels import MilesLabelWarning, read_miles_labels, read_params_db, read_params_txt
 from remap_lib.fileio import RemapDataError
 
@@ -114,14 +114,6 @@ def test_disagreements_are_reported_not_dropped(folder):
     assert t.loc[999, "teff"] == 6000 and t.loc[999, "name"] == ""  # db-only id kept
     assert any("teff = 5305.0" in d and "5300.0" in d for d in labels.disagreements)
     assert any("0999" in d and "not in paramsMILES" in d for d in labels.disagreements)
-
-
-@pytest.fixture(scope="module")
-def real_folder():
-    try:
-        return miles.fetch_miles()
-    except (RemapDataError, OSError) as err:  # no cache and no way to download
-        pytest.skip(f"MILES archive not available: {err}")
 
 
 def test_real_catalogue(real_folder):

@@ -12,6 +12,16 @@ from remap_lib.data.sources import phoenix_fetch, phoenix_read
 from remap_lib.fileio import RemapDataError
 
 
+def _leave_part(server_root, cache, node, content=None):
+    """A ``.part`` file in ``cache`` as an earlier run leaves it: ``content`` (default the whole file)."""
+    rel = ph.phoenix_relpath(*node)
+    original = (server_root / rel).read_bytes()
+    part = cache / "phoenix" / (rel + ".part")
+    part.parent.mkdir(parents=True)
+    part.write_bytes(original if content is None else content(original))
+    return rel, original, part
+
+
 def test_download_and_cache_layout(server, server_root, tmp_path):
     cache = tmp_path / "cache"
     node = NODES[1]
@@ -55,13 +65,8 @@ def test_dropped_connection_resumes_with_range(server, server_root, tmp_path):
 
 
 def test_resume_from_part_left_by_earlier_run(server, server_root, tmp_path):
-    cache = tmp_path / "cache"
-    node = NODES[0]
-    rel = ph.phoenix_relpath(*node)
-    original = (server_root / rel).read_bytes()
-    part = cache / "phoenix" / (rel + ".part")
-    part.parent.mkdir(parents=True)
-    part.write_bytes(original[:12345])
+    cache, node = tmp_path / "cache", NODES[0]
+    rel, original, part = _leave_part(server_root, cache, node, lambda full: full[:12345])
     path = phoenix_fetch.download_phoenix(*node, cache=cache, base_url=server.base_url, **FAST)
     assert path.read_bytes() == original
     assert requests_for(server, rel) == [(rel, "bytes=12345-")]
@@ -69,27 +74,18 @@ def test_resume_from_part_left_by_earlier_run(server, server_root, tmp_path):
 
 
 def test_complete_part_answered_416(server, server_root, tmp_path):
-    cache = tmp_path / "cache"
-    node = NODES[0]
-    rel = ph.phoenix_relpath(*node)
-    original = (server_root / rel).read_bytes()
-    part = cache / "phoenix" / (rel + ".part")
-    part.parent.mkdir(parents=True)
-    part.write_bytes(original)
+    cache, node = tmp_path / "cache", NODES[0]
+    rel, original, part = _leave_part(server_root, cache, node)
     path = phoenix_fetch.download_phoenix(*node, cache=cache, base_url=server.base_url, **FAST)
     assert path.read_bytes() == original
     assert requests_for(server, rel) == [(rel, f"bytes={len(original)}-")]
 
 
 def test_server_ignoring_range_restarts_from_zero(server, server_root, tmp_path):
-    cache = tmp_path / "cache"
-    node = NODES[0]
-    rel = ph.phoenix_relpath(*node)
+    cache, node = tmp_path / "cache", NODES[0]
+    # a part that would corrupt the file if appended to
+    rel, original, part = _leave_part(server_root, cache, node, lambda full: b"X" * 5000)
     server.state["faults"][rel] = "ignore_range"
-    original = (server_root / rel).read_bytes()
-    part = cache / "phoenix" / (rel + ".part")
-    part.parent.mkdir(parents=True)
-    part.write_bytes(b"X" * 5000)  # would corrupt the file if appended to
     path = phoenix_fetch.download_phoenix(*node, cache=cache, base_url=server.base_url, **FAST)
     assert path.read_bytes() == original
     assert requests_for(server, rel) == [(rel, "bytes=5000-")]
