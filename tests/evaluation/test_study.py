@@ -343,7 +343,8 @@ def test_the_recipes_variants_change_only_their_own_setting():
     for name, setting in ((sr.NOISE_DISTILL_NO_SWA, {"swa_start": 1.0}),
                           (sr.NOISE_DISTILL_SWA_BN, {"swa_bn_rows": "epoch"}),
                           (sr.NOISE_DISTILL_WIDE, {"label_sigma": sr.WIDE_TARGETS}),
-                          (sr.NOISE_DISTILL_ALIGN, {"align_weight": sr.ALIGN_WEIGHT})):
+                          (sr.NOISE_DISTILL_ALIGN, {"align_weight": sr.ALIGN_WEIGHT}),
+                          (sr.NOISE_DISTILL_FROZEN, {"freeze_epochs": sr.FROZEN_THROUGHOUT})):
         row = sr.ROW_BY_NAME[name]
         assert budgets.finetune(row, 3) == dataclasses.replace(recipe, **setting), name
         assert row.reference == sr.NOISE_DISTILL_TEFF_LOGG
