@@ -158,6 +158,12 @@ def effect_sentence(result: dict, row: str, table: str = "cv_dwarfs", metric: st
             f"[{lo:+.{d}f}, {hi:+.{d}f}] over {e['seeds']} paired seeds: {verdict}")
 
 
+def effect_sentences(result: dict, row: str, table: str = "cv_dwarfs", metrics=("sigma", "bias")) -> list[str]:
+    """:func:`effect_sentence` for the share called right, then for each of ``metrics`` and each label."""
+    return [effect_sentence(result, row, table, "accuracy"),
+            *(effect_sentence(result, row, table, metric, label) for metric in metrics for label in LABEL_NAMES)]
+
+
 def forest_plot(result: dict, table: str = "cv_dwarfs", metric: str = "sigma", rows=None, axes=None):
     """Paired differences (row − its reference) with their 95 % intervals, one panel per label.
 

@@ -182,13 +182,9 @@ class Trainer:
             raise ValueError("align_weight > 0 aligns the rehearsed synthetic spectra with the observed ones: "
                              "it needs rehearsal (rehearsal_ratio > 0 and rehearsal spectra)")
         logg = self.labels[:, LABEL_NAMES.index("logg")].numpy().astype(np.float64)
-        if self.teacher is not None:
-            pmf = self.teacher["logg"].numpy().astype(np.float64)
-            total = pmf.sum(axis=1)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                read = (pmf @ self.bins["logg"].centers) / total
+        if self.teacher is not None:  # an all-zero PMF (log g not distilled) decodes to NaN: unknown
             first = self.n_main + self.n_rehearsal
-            logg[first:] = np.where(total[first:] > 0, read[first:], np.nan)
+            logg[first:] = self.bins["logg"].decode(self.teacher["logg"][first:])["mean"]
         return torch.as_tensor(np.where(np.isfinite(logg), (logg < GIANT_LOGG).astype(np.int64), -1))
 
     def _append_rows(self, extra: SpectraSet, what: str, labels) -> None:
@@ -334,7 +330,7 @@ class Trainer:
             mine = slice(self.rank, None, self.world)
             flux, mask, labels = flux[mine].to(self.device), mask[mine].to(self.device), labels[mine]
             align = self.align_giant is not None
-            out = self.ddp_model(flux, mask, return_features=True) if align else self.ddp_model(flux, mask)
+            out = self.ddp_model(flux, mask, return_features=align)
             sigma = None if self.row_sigma is None else self.row_sigma[idx.numpy()][mine]
             loss, parts = self._loss(out, labels.to(self.device), sigma, idx[mine])
             if align:

@@ -227,3 +227,11 @@ def test_the_headline_shows_the_recipe_remap_ships():
 
     assert SHIPPED_ROW in studyreport.HEADLINE_ROWS
     assert all(name in ROW_BY_NAME for name in studyreport.HEADLINE_ROWS)
+
+
+def test_effect_sentences_give_the_share_then_each_metric_and_label(result):
+    lines = studyreport.effect_sentences(result, "MSE regression CNN", "cv_dwarfs", metrics=("sigma",))
+    assert len(lines) == 4
+    assert lines[0] == studyreport.effect_sentence(result, "MSE regression CNN", "cv_dwarfs", "accuracy")
+    assert lines[1] == studyreport.effect_sentence(result, "MSE regression CNN", "cv_dwarfs", "sigma", "teff")
+    assert lines[3] == studyreport.effect_sentence(result, "MSE regression CNN", "cv_dwarfs", "sigma", "feh")
