@@ -26,24 +26,31 @@ class Budgets:
     """Training budgets: ``default`` (03_finetune parameters) and ``reduced`` (07_ablations + ``members``).
 
     ``overrides`` apply to every TrainConfig (threads; the tests switch augmentation off).
+    ``pretraining_arch`` is the network notebook 02 pretrains, for the rows that train it at the reduced budget.
     """
 
     default: dict
     reduced: dict
     overrides: dict = field(default_factory=dict)
+    pretraining_arch: dict = field(default_factory=dict)
 
     @classmethod
     def from_profiles(cls, profile: str = "default", threads: int = 1) -> Budgets:
         default = resolve("finetune", profile)
         reduced = {**resolve("ablations", profile), "members": default["members"]}
-        return cls(default, reduced, {"threads": threads})
+        pretraining = resolve("pretrain", profile)
+        arch = {"stage_channels": tuple(pretraining["stage_channels"]),
+                "blocks_per_stage": pretraining["blocks_per_stage"]}
+        return cls(default, reduced, {"threads": threads}, arch)
 
     def describe(self) -> dict:
         # each row states its own rehearsal and noise (the profile's are what notebook 03 ships)
         default = {k: v for k, v in self.default.items()
                    if k not in ("rehearsal", "noise_snr_min", "distill", "distill_labels")}
         return {"default": {**default, "pretrained": "the profile's shipped (or own) pretrained network"},
-                "reduced": {**self.reduced, "scratch_epochs": self.scratch_epochs}, "overrides": {
+                "reduced": {**self.reduced, "scratch_epochs": self.scratch_epochs},
+                "pretraining_arch": {k: (list(v) if isinstance(v, tuple) else v)
+                                     for k, v in self.pretraining_arch.items()}, "overrides": {
                     k: (v.to_dict() if hasattr(v, "to_dict") else v) for k, v in self.overrides.items()}}
 
     @property
@@ -54,6 +61,15 @@ class Budgets:
     def arch(self) -> dict:
         return dict(stage_channels=tuple(self.reduced["stage_channels"]),
                     blocks_per_stage=self.reduced["blocks_per_stage"], **self.reduced.get("arch", {}))
+
+    def arch_for(self, row: Row) -> dict:
+        """The network ``row`` trains: the reduced one, or the pretraining one for ``pretraining_network`` rows."""
+        if not row.pretraining_network:
+            return self.arch
+        if not self.pretraining_arch:
+            raise ValueError(f"row {row.name!r} trains the pretraining network, but these budgets do not "
+                             "name it (Budgets.from_profiles reads it from the profile)")
+        return {**self.arch, **self.pretraining_arch}
 
     def members(self, row: Row) -> int:
         return int((self.default if row.budget == "default" else self.reduced)["members"])

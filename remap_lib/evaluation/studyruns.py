@@ -82,14 +82,14 @@ def _pretrain(study: Study, row: Row, seed: int, scratch: Path) -> tuple[dict, d
     cfg = study.budgets.pretrain(row, seed)
     data = study.synthetic_train(row)
     torch.manual_seed(seed)
-    model = build_model(data.flux.shape[1], DEFAULT_BINS, **study.budgets.arch)
+    model = build_model(data.flux.shape[1], DEFAULT_BINS, **study.budgets.arch_for(row))
     trainer = Trainer(model, data, cfg, DEFAULT_BINS, out_dir=scratch, device=study.device)
     result = trainer.fit(progress=study.progress)
     network = result.model.cpu().eval()
     save_model(study.pretrained_path(row, seed), network, DEFAULT_BINS, data.instrument, cfg.to_dict(),
                trainer.label_stats)
     # the weights' hash, so that a rerun can be checked to give the same network
-    config = {"pretrain": cfg.to_dict(), "arch": study.budgets.arch, **_grid_config(row),
+    config = {"pretrain": cfg.to_dict(), "arch": study.budgets.arch_for(row), **_grid_config(row),
               "weights_sha256": weights_sha256(network.state_dict())}
     return config, held_out_node_predictions(network, study.synthetic_for(row))
 
@@ -115,7 +115,7 @@ def _train_members(study: Study, row: Row, start: Path | None, sets, cfg: TrainC
         out_dir = scratch / f"member_{k}"
         if start is None:
             torch.manual_seed(member_cfg.seed)
-            model = build_model(sets["finetune"].flux.shape[1], DEFAULT_BINS, **study.budgets.arch)
+            model = build_model(sets["finetune"].flux.shape[1], DEFAULT_BINS, **study.budgets.arch_for(row))
             trainer = Trainer(model, sets["finetune"], member_cfg, DEFAULT_BINS, val=sets["temperature"],
                               out_dir=out_dir, device=study.device)
             result = trainer.fit(progress=study.progress)
@@ -167,7 +167,7 @@ def _run_ensemble(study: Study, row: Row, seed: int, fold: int, scratch: Path):
                 else {}),
              **({"distill_labels": list(row.distill_labels)} if row.distill else {})}
     predictions |= _derived_predictions(row, models, temps, sets, start, extra)
-    return {"finetune": cfg.to_dict(), **({"arch": study.budgets.arch} if row.budget == "reduced" else {}),
+    return {"finetune": cfg.to_dict(), **({"arch": study.budgets.arch_for(row)} if row.budget == "reduced" else {}),
             **_grid_config(row)}, predictions, extra
 
 

@@ -23,6 +23,7 @@ from remap_lib.evaluation.evaluate import scatter_metrics
 from remap_lib.evaluation.folds import fold_ids, make_folds, read_folds, write_folds
 from remap_lib.nn.binning import DEFAULT_BINS
 from remap_lib.nn.modelfile import load_model, save_model, weights_sha256
+from remap_lib.training import profiles
 from remap_lib.training.augment import AugmentConfig
 from remap_lib.training.train import build_model
 from remap_lib.training.transfer import DISTILL_RATIO
@@ -353,6 +354,22 @@ def test_the_recipes_variants_change_only_their_own_setting():
                for n in (sr.NOISE_DISTILL_NO_SWA, sr.NOISE_DISTILL_SWA_BN, sr.NOISE_DISTILL_ALIGN))
 
 
+def test_the_larger_network_row_trains_the_profiles_pretraining_network_and_nothing_else_changes():
+    budgets = studybudgets.Budgets.from_profiles("default")
+    reduced, larger = sr.ROW_BY_NAME[sr.REDUCED], sr.ROW_BY_NAME[sr.LARGER]
+    pretraining = profiles.resolve("pretrain", "default")
+    assert budgets.arch_for(reduced) == budgets.arch  # every other row keeps the ablations' network
+    assert budgets.arch_for(larger) == {"stage_channels": tuple(pretraining["stage_channels"]),
+                                        "blocks_per_stage": pretraining["blocks_per_stage"]}
+    assert budgets.arch_for(larger) != budgets.arch
+    assert budgets.pretrain(larger, 2) == budgets.pretrain(reduced, 2)  # same epochs, same settings
+    assert budgets.finetune(larger, 2) == budgets.finetune(reduced, 2)
+    assert larger.reference == sr.REDUCED and larger.pretrains
+    assert budgets.describe()["pretraining_arch"]["stage_channels"] == list(pretraining["stage_channels"])
+    with pytest.raises(ValueError, match="these budgets do not name it"):
+        studybudgets.Budgets(budgets.default, budgets.reduced).arch_for(larger)
+
+
 # -------------------------------------------------------------------------------------------- a tiny study
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
@@ -439,6 +456,23 @@ def test_off_lattice_row_mixes_nodes_in_pretraining_only_and_scores_the_held_out
     # the same network, scored again on the same noise, gives the same record
     again = studyruns.held_out_node_predictions(load_model(lattice.pretrained_path(row, 0))[0], grid)
     assert again["synthetic_test"] == nodes
+
+
+def test_the_larger_network_row_pretrains_and_fine_tunes_the_larger_network(tiny, tmp_path):
+    st, _, _ = tiny
+    bigger = {"stage_channels": (8, 16), "blocks_per_stage": 2}
+    larger = dataclasses.replace(st, out=tmp_path / "out", work=tmp_path / "work", hashes=dict(st.hashes),
+                                 budgets=dataclasses.replace(st.budgets, pretraining_arch=bigger))
+    row = sr.ROW_BY_NAME[sr.LARGER]
+    assert study.run_study(larger, study.plan([sr.LARGER], [0], larger.k))["left"] == 0
+    pre = runqueue.read_record(larger.out, f"pretrain/{row.slug}/seed0")
+    assert pre["config"]["arch"]["stage_channels"] == [8, 16] and pre["config"]["arch"]["blocks_per_stage"] == 2
+    assert pre["config"]["arch"]["embedding_dim"] == TINY_ARCH["embedding_dim"]  # the rest of the reduced network
+    network = load_model(larger.pretrained_path(row, 0))[0]
+    reduced = load_model(st.pretrained_path(sr.ROW_BY_NAME[sr.REDUCED], 0))[0]
+    assert sum(p.numel() for p in network.parameters()) > 2 * sum(p.numel() for p in reduced.parameters())
+    fold = runqueue.read_record(larger.out, f"runs/{row.slug}/seed0_fold0")
+    assert fold["config"]["arch"] == pre["config"]["arch"]
 
 
 def test_a_pretraining_without_its_record_runs_again_though_its_folds_are_done(tiny, tmp_path):
