@@ -55,8 +55,9 @@ Rows (:data:`ROWS`)
       the source row's predictions with each level's intervals scaled about the median for the stars
       called dwarfs, fold k by factors fitted on the other folds' held-out dwarfs
       (:mod:`remap_lib.evaluation.conformal`). The aggregate computes them from the source's records;
-      no run records them. ``synthetic rehearsal at S/N 20, conformal intervals`` (and 10) do the
-      same on the noisy copies, so their factors are what a star of that S/N needs.
+      no run records them. ``synthetic rehearsal at S/N 20, conformal intervals`` (and 10), and the same for
+      remap's recipe, do the same on the noisy copies, so their factors are what a star of that S/N needs
+      (the recipe's are those the shipped model carries, here measured out of fold).
     * ``giant distillation + noise-matched augmentation, Teff and log g only, PMF mean as the estimate``:
       remap's recipe with each PMF's mean, not its median, as the point estimate (:data:`PMF_MEAN`);
       intervals and networks unchanged, paired with the recipe. The aggregate computes it from the
@@ -265,9 +266,12 @@ ROWS: tuple[Row, ...] = (
                                     (NOISE_DISTILL_NO_SWA, DISTILL_RATIO, TEFF_LOGG),
                                     (NOISE_DISTILL_SWA_BN, DISTILL_RATIO, TEFF_LOGG),
                                     (NOISE_DISTILL_ALIGN, DISTILL_RATIO, TEFF_LOGG))),
-    # the factors a faint star's intervals need, fitted on noisy copies of the other folds' dwarfs
-    *(Row(f"{at_snr(REHEARSAL, snr)}, {CONFORMAL}", "derived", at_snr(REHEARSAL, snr), "default", "fine-tuning",
-          rehearsal=REHEARSAL_RATIO, source=at_snr(REHEARSAL, snr), snr=snr, recipe="cross-fold conformal")
+    # the factors a faint star's intervals need, fitted on noisy copies of the other folds' dwarfs: for
+    # rehearsal, and for remap's recipe, whose factors at these S/N the shipped model carries (issue 13)
+    *(Row(f"{at_snr(name, snr)}, {CONFORMAL}", "derived", at_snr(name, snr), "default", "fine-tuning",
+          rehearsal=REHEARSAL_RATIO, distill=distill, distill_labels=labels, source=at_snr(name, snr), snr=snr,
+          recipe="cross-fold conformal")
+      for name, distill, labels in ((REHEARSAL, 0.0, LABEL_NAMES), (NOISE_DISTILL_TEFF_LOGG, DISTILL_RATIO, TEFF_LOGG))
       for snr in DEGRADED_SNR),
     *(Row(at_snr(REHEARSAL, snr), "derived", REHEARSAL, "default", "fine-tuning", rehearsal=REHEARSAL_RATIO,
           source=REHEARSAL, snr=snr, recipe="degraded") for snr in DEGRADED_SNR),

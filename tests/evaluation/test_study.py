@@ -221,6 +221,10 @@ def test_aggregate_adds_conformal_intervals_fitted_on_the_other_folds(tmp_path):
     assert sr.ROW_BY_NAME[noisy].source == sr.at_snr(sr.REHEARSAL, 20)
     assert sr.run_row(noisy) == sr.REHEARSAL
     assert study.plan([noisy], [0], 2)[0].key == "runs/synthetic_rehearsal/seed0_fold0"
+    # and the shipped recipe's, whose factors the model carries, measured out of fold the same way
+    recipe = f"{sr.at_snr(sr.SHIPPED_ROW, 10)}, {sr.CONFORMAL}"
+    assert sr.ROW_BY_NAME[recipe].source == sr.ROW_BY_NAME[recipe].reference == sr.at_snr(sr.SHIPPED_ROW, 10)
+    assert sr.run_row(recipe) == sr.SHIPPED_ROW and sr.ROW_BY_NAME[recipe].distill_labels == sr.TEFF_LOGG
 
 
 def test_aggregate_reads_the_pmf_mean_as_the_estimate_where_the_records_hold_it(tmp_path):
@@ -327,9 +331,9 @@ def test_every_row_names_a_known_reference_and_the_reduced_rows_change_one_setti
     names = {r.name for r in sr.ROWS}
     assert all(r.reference in names for r in sr.ROWS if r.reference)
     reduced = [r for r in sr.ROWS if r.kind == "reduced" and r.name != sr.REDUCED]
-    # one training setting (in both stages or in pretraining alone), or the grid they learn from
-    assert all(len(r.change) + len(r.pretrain_change) + r.pixel_in_lsf == 1 and r.reference == sr.REDUCED
-               for r in reduced)
+    # one training setting (in both stages or in pretraining alone), the grid they learn from, or the network
+    assert all(len(r.change) + len(r.pretrain_change) + r.pixel_in_lsf + r.pretraining_network == 1
+               and r.reference == sr.REDUCED for r in reduced)
     assert set(sr.RUN_ORDER) == {r.name for r in sr.ROWS if r.kind != "derived"}
     derived = [r for r in sr.ROWS if r.kind == "derived"]
     assert all(r.recipe in sr.RECIPES for r in derived)
