@@ -16,6 +16,10 @@ from remap_lib.training.profiles import resolve
 from remap_lib.training.transfer import finetune_config
 
 
+def _network(pretraining: dict) -> dict:
+    return {"stage_channels": tuple(pretraining["stage_channels"]), "blocks_per_stage": pretraining["blocks_per_stage"]}
+
+
 def member_seed(seed: int, k: int) -> int:
     """The fine-tuning seed of member ``k`` of run seed ``seed``: replicates never share a member."""
     return 100 * seed + k
@@ -26,22 +30,22 @@ class Budgets:
     """Training budgets: ``default`` (03_finetune parameters) and ``reduced`` (07_ablations + ``members``).
 
     ``overrides`` apply to every TrainConfig (threads; the tests switch augmentation off).
-    ``pretraining_arch`` is the network notebook 02 pretrains, for the rows that train it at the reduced budget.
+    ``networks`` are the pretraining networks some rows train at the reduced budget (:attr:`Row.network`):
+    ``"pretraining"``, the one notebook 02 pretrains in this profile, and ``"paper"``, the ``paper`` profile's.
     """
 
     default: dict
     reduced: dict
     overrides: dict = field(default_factory=dict)
-    pretraining_arch: dict = field(default_factory=dict)
+    networks: dict = field(default_factory=dict)
 
     @classmethod
     def from_profiles(cls, profile: str = "default", threads: int = 1) -> Budgets:
         default = resolve("finetune", profile)
         reduced = {**resolve("ablations", profile), "members": default["members"]}
-        pretraining = resolve("pretrain", profile)
-        arch = {"stage_channels": tuple(pretraining["stage_channels"]),
-                "blocks_per_stage": pretraining["blocks_per_stage"]}
-        return cls(default, reduced, {"threads": threads}, arch)
+        networks = {name: _network(resolve("pretrain", of))
+                    for name, of in (("pretraining", profile), ("paper", "paper"))}
+        return cls(default, reduced, {"threads": threads}, networks)
 
     def describe(self) -> dict:
         # each row states its own rehearsal and noise (the profile's are what notebook 03 ships)
@@ -49,8 +53,8 @@ class Budgets:
                    if k not in ("rehearsal", "noise_snr_min", "distill", "distill_labels")}
         return {"default": {**default, "pretrained": "the profile's shipped (or own) pretrained network"},
                 "reduced": {**self.reduced, "scratch_epochs": self.scratch_epochs},
-                "pretraining_arch": {k: (list(v) if isinstance(v, tuple) else v)
-                                     for k, v in self.pretraining_arch.items()}, "overrides": {
+                "networks": {name: {k: (list(v) if isinstance(v, tuple) else v) for k, v in arch.items()}
+                             for name, arch in self.networks.items()}, "overrides": {
                     k: (v.to_dict() if hasattr(v, "to_dict") else v) for k, v in self.overrides.items()}}
 
     @property
@@ -63,13 +67,14 @@ class Budgets:
                     blocks_per_stage=self.reduced["blocks_per_stage"], **self.reduced.get("arch", {}))
 
     def arch_for(self, row: Row) -> dict:
-        """The network ``row`` trains: the reduced one, or the pretraining one for ``pretraining_network`` rows."""
-        if not row.pretraining_network:
+        """The network ``row`` trains: the reduced one, or for a row with a ``network``, that pretraining network."""
+        if row.network is None:
             return self.arch
-        if not self.pretraining_arch:
-            raise ValueError(f"row {row.name!r} trains the pretraining network, but these budgets do not "
-                             "name it (Budgets.from_profiles reads it from the profile)")
-        return {**self.arch, **self.pretraining_arch}
+        if row.network not in self.networks:
+            raise ValueError(f"row {row.name!r} trains the {row.network!r} network, but these budgets do not "
+                             f"name it (they name {sorted(self.networks)}; Budgets.from_profiles reads them "
+                             "from the profiles)")
+        return {**self.arch, **self.networks[row.network]}
 
     def members(self, row: Row) -> int:
         return int((self.default if row.budget == "default" else self.reduced)["members"])

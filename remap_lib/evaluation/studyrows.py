@@ -83,7 +83,8 @@ Rows (:data:`ROWS`)
       (pretrained on the grid degraded with the pixel in the LSF, then fine-tuned on the same dwarfs,
       :data:`PIXEL_LSF`), and ``labels between the grid nodes (reduced budget)`` (pretrained with grid spectra
       interpolated between neighbouring nodes, :data:`OFF_LATTICE`), and ``larger network (reduced budget)``
-      (the network the profile pretrains in notebook 2, trained for the reduced budget's epochs, :data:`LARGER`).
+      (the network the profile pretrains in notebook 2, trained for the reduced budget's epochs, :data:`LARGER`), and
+      ``paper-profile network (reduced budget)`` (the ``paper`` profile's, larger again, :data:`LARGEST`).
       Seeds are pretraining seeds (the fine-tuning seed follows). Each is paired with ``deep-REMAP
       (reduced budget)``.
 
@@ -198,6 +199,10 @@ OFF_LATTICE_MIX = 0.5
 #: grown and still pretrained on two cores; at the reduced budget the held-out grid nodes, whose σ is set by a
 #: tail (MAD 22 K against σ 131 K for the shipped pretraining), are scored for both networks.
 LARGER = "larger network (reduced budget)"
+#: Larger again: the ``paper`` profile's network (twice the channels of notebook 2's ``default`` one and three
+#: residual blocks per stage, six times its weights) at the same reduced budget, paired with ``deep-REMAP (reduced
+#: budget)``: does capacity beyond what the ``default`` profile trains keep helping?
+LARGEST = "paper-profile network (reduced budget)"
 #: S/N per pixel of the degraded copies the rehearsal and noise rows are also scored on (paired: the
 #: same noise per star, :mod:`remap_lib.evaluation.degrade`); 20 and 10 bracket where the robustness
 #: curves of the shipped model drift.
@@ -234,9 +239,10 @@ class Row:
     pixel_in_lsf: bool = False
     #: TrainConfig changes in pretraining only (``change`` applies to fine-tuning as well).
     pretrain_change: dict = field(default_factory=dict)
-    #: A reduced-budget row that trains the profile's pretraining network (notebook 2's) instead of the
-    #: ablations' smaller one (:meth:`~remap_lib.evaluation.studybudgets.Budgets.arch_for`).
-    pretraining_network: bool = False
+    #: A reduced-budget row that trains a pretraining network instead of the ablations' smaller one: the
+    #: profile's own (``"pretraining"``, notebook 2's) or the ``paper`` profile's (``"paper"``)
+    #: (:meth:`~remap_lib.evaluation.studybudgets.Budgets.arch_for`).
+    network: str | None = None
 
     @property
     def slug(self) -> str:
@@ -329,7 +335,8 @@ ROWS: tuple[Row, ...] = (
     Row("no pretraining", "scratch", REDUCED, "reduced", "pretraining"),
     Row(PIXEL_LSF, "reduced", REDUCED, "reduced", "pretraining", pixel_in_lsf=True),
     Row(OFF_LATTICE, "reduced", REDUCED, "reduced", "pretraining", pretrain_change={"node_mix": OFF_LATTICE_MIX}),
-    Row(LARGER, "reduced", REDUCED, "reduced", "pretraining", pretraining_network=True),
+    Row(LARGER, "reduced", REDUCED, "reduced", "pretraining", network="pretraining"),
+    Row(LARGEST, "reduced", REDUCED, "reduced", "pretraining", network="paper"),
 )
 ROW_BY_NAME = {r.name: r for r in ROWS}
 #: How a derived row comes from its source's networks: degraded copies of the stars, T = 1, member 0
@@ -346,7 +353,7 @@ DERIVED_FROM = {r.name: tuple(d.name for d in ROWS if d.kind == "derived" and (d
                 for r in ROWS if r.kind != "derived"}
 #: Run order within a seed, cheapest first (measured: see `remap study status`).
 RUN_ORDER = ("chi2 grid fit", "The Cannon", "no pretraining", REDUCED, "no cost matrix", "no focal term",
-             "no triplet", "no SWA", PIXEL_LSF, OFF_LATTICE, LARGER,
+             "no triplet", "no SWA", PIXEL_LSF, OFF_LATTICE, LARGER, LARGEST,
              "MSE regression CNN", FULL, REHEARSAL, REHEARSAL_MORE, NOISE, DISTILL,
              NOISE_DISTILL, NOISE_DISTILL_HELD_OUT, NOISE_DISTILL_LOGG, NOISE_DISTILL_TEFF_LOGG, NOISE_DISTILL_WIDE,
              NOISE_DISTILL_NO_SWA, NOISE_DISTILL_SWA_BN, NOISE_DISTILL_ALIGN, NOISE_DISTILL_FROZEN)

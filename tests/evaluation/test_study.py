@@ -332,7 +332,7 @@ def test_every_row_names_a_known_reference_and_the_reduced_rows_change_one_setti
     assert all(r.reference in names for r in sr.ROWS if r.reference)
     reduced = [r for r in sr.ROWS if r.kind == "reduced" and r.name != sr.REDUCED]
     # one training setting (in both stages or in pretraining alone), the grid they learn from, or the network
-    assert all(len(r.change) + len(r.pretrain_change) + r.pixel_in_lsf + r.pretraining_network == 1
+    assert all(len(r.change) + len(r.pretrain_change) + r.pixel_in_lsf + (r.network is not None) == 1
                and r.reference == sr.REDUCED for r in reduced)
     assert set(sr.RUN_ORDER) == {r.name for r in sr.ROWS if r.kind != "derived"}
     derived = [r for r in sr.ROWS if r.kind == "derived"]
@@ -369,7 +369,11 @@ def test_the_larger_network_row_trains_the_profiles_pretraining_network_and_noth
     assert budgets.pretrain(larger, 2) == budgets.pretrain(reduced, 2)  # same epochs, same settings
     assert budgets.finetune(larger, 2) == budgets.finetune(reduced, 2)
     assert larger.reference == sr.REDUCED and larger.pretrains
-    assert budgets.describe()["pretraining_arch"]["stage_channels"] == list(pretraining["stage_channels"])
+    assert budgets.describe()["networks"]["pretraining"]["stage_channels"] == list(pretraining["stage_channels"])
+    largest, paper = sr.ROW_BY_NAME[sr.LARGEST], profiles.resolve("pretrain", "paper")
+    assert budgets.arch_for(largest)["stage_channels"] == tuple(paper["stage_channels"])
+    assert budgets.arch_for(largest)["blocks_per_stage"] == paper["blocks_per_stage"]
+    assert budgets.pretrain(largest, 2) == budgets.pretrain(reduced, 2) and largest.reference == sr.REDUCED
     with pytest.raises(ValueError, match="these budgets do not name it"):
         studybudgets.Budgets(budgets.default, budgets.reduced).arch_for(larger)
 
@@ -466,7 +470,7 @@ def test_the_larger_network_row_pretrains_and_fine_tunes_the_larger_network(tiny
     st, _, _ = tiny
     bigger = {"stage_channels": (8, 16), "blocks_per_stage": 2}
     larger = dataclasses.replace(st, out=tmp_path / "out", work=tmp_path / "work", hashes=dict(st.hashes),
-                                 budgets=dataclasses.replace(st.budgets, pretraining_arch=bigger))
+                                 budgets=dataclasses.replace(st.budgets, networks={"pretraining": bigger}))
     row = sr.ROW_BY_NAME[sr.LARGER]
     assert study.run_study(larger, study.plan([sr.LARGER], [0], larger.k))["left"] == 0
     pre = runqueue.read_record(larger.out, f"pretrain/{row.slug}/seed0")
