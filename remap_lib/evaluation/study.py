@@ -366,6 +366,11 @@ def command(args) -> int:
         study = load_study(args.profile, out, args.folds, args.fold_seed, args.device, args.threads,
                            progress=not args.quiet)
         tasks = plan(args.rows or [r.name for r in ROWS], parse_seeds(args.seeds), study.k)
+        repeats = sorted({t.row.name for t in tasks if study.budgets.repeats_reduced(t.row)})
+        if repeats:
+            print(f"left out under --profile {args.profile}: {', '.join(repeats)} (the reduced rows train that "
+                  "network already)")
+            tasks = [t for t in tasks if t.row.name not in repeats]
         result = run_study(study, tasks, args.max_minutes)
         print(f"ran {result['ran']} task(s); {result['left']} left (rerun the command to continue)"
               + (f"; {len(result['skipped'])} skipped for want of a start network" if result["skipped"] else ""))

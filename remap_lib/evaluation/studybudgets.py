@@ -9,15 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from remap_lib.evaluation.studyrows import Row
+from remap_lib.evaluation.studyrows import PAPER_NETWORK, PRETRAINING_NETWORK, Row
 from remap_lib.training.augment import AugmentConfig
 from remap_lib.training.config import TrainConfig
 from remap_lib.training.profiles import resolve
 from remap_lib.training.transfer import finetune_config
 
 
-def _network(pretraining: dict) -> dict:
-    return {"stage_channels": tuple(pretraining["stage_channels"]), "blocks_per_stage": pretraining["blocks_per_stage"]}
+def _network(step: dict) -> dict:
+    """The stages and blocks a step's parameters give its network."""
+    return {"stage_channels": tuple(step["stage_channels"]), "blocks_per_stage": step["blocks_per_stage"]}
 
 
 def member_seed(seed: int, k: int) -> int:
@@ -31,7 +32,8 @@ class Budgets:
 
     ``overrides`` apply to every TrainConfig (threads; the tests switch augmentation off).
     ``networks`` are the pretraining networks some rows train at the reduced budget (:attr:`Row.network`):
-    ``"pretraining"``, the one notebook 02 pretrains in this profile, and ``"paper"``, the ``paper`` profile's.
+    :data:`PRETRAINING_NETWORK`, the one notebook 02 pretrains in this profile, and :data:`PAPER_NETWORK`, the
+    ``paper`` profile's.
     """
 
     default: dict
@@ -44,7 +46,7 @@ class Budgets:
         default = resolve("finetune", profile)
         reduced = {**resolve("ablations", profile), "members": default["members"]}
         networks = {name: _network(resolve("pretrain", of))
-                    for name, of in (("pretraining", profile), ("paper", "paper"))}
+                    for name, of in ((PRETRAINING_NETWORK, profile), (PAPER_NETWORK, "paper"))}
         return cls(default, reduced, {"threads": threads}, networks)
 
     def describe(self) -> dict:
@@ -63,11 +65,11 @@ class Budgets:
 
     @property
     def arch(self) -> dict:
-        return dict(stage_channels=tuple(self.reduced["stage_channels"]),
-                    blocks_per_stage=self.reduced["blocks_per_stage"], **self.reduced.get("arch", {}))
+        return {**_network(self.reduced), **self.reduced.get("arch", {})}
 
     def arch_for(self, row: Row) -> dict:
-        """The network ``row`` trains: the reduced one, or for a row with a ``network``, that pretraining network."""
+        """The network ``row`` trains: the reduced one, or for a row with a ``network`` the reduced one with that
+        pretraining network's stages and blocks (the rest, such as the embedding, stays the reduced network's)."""
         if row.network is None:
             return self.arch
         if row.network not in self.networks:
@@ -75,6 +77,11 @@ class Budgets:
                              f"name it (they name {sorted(self.networks)}; Budgets.from_profiles reads them "
                              "from the profiles)")
         return {**self.arch, **self.networks[row.network]}
+
+    def repeats_reduced(self, row: Row) -> bool:
+        """A row with a ``network`` that these budgets' reduced rows train already (the ``paper`` profile's
+        ablations train the paper network): it would only repeat ``deep-REMAP (reduced budget)``."""
+        return row.network is not None and self.arch_for(row) == self.arch
 
     def members(self, row: Row) -> int:
         return int((self.default if row.budget == "default" else self.reduced)["members"])

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -71,9 +72,9 @@ def _seed_mean(pred: np.ndarray, truth: np.ndarray) -> dict[str, np.ndarray]:
 def summarize(rows: dict, seed: int = 0, n_boot: int = N_BOOT) -> dict:
     """Per row: seeds, nodes, metrics (mean over seeds, with 95 % intervals) and the paired difference with
     its reference where that row is recorded too, on the seeds both have."""
-    rng = np.random.default_rng(seed)
     result = {}
     for name, per_seed in rows.items():
+        rng = _row_rng(seed, name, "summary")
         ids = _common_ids(per_seed)
         truth, pred = _aligned(per_seed, ids)
         boot_nodes = rng.integers(0, len(ids), size=(n_boot, len(ids)))
@@ -89,8 +90,13 @@ def summarize(rows: dict, seed: int = 0, n_boot: int = N_BOOT) -> dict:
     for name, entry in result.items():
         reference = ROW_BY_NAME[name].reference if name in ROW_BY_NAME else None
         if reference in rows:
-            entry["paired"] = _paired(rows[name], rows[reference], reference, rng, n_boot)
+            entry["paired"] = _paired(rows[name], rows[reference], reference, _row_rng(seed, name, "paired"), n_boot)
     return result
+
+
+def _row_rng(seed: int, name: str, stage: str) -> np.random.Generator:
+    """A row's own bootstrap stream: adding or removing another row leaves this row's intervals as they were."""
+    return np.random.default_rng([seed, zlib.crc32(name.encode("utf-8")), zlib.crc32(stage.encode("utf-8"))])
 
 
 def _boot(pred, truth, boot_nodes, boot_seeds) -> dict[str, np.ndarray]:

@@ -386,6 +386,9 @@ def budgets_markdown(result: dict) -> str:
         if name in b:
             settings = ", ".join(f"{k} = {v}" for k, v in b[name].items())
             lines.append(f"| {name} | {settings} |")
+    for name, arch in (b.get("networks") or {}).items():  # what the rows with a ``network`` train instead
+        settings = ", ".join(f"{k} = {v}" for k, v in arch.items())
+        lines.append(f"| reduced, {name} network | {settings} |")
     rows = {}
     for r in result["rows"]:
         rows.setdefault(r["budget"], []).append(r["name"])

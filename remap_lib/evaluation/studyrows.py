@@ -84,7 +84,7 @@ Rows (:data:`ROWS`)
       :data:`PIXEL_LSF`), and ``labels between the grid nodes (reduced budget)`` (pretrained with grid spectra
       interpolated between neighbouring nodes, :data:`OFF_LATTICE`), and ``larger network (reduced budget)``
       (the network the profile pretrains in notebook 2, trained for the reduced budget's epochs, :data:`LARGER`), and
-      ``paper-profile network (reduced budget)`` (the ``paper`` profile's, larger again, :data:`LARGEST`).
+      ``paper-profile network (reduced budget)`` (the ``paper`` profile's, larger again, :data:`PAPER_SIZED`).
       Seeds are pretraining seeds (the fine-tuning seed follows). Each is paired with ``deep-REMAP
       (reduced budget)``.
 
@@ -192,17 +192,19 @@ PIXEL_LSF = "grid lines as wide as MILES's (reduced budget)"
 #: value was tried on the study's stars).
 OFF_LATTICE = "labels between the grid nodes (reduced budget)"
 OFF_LATTICE_MIX = 0.5
-#: A larger network (issue 12: "a larger network where the tail turns out to be a matter of capacity"): the
-#: reduced budget's epochs with the network the profile pretrains (notebook 2; ``default``: twice the channels and
-#: twice the residual blocks per stage of the ablations' network, about eight times the weights), paired with
-#: ``deep-REMAP (reduced budget)``, so that only the capacity differs. The default budget's own network cannot be
-#: grown and still pretrained on two cores; at the reduced budget the held-out grid nodes, whose σ is set by a
-#: tail (MAD 22 K against σ 131 K for the shipped pretraining), are scored for both networks.
+#: The pretraining networks a reduced-budget row may train instead of the ablations' smaller one (:attr:`Row.network`):
+#: the one the profile itself pretrains (notebook 2's), and the ``paper`` profile's.
+PRETRAINING_NETWORK, PAPER_NETWORK = "pretraining", "paper"
+#: A larger network (issue 12: "a larger network where the tail turns out to be a matter of capacity"): the reduced
+#: budget's epochs with the network the profile pretrains (``default``: twice the channels and twice the residual
+#: blocks per stage of the ablations' network), paired with ``deep-REMAP (reduced budget)``, so that only the
+#: capacity differs. The default budget's own network cannot be grown and still be pretrained and fine-tuned for every
+#: seed and fold on two cores; at the reduced budget the grid's held-out nodes are scored for both networks.
 LARGER = "larger network (reduced budget)"
-#: Larger again: the ``paper`` profile's network (twice the channels of notebook 2's ``default`` one and three
-#: residual blocks per stage, six times its weights) at the same reduced budget, paired with ``deep-REMAP (reduced
-#: budget)``: does capacity beyond what the ``default`` profile trains keep helping?
-LARGEST = "paper-profile network (reduced budget)"
+#: Larger again: the ``paper`` profile's network (twice the channels of the ``default`` profile's and three residual
+#: blocks per stage) at the same reduced budget, paired with ``deep-REMAP (reduced budget)``: does capacity beyond what
+#: the ``default`` profile trains keep helping?
+PAPER_SIZED = "paper-profile network (reduced budget)"
 #: S/N per pixel of the degraded copies the rehearsal and noise rows are also scored on (paired: the
 #: same noise per star, :mod:`remap_lib.evaluation.degrade`); 20 and 10 bracket where the robustness
 #: curves of the shipped model drift.
@@ -239,8 +241,8 @@ class Row:
     pixel_in_lsf: bool = False
     #: TrainConfig changes in pretraining only (``change`` applies to fine-tuning as well).
     pretrain_change: dict = field(default_factory=dict)
-    #: A reduced-budget row that trains a pretraining network instead of the ablations' smaller one: the
-    #: profile's own (``"pretraining"``, notebook 2's) or the ``paper`` profile's (``"paper"``)
+    #: A reduced-budget row that trains a pretraining network instead of the ablations' smaller one:
+    #: :data:`PRETRAINING_NETWORK` or :data:`PAPER_NETWORK`
     #: (:meth:`~remap_lib.evaluation.studybudgets.Budgets.arch_for`).
     network: str | None = None
 
@@ -335,8 +337,8 @@ ROWS: tuple[Row, ...] = (
     Row("no pretraining", "scratch", REDUCED, "reduced", "pretraining"),
     Row(PIXEL_LSF, "reduced", REDUCED, "reduced", "pretraining", pixel_in_lsf=True),
     Row(OFF_LATTICE, "reduced", REDUCED, "reduced", "pretraining", pretrain_change={"node_mix": OFF_LATTICE_MIX}),
-    Row(LARGER, "reduced", REDUCED, "reduced", "pretraining", network="pretraining"),
-    Row(LARGEST, "reduced", REDUCED, "reduced", "pretraining", network="paper"),
+    Row(LARGER, "reduced", REDUCED, "reduced", "pretraining", network=PRETRAINING_NETWORK),
+    Row(PAPER_SIZED, "reduced", REDUCED, "reduced", "pretraining", network=PAPER_NETWORK),
 )
 ROW_BY_NAME = {r.name: r for r in ROWS}
 #: How a derived row comes from its source's networks: degraded copies of the stars, T = 1, member 0
@@ -353,7 +355,7 @@ DERIVED_FROM = {r.name: tuple(d.name for d in ROWS if d.kind == "derived" and (d
                 for r in ROWS if r.kind != "derived"}
 #: Run order within a seed, cheapest first (measured: see `remap study status`).
 RUN_ORDER = ("chi2 grid fit", "The Cannon", "no pretraining", REDUCED, "no cost matrix", "no focal term",
-             "no triplet", "no SWA", PIXEL_LSF, OFF_LATTICE, LARGER, LARGEST,
+             "no triplet", "no SWA", PIXEL_LSF, OFF_LATTICE, LARGER, PAPER_SIZED,
              "MSE regression CNN", FULL, REHEARSAL, REHEARSAL_MORE, NOISE, DISTILL,
              NOISE_DISTILL, NOISE_DISTILL_HELD_OUT, NOISE_DISTILL_LOGG, NOISE_DISTILL_TEFF_LOGG, NOISE_DISTILL_WIDE,
              NOISE_DISTILL_NO_SWA, NOISE_DISTILL_SWA_BN, NOISE_DISTILL_ALIGN, NOISE_DISTILL_FROZEN)

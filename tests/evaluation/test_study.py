@@ -369,13 +369,19 @@ def test_the_larger_network_row_trains_the_profiles_pretraining_network_and_noth
     assert budgets.pretrain(larger, 2) == budgets.pretrain(reduced, 2)  # same epochs, same settings
     assert budgets.finetune(larger, 2) == budgets.finetune(reduced, 2)
     assert larger.reference == sr.REDUCED and larger.pretrains
-    assert budgets.describe()["networks"]["pretraining"]["stage_channels"] == list(pretraining["stage_channels"])
-    largest, paper = sr.ROW_BY_NAME[sr.LARGEST], profiles.resolve("pretrain", "paper")
-    assert budgets.arch_for(largest)["stage_channels"] == tuple(paper["stage_channels"])
-    assert budgets.arch_for(largest)["blocks_per_stage"] == paper["blocks_per_stage"]
-    assert budgets.pretrain(largest, 2) == budgets.pretrain(reduced, 2) and largest.reference == sr.REDUCED
+    described = budgets.describe()["networks"][sr.PRETRAINING_NETWORK]
+    assert described["stage_channels"] == list(pretraining["stage_channels"])
+    paper_sized, paper = sr.ROW_BY_NAME[sr.PAPER_SIZED], profiles.resolve("pretrain", "paper")
+    assert budgets.arch_for(paper_sized)["stage_channels"] == tuple(paper["stage_channels"])
+    assert budgets.arch_for(paper_sized)["blocks_per_stage"] == paper["blocks_per_stage"]
+    assert budgets.pretrain(paper_sized, 2) == budgets.pretrain(reduced, 2) and paper_sized.reference == sr.REDUCED
     with pytest.raises(ValueError, match="these budgets do not name it"):
         studybudgets.Budgets(budgets.default, budgets.reduced).arch_for(larger)
+    assert not any(budgets.repeats_reduced(r) for r in sr.ROWS)
+    # the paper profile's ablations train the paper network already: its larger rows would repeat them
+    paper_budgets = studybudgets.Budgets.from_profiles("paper")
+    assert paper_budgets.repeats_reduced(larger) and paper_budgets.repeats_reduced(paper_sized)
+    assert not paper_budgets.repeats_reduced(reduced)
 
 
 # -------------------------------------------------------------------------------------------- a tiny study
@@ -470,7 +476,7 @@ def test_the_larger_network_row_pretrains_and_fine_tunes_the_larger_network(tiny
     st, _, _ = tiny
     bigger = {"stage_channels": (8, 16), "blocks_per_stage": 2}
     larger = dataclasses.replace(st, out=tmp_path / "out", work=tmp_path / "work", hashes=dict(st.hashes),
-                                 budgets=dataclasses.replace(st.budgets, networks={"pretraining": bigger}))
+                                 budgets=dataclasses.replace(st.budgets, networks={sr.PRETRAINING_NETWORK: bigger}))
     row = sr.ROW_BY_NAME[sr.LARGER]
     assert study.run_study(larger, study.plan([sr.LARGER], [0], larger.k))["left"] == 0
     pre = runqueue.read_record(larger.out, f"pretrain/{row.slug}/seed0")

@@ -58,6 +58,20 @@ def test_metrics_and_paired_difference_on_hand_computed_nodes(tmp_path):
     assert ref["paired"] is None  # deep-REMAP (full budget) has no pretraining records here
 
 
+def test_a_rows_intervals_do_not_depend_on_which_other_rows_are_recorded(tmp_path):
+    rng = np.random.default_rng(4)
+    for seed in range(3):
+        _write(tmp_path, sr.REDUCED, seed, _part(rng.normal(0, 50, 40)))
+        _write(tmp_path, sr.OFF_LATTICE, seed, _part(rng.normal(0, 30, 40)))
+    before = studynodes.summarize(studynodes.load_node_predictions(tmp_path), n_boot=200)
+    for seed in range(3):  # a row added later, sorted before the others
+        _write(tmp_path, sr.LARGER, seed, _part(rng.normal(0, 20, 40)))
+    after = studynodes.summarize(studynodes.load_node_predictions(tmp_path), n_boot=200)
+    assert list(after) != list(before)
+    for row in (sr.REDUCED, sr.OFF_LATTICE):
+        assert after[row] == before[row]
+
+
 def test_command_writes_the_report_and_refuses_records_without_nodes(tmp_path, capsys):
     with pytest.raises(SystemExit, match="no pretraining record"):
         studynodes.main(["--records", str(tmp_path), "--out", str(tmp_path / "nodes.json")])

@@ -147,13 +147,15 @@ def test_read_study_names_a_missing_file(tmp_path):
 
 
 def test_budgets_markdown_names_each_budgets_rows_and_the_compute(result):
-    result = {**result, "budgets": {"default": {"epochs": 60}, "reduced": {"pretrain_epochs": 20}},
+    result = {**result, "budgets": {"default": {"epochs": 60}, "reduced": {"pretrain_epochs": 20},
+                                    "networks": {"paper": {"stage_channels": [32, 64], "blocks_per_stage": 3}}},
               "compute": {"runs": 3, "cpu_hours": 1.25, "wall_hours": 2.0, "devices": ["cpu"], "resumed_runs": 0,
                           "by_kind": {"ensemble": {"runs": 3, "cpu_hours": 1.25, "wall_hours": 2.0}}}}
     for row in result["rows"]:
         row["budget"] = "default"
     text = studyreport.budgets_markdown(result)
     assert "| default | epochs = 60 |" in text and "| reduced | pretrain_epochs = 20 |" in text
+    assert "| reduced, paper network | stage_channels = [32, 64], blocks_per_stage = 3 |" in text
     assert "| default | deep-REMAP, MSE regression CNN, no SWA |" in text
     assert "**3 runs, 1.2 CPU hours**" in text and "ensemble: 3 runs, 1.25 h" in text
 
