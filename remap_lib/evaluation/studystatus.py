@@ -11,11 +11,13 @@ from pathlib import Path
 import numpy as np
 
 from remap_lib.evaluation import runqueue
-from remap_lib.evaluation.studyrows import DERIVED_FROM
+from remap_lib.evaluation.studyrows import DERIVED_FROM, ROW_BY_NAME
 
 
 def measured_seconds(out) -> dict[str, dict]:
     """Per task kind: the median CPU time of its complete runs (one thread: the wall time on an idle core).
+    A row that trains another network than its kind's (:attr:`~remap_lib.evaluation.studyrows.Row.network`) is
+    timed on its own.
 
     CPU time, not wall time, because the study runs niced beside other work, and a stopped or
     starved process would otherwise count as slow; resumed runs (partial work) are left out.
@@ -25,14 +27,16 @@ def measured_seconds(out) -> dict[str, dict]:
     for path in Path(out).glob("*/**/*.json"):
         rec = runqueue.read_record(out, str(path.relative_to(out).with_suffix("")))
         if "wall_s" in rec and not rec.get("resumed", False):
-            times.setdefault(_kind_label(rec["kind"], rec.get("budget")), []).append(
+            row = ROW_BY_NAME.get(rec.get("row"))
+            times.setdefault(_kind_label(rec["kind"], rec.get("budget"), row.network if row else None), []).append(
                 (rec.get("cpu_s", rec["wall_s"]), rec["wall_s"]))
     return {k: {"runs": len(v), "cpu_s": float(np.median([c for c, _ in v])),
                 "wall_s": float(np.median([w for _, w in v]))} for k, v in sorted(times.items())}
 
 
-def _kind_label(kind: str, budget: str | None) -> str:
-    return f"{kind} ({budget} budget)" if kind in ("pretrain", "ensemble", "reduced", "scratch", "mse") else kind
+def _kind_label(kind: str, budget: str | None, network: str | None = None) -> str:
+    label = f"{kind} ({budget} budget)" if kind in ("pretrain", "ensemble", "reduced", "scratch", "mse") else kind
+    return f"{label}, {network} network" if network else label
 
 
 def status(out, claims, tasks) -> dict:
@@ -44,7 +48,7 @@ def status(out, claims, tasks) -> dict:
     need = {"total": 0.0, "left": 0.0}
     unmeasured = set()
     for t in tasks:
-        label = _kind_label(t.kind, t.row.budget)
+        label = _kind_label(t.kind, t.row.budget, t.row.network)
         entry = rows.setdefault(t.row.name, {"done": 0, "running": 0, "left": 0})
         done = runqueue.is_done(out, t.key)
         entry["done" if done else "running" if t.key in running else "left"] += 1
