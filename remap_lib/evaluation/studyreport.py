@@ -115,10 +115,19 @@ def formatted_table(result: dict, table: str = "cv_dwarfs", metrics=("sigma", "b
     return frame
 
 
-def paired_frame(result: dict, table: str = "cv_dwarfs", metric: str = "sigma", rows=None) -> pd.DataFrame:
-    """Paired differences row − reference: one line per row and label, with interval and ``excludes_zero``."""
+def paired_frame(result: dict, table: str = "cv_dwarfs", metric: str = "sigma", rows=None,
+                 reference: str | None = None) -> pd.DataFrame:
+    """Paired differences row − reference: one line per row and label, with interval and ``excludes_zero``.
+
+    ``reference``: against that row instead of each row's own, from the aggregate's extra comparisons
+    (:data:`~remap_lib.evaluation.studyrows.COMPARISONS`).
+    """
     records = []
     for row in _rows(result, rows):
+        if reference is not None:
+            paired = next((c for c in result.get("comparisons", [])
+                           if c["row"] == row["name"] and c["reference"] == reference), None)
+            row = {**row, "paired": paired, "reference": reference}
         diff = (row.get("paired") or {}).get(table)
         if not diff:
             continue
@@ -134,13 +143,14 @@ def paired_frame(result: dict, table: str = "cv_dwarfs", metric: str = "sigma", 
 
 
 def effect_sentence(result: dict, row: str, table: str = "cv_dwarfs", metric: str = "sigma",
-                    label: str = "teff") -> str:
+                    label: str = "teff", reference: str | None = None) -> str:
     """A sentence a page can quote: the paired difference with its interval, and whether it is an effect.
 
-    ``label`` is ignored for ``accuracy`` (the share called dwarf or giant is one number per star).
+    ``label`` is ignored for ``accuracy`` (the share called dwarf or giant is one number per star);
+    ``reference`` compares with that row instead of the row's own (:func:`paired_frame`).
     """
     label = "all" if metric == "accuracy" else label
-    frame = paired_frame(result, table, metric, [row])
+    frame = paired_frame(result, table, metric, [row], reference)
     frame = frame[frame["label"] == label] if len(frame) else frame
     if frame.empty:
         return f"{row}: no paired {metric} on {TABLE_TITLES[table]} yet"

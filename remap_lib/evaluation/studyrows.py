@@ -205,6 +205,9 @@ LARGER = "larger network (reduced budget)"
 #: blocks per stage) at the same reduced budget, paired with ``deep-REMAP (reduced budget)``: does capacity beyond what
 #: the ``default`` profile trains keep helping?
 PAPER_SIZED = "paper-profile network (reduced budget)"
+#: Every paired comparison the aggregate makes beyond each row's reference: the peers, and the two larger networks
+#: against each other (is the ``paper`` profile's network better than notebook 2's, on the same seeds?).
+COMPARISONS = (*PEER_COMPARISONS, (PAPER_SIZED, LARGER))
 #: S/N per pixel of the degraded copies the rehearsal and noise rows are also scored on (paired: the
 #: same noise per star, :mod:`remap_lib.evaluation.degrade`); 20 and 10 bracket where the robustness
 #: curves of the shipped model drift.

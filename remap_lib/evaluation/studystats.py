@@ -15,8 +15,8 @@ Per row and table (``cv_dwarfs``, ``calibration_stars``, ``giants``; see :mod:`r
   takes its interval from the same star resamples, each combined with a resample of the paired
   seeds (when there are two or more), so that seed-to-seed scatter counts as well. An effect is
   listed in ``effects`` only where the difference's interval excludes zero. ``comparisons`` holds the same
-  for the pairs of :data:`~remap_lib.evaluation.studyrows.PEER_COMPARISONS` (remap's recipe against its
-  peers), which are not each other's reference;
+  for the pairs of :data:`~remap_lib.evaluation.studyrows.COMPARISONS` (remap's recipe against its
+  peers; the two larger networks against each other), which are not each other's reference;
 * ``ci95_models`` (tables where a seed has several models: the giants, predicted by every fold's
   model): a bootstrap that also resamples, within each resampled seed, its models, which were
   fine-tuned on different dwarfs, so the interval holds what another training set changes. For the
@@ -355,7 +355,7 @@ def aggregate(out, folds: pd.DataFrame, budgets: dict | None = None, n_boot: int
 
     The dwarfs are the fold table's; the giants every star of the records' ``giants`` parts.
     """
-    from remap_lib.evaluation.studyrows import AGGREGATE_RECIPES, PEER_COMPARISONS, ROW_BY_NAME, ROWS
+    from remap_lib.evaluation.studyrows import AGGREGATE_RECIPES, COMPARISONS, ROW_BY_NAME, ROWS
 
     entries = collect(load_records(out))
     k = int(folds["fold"].max()) + 1
@@ -420,7 +420,7 @@ def aggregate(out, folds: pd.DataFrame, budgets: dict | None = None, n_boot: int
         if len(settings) > 1:
             warnings.append(f"{row.name}: runs used {len(settings)} different settings (budgets or profiles)")
     comparisons = []
-    for name, ref in PEER_COMPARISONS:
+    for name, ref in COMPARISONS:
         paired, found = _paired(scored, name, ref, boot_seed)
         if paired is not None:
             comparisons.append({"row": name, "reference": ref, **paired})

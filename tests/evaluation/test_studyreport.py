@@ -83,6 +83,18 @@ def test_paired_frame_and_sentence_call_an_effect_only_when_the_interval_exclude
         studyreport.effect_sentence(result, "MSE regression CNN", "giants", "accuracy", "all")
 
 
+def test_a_sentence_can_compare_with_another_row_than_the_rows_own_reference(result):
+    result = {**result, "comparisons": [{"row": "deep-REMAP", "reference": "MSE regression CNN",
+                                         "cv_dwarfs": {"seeds": [0, 1, 2], "teff": _diff(-10.0, -18.0, -2.0)}}]}
+    assert studyreport.effect_sentence(result, "deep-REMAP", label="teff", reference="MSE regression CNN") == (
+        "deep-REMAP − MSE regression CNN, σ of T<sub>eff</sub> on cross-validated MILES FGK dwarfs: -10 K "
+        "[-18, -2] over 3 paired seeds: an effect (the interval excludes zero)")
+    assert "no paired" in studyreport.effect_sentence(result, "deep-REMAP", "giants", reference="MSE regression CNN")
+    assert "no paired" in studyreport.effect_sentence(result, "MSE regression CNN", reference="deep-REMAP")
+    # without a reference, the row's own pairing as before
+    assert "− deep-REMAP" in studyreport.effect_sentence(result, "MSE regression CNN", label="teff")
+
+
 def test_unknown_rows_are_named(result):
     with pytest.raises(KeyError, match="no study row 'nope'"):
         studyreport.summary_frame(result, rows=["nope"])
