@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from remap_lib.constants import LABEL_NAMES
-from remap_lib.evaluation.studyrows import ROW_BY_NAME
+from remap_lib.evaluation.studyrows import COMPARISONS, ROW_BY_NAME
 from remap_lib.evaluation.studyruns import SYNTHETIC_SNR
 from remap_lib.evaluation.studystats import METRICS, _part_array, label_metrics
 from remap_lib.fileio import write_json
@@ -94,6 +94,13 @@ def summarize(rows: dict, seed: int = 0, n_boot: int = N_BOOT) -> dict:
     return result
 
 
+def comparisons(rows: dict, seed: int = 0, n_boot: int = N_BOOT) -> list[dict]:
+    """The paired differences of :data:`~remap_lib.evaluation.studyrows.COMPARISONS` whose two rows are recorded:
+    like a row's ``paired`` entry, with ``row`` added."""
+    return [{"row": name, **_paired(rows[name], rows[ref], ref, _row_rng(seed, f"{name} vs {ref}", "paired"), n_boot)}
+            for name, ref in COMPARISONS if name in rows and ref in rows]
+
+
 def _row_rng(seed: int, name: str, stage: str) -> np.random.Generator:
     """A row's own bootstrap stream: adding or removing another row leaves this row's intervals as they were."""
     return np.random.default_rng([seed, zlib.crc32(name.encode("utf-8")), zlib.crc32(stage.encode("utf-8"))])
@@ -155,11 +162,17 @@ def table(report: dict, rows, metrics=("sigma", "mad", "bias")):
     return pd.DataFrame(lines).set_index("row") if lines else pd.DataFrame()
 
 
-def effect_sentence(report: dict, row: str, metric: str = "sigma", label: str = "teff") -> str:
-    """The paired difference (row − its reference) on the held-out nodes, with its interval and verdict."""
+def effect_sentence(report: dict, row: str, metric: str = "sigma", label: str = "teff",
+                    reference: str | None = None) -> str:
+    """The paired difference (row − its reference, or ``reference`` from the report's ``comparisons``) on the
+    held-out nodes, with its interval and verdict."""
     from remap_lib.evaluation.studyreport import LABEL_TEXT, METRIC_TEXT, _decimals
 
-    paired = report["rows"].get(row, {}).get("paired")
+    if reference is None:
+        paired = report["rows"].get(row, {}).get("paired")
+    else:
+        paired = next((c for c in report.get("comparisons", []) if c["row"] == row and c["reference"] == reference),
+                      None)
     if not paired:
         return f"{row}: no paired held-out node scores yet"
     e, d = paired["difference"][metric][label], _decimals(label, metric)
@@ -182,7 +195,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"no pretraining record under {args.records}/pretrain holds held-out node predictions: "
                          "run `remap study run` for a reduced-budget row first")
     result = {"source": "pretraining records of remap study run (results/study/pretrain)", "snr": SYNTHETIC_SNR,
-              "rows": summarize(rows)}
+              "rows": summarize(rows), "comparisons": comparisons(rows)}
     write_json(args.out, result)
     for name, entry in result["rows"].items():
         m = entry["metrics"]

@@ -97,3 +97,21 @@ def test_table_and_sentence_quote_the_report(tmp_path):
     assert studynodes.effect_sentence(report, sr.REDUCED).endswith("no paired held-out node scores yet")
     with pytest.raises(FileNotFoundError, match="studynodes"):
         studynodes.read_nodes(tmp_path / "absent.json")
+
+
+def test_the_two_larger_networks_are_compared_with_each_other_on_the_same_nodes_and_seeds(tmp_path):
+    for seed in range(3):
+        _write(tmp_path, sr.REDUCED, seed, _part(np.array([30.0, -30.0] * 20)))
+        _write(tmp_path, sr.LARGER, seed, _part(np.array([20.0, -20.0] * 20)))
+        _write(tmp_path, sr.PAPER_SIZED, seed, _part(np.array([20.0, -20.0] * 20) + (5.0 if seed else 0.0)))
+    rows = studynodes.load_node_predictions(tmp_path)
+    (compared,) = studynodes.comparisons(rows, n_boot=200)
+    assert compared["row"] == sr.PAPER_SIZED and compared["reference"] == sr.LARGER
+    assert compared["difference"]["bias"]["teff"]["value"] == pytest.approx(10.0 / 3)  # +5 K on two of three seeds
+    report = {"snr": 50.0, "rows": studynodes.summarize(rows, n_boot=200), "comparisons": [compared]}
+    sentence = studynodes.effect_sentence(report, sr.PAPER_SIZED, "bias", "teff", reference=sr.LARGER)
+    assert sentence.startswith(f"{sr.PAPER_SIZED} − {sr.LARGER}, bias of T<sub>eff</sub>")
+    assert "over 3 paired seeds" in sentence
+    assert studynodes.effect_sentence(report, sr.PAPER_SIZED, "bias", "teff").startswith(
+        f"{sr.PAPER_SIZED} − {sr.REDUCED}")  # its own reference otherwise
+    assert "no paired" in studynodes.effect_sentence(report, sr.LARGER, reference=sr.PAPER_SIZED)
