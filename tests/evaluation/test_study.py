@@ -600,7 +600,7 @@ def test_tiny_study_rerun_skips_finished_runs_and_waits_for_claimed_ones(tiny):
 def test_tiny_study_aggregates_into_the_table_schema(tiny, monkeypatch):
     st, _, _ = tiny
     # the tiny study has no run of remap's recipe: compare a row it ran; a pair without records is left out
-    monkeypatch.setattr(sr, "PEER_COMPARISONS", ((sr.DISTILL, "MSE regression CNN"), (sr.NOISE_DISTILL, "The Cannon")))
+    monkeypatch.setattr(sr, "COMPARISONS", ((sr.DISTILL, "MSE regression CNN"), (sr.NOISE_DISTILL, "The Cannon")))
     result = studystats.aggregate(st.out, st.folds, n_boot=50)
     rows = {r["name"]: r for r in result["rows"]}
     assert [r["name"] for r in result["rows"]] == [r.name for r in sr.ROWS]
