@@ -166,13 +166,12 @@ def effect_sentence(report: dict, row: str, metric: str = "sigma", label: str = 
                     reference: str | None = None) -> str:
     """The paired difference (row − its reference, or ``reference`` from the report's ``comparisons``) on the
     held-out nodes, with its interval and verdict."""
-    from remap_lib.evaluation.studyreport import LABEL_TEXT, METRIC_TEXT, _decimals
+    from remap_lib.evaluation.studyreport import LABEL_TEXT, METRIC_TEXT, _decimals, comparison
 
     if reference is None:
         paired = report["rows"].get(row, {}).get("paired")
     else:
-        paired = next((c for c in report.get("comparisons", []) if c["row"] == row and c["reference"] == reference),
-                      None)
+        paired = comparison(report, row, reference)
     if not paired:
         return f"{row}: no paired held-out node scores yet"
     e, d = paired["difference"][metric][label], _decimals(label, metric)

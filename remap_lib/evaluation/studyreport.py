@@ -115,6 +115,12 @@ def formatted_table(result: dict, table: str = "cv_dwarfs", metrics=("sigma", "b
     return frame
 
 
+def comparison(report: dict, row: str, reference: str) -> dict | None:
+    """The paired difference ``row`` − ``reference`` among a report's extra ``comparisons`` (the study's aggregate
+    or the held-out node report; :data:`~remap_lib.evaluation.studyrows.COMPARISONS`), or None."""
+    return next((c for c in report.get("comparisons", []) if c["row"] == row and c["reference"] == reference), None)
+
+
 def paired_frame(result: dict, table: str = "cv_dwarfs", metric: str = "sigma", rows=None,
                  reference: str | None = None) -> pd.DataFrame:
     """Paired differences row − reference: one line per row and label, with interval and ``excludes_zero``.
@@ -125,9 +131,7 @@ def paired_frame(result: dict, table: str = "cv_dwarfs", metric: str = "sigma", 
     records = []
     for row in _rows(result, rows):
         if reference is not None:
-            paired = next((c for c in result.get("comparisons", [])
-                           if c["row"] == row["name"] and c["reference"] == reference), None)
-            row = {**row, "paired": paired, "reference": reference}
+            row = {**row, "paired": comparison(result, row["name"], reference), "reference": reference}
         diff = (row.get("paired") or {}).get(table)
         if not diff:
             continue
